@@ -1,0 +1,129 @@
+"""Data passed between the local cluster's GitLab side and its emulated runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One CI/CD variable as GitLab hands it to a runner."""
+
+    key: str
+    value: str
+    public: bool = True
+    masked: bool = False
+    file: bool = False
+
+
+@dataclass(frozen=True)
+class ServiceDef:
+    """One `services:` entry of a job, normalised from string or mapping form."""
+
+    name: str
+    alias: str = ""
+    command: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] = ()
+    variables: tuple[Variable, ...] = ()
+
+
+@dataclass(frozen=True)
+class ArtifactsDef:
+    paths: tuple[str, ...] = ()
+    when: str = "on_success"  # on_success | on_failure | always
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class JobPayload:
+    """What the emulated runner receives for one job (the job request response of GitLab)."""
+
+    id: int
+    name: str
+    stage: str
+    token: str
+    project_id: int
+    project_name: str
+    project_path: str  # namespace/name, e.g. "runnerconf/scratch"
+    namespace_path: str  # e.g. "runnerconf"
+    namespace_id: int
+    root_namespace: str
+    project_url: str  # web_url of the project
+    pipeline_id: int
+    ref: str
+    sha: str
+    before_sha: str
+    repo_path: Path  # bare git repository on disk the helper clones from
+    image: str
+    image_entrypoint: tuple[str, ...] | None = None
+    services: tuple[ServiceDef, ...] = ()
+    before_script: tuple[str, ...] = ()
+    script: tuple[str, ...] = ()
+    after_script: tuple[str, ...] = ()
+    variables: tuple[Variable, ...] = ()  # predefined, then global yaml, job yaml, pipeline
+    artifacts: ArtifactsDef | None = None
+    timeout_s: int = 3600
+    tags: tuple[str, ...] = ()
+    allow_failure: bool = False
+
+    @property
+    def job_url(self) -> str:
+        return f"{self.project_url}/-/jobs/{self.id}"
+
+    def variable(self, key: str, default: str = "") -> str:
+        """Last definition wins, as in GitLab's variable precedence."""
+        for var in reversed(self.variables):
+            if var.key == key:
+                return var.value
+        return default
+
+
+class JobSink(Protocol):
+    """How the runner reports back to the GitLab side (in-process)."""
+
+    def job_started(self, job_id: int, runner_description: str) -> None: ...
+
+    def append_trace(self, job_id: int, data: bytes) -> None: ...
+
+    def job_finished(self, job_id: int, status: str, failure_reason: str | None) -> None:
+        """status: success | failed | canceled; failure_reason e.g. script_failure, runner_system_failure."""
+
+    def store_artifacts(self, job_id: int, filename: str, data: bytes) -> None: ...
+
+
+class JobQueue(Protocol):
+    """How the GitLab side hands jobs to the runner (in-process)."""
+
+    def submit(self, payload: JobPayload) -> None: ...
+
+    def cancel(self, job_id: int) -> None: ...
+
+    def runner_tags(self) -> frozenset[str]: ...
+
+
+@dataclass
+class ClusterInfo:
+    """Where a running local cluster can be reached; written to its state file."""
+
+    gitlab_url: str
+    gitlab_token: str
+    kubeconfig: str
+    kube_context: str
+    project: str
+    runner_tag: str
+    namespace: str
+    pid: int
+    home: str
+    faults: list[str] = field(default_factory=list)
+
+    def shell_lines(self) -> list[str]:
+        return [
+            f"GITLAB_URL={self.gitlab_url}",
+            f"GITLAB_TOKEN={self.gitlab_token}",
+            f"KUBECONFIG={self.kubeconfig}",
+            f"PROJECT={self.project}",
+            f"RUNNER_TAG={self.runner_tag}",
+            f"NAMESPACE={self.namespace}",
+        ]
