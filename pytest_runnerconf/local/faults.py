@@ -1,0 +1,45 @@
+"""Named faults the local cluster can inject, each breaking one behaviour like a broken real cluster."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from pytest_runnerconf.errors import ConfigError
+
+FAULTS: dict[str, str] = {
+    "init-not-first": "init containers start after the regular containers instead of before them",
+    "script-before-sources": "step_script starts before get_sources has finished",
+    "builds-not-shared": "each container gets its own /builds instead of the shared repo emptyDir",
+    "no-host-aliases": "the pod gets no hostAliases for its services",
+    "ignore-dns-config": "dns_policy/dns_config are not applied to the pod",
+    "dind-dns-fallback": "dockerd in DinD hands its containers 8.8.8.8 instead of the pod DNS",
+    "limits-not-applied": "the pod spec shows limits but the cgroups do not enforce them",
+    "oom-unreported": "an OOM kill happens but its reason is not surfaced",
+    "overrides-ignored": "KUBERNETES_* override variables are ignored",
+    "leak-pods": "job pods are not deleted after the job",
+    "leak-secrets": "the per-job registry-credentials secret is left behind",
+    "slow-cleanup": "job pods are deleted long after the job ended",
+}
+
+ENV_VAR = "RUNNERCONF_LOCAL_FAULTS"
+
+
+def parse_faults(names: Iterable[str] | str | None) -> frozenset[str]:
+    """Validate fault names; an unknown name is a ConfigError listing the known ones."""
+    if names is None:
+        return frozenset()
+    if isinstance(names, str):
+        names = names.split(",")
+    chosen = frozenset(n.strip() for n in names if n.strip())
+    unknown = sorted(chosen - FAULTS.keys())
+    if unknown:
+        raise ConfigError(
+            f"unknown local-cluster fault {', '.join(map(repr, unknown))}; "
+            f"known faults: {', '.join(sorted(FAULTS))}"
+        )
+    return chosen
+
+
+def faults_from_env() -> frozenset[str]:
+    return parse_faults(os.environ.get(ENV_VAR))
