@@ -117,6 +117,7 @@ class ClusterInfo:
     pid: int
     home: str
     faults: list[str] = field(default_factory=list)
+    local_dns: str = ""  # address of the cluster's own DNS server (the pods' nameserver)
 
     def shell_lines(self) -> list[str]:
         return [

@@ -1,0 +1,346 @@
+"""Start, find and stop the embedded local cluster (one per machine, described by a state file)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from pytest_runnerconf.errors import ConfigError, InfraError
+from pytest_runnerconf.local.faults import parse_faults
+
+FIXTURES = Path(__file__).resolve().parent.parent.parent / "fixtures" / "local"
+STATE_NAME = "state.json"
+START_DEADLINE_S = 900.0  # a cold start builds images from Debian packages
+Log = Callable[[str], None]
+
+
+def default_home() -> Path:
+    if os.environ.get("RUNNERCONF_LOCAL_HOME"):
+        return Path(os.environ["RUNNERCONF_LOCAL_HOME"])
+    if os.geteuid() == 0:
+        return Path("/var/lib/runnerconf/local")
+    return Path.home() / ".cache" / "runnerconf" / "local"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_state(home: Path | None = None) -> Any | None:
+    """The ClusterInfo of a running local cluster, or None."""
+    from pytest_runnerconf.local.model import ClusterInfo
+
+    path = (home or default_home()) / STATE_NAME
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    info = ClusterInfo(**data)
+    if not _pid_alive(info.pid):
+        return None
+    return info
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/v4/version", timeout=2) as resp:
+            return resp.status in (200, 401)
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401
+    except OSError:
+        return False
+
+
+class LocalCluster:
+    """Everything one local cluster runs, in this process: engine check, images, DNS, registry, APIs, runner."""
+
+    def __init__(self, home: Path, faults: frozenset[str] = frozenset(), config: Path | None = None) -> None:
+        self.home = home
+        self.faults = faults
+        self.config_path = config or FIXTURES / "config.toml"
+        self._stops: list[Callable[[], None]] = []
+        self.info: Any = None
+
+    def start(self, log: Log = print) -> Any:
+        from pytest_runnerconf.local import engine, images, netsvc
+        from pytest_runnerconf.local.gitlab_api import GitLabAPI
+        from pytest_runnerconf.local.gitlab_state import GitLabState
+        from pytest_runnerconf.local.kstore import KubeStore
+        from pytest_runnerconf.local.kube_api import KubeAPI, write_kubeconfig
+        from pytest_runnerconf.local.model import ClusterInfo
+        from pytest_runnerconf.local.pods import DockerPods
+        from pytest_runnerconf.local.runner import LocalRunner
+        from pytest_runnerconf.local.runner_config import load_runner_config
+        from pytest_runnerconf.local.standins import StandIns
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        settings = tomllib.loads((FIXTURES / "cluster.toml").read_text())
+        cl = settings["cluster"]
+        t0 = time.monotonic()
+        client = engine.docker_client(ensure=True)
+        engine.ensure_host_packages()
+        log(f"runnerconf local: docker engine ready ({time.monotonic() - t0:.1f}s)")
+        built = images.ensure_images(client, log=log)
+        cluster_id = secrets.token_hex(4)
+        # Leftovers of a crashed earlier cluster would collide with names and ports.
+        cleanup_leftovers(client, self.home)
+        gateway = netsvc.bridge_gateway(client)
+        dns = netsvc.start_dns(self.home, gateway, {cl["registry_host"]: gateway})
+        self._stops.append(dns.stop)
+        registry = netsvc.start_registry(self.home, gateway, cl["registry_port"])
+        self._stops.append(registry.stop)
+        for repo, role in cl["registry_images"].items():
+            netsvc.push_to_registry(client, built[role], repo, gateway, cl["registry_port"])
+        log(
+            f"runnerconf local: DNS {dns.address}, registry {registry.address} ({time.monotonic() - t0:.1f}s)"
+        )
+
+        cfg = load_runner_config(
+            self.config_path, substitutions={"@local-dns": gateway, "@gitlab-url": "http://127.0.0.1"}
+        )
+        namespace = cfg.runner.kubernetes.namespace
+        store = KubeStore()
+        store.create({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": namespace}})
+        store.create(
+            {
+                "kind": "ConfigMap",
+                "apiVersion": "v1",
+                "metadata": {"name": "gitlab-runner", "namespace": namespace},
+                # The runner's config as deployed; the token is a secret and is not published.
+                "data": {"config.toml": _redact_token(self.config_path.read_text())},
+            }
+        )
+        standins = StandIns(settings["standins"], built)
+        gitlab_token = "glpat-" + secrets.token_urlsafe(20)
+        state = GitLabState(self.home / "gitlab", gitlab_token, None)
+        project = state.create_project(cl["project"])
+
+        def repo_mounts(pod: dict[str, Any]) -> dict[str, dict[str, str]]:
+            pid = int(pod["metadata"]["annotations"]["project.runner.gitlab.com/id"])
+            return {str(state.repo_path(pid)): {"bind": "/runnerconf/repo.git", "mode": "ro"}}
+
+        pods = DockerPods(
+            client,
+            store,
+            cluster_id=cluster_id,
+            resolve_image=standins.resolve,
+            privileged=engine.privileged_kwargs(client, built["base"]),
+            pause_image=built["base"],
+            repo_mounts=repo_mounts,
+        )
+        self._stops.append(pods.remove_all)
+        store.on_delete["Pod"] = pods.delete
+        runner = LocalRunner(
+            cfg,
+            pods,
+            store,
+            state,
+            tags=frozenset({cl["runner_tag"]}),
+            resolve_image=standins.resolve,
+            faults=self.faults,
+        )
+        state.job_queue = runner
+        self._stops.insert(0, runner.shutdown)
+
+        kube_token = secrets.token_urlsafe(24)
+        restricted = secrets.token_urlsafe(24)
+        kube = KubeAPI(
+            store,
+            {
+                kube_token: frozenset({"get", "list", "watch", "delete"}),
+                restricted: frozenset({"get", "list"}),
+            },
+        ).start()
+        self._stops.insert(0, kube.stop)
+        gitlab = GitLabAPI(state, gitlab_token).start()
+        self._stops.insert(0, gitlab.stop)
+        state.base_url = gitlab.url
+        kubeconfig = self.home / "kubeconfig"
+        write_kubeconfig(
+            kubeconfig,
+            kube.url,
+            {"runnerconf-local": kube_token, "runnerconf-local-restricted": restricted},
+            "runnerconf-local",
+            namespace,
+        )
+        self.info = ClusterInfo(
+            gitlab_url=gitlab.url,
+            gitlab_token=gitlab_token,
+            kubeconfig=str(kubeconfig),
+            kube_context="runnerconf-local",
+            project=project["path_with_namespace"] if isinstance(project, dict) else cl["project"],
+            runner_tag=cl["runner_tag"],
+            namespace=namespace,
+            pid=os.getpid(),
+            home=str(self.home),
+            faults=sorted(self.faults),
+            local_dns=gateway,
+        )
+        state_file = self.home / STATE_NAME
+        tmp = state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self.info)))
+        os.chmod(tmp, 0o600)  # holds the tokens
+        tmp.replace(state_file)
+        log(f"runnerconf local: up in {time.monotonic() - t0:.1f}s")
+        return self.info
+
+    def stop(self) -> None:
+        (self.home / STATE_NAME).unlink(missing_ok=True)
+        while self._stops:
+            stop = self._stops.pop(0)
+            try:
+                stop()
+            except Exception:
+                pass
+
+
+def _redact_token(text: str) -> str:
+    import re
+
+    return re.sub(r'(?m)^(\s*token\s*=\s*)".*"', r'\1"[REDACTED]"', text)
+
+
+def cleanup_leftovers(client: Any, home: Path) -> int:
+    """Remove every container/volume a local cluster made and stop its DNS/registry processes."""
+    from pytest_runnerconf.local import netsvc
+    from pytest_runnerconf.local.pods import CLUSTER_LABEL
+
+    removed = 0
+    for container in client.containers.list(all=True, filters={"label": CLUSTER_LABEL}):
+        container.remove(force=True, v=True)
+        removed += 1
+    for volume in client.volumes.list(filters={"label": CLUSTER_LABEL}):
+        try:
+            volume.remove(force=True)
+            removed += 1
+        except Exception:
+            pass
+    netsvc.stop_all(home)
+    return removed
+
+
+def serve_foreground(home: Path, faults: frozenset[str], log: Log = print) -> int:
+    """`runnerconf local up`: run until SIGINT/SIGTERM, then remove everything."""
+    cluster = LocalCluster(home, faults)
+    stopping = {"flag": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stopping["flag"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        info = cluster.start(log)
+        for line in info.shell_lines():
+            if not line.startswith("GITLAB_TOKEN="):
+                log(line)
+        log(f"GITLAB_TOKEN=<in {home / STATE_NAME}>")
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        log("runnerconf local: stopping")
+        cluster.stop()
+    return 0
+
+
+def start_detached(home: Path, faults: frozenset[str], log: Log = print) -> Any:
+    """Start a cluster in the background and wait until it answers."""
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = home / "cluster.log"
+    env = dict(os.environ)
+    env["RUNNERCONF_LOCAL_HOME"] = str(home)
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pytest_runnerconf.cli",
+                "local",
+                "up",
+                "--faults",
+                ",".join(sorted(faults)),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + START_DEADLINE_S
+    offset = 0
+    while time.monotonic() < deadline:
+        info = read_state(home)
+        if info is not None and info.pid == proc.pid and _answers(info.gitlab_url):
+            return info
+        code = proc.poll()
+        text = log_path.read_text(errors="replace")
+        for line in text[offset:].splitlines():
+            if line.startswith("runnerconf local:"):
+                log(line)
+        offset = len(text)
+        if code is not None:
+            tail = "\n".join(text.splitlines()[-5:])
+            raise InfraError(
+                f"the local cluster exited during start-up (exit {code}); its log {log_path} ends:\n{tail}"
+            )
+        time.sleep(0.5)
+    proc.terminate()
+    raise InfraError(f"the local cluster did not answer within {START_DEADLINE_S:.0f}s; see {log_path}")
+
+
+def stop_running(home: Path | None = None, timeout: float = 120.0) -> bool:
+    """`runnerconf local down`: stop the running cluster and remove whatever any cluster left behind."""
+    home = home or default_home()
+    info = read_state(home)
+    stopped = False
+    if info is not None:
+        os.kill(info.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(info.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _pid_alive(info.pid):
+            os.kill(info.pid, signal.SIGKILL)
+        stopped = True
+    (home / STATE_NAME).unlink(missing_ok=True)
+    try:
+        from pytest_runnerconf.local import engine
+
+        cleanup_leftovers(engine.docker_client(ensure=False), home)
+    except Exception:
+        pass
+    return stopped
+
+
+def ensure_running(
+    faults: frozenset[str] = frozenset(), log: Log = print
+) -> tuple[Any, Callable[[], None] | None]:
+    """Reuse a running local cluster, or start one (returning a stop callable)."""
+    parse_faults(list(faults))
+    home = default_home()
+    info = read_state(home)
+    if info is not None and _answers(info.gitlab_url):
+        return info, None
+    if info is not None:
+        raise ConfigError(
+            f"a local cluster is recorded in {home / STATE_NAME} but does not answer; run `runnerconf local down`"
+        )
+    info = start_detached(home, frozenset(), log)
+    return info, lambda: stop_running(home)
