@@ -161,14 +161,15 @@ class LocalCluster:
 
         kube_token = secrets.token_urlsafe(24)
         restricted = secrets.token_urlsafe(24)
-        kube = KubeAPI(
+        kube_api = KubeAPI(
             store,
             {
                 kube_token: frozenset({"get", "list", "watch", "delete"}),
                 restricted: frozenset({"get", "list"}),
             },
-        ).start()
-        self._stops.insert(0, kube.stop)
+        )
+        kube = kube_api.start()
+        self._stops.insert(0, kube_api.stop)  # also ends open watches
         gitlab = GitLabAPI(state, gitlab_token).start()
         self._stops.insert(0, gitlab.stop)
         state.base_url = gitlab.url

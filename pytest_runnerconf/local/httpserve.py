@@ -147,7 +147,9 @@ class LoopbackServer:
     def __init__(self, router: Router, not_found: Callable[[str], Response], port: int = 0) -> None:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _make_handler_class(router, not_found))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="httpserve", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="httpserve", daemon=True
+        )
 
     @property
     def url(self) -> str:
