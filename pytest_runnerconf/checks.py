@@ -1,0 +1,153 @@
+"""Check metadata (stable IDs, claims, remediation hints) and uniform conformance failure messages."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+import pytest
+
+from pytest_runnerconf.evidence import JobEvidence
+
+MARKER = "runnerconf_check"
+# For the plugin's pytest_configure: config.addinivalue_line("markers", MARKER_HELP).
+MARKER_HELP = f"{MARKER}(id): the conformance check a test implements (set by @check)"
+_ID = re.compile(r"^RC-[A-Z]{2,4}-\d{3}$")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class CheckInfo:
+    id: str
+    claim: str
+    remediation: str
+    area: str
+    probes: tuple[str, ...] = ()
+
+
+CHECKS: dict[str, CheckInfo] = {}
+
+
+def register(info: CheckInfo) -> CheckInfo:
+    """Add INFO to CHECKS; the same ID twice with different metadata is a bug in the suite."""
+    if not _ID.match(info.id):
+        raise ValueError(f"check id {info.id!r} must look like RC-ORD-001 (RC-<2-4 capitals>-<3 digits>)")
+    for name in ("claim", "remediation", "area"):
+        if not getattr(info, name).strip():
+            raise ValueError(f"check {info.id} needs a non-empty {name}")
+    known = CHECKS.get(info.id)
+    if known is not None and known != info:
+        raise ValueError(
+            f"check id {info.id} is registered twice with different metadata: {known} and {info}"
+        )
+    CHECKS[info.id] = info
+    return info
+
+
+def check(
+    *, id: str, claim: str, remediation: str, area: str, probes: tuple[str, ...] = ()
+) -> Callable[[F], F]:
+    """Declare that a test function implements check ID; stores the CheckInfo and marks the test."""
+    info = register(CheckInfo(id=id, claim=claim, remediation=remediation, area=area, probes=tuple(probes)))
+
+    def decorate(func: F) -> F:
+        func.runnerconf_check = info  # type: ignore[attr-defined]
+        return pytest.mark.runnerconf_check(id=info.id)(func)
+
+    return decorate
+
+
+def info_for(item: pytest.Item) -> CheckInfo | None:
+    """The CheckInfo of a collected test, or None for tests that are not checks."""
+    marker = item.get_closest_marker(MARKER)
+    if marker is None:
+        return None
+    check_id = marker.kwargs.get("id") or (marker.args[0] if marker.args else None)
+    return CHECKS.get(check_id) if isinstance(check_id, str) else None
+
+
+def _info(check_id_or_info: str | CheckInfo) -> CheckInfo:
+    if isinstance(check_id_or_info, CheckInfo):
+        return check_id_or_info
+    try:
+        return CHECKS[check_id_or_info]
+    except KeyError:
+        raise ValueError(
+            f"unknown check id {check_id_or_info!r}; registered: {', '.join(sorted(CHECKS)) or 'none'}"
+        ) from None
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, dict | list | tuple):
+        text = json.dumps(value, default=str, sort_keys=isinstance(value, dict))
+    else:
+        text = repr(value)
+    # Continuation lines of a multi-line value stay under their label.
+    return text.replace("\n", "\n            ")
+
+
+def _job_line(job: JobEvidence) -> str:
+    pod = job.pod.name if job.pod is not None else (job.trace_parsed.pod_name if job.trace else None)
+    url = f" {job.web_url}" if job.web_url else ""
+    return f"  job: {job.name}{url}  pod: {pod or '(none seen)'}"
+
+
+def format_failure(
+    check_id_or_info: str | CheckInfo,
+    expected: Any,
+    observed: Any,
+    *,
+    job: JobEvidence | None = None,
+    detail: str = "",
+) -> str:
+    """The failure message every check uses: ID and claim, expected, observed, where, and what to fix."""
+    info = _info(check_id_or_info)
+    lines = [f"{info.id} {info.claim}", f"  expected: {_show(expected)}", f"  observed: {_show(observed)}"]
+    if detail:
+        lines.append(f"  detail:   {_show(detail)}")
+    if job is not None:
+        lines.append(_job_line(job))
+    lines.append(f"  fix: {info.remediation}")
+    return "\n".join(lines)
+
+
+def fail(
+    check_id_or_info: str | CheckInfo,
+    expected: Any,
+    observed: Any,
+    *,
+    job: JobEvidence | None = None,
+    detail: str = "",
+) -> NoReturn:
+    pytest.fail(format_failure(check_id_or_info, expected, observed, job=job, detail=detail), pytrace=False)
+
+
+def expect_equal(
+    check_id_or_info: str | CheckInfo,
+    expected: Any,
+    observed: Any,
+    *,
+    job: JobEvidence | None = None,
+    detail: str = "",
+) -> None:
+    if observed != expected:
+        fail(check_id_or_info, expected, observed, job=job, detail=detail)
+
+
+def expect_true(
+    check_id_or_info: str | CheckInfo,
+    condition: bool,
+    expected: Any,
+    observed: Any,
+    *,
+    job: JobEvidence | None = None,
+    detail: str = "",
+) -> None:
+    if not condition:
+        fail(check_id_or_info, expected, observed, job=job, detail=detail)

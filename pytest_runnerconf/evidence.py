@@ -1,0 +1,301 @@
+"""The evidence bundle: everything one run observed, saved as browsable files and re-assertable offline."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pytest_runnerconf.errors import ConfigError
+from pytest_runnerconf.trace import Trace, parse_trace
+
+EVIDENCE_VERSION = 1
+EVIDENCE_FILE = "evidence.json"
+MASK = "[MASKED]"
+
+# Variable names whose values are credentials (CI_JOB_TOKEN, CI_REGISTRY_PASSWORD, CI_JOB_JWT_V2, ...).
+_SECRET_NAME = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET|JWT|DOCKER_AUTH_CONFIG|PRIVATE_KEY", re.IGNORECASE)
+# Keys that name or point at a secret rather than hold it (token_env, secretName, secretKeyRef, ...).
+_SECRET_REFERENCE = re.compile(r"(_env|_file|_path|name|ref|_id|_at|seconds|s)$", re.IGNORECASE)
+# GitLab token prefixes (personal, runner, CI build, deploy, trigger, feed, mail, agent, ...) and JWTs.
+_TOKEN_SHAPES = re.compile(
+    r"\b(?:glpat|glrt|glrtr|glcbt|gldt|glptt|glft|glimt|glagent|gloas|glsoat|glffct|glcb)-[0-9A-Za-z_.-]{16,}"
+    r"|\beyJ[0-9A-Za-z_-]{8,}\.eyJ[0-9A-Za-z_-]{8,}\.[0-9A-Za-z_-]+"
+)
+
+
+@dataclass
+class PodObservation:
+    name: str
+    first_seen: float
+    spec: dict[str, Any] = field(default_factory=dict)  # the pod object as first seen
+    last: dict[str, Any] = field(default_factory=dict)  # the last pod object seen
+    # One entry per watch event: {"time", "type", "phase", "containers": {name: state}, "deletionTimestamp"}.
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    deleted_at: float | None = None
+
+
+@dataclass
+class JobEvidence:
+    name: str
+    job: dict[str, Any]  # the GitLab job JSON
+    trace: str  # raw, as the API returned it
+    pod: PodObservation | None = None
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @cached_property
+    def trace_parsed(self) -> Trace:
+        return parse_trace(self.trace)
+
+    @property
+    def web_url(self) -> str:
+        return str(self.job.get("web_url") or "")
+
+    @property
+    def status(self) -> str:
+        return str(self.job.get("status") or "")
+
+    @property
+    def duration_s(self) -> float | None:
+        """Observed start to finish; falls back to GitLab's own duration."""
+        if self.started_at is not None and self.finished_at is not None:
+            return self.finished_at - self.started_at
+        duration = self.job.get("duration")
+        return float(duration) if isinstance(duration, int | float) else None
+
+
+def records_from_trace(trace: Trace) -> dict[str, list[dict[str, Any]]]:
+    """Probe records grouped by probe name, in trace order."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for record in trace.records:
+        grouped.setdefault(record.probe, []).append(record.data)
+    return grouped
+
+
+@dataclass
+class RunEvidence:
+    version: int = EVIDENCE_VERSION
+    run_id: str = ""
+    cluster: str = ""
+    profile: dict[str, Any] = field(default_factory=dict)  # Profile.summary(): never the token
+    gitlab_url: str = ""
+    project: str = ""
+    branch: str = ""
+    pipeline: dict[str, Any] = field(default_factory=dict)
+    plan: list[str] = field(default_factory=list)  # probe job names
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    jobs: dict[str, JobEvidence] = field(default_factory=dict)
+    stray_pods: list[dict[str, Any]] = field(default_factory=list)  # runner pods older than the job timeout
+    leftover: dict[str, Any] = field(default_factory=dict)  # pods/secrets still there at the deadline
+    notes: list[str] = field(default_factory=list)
+    evidence_dir: str = ""  # where save() wrote it or load() read it; not part of the saved data
+
+    @property
+    def wall_s(self) -> float:
+        return max(0.0, self.finished_at - self.started_at)
+
+    def runner_versions(self) -> list[str]:
+        versions = {job.trace_parsed.runner_version for job in self.jobs.values() if job.trace}
+        return sorted(v for v in versions if v)
+
+    def slowest_job(self) -> tuple[str, float] | None:
+        timed = [(job.duration_s, name) for name, job in self.jobs.items() if job.duration_s is not None]
+        if not timed:
+            return None
+        duration, name = max(timed)
+        return name, duration
+
+
+# ---------------------------------------------------------------- scrubbing
+
+
+def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
+    """A copy with credential-named values masked; env lists ({name, value}) are handled by name."""
+    if isinstance(value, dict):
+        named = value.get("name", value.get("key"))
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if _masks(key, item, named):
+                out[key] = MASK
+            else:
+                out[key] = _scrub(item, secrets)
+        return out
+    if isinstance(value, list):
+        return [_scrub(item, secrets) for item in value]
+    if isinstance(value, str):
+        return scrub_text(value, secrets)
+    return value
+
+
+def _masks(key: Any, item: Any, named: Any) -> bool:
+    if key == "value" and isinstance(named, str) and _SECRET_NAME.search(named):
+        return bool(item)
+    return _is_secret_key(key) and isinstance(item, str | int) and not isinstance(item, bool) and item != ""
+
+
+def _is_secret_key(key: Any) -> bool:
+    return isinstance(key, str) and bool(_SECRET_NAME.search(key)) and not _SECRET_REFERENCE.search(key)
+
+
+def scrub_text(text: str, secrets: Iterable[str] = ()) -> str:
+    """Mask token-shaped strings and the given secret values wherever they occur."""
+    for secret in secrets:
+        if secret and len(secret) >= 6:
+            text = text.replace(secret, MASK)
+    return _TOKEN_SHAPES.sub(MASK, text)
+
+
+# ---------------------------------------------------------------- save / load
+
+
+def _job_dirname(name: str, taken: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "job"
+    candidate, n = base, 2
+    while candidate in taken:
+        candidate, n = f"{base}-{n}", n + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _write_json(path: Path, data: Any, secrets: tuple[str, ...]) -> None:
+    text = json.dumps(_scrub(data, secrets), indent=2, sort_keys=False, default=str)
+    path.write_text(scrub_text(text, secrets) + "\n", encoding="utf-8")
+
+
+def _save_job(job: JobEvidence, directory: Path, rel: str, secrets: tuple[str, ...]) -> dict[str, Any]:
+    jobdir = directory / rel
+    jobdir.mkdir(parents=True, exist_ok=True)
+    (jobdir / "trace.txt").write_text(scrub_text(job.trace, secrets), encoding="utf-8")
+    entry: dict[str, Any] = {
+        "name": job.name,
+        "dir": rel,
+        "job": job.job,
+        "records": job.records,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "pod": None,
+    }
+    if job.pod is not None:
+        pod = job.pod
+        meta = {"name": pod.name, "first_seen": pod.first_seen, "deleted_at": pod.deleted_at}
+        _write_json(jobdir / "pod.json", {**meta, "spec": pod.spec, "last": pod.last}, secrets)
+        _write_json(jobdir / "timeline.json", pod.timeline, secrets)
+        _write_json(jobdir / "events.json", pod.events, secrets)
+        entry["pod"] = meta
+    return entry
+
+
+def save(run: RunEvidence, directory: Path, *, secrets: Iterable[str] = ()) -> Path:
+    """Write the bundle: evidence.json plus jobs/<name>/{trace.txt,pod.json,timeline.json,events.json}.
+
+    Credential-named values and token-shaped strings are masked; pass the run's real token in SECRETS
+    so that it is masked wherever it appears.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    hidden = tuple(secrets)
+    taken: set[str] = set()
+    jobs = [
+        _save_job(job, directory, f"jobs/{_job_dirname(name, taken)}", hidden)
+        for name, job in run.jobs.items()
+    ]
+    doc = {
+        "version": run.version,
+        "run_id": run.run_id,
+        "cluster": run.cluster,
+        "profile": run.profile,
+        "gitlab_url": run.gitlab_url,
+        "project": run.project,
+        "branch": run.branch,
+        "pipeline": run.pipeline,
+        "plan": run.plan,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "stray_pods": run.stray_pods,
+        "leftover": run.leftover,
+        "notes": run.notes,
+        "jobs": jobs,
+    }
+    path = directory / EVIDENCE_FILE
+    _write_json(path, doc, hidden)
+    run.evidence_dir = str(directory)
+    return path
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: evidence file missing; the bundle is incomplete") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc}); the bundle is damaged") from None
+
+
+def _load_job(directory: Path, entry: dict[str, Any]) -> JobEvidence:
+    jobdir = directory / entry["dir"]
+    try:
+        trace = (jobdir / "trace.txt").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{jobdir / 'trace.txt'}: evidence file missing; the bundle is incomplete"
+        ) from None
+    pod = None
+    if entry.get("pod") is not None:
+        data = _read_json(jobdir / "pod.json")
+        pod = PodObservation(
+            name=data["name"],
+            first_seen=data["first_seen"],
+            spec=data.get("spec") or {},
+            last=data.get("last") or {},
+            timeline=_read_json(jobdir / "timeline.json"),
+            events=_read_json(jobdir / "events.json"),
+            deleted_at=data.get("deleted_at"),
+        )
+    return JobEvidence(
+        name=entry["name"],
+        job=entry.get("job") or {},
+        trace=trace,
+        pod=pod,
+        records=entry.get("records") or {},
+        started_at=entry.get("started_at"),
+        finished_at=entry.get("finished_at"),
+    )
+
+
+def load(directory: Path) -> RunEvidence:
+    """Read a bundle written by save(); refuses bundles of another EVIDENCE_VERSION."""
+    directory = Path(directory)
+    doc = _read_json(directory / EVIDENCE_FILE)
+    version = doc.get("version") if isinstance(doc, dict) else None
+    if version != EVIDENCE_VERSION:
+        raise ConfigError(
+            f"{directory / EVIDENCE_FILE}: evidence version {version!r} is not supported; "
+            f"this plugin reads version {EVIDENCE_VERSION}"
+        )
+    jobs = [_load_job(directory, entry) for entry in doc.get("jobs", [])]
+    return RunEvidence(
+        version=version,
+        run_id=doc.get("run_id", ""),
+        cluster=doc.get("cluster", ""),
+        profile=doc.get("profile") or {},
+        gitlab_url=doc.get("gitlab_url", ""),
+        project=doc.get("project", ""),
+        branch=doc.get("branch", ""),
+        pipeline=doc.get("pipeline") or {},
+        plan=list(doc.get("plan") or []),
+        started_at=doc.get("started_at", 0.0),
+        finished_at=doc.get("finished_at", 0.0),
+        jobs={job.name: job for job in jobs},
+        stray_pods=list(doc.get("stray_pods") or []),
+        leftover=doc.get("leftover") or {},
+        notes=list(doc.get("notes") or []),
+        evidence_dir=str(directory),
+    )

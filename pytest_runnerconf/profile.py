@@ -1,0 +1,551 @@
+"""Cluster profiles: where to run (runnerconf.toml) and what the runner there is expected to do."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from pytest_runnerconf.errors import ConfigError
+
+FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures"
+LOCAL_PROFILE = FIXTURES_DIR / "local" / "profile.toml"
+LOCAL_NAME = "local"
+
+# Pod-spec spelling first; the runner's config.toml spelling is accepted as an alias.
+DNS_POLICIES = ("None", "Default", "ClusterFirst", "ClusterFirstWithHostNet")
+_DNS_ALIASES = {
+    "none": "None",
+    "default": "Default",
+    "cluster-first": "ClusterFirst",
+    "clusterfirst": "ClusterFirst",
+    "cluster-first-with-host-net": "ClusterFirstWithHostNet",
+    "clusterfirstwithhostnet": "ClusterFirstWithHostNet",
+}
+
+_QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
+_SUFFIX = {
+    "": Decimal(1),
+    "m": Decimal("0.001"),
+    "k": Decimal(10) ** 3,
+    "M": Decimal(10) ** 6,
+    "G": Decimal(10) ** 9,
+    "T": Decimal(10) ** 12,
+    "P": Decimal(10) ** 15,
+    "E": Decimal(10) ** 18,
+    "Ki": Decimal(2) ** 10,
+    "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40,
+    "Pi": Decimal(2) ** 50,
+    "Ei": Decimal(2) ** 60,
+}
+_PLACEHOLDER = re.compile(r"^@([a-z_]+)$")
+
+
+def is_quantity(text: str) -> bool:
+    return bool(_QUANTITY.match(text))
+
+
+def quantity_value(text: str) -> Decimal:
+    """A Kubernetes quantity as a number (cores for CPU, bytes for memory): "1500m" -> 1.5, "1Gi" -> 2**30."""
+    match = _QUANTITY.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity")
+    suffix = match.group(3) or ""
+    number = text.strip()[: len(text.strip()) - len(suffix)]
+    try:
+        if suffix[:1] in ("e", "E"):
+            return Decimal(number) * (Decimal(10) ** int(suffix[1:]))
+        return Decimal(number) * _SUFFIX[suffix]
+    except (InvalidOperation, KeyError) as exc:  # pragma: no cover - the regex admits only valid forms
+        raise ValueError(f"{text!r} is not a Kubernetes quantity") from exc
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpu_limit: str | None = None
+    cpu_request: str | None = None
+    memory_limit: str | None = None
+    memory_request: str | None = None
+
+
+@dataclass(frozen=True)
+class DnsExpect:
+    policy: str
+    nameservers: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    options: tuple[tuple[str, str | None], ...] = ()
+
+    def resolv_options(self) -> tuple[str, ...]:
+        """The options as resolv.conf writes them: ("ndots:2", "rotate")."""
+        return tuple(name if value is None else f"{name}:{value}" for name, value in self.options)
+
+
+@dataclass(frozen=True)
+class ImagesExpect:
+    build: str = "alpine:3.20"
+    service: str = "busybox:1.36"
+    dind: str = "docker:27-dind"
+    docker_cli: str = "docker:27-cli"
+    dind_pull: str = "alpine:3.20"
+    insecure_registries: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Expectations:
+    builds_dir: str = "/builds"
+    cleanup_deadline_s: float = 60.0
+    pickup_deadline_s: float = 300.0
+    pending_deadline_s: float = 180.0
+    run_deadline_s: float = 1800.0
+    build: Limits = field(default_factory=Limits)
+    helper: Limits = field(default_factory=Limits)
+    service: Limits = field(default_factory=Limits)
+    override_caps: dict[str, str] = field(default_factory=dict)
+    dns: DnsExpect | None = None
+    images: ImagesExpect = field(default_factory=ImagesExpect)
+    oom_report: str = "container"
+    cgroup: str = "auto"
+    service_oom_reported: bool = False
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One cluster under test. The token itself is never stored: token() reads it when needed."""
+
+    name: str
+    gitlab_url: str
+    token_env: str | None
+    token_file: str | None
+    project: str
+    runner_tags: tuple[str, ...]
+    kubeconfig: str | None
+    kube_context: str | None
+    namespace: str
+    expect: Expectations
+    source: str
+    local_faults: tuple[str, ...] = ()
+
+    def token(self) -> str:
+        """The GitLab token: from the env var named by token_env, else from token_file."""
+        if self.token_env:
+            value = os.environ.get(self.token_env, "").strip()
+            if value:
+                return value
+        if self.token_file:
+            path = Path(self.token_file).expanduser()
+            try:
+                value = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"{self.source}: cannot read the GitLab token file {path} ({exc.strerror}); "
+                    f"fix clusters.{self.name}.token_file"
+                ) from None
+            if value:
+                return value
+            raise ConfigError(
+                f"{self.source}: the GitLab token file {path} is empty; fix clusters.{self.name}.token_file"
+            )
+        if self.token_env:
+            raise ConfigError(
+                f"{self.source}: environment variable {self.token_env} holding the GitLab token is not set; "
+                f"export it or change clusters.{self.name}.token_env"
+            )
+        raise ConfigError(
+            f"{self.source}: no GitLab token source; set clusters.{self.name}.token_env or token_file"
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """What evidence and reports may show about the profile: everything except the token."""
+        exp = self.expect
+        return {
+            "name": self.name,
+            "gitlab_url": self.gitlab_url,
+            "token_env": self.token_env,
+            "token_file": self.token_file,
+            "project": self.project,
+            "runner_tags": list(self.runner_tags),
+            "kubeconfig": self.kubeconfig,
+            "kube_context": self.kube_context,
+            "namespace": self.namespace,
+            "source": self.source,
+            "local_faults": list(self.local_faults),
+            "expect": _expect_summary(exp),
+        }
+
+
+def _expect_summary(exp: Expectations) -> dict[str, Any]:
+    def limits(lim: Limits) -> dict[str, str | None]:
+        return dict(vars(lim))
+
+    dns = None
+    if exp.dns is not None:
+        dns = {
+            "policy": exp.dns.policy,
+            "nameservers": list(exp.dns.nameservers),
+            "searches": list(exp.dns.searches),
+            "options": list(exp.dns.resolv_options()),
+        }
+    return {
+        "builds_dir": exp.builds_dir,
+        "cleanup_deadline_s": exp.cleanup_deadline_s,
+        "pickup_deadline_s": exp.pickup_deadline_s,
+        "pending_deadline_s": exp.pending_deadline_s,
+        "run_deadline_s": exp.run_deadline_s,
+        "build": limits(exp.build),
+        "helper": limits(exp.helper),
+        "service": limits(exp.service),
+        "override_caps": dict(exp.override_caps),
+        "dns": dns,
+        "images": {**vars(exp.images), "insecure_registries": list(exp.images.insecure_registries)},
+        "oom_report": exp.oom_report,
+        "cgroup": exp.cgroup,
+        "service_oom_reported": exp.service_oom_reported,
+    }
+
+
+# ---------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    """Where a value came from, so every error names the file and the dotted key."""
+
+    file: str
+    key: str
+
+    def sub(self, key: str) -> _Ctx:
+        return _Ctx(self.file, f"{self.key}.{key}")
+
+    def error(self, problem: str) -> ConfigError:
+        return ConfigError(f"{self.file}: {self.key} {problem}")
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _str(ctx: _Ctx, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ctx.error(f"= {_describe(value)} is not allowed; it must be a non-empty string")
+    return value
+
+
+def _str_list(ctx: _Ctx, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ctx.error(f"= {_describe(value)} is not allowed; it must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _seconds(ctx: _Ctx, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ctx.error(f"= {_describe(value)} is not allowed; it must be a positive number of seconds")
+    return float(value)
+
+
+def _bool(ctx: _Ctx, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ctx.error(f"= {_describe(value)} is not allowed; it must be true or false")
+    return value
+
+
+def _quantity(ctx: _Ctx, value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ctx.error(
+            f'= {_describe(value)} is not allowed; it must be a Kubernetes quantity such as "500m" or "512Mi"'
+        )
+    text = str(value).strip()
+    if not is_quantity(text):
+        raise ctx.error(
+            f'= {value!r} is not a Kubernetes quantity; use a form such as "500m", "2", "512Mi" or "1Gi"'
+        )
+    return text
+
+
+def _choice(*allowed: str) -> Callable[[_Ctx, Any], str]:
+    def check(ctx: _Ctx, value: Any) -> str:
+        if value not in allowed:
+            raise ctx.error(f"= {value!r} is not allowed; use one of: {', '.join(allowed)}")
+        return value
+
+    return check
+
+
+def _table(ctx: _Ctx, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ctx.error(f"= {_describe(value)} is not allowed; it must be a table")
+    return value
+
+
+def _check_keys(ctx: _Ctx, table: Mapping[str, Any], allowed: Mapping[str, Any] | tuple[str, ...]) -> None:
+    names = sorted(allowed)
+    for key in table:
+        if key not in allowed:
+            near = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise ConfigError(
+                f"{ctx.file}: unknown key {ctx.key}.{key}{hint}; allowed keys: {', '.join(names)}"
+            )
+
+
+def _required(ctx: _Ctx, table: Mapping[str, Any], key: str, what: str) -> Any:
+    if key not in table:
+        raise ConfigError(f"{ctx.file}: missing required key {ctx.key}.{key}; it must be {what}")
+    return table[key]
+
+
+def _limits(ctx: _Ctx, value: Any) -> Limits:
+    table = _table(ctx, value)
+    _check_keys(ctx, table, tuple(Limits.__dataclass_fields__))
+    return Limits(**{key: _quantity(ctx.sub(key), val) for key, val in table.items()})
+
+
+_CAP_KEYS = tuple(
+    f"{prefix}{res}_{kind}"
+    for prefix in ("", "helper_", "service_", "pod_")
+    for res in ("cpu", "memory", "ephemeral_storage")
+    for kind in ("limit", "request")
+)
+
+
+def _caps(ctx: _Ctx, value: Any) -> dict[str, str]:
+    table = _table(ctx, value)
+    _check_keys(ctx, table, _CAP_KEYS)
+    return {key: _quantity(ctx.sub(key), val) for key, val in table.items()}
+
+
+def _dns_policy(ctx: _Ctx, value: Any) -> str:
+    if isinstance(value, str):
+        if value in DNS_POLICIES:
+            return value
+        if value.lower() in _DNS_ALIASES:
+            return _DNS_ALIASES[value.lower()]
+    raise ctx.error(f"= {value!r} is not a DNS policy; use one of: {', '.join(DNS_POLICIES)}")
+
+
+def _dns_option(ctx: _Ctx, item: Any) -> tuple[str, str | None]:
+    # Both the resolv.conf form "ndots:2" and the runner's {name = "ndots", value = "2"} are accepted.
+    if isinstance(item, str) and item.strip():
+        name, sep, val = item.partition(":")
+        return name.strip(), (val.strip() if sep else None)
+    if isinstance(item, dict) and set(item) <= {"name", "value"} and isinstance(item.get("name"), str):
+        val = item.get("value")
+        if val is None or isinstance(val, str | int):
+            return item["name"], None if val is None else str(val)
+    raise ctx.error(
+        f'has the entry {item!r} which is not allowed; each option must be "name:value", "name" '
+        f'or {{name = "...", value = "..."}}'
+    )
+
+
+def _dns(ctx: _Ctx, value: Any) -> DnsExpect:
+    table = _table(ctx, value)
+    _check_keys(ctx, table, ("policy", "nameservers", "searches", "options"))
+    policy = _dns_policy(ctx.sub("policy"), _required(ctx, table, "policy", ", ".join(DNS_POLICIES)))
+    options = table.get("options", [])
+    if not isinstance(options, list):
+        raise ctx.sub("options").error(f"= {_describe(options)} is not allowed; it must be a list")
+    return DnsExpect(
+        policy=policy,
+        nameservers=_str_list(ctx.sub("nameservers"), table.get("nameservers", [])),
+        searches=_str_list(ctx.sub("searches"), table.get("searches", [])),
+        options=tuple(_dns_option(ctx.sub("options"), item) for item in options),
+    )
+
+
+def _images(ctx: _Ctx, value: Any) -> ImagesExpect:
+    table = _table(ctx, value)
+    _check_keys(ctx, table, tuple(ImagesExpect.__dataclass_fields__))
+    kwargs: dict[str, Any] = {}
+    for key, val in table.items():
+        sub = ctx.sub(key)
+        kwargs[key] = _str_list(sub, val) if key == "insecure_registries" else _str(sub, val)
+    return ImagesExpect(**kwargs)
+
+
+_EXPECT_FIELDS: dict[str, Callable[[_Ctx, Any], Any]] = {
+    "builds_dir": _str,
+    "cleanup_deadline_s": _seconds,
+    "pickup_deadline_s": _seconds,
+    "pending_deadline_s": _seconds,
+    "run_deadline_s": _seconds,
+    "build": _limits,
+    "helper": _limits,
+    "service": _limits,
+    "override_caps": _caps,
+    "dns": _dns,
+    "images": _images,
+    "oom_report": _choice("container", "process"),
+    "cgroup": _choice("auto", "v1", "v2"),
+    "service_oom_reported": _bool,
+}
+
+
+def _expectations(ctx: _Ctx, value: Any) -> Expectations:
+    table = _table(ctx, value)
+    _check_keys(ctx, table, _EXPECT_FIELDS)
+    return Expectations(**{key: _EXPECT_FIELDS[key](ctx.sub(key), val) for key, val in table.items()})
+
+
+_CLUSTER_KEYS = (
+    "gitlab_url",
+    "token_env",
+    "token_file",
+    "project",
+    "runner_tags",
+    "kubeconfig",
+    "kube_context",
+    "namespace",
+    "local_faults",
+    "expect",
+)
+
+
+def _optional_str(ctx: _Ctx, table: Mapping[str, Any], key: str) -> str | None:
+    return _str(ctx.sub(key), table[key]) if key in table else None
+
+
+def _cluster(ctx: _Ctx, name: str, value: Any) -> Profile:
+    table = _table(ctx, value)
+    _check_keys(ctx, table, _CLUSTER_KEYS)
+    url = _str(ctx.sub("gitlab_url"), _required(ctx, table, "gitlab_url", "the GitLab base URL"))
+    if not url.startswith(("http://", "https://")):
+        raise ctx.sub("gitlab_url").error(f"= {url!r} is not allowed; it must start with http:// or https://")
+    if "token_env" not in table and "token_file" not in table:
+        raise ConfigError(
+            f"{ctx.file}: missing required key {ctx.key}.token_env (or token_file); "
+            "it must name the environment variable (or file) that holds the GitLab token"
+        )
+    faults = _str_list(ctx.sub("local_faults"), table.get("local_faults", []))
+    if faults:
+        _check_faults(ctx.sub("local_faults"), faults)
+    return Profile(
+        name=name,
+        gitlab_url=url.rstrip("/"),
+        token_env=_optional_str(ctx, table, "token_env"),
+        token_file=_optional_str(ctx, table, "token_file"),
+        project=_str(ctx.sub("project"), _required(ctx, table, "project", "the scratch project path")),
+        runner_tags=_str_list(ctx.sub("runner_tags"), table.get("runner_tags", [])),
+        kubeconfig=_path(_optional_str(ctx, table, "kubeconfig")),
+        kube_context=_optional_str(ctx, table, "kube_context"),
+        namespace=_str(ctx.sub("namespace"), _required(ctx, table, "namespace", "the job namespace")),
+        expect=_expectations(ctx.sub("expect"), table.get("expect", {})),
+        source=ctx.file,
+        local_faults=faults,
+    )
+
+
+def _path(value: str | None) -> str | None:
+    return None if value is None else os.path.expanduser(value)
+
+
+def _check_faults(ctx: _Ctx, faults: tuple[str, ...]) -> None:
+    from pytest_runnerconf.local.faults import FAULTS
+
+    unknown = [f for f in faults if f not in FAULTS]
+    if unknown:
+        raise ctx.error(f"names unknown fault {unknown[0]!r}; known faults: {', '.join(sorted(FAULTS))}")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: profile file not found; create it (see runnerconf.example.toml) "
+            "or use --runner-cluster=local"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the profile file ({exc.strerror})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+
+
+def _clusters(file: str, doc: dict[str, Any]) -> dict[str, Any]:
+    _check_keys(_Ctx(file, "(top level)"), doc, ("clusters",))
+    clusters = doc.get("clusters", {})
+    return _table(_Ctx(file, "clusters"), clusters)
+
+
+def _substitute(file: str, value: Any, local_values: Mapping[str, str], key: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(file, v, local_values, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(file, v, local_values, key) for v in value]
+    if isinstance(value, str) and (match := _PLACEHOLDER.match(value)):
+        name = match.group(1)
+        if name not in local_values:
+            raise ConfigError(
+                f"{file}: {key} = {value!r} needs the local cluster's value {name!r}; "
+                f"local_values has: {', '.join(sorted(local_values)) or 'nothing'}"
+            )
+        return local_values[name]
+    return value
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, val in over.items():
+        if isinstance(val, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], val)
+        else:
+            merged[key] = val
+    return merged
+
+
+def _local_table(path: Path | None, local_values: Mapping[str, str]) -> tuple[dict[str, Any], str]:
+    """The built-in local profile with placeholders filled, plus the user's expect/local_faults overrides."""
+    builtin = _clusters(str(LOCAL_PROFILE), _read_toml(LOCAL_PROFILE))
+    table = _substitute(str(LOCAL_PROFILE), builtin[LOCAL_NAME], local_values, f"clusters.{LOCAL_NAME}")
+    source = str(LOCAL_PROFILE)
+    if path is None or not path.is_file():
+        return table, source
+    user = _clusters(str(path), _read_toml(path)).get(LOCAL_NAME)
+    if user is None:
+        return table, source
+    ctx = _Ctx(str(path), f"clusters.{LOCAL_NAME}")
+    user = _table(ctx, user)
+    for key in user:
+        if key not in ("expect", "local_faults"):
+            raise ConfigError(
+                f"{path}: {ctx.key}.{key} is set by the local cluster itself; "
+                "only expect and local_faults may be overridden there"
+            )
+    return _merge(table, user), f"{LOCAL_PROFILE} + {path}"
+
+
+def load_profile(path: Path | None, name: str, *, local_values: dict[str, str] | None = None) -> Profile:
+    """Read cluster NAME from runnerconf.toml; `local` is built in and filled from local_values."""
+    if name == LOCAL_NAME:
+        table, source = _local_table(path, local_values or {})
+        return _cluster(_Ctx(source, f"clusters.{LOCAL_NAME}"), name, table)
+    if path is None:
+        raise ConfigError(
+            f"no profile file given for cluster {name!r}; point the plugin at a runnerconf.toml "
+            "(see runnerconf.example.toml) or use --runner-cluster=local"
+        )
+    clusters = _clusters(str(path), _read_toml(path))
+    if name not in clusters:
+        known = sorted({*clusters, LOCAL_NAME})
+        raise ConfigError(f"{path}: no cluster {name!r} under [clusters]; known clusters: {', '.join(known)}")
+    return _cluster(_Ctx(str(path), f"clusters.{name}"), name, clusters[name])
+
+
+def known_clusters(path: Path | None) -> list[str]:
+    """Cluster names a --runner-cluster value may take (for help text and errors)."""
+    names = {LOCAL_NAME}
+    if path is not None and path.is_file():
+        names.update(_clusters(str(path), _read_toml(path)))
+    return sorted(names)

@@ -1,0 +1,213 @@
+"""The conformance report (JSON, Markdown, HTML), the one-line run summary and the upgrade-gate comparison."""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_runnerconf.errors import ConfigError
+from pytest_runnerconf.evidence import RunEvidence
+
+REPORT_VERSION = 1
+OUTCOMES = ("passed", "failed", "error", "skipped")
+# When one check ID has several results (parametrised tests), the worst one is its verdict.
+_SEVERITY = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
+_VERDICT = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP"}
+
+
+@dataclass
+class CheckResult:
+    id: str
+    claim: str
+    area: str
+    outcome: str  # "passed" | "failed" | "error" | "skipped"
+    message: str = ""
+    job: str | None = None
+    duration: float = 0.0
+    nodeid: str = ""
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"outcome {self.outcome!r} is not one of {', '.join(OUTCOMES)}")
+
+    def why(self) -> str:
+        """One line for a table cell: the observed value of a failure, else the message's first line."""
+        lines = [line.strip() for line in self.message.splitlines() if line.strip()]
+        for line in lines:
+            if line.startswith("observed:"):
+                return line
+        if self.outcome == "passed":
+            return ""
+        return lines[-1] if self.outcome == "skipped" and lines else (lines[0] if lines else "")
+
+
+def summary_line(run: RunEvidence, evidence: Path | str | None = None) -> str:
+    """`runnerconf: wall <X>s, slowest job <Y>s (<name>), <N> jobs, evidence <path>`."""
+    slowest = run.slowest_job()
+    name, duration = slowest if slowest else ("-", 0.0)
+    where = evidence if evidence is not None else (run.evidence_dir or "(not saved)")
+    return (
+        f"runnerconf: wall {run.wall_s:.1f}s, slowest job {duration:.1f}s ({name}), "
+        f"{len(run.jobs)} jobs, evidence {where}"
+    )
+
+
+def _header(run: RunEvidence | None) -> dict[str, Any]:
+    if run is None:
+        return {
+            "cluster": None,
+            "gitlab_url": None,
+            "runner_versions": [],
+            "wall_s": None,
+            "slowest_job": None,
+        }
+    slowest = run.slowest_job()
+    return {
+        "cluster": run.cluster,
+        "gitlab_url": run.gitlab_url,
+        "project": run.project,
+        "pipeline_url": run.pipeline.get("web_url"),
+        "runner_versions": run.runner_versions(),
+        "wall_s": round(run.wall_s, 1),
+        "slowest_job": {"name": slowest[0], "duration_s": round(slowest[1], 1)} if slowest else None,
+        "jobs": len(run.jobs),
+        "evidence": run.evidence_dir or None,
+        "notes": list(run.notes),
+    }
+
+
+def _counts(results: list[CheckResult]) -> dict[str, int]:
+    return {outcome: sum(r.outcome == outcome for r in results) for outcome in OUTCOMES}
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip()
+
+
+def _facts(doc: dict[str, Any]) -> dict[str, str]:
+    """The report header, shared by the Markdown and HTML forms."""
+    slowest = doc.get("slowest_job")
+    wall = doc.get("wall_s")
+    return {
+        "cluster": doc.get("cluster") or "-",
+        "GitLab": doc.get("gitlab_url") or "-",
+        "runner version": ", ".join(doc.get("runner_versions") or []) or "unknown",
+        "wall time": "-" if wall is None else f"{wall:.1f}s",
+        "slowest job": f"{slowest['name']} ({slowest['duration_s']:.1f}s)" if slowest else "-",
+        "result": ", ".join(f"{doc['counts'][o]} {o}" for o in OUTCOMES),
+    }
+
+
+def _markdown(doc: dict[str, Any], results: list[CheckResult]) -> str:
+    lines = ["# runnerconf conformance report", ""]
+    lines += [f"- {key}: {value}" for key, value in _facts(doc).items()]
+    lines += ["", "| ID | claim | verdict | observed / why |", "| --- | --- | --- | --- |"]
+    for r in results:
+        lines.append(f"| {r.id} | {_md_cell(r.claim)} | {_VERDICT[r.outcome]} | {_md_cell(r.why())} |")
+    for note in doc.get("notes") or []:
+        lines.append(f"\n> {_md_cell(note)}")
+    return "\n".join(lines) + "\n"
+
+
+_CSS = (
+    "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+    "padding:.3em .6em;vertical-align:top;text-align:left}.passed{color:#176f2c}.failed,.error{color:#b00020}"
+    ".skipped{color:#777}pre{white-space:pre-wrap;margin:0}"
+)
+
+
+def _html_why(result: CheckResult) -> str:
+    if not result.message:
+        return ""
+    summary, full = html.escape(result.why()), html.escape(result.message)
+    return f"<details><summary>{summary}</summary><pre>{full}</pre></details>"
+
+
+def _html(doc: dict[str, Any], results: list[CheckResult]) -> str:
+    e = html.escape
+    facts = _facts(doc)
+    rows = "\n".join(
+        f'<tr><td>{e(r.id)}</td><td>{e(r.claim)}</td><td class="{r.outcome}">{_VERDICT[r.outcome]}</td>'
+        f"<td>{_html_why(r)}</td></tr>"
+        for r in results
+    )
+    items = "".join(f"<li><b>{e(k)}</b>: {e(str(v))}</li>" for k, v in facts.items())
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>runnerconf conformance report</title>'
+        f"<style>{_CSS}</style></head><body>\n<h1>runnerconf conformance report</h1>\n<ul>{items}</ul>\n"
+        "<table><tr><th>ID</th><th>claim</th><th>verdict</th><th>observed / why</th></tr>\n"
+        f"{rows}\n</table>\n</body></html>\n"
+    )
+
+
+def write_reports(
+    results: Iterable[CheckResult], run: RunEvidence | None, directory: Path
+) -> dict[str, Path]:
+    """Write report.json, report.md and report.html into DIRECTORY; returns {"json"|"md"|"html": path}."""
+    results = sorted(results, key=lambda r: (r.id, r.nodeid))
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "version": REPORT_VERSION,
+        "generated_at": time.time(),
+        **_header(run),
+        "counts": _counts(results),
+        "results": [asdict(r) for r in results],
+    }
+    paths = {
+        "json": directory / "report.json",
+        "md": directory / "report.md",
+        "html": directory / "report.html",
+    }
+    paths["json"].write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    paths["md"].write_text(_markdown(doc, results), encoding="utf-8")
+    paths["html"].write_text(_html(doc, results), encoding="utf-8")
+    return paths
+
+
+def _load_report(source: Path | str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(source, dict):
+        return source
+    path = Path(source)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: report not found; give the report.json of a previous run") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not a report.json ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+        raise ConfigError(f"{path}: not a runnerconf report.json (no results list)")
+    return doc
+
+
+def _verdicts(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per check ID, its worst result."""
+    worst: dict[str, dict[str, Any]] = {}
+    for result in doc["results"]:
+        known = worst.get(result["id"])
+        if known is None or _SEVERITY[result["outcome"]] > _SEVERITY[known["outcome"]]:
+            worst[result["id"]] = result
+    return worst
+
+
+def compare(
+    baseline_json: Path | str | dict[str, Any], current_json: Path | str | dict[str, Any]
+) -> list[str]:
+    """Regressions for the upgrade gate: checks that passed in the baseline and fail now."""
+    baseline = _verdicts(_load_report(baseline_json))
+    current = _verdicts(_load_report(current_json))
+    regressions = []
+    for check_id in sorted(baseline):
+        before, now = baseline[check_id], current.get(check_id)
+        if before["outcome"] == "passed" and now is not None and now["outcome"] == "failed":
+            claim = now.get("claim") or before.get("claim") or ""
+            why = CheckResult(
+                check_id, claim, now.get("area") or "", "failed", now.get("message") or ""
+            ).why()
+            regressions.append(f"{check_id} {claim}: passed in baseline, failed now: {why}")
+    return regressions

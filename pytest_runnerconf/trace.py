@@ -1,0 +1,242 @@
+"""Parse raw GitLab job traces: timestamps, ANSI, section markers, probe records and the final verdict."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pytest_runnerconf.errors import ProbeProtocolError
+
+# FF_TIMESTAMPS prefix: "<RFC3339 UTC> <2-hex stream><O|E><' '|'+'>"; '+' continues the previous line.
+_TIMESTAMP = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z) ([0-9a-f]{2}[OE])([ +])")
+# The \r\e[0K tail is required so that a script echoing "section_start:..." is not taken as a marker.
+_SECTION = re.compile(r"section_(start|end):(\d+):([A-Za-z0-9_.-]+)(?:\[([^\]]*)\])?\r\x1b\[0K")
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+_VERSION = re.compile(r"^Running with gitlab-runner (\S+)")
+_RUNNING_ON = re.compile(r"^Running on (\S+) via ")
+_PROBE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+RECORD_TAG = "RUNNERCONF"
+_FAILED = "ERROR: Job failed: "
+_SYSTEM_FAILED = "ERROR: Job failed (system failure): "
+
+
+@dataclass
+class TraceLine:
+    text: str
+    time: float | None = None
+    # "<2-hex stream><O|E>" from the timestamp prefix, e.g. "01O" (script stdout); None without FF_TIMESTAMPS.
+    stream: str | None = None
+
+
+@dataclass
+class Section:
+    name: str
+    start: int
+    end: int | None
+    options: dict[str, str]
+    # Indexes into Trace.lines; a section with no output has last_line == first_line - 1.
+    first_line: int
+    last_line: int
+
+    @property
+    def duration(self) -> int | None:
+        return None if self.end is None else self.end - self.start
+
+
+@dataclass
+class ProbeRecord:
+    probe: str
+    data: dict[str, Any]
+    line: int  # index into Trace.lines
+    time: float | None
+
+
+@dataclass
+class Trace:
+    lines: list[TraceLine] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)
+    records: list[ProbeRecord] = field(default_factory=list)
+    runner_version: str | None = None
+    final: str | None = None
+    failure: str | None = None
+    system_failure: bool = False
+
+    def section(self, name: str) -> Section | None:
+        """The first section called NAME."""
+        return next((s for s in self.sections if s.name == name), None)
+
+    def records_for(self, probe: str) -> list[dict[str, Any]]:
+        return [r.data for r in self.records if r.probe == probe]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(line.text for line in self.lines)
+
+    @property
+    def pod_name(self) -> str | None:
+        """The pod named by `Running on <pod> via <host>...` in prepare_script."""
+        for line in self.lines:
+            if match := _RUNNING_ON.match(line.text):
+                return match.group(1)
+        return None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.final == "Job succeeded"
+
+    def section_names(self) -> list[str]:
+        return [s.name for s in self.sections]
+
+    def section_text(self, name: str) -> list[str]:
+        """The clean lines of the first section called NAME (empty when there is none)."""
+        section = self.section(name)
+        if section is None:
+            return []
+        return [line.text for line in self.lines[section.first_line : section.last_line + 1]]
+
+
+@dataclass
+class _RawLine:
+    text: str
+    time: float | None
+    stream: str | None
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def _logical_lines(text: str) -> list[_RawLine]:
+    """Split into lines, drop timestamp prefixes and join '+' continuations onto their line."""
+    lines: list[_RawLine] = []
+    for raw in text.split("\n"):
+        match = _TIMESTAMP.match(raw)
+        if match is None:
+            lines.append(_RawLine(raw, None, None))
+            continue
+        body = raw[match.end() :]
+        if match.group(3) == "+" and lines:
+            lines[-1].text += body
+        else:
+            lines.append(_RawLine(body, _epoch(match.group(1)), match.group(2)))
+    return lines
+
+
+def strip_timestamps(text: str) -> str:
+    """Remove FF_TIMESTAMPS prefixes and join continuation lines, as GitLab's log view does."""
+    return "\n".join(line.text for line in _logical_lines(text))
+
+
+def _clean(text: str) -> str:
+    """What a log viewer shows: no ANSI, and only the text after the last carriage return."""
+    text = _ANSI.sub("", text).rstrip("\r")
+    return text.rsplit("\r", 1)[-1]
+
+
+def _options(raw: str | None) -> dict[str, str]:
+    if not raw:
+        return {}
+    pairs = (item.partition("=") for item in raw.split(",") if item.strip())
+    return {key.strip(): value.strip() for key, _, value in pairs}
+
+
+@dataclass
+class _Builder:
+    trace: Trace = field(default_factory=Trace)
+    open: list[Section] = field(default_factory=list)
+
+    def add_line(self, raw: _RawLine) -> None:
+        # Like GitLab's log view, a section marker also breaks the line: text on either side of it
+        # becomes its own line, so every line belongs to exactly the sections open when it starts.
+        pos = 0
+        for match in _SECTION.finditer(raw.text):
+            self._piece(raw, raw.text[pos : match.start()], keep_empty=False)
+            self._marker(match)
+            pos = match.end()
+        self._piece(raw, raw.text[pos:], keep_empty=pos == 0)
+
+    def _piece(self, raw: _RawLine, text: str, *, keep_empty: bool) -> None:
+        text = _clean(text)
+        if text or keep_empty:
+            self._emit(TraceLine(text, raw.time, raw.stream))
+
+    def _marker(self, match: re.Match[str]) -> None:
+        kind, stamp, name, opts = match.groups()
+        here = len(self.trace.lines)
+        if kind == "start":
+            section = Section(name, int(stamp), None, _options(opts), here, here - 1)
+            self.open.append(section)
+            self.trace.sections.append(section)
+            return
+        for section in reversed(self.open):
+            if section.name == name:
+                section.end = int(stamp)
+                section.last_line = here - 1
+                self.open.remove(section)
+                return
+
+    def _emit(self, line: TraceLine) -> None:
+        index = len(self.trace.lines)
+        self.trace.lines.append(line)
+        self._inspect(line, index)
+
+    def _inspect(self, line: TraceLine, index: int) -> None:
+        text = line.text
+        if self.trace.runner_version is None and (match := _VERSION.match(text)):
+            self.trace.runner_version = match.group(1)
+        if text.startswith(RECORD_TAG + " "):
+            self.trace.records.append(_record(text, index, line.time))
+        elif text == "Job succeeded":
+            self.trace.final, self.trace.failure, self.trace.system_failure = text, None, False
+        elif text.startswith(_SYSTEM_FAILED):
+            self.trace.final, self.trace.failure = text, text[len(_SYSTEM_FAILED) :]
+            self.trace.system_failure = True
+        elif text.startswith(_FAILED):
+            self.trace.final, self.trace.failure = text, text[len(_FAILED) :]
+            self.trace.system_failure = False
+
+    def finish(self) -> Trace:
+        last = len(self.trace.lines) - 1
+        for section in self.open:
+            section.last_line = last
+        return self.trace
+
+
+def _record(text: str, index: int, time: float | None) -> ProbeRecord:
+    parts = text.split()
+    where = f"trace line {index + 1}"
+    if len(parts) != 3 or not _PROBE_NAME.match(parts[1]):
+        raise ProbeProtocolError(
+            f"{where}: a {RECORD_TAG} record must be '{RECORD_TAG} <probe> <base64 json>'"
+        )
+    probe, payload = parts[1], parts[2]
+    try:
+        decoded = base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
+        data = json.loads(decoded.decode("utf-8"))
+    except (binascii.Error, ValueError) as exc:
+        raise ProbeProtocolError(
+            f"{where}: the {RECORD_TAG} record of probe {probe!r} does not decode: {exc}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ProbeProtocolError(
+            f"{where}: the {RECORD_TAG} record of probe {probe!r} holds {type(data).__name__}, "
+            "not a JSON object"
+        )
+    return ProbeRecord(probe, data, index, time)
+
+
+def parse_trace(raw: bytes | str) -> Trace:
+    """Parse a raw trace as the GitLab API returns it (any runner version, with or without FF_TIMESTAMPS)."""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    if text.endswith("\n"):
+        text = text[:-1]
+    builder = _Builder()
+    if text:
+        for line in _logical_lines(text):
+            builder.add_line(line)
+    return builder.finish()

@@ -1,0 +1,299 @@
+"""Profile loading: the example and built-in profiles, every error message, and token handling."""
+
+from __future__ import annotations
+
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from pytest_runnerconf.errors import ConfigError
+from pytest_runnerconf.profile import (
+    FIXTURES_DIR,
+    DnsExpect,
+    Limits,
+    known_clusters,
+    load_profile,
+    quantity_value,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL_VALUES = {
+    "gitlab_url": "http://127.0.0.1:8929",
+    "token_env": "RUNNERCONF_LOCAL_TOKEN",
+    "project": "runnerconf/scratch",
+    "runner_tag": "runnerconf-local",
+    "kubeconfig": "/tmp/runnerconf/kubeconfig",
+    "namespace": "ci",
+    "local_dns": "172.17.0.1",
+}
+MINIMAL = """
+[clusters.prod]
+gitlab_url = "https://gitlab.example.com"
+token_env = "RC_TEST_TOKEN"
+project = "infra/scratch"
+namespace = "ci"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "runnerconf.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_of(path: Path | None, name: str = "prod", **kwargs: object) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_profile(path, name, **kwargs)  # type: ignore[arg-type]
+    return str(info.value)
+
+
+def test_example_profile_loads_with_every_section() -> None:
+    profile = load_profile(ROOT / "runnerconf.example.toml", "prod")
+    assert profile.gitlab_url == "https://gitlab.example.com"
+    assert profile.token_env == "RUNNERCONF_PROD_TOKEN"
+    assert profile.runner_tags == ("k8s", "prod")
+    assert profile.kube_context == "prod-eu-1"
+    assert profile.kubeconfig is not None and not profile.kubeconfig.startswith("~")
+    exp = profile.expect
+    assert exp.build == Limits(cpu_limit="2", cpu_request="500m", memory_limit="4Gi", memory_request="1Gi")
+    assert exp.override_caps["cpu_limit"] == "4"
+    assert exp.dns == DnsExpect(
+        policy="None",
+        nameservers=("10.0.0.2",),
+        searches=("gitlab-runner-jobs.svc.cluster.local", "svc.cluster.local", "cluster.local"),
+        options=(("ndots", "2"), ("timeout", "2")),
+    )
+    assert exp.dns.resolv_options() == ("ndots:2", "timeout:2")
+    assert exp.images.build.endswith("alpine:3.20")
+
+
+def test_minimal_cluster_gets_defaults(tmp_path: Path) -> None:
+    profile = load_profile(write(tmp_path, MINIMAL), "prod")
+    assert profile.runner_tags == ()
+    assert profile.kubeconfig is None and profile.kube_context is None
+    assert profile.expect.builds_dir == "/builds"
+    assert profile.expect.cleanup_deadline_s == 60.0
+    assert profile.expect.build == Limits()
+    assert profile.expect.dns is None
+    assert profile.expect.oom_report == "container"
+
+
+def test_local_profile_fills_placeholders() -> None:
+    profile = load_profile(None, "local", local_values=LOCAL_VALUES)
+    assert profile.gitlab_url == "http://127.0.0.1:8929"
+    assert profile.token_env == "RUNNERCONF_LOCAL_TOKEN"
+    assert profile.runner_tags == ("runnerconf-local",)
+    assert profile.namespace == "ci"
+    assert profile.expect.dns is not None
+    assert profile.expect.dns.nameservers == ("172.17.0.1",)
+    assert profile.expect.images.insecure_registries == ("registry.runnerconf.test:5000",)
+    assert "@" not in repr(profile)
+
+
+def test_local_profile_matches_the_local_runner_config() -> None:
+    config = tomllib.loads((FIXTURES_DIR / "local" / "config.toml").read_text(encoding="utf-8"))
+    runner = config["runners"][0]
+    kube = runner["kubernetes"]
+    exp = load_profile(None, "local", local_values=LOCAL_VALUES).expect
+    for prefix, limits in (("", exp.build), ("helper_", exp.helper), ("service_", exp.service)):
+        for field, value in vars(limits).items():
+            assert kube[f"{prefix}{field}"] == value, f"{prefix}{field}"
+    caps = {
+        k.removesuffix("_overwrite_max_allowed"): v for k, v in kube.items() if k.endswith("_max_allowed")
+    }
+    assert caps == exp.override_caps
+    assert exp.dns is not None and exp.dns.policy.lower() == kube["dns_policy"]
+    assert list(exp.dns.searches) == kube["dns_config"]["searches"]
+    assert [(o["name"], o["value"]) for o in kube["dns_config"]["options"]] == list(exp.dns.options)
+    assert runner.get("builds_dir", "/builds") == exp.builds_dir
+    assert kube["namespace"] == "ci"
+
+
+def test_user_file_overrides_local_expectations_only(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[clusters.local]\nlocal_faults = ["leak-pods"]\n[clusters.local.expect.build]\ncpu_limit = "2"\n',
+    )
+    profile = load_profile(path, "local", local_values=LOCAL_VALUES)
+    assert profile.expect.build.cpu_limit == "2"
+    assert profile.expect.build.memory_limit == "512Mi"  # untouched keys keep the built-in value
+    assert profile.local_faults == ("leak-pods",)
+    path = write(tmp_path, '[clusters.local]\ngitlab_url = "https://elsewhere.example"\n')
+    assert error_of(path, "local", local_values=LOCAL_VALUES) == (
+        f"{path}: clusters.local.gitlab_url is set by the local cluster itself; "
+        "only expect and local_faults may be overridden there"
+    )
+
+
+def test_local_profile_without_its_values_names_the_missing_one() -> None:
+    message = error_of(None, "local", local_values={"gitlab_url": "http://127.0.0.1:1"})
+    assert "clusters.local.token_env = '@token_env' needs the local cluster's value 'token_env'" in message
+    assert "local_values has: gitlab_url" in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    assert error_of(path) == (
+        f"{path}: profile file not found; create it (see runnerconf.example.toml) "
+        "or use --runner-cluster=local"
+    )
+    # The built-in local profile needs no file at all.
+    assert load_profile(path, "local", local_values=LOCAL_VALUES).name == "local"
+    assert "no profile file given for cluster 'prod'" in error_of(None)
+
+
+def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "[clusters.prod.expect\n")  # MINIMAL has 6 lines
+    message = error_of(path)
+    assert message.startswith(f"{path}: TOML syntax error: ")
+    assert "line 7" in message
+
+
+def test_unknown_cluster_lists_known_ones(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + MINIMAL.replace("prod", "staging"))
+    assert (
+        error_of(path, "qa")
+        == f"{path}: no cluster 'qa' under [clusters]; known clusters: local, prod, staging"
+    )
+    assert known_clusters(path) == ["local", "prod", "staging"]
+
+
+@pytest.mark.parametrize(
+    ("drop", "expected"),
+    [
+        ("project", "missing required key clusters.prod.project; it must be the scratch project path"),
+        ("namespace", "missing required key clusters.prod.namespace; it must be the job namespace"),
+        ("token_env", "missing required key clusters.prod.token_env (or token_file);"),
+    ],
+)
+def test_missing_required_key(tmp_path: Path, drop: str, expected: str) -> None:
+    text = "\n".join(line for line in MINIMAL.splitlines() if not line.startswith(drop))
+    assert expected in error_of(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ('runner_tags = "k8s"', "clusters.prod.runner_tags = 'k8s' (str) is not allowed; it must be a list"),
+        (
+            '[clusters.prod.expect]\ncleanup_deadline_s = "60"',
+            "clusters.prod.expect.cleanup_deadline_s = '60' (str) is not allowed; it must be a positive",
+        ),
+        (
+            "[clusters.prod.expect]\nservice_oom_reported = 1",
+            "clusters.prod.expect.service_oom_reported = 1 (int) is not allowed; it must be true or false",
+        ),
+        (
+            '[clusters.prod.expect]\noom_report = "kernel"',
+            "clusters.prod.expect.oom_report = 'kernel' is not allowed; use one of: container, process",
+        ),
+        (
+            "[clusters.prod.expect]\nbuild = 3",
+            "clusters.prod.expect.build = 3 (int) is not allowed; it must be a table",
+        ),
+    ],
+)
+def test_wrong_type(tmp_path: Path, extra: str, expected: str) -> None:
+    path = write(tmp_path, MINIMAL + extra + "\n")
+    assert error_of(path).startswith(f"{path}: {expected}")
+
+
+def test_unknown_key_suggests_the_near_one(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + '[clusters.prod.expect]\nbuidls_dir = "/b"\n')
+    message = error_of(path)
+    assert message.startswith(
+        f"{path}: unknown key clusters.prod.expect.buidls_dir (did you mean builds_dir?); "
+    )
+    assert "allowed keys: build, builds_dir, cgroup, cleanup_deadline_s," in message
+    path = write(tmp_path, MINIMAL + '[clusters.prod.expect.build]\ncpu_limt = "1"\n')
+    assert "unknown key clusters.prod.expect.build.cpu_limt (did you mean cpu_limit?)" in error_of(path)
+    path = write(tmp_path, MINIMAL.replace("[clusters.prod]", 'token = "x"\n[clusters.prod]'))
+    assert f"{path}: unknown key (top level).token; allowed keys: clusters" == error_of(path)
+
+
+def test_bad_quantity(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + '[clusters.prod.expect.build]\nmemory_limit = "512MB"\n')
+    assert error_of(path) == (
+        f"{path}: clusters.prod.expect.build.memory_limit = '512MB' is not a Kubernetes quantity; "
+        'use a form such as "500m", "2", "512Mi" or "1Gi"'
+    )
+    path = write(tmp_path, MINIMAL + '[clusters.prod.expect.override_caps]\ncpu_limit = "lots"\n')
+    assert "clusters.prod.expect.override_caps.cpu_limit = 'lots' is not a Kubernetes quantity" in error_of(
+        path
+    )
+
+
+def test_bad_dns_policy(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + '[clusters.prod.expect.dns]\npolicy = "ClusterLast"\n')
+    assert error_of(path) == (
+        f"{path}: clusters.prod.expect.dns.policy = 'ClusterLast' is not a DNS policy; "
+        "use one of: None, Default, ClusterFirst, ClusterFirstWithHostNet"
+    )
+
+
+def test_dns_policy_accepts_the_runner_spelling_and_option_tables(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        '[clusters.prod.expect.dns]\npolicy = "cluster-first"\n'
+        'options = [{name = "ndots", value = "3"}, "rotate"]\n'
+    )
+    dns = load_profile(write(tmp_path, text), "prod").expect.dns
+    assert dns == DnsExpect(policy="ClusterFirst", options=(("ndots", "3"), ("rotate", None)))
+    assert dns.resolv_options() == ("ndots:3", "rotate")
+
+
+def test_unknown_local_fault(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, MINIMAL.replace('namespace = "ci"', 'namespace = "ci"\nlocal_faults = ["leak-pod"]')
+    )
+    message = error_of(path)
+    assert message.startswith(
+        f"{path}: clusters.prod.local_faults names unknown fault 'leak-pod'; known faults: "
+    )
+    assert "leak-pods" in message
+
+
+def test_token_from_env_then_file_and_never_in_repr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "glpat-abcdefghijklmnopqrst"
+    token_file = tmp_path / "token"
+    token_file.write_text("glpat-fromthefile0000000\n", encoding="utf-8")
+    text = MINIMAL.replace(
+        'token_env = "RC_TEST_TOKEN"', f'token_env = "RC_TEST_TOKEN"\ntoken_file = "{token_file}"'
+    )
+    profile = load_profile(write(tmp_path, text), "prod")
+    monkeypatch.setenv("RC_TEST_TOKEN", secret)
+    assert profile.token() == secret
+    assert secret not in repr(profile) and secret not in str(profile.summary())
+    monkeypatch.delenv("RC_TEST_TOKEN")
+    assert profile.token() == "glpat-fromthefile0000000"
+
+
+def test_missing_token_names_env_var_and_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RC_TEST_TOKEN", raising=False)
+    path = write(tmp_path, MINIMAL)
+    profile = load_profile(path, "prod")
+    with pytest.raises(ConfigError) as info:
+        profile.token()
+    assert str(info.value) == (
+        f"{path}: environment variable RC_TEST_TOKEN holding the GitLab token is not set; "
+        "export it or change clusters.prod.token_env"
+    )
+    missing = tmp_path / "absent.token"
+    profile = load_profile(
+        write(tmp_path, MINIMAL.replace('token_env = "RC_TEST_TOKEN"', f'token_file = "{missing}"')), "prod"
+    )
+    with pytest.raises(
+        ConfigError, match=r"cannot read the GitLab token file .*absent\.token.*clusters\.prod\.token_file"
+    ):
+        profile.token()
+
+
+def test_quantity_values() -> None:
+    assert quantity_value("1500m") == Decimal("1.5")
+    assert quantity_value("1") == quantity_value("1000m")
+    assert quantity_value("1Gi") == 2**30
+    assert quantity_value("512Mi") * 2 == quantity_value("1Gi")
+    assert quantity_value("1e3") == 1000
+    with pytest.raises(ValueError):
+        quantity_value("1 GB")

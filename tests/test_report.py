@@ -1,0 +1,247 @@
+"""Check metadata and failure messages, the conformance report files, the summary line and the gate."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_runnerconf import checks
+from pytest_runnerconf.checks import CHECKS, CheckInfo, check, expect_equal, expect_true, fail, format_failure
+from pytest_runnerconf.evidence import JobEvidence, PodObservation, RunEvidence
+from pytest_runnerconf.report import CheckResult, compare, summary_line, write_reports
+
+TRACES = Path(__file__).resolve().parent / "data" / "traces"
+CLAIM = "get_sources (helper) ends before step_script (build) starts"
+FIX = "check FF_USE_LEGACY_KUBERNETES_EXECUTION_STRATEGY and the helper image version"
+
+
+@pytest.fixture(autouse=True)
+def clean_registry(pytestconfig: pytest.Config) -> Iterator[None]:
+    # The plugin registers the marker; these tests must also pass under --strict-markers without it.
+    pytestconfig.addinivalue_line("markers", checks.MARKER_HELP)
+    # Tests register made-up IDs; the real suite's registry must not keep them.
+    saved = dict(CHECKS)
+    yield
+    CHECKS.clear()
+    CHECKS.update(saved)
+
+
+def job(
+    name: str = "probe-ordering", *, pod: bool = True, started: float = 10.0, finished: float = 20.0
+) -> JobEvidence:
+    trace = (TRACES / "runner-18.11-timestamps-success.txt").read_text(encoding="utf-8")
+    observed = (
+        PodObservation(name="runner-abc-project-42-concurrent-0-x1y2z3w4", first_seen=started)
+        if pod
+        else None
+    )
+    return JobEvidence(
+        name=name,
+        job={"id": 101, "web_url": "http://127.0.0.1:8929/runnerconf/scratch/-/jobs/101"},
+        trace=trace,
+        pod=observed,
+        started_at=started,
+        finished_at=finished,
+    )
+
+
+def test_check_decorator_registers_and_marks() -> None:
+    @check(id="RC-ORD-901", claim=CLAIM, remediation=FIX, area="ordering", probes=("ordering",))
+    def test_sources_first() -> None:
+        pass
+
+    info = CHECKS["RC-ORD-901"]
+    assert info == CheckInfo("RC-ORD-901", CLAIM, FIX, "ordering", ("ordering",))
+    assert test_sources_first.runnerconf_check is info  # type: ignore[attr-defined]
+    marks = [(m.name, m.kwargs) for m in test_sources_first.pytestmark]  # type: ignore[attr-defined]
+    assert marks == [(checks.MARKER, {"id": "RC-ORD-901"})]
+
+
+def test_check_ids_are_validated() -> None:
+    with pytest.raises(ValueError, match="must look like RC-ORD-001"):
+        check(id="ORD-1", claim=CLAIM, remediation=FIX, area="ordering")
+    check(id="RC-ORD-902", claim=CLAIM, remediation=FIX, area="ordering")
+    check(id="RC-ORD-902", claim=CLAIM, remediation=FIX, area="ordering")  # same metadata: re-import is fine
+    with pytest.raises(ValueError, match="registered twice with different metadata"):
+        check(id="RC-ORD-902", claim="another claim", remediation=FIX, area="ordering")
+    with pytest.raises(ValueError, match="needs a non-empty remediation"):
+        check(id="RC-ORD-903", claim=CLAIM, remediation=" ", area="ordering")
+
+
+def test_fail_message_format() -> None:
+    check(id="RC-ORD-904", claim=CLAIM, remediation=FIX, area="ordering")
+    with pytest.raises(pytest.fail.Exception) as info:
+        fail(
+            "RC-ORD-904",
+            "get_sources ends <= step_script starts",
+            "step_script started 1.2s early",
+            job=job(),
+        )
+    assert str(info.value) == (
+        f"RC-ORD-904 {CLAIM}\n"
+        "  expected: get_sources ends <= step_script starts\n"
+        "  observed: step_script started 1.2s early\n"
+        "  job: probe-ordering http://127.0.0.1:8929/runnerconf/scratch/-/jobs/101  "
+        "pod: runner-abc-project-42-concurrent-0-x1y2z3w4\n"
+        f"  fix: {FIX}"
+    )
+    assert info.value.pytrace is False
+
+
+def test_failure_message_variants() -> None:
+    info = CheckInfo("RC-DNS-901", "resolv.conf matches dns_config", "set dns_config", "dns")
+    # Without a pod observation the pod named in the trace is shown; structured values are JSON.
+    text = format_failure(
+        info, ["10.0.0.2"], {"nameservers": ["8.8.8.8"]}, job=job(pod=False), detail="two\nlines"
+    )
+    assert text.splitlines() == [
+        "RC-DNS-901 resolv.conf matches dns_config",
+        '  expected: ["10.0.0.2"]',
+        '  observed: {"nameservers": ["8.8.8.8"]}',
+        "  detail:   two",
+        "            lines",
+        "  job: probe-ordering http://127.0.0.1:8929/runnerconf/scratch/-/jobs/101  "
+        "pod: runner-t3abcdefg-project-42-concurrent-0-x1y2z3w4",
+        "  fix: set dns_config",
+    ]
+    with pytest.raises(ValueError, match="unknown check id 'RC-XXX-000'"):
+        format_failure("RC-XXX-000", 1, 2)
+
+
+def test_expect_helpers() -> None:
+    info = CheckInfo("RC-RES-901", "build cpu limit matches", "set cpu_limit", "resources")
+    expect_equal(info, "1", "1")
+    expect_true(info, True, "throttled", "throttled")
+    with pytest.raises(pytest.fail.Exception, match=r"(?s)expected: '?1500m'?.*observed: 1"):
+        expect_equal(info, "1500m", "1")
+    with pytest.raises(pytest.fail.Exception, match="observed: nr_throttled=0"):
+        expect_true(info, False, "nr_throttled > 0", "nr_throttled=0")
+
+
+def make_run(tmp_path: Path) -> RunEvidence:
+    jobs = {
+        "probe-ordering": job(started=10.0, finished=14.25),
+        "probe-oom": job("probe-oom", started=11.0, finished=33.5),
+    }
+    return RunEvidence(
+        run_id="r1",
+        cluster="local",
+        gitlab_url="http://127.0.0.1:8929",
+        project="runnerconf/scratch",
+        pipeline={"id": 7},
+        started_at=5.0,
+        finished_at=47.04,
+        jobs=jobs,
+        evidence_dir=str(tmp_path / "evidence"),
+        notes=["local emulation, not a real runner"],
+    )
+
+
+RESULTS = [
+    CheckResult("RC-ORD-002", CLAIM, "ordering", "passed", "", "probe-ordering", 0.01),
+    CheckResult(
+        "RC-DNS-002",
+        "resolv.conf <matches> dns_config | all containers",
+        "dns",
+        "failed",
+        "RC-DNS-002 resolv.conf matches\n  expected: 10.0.0.2\n  observed: nameserver 8.8.8.8\n"
+        "  fix: set dns_config",
+        "probe-dns",
+        0.02,
+    ),
+    CheckResult(
+        "RC-CLN-001",
+        "pods deleted",
+        "cleanup",
+        "skipped",
+        "Skipped: cleanup deadline not observed",
+        None,
+        0.0,
+    ),
+    CheckResult("RC-OOM-001", "oom reported", "oom", "error", "KubeError: watch failed", "probe-oom", 0.0),
+]
+
+
+def test_summary_line(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    assert summary_line(run) == (
+        f"runnerconf: wall 42.0s, slowest job 22.5s (probe-oom), 2 jobs, evidence {tmp_path / 'evidence'}"
+    )
+    assert summary_line(RunEvidence(started_at=1.0, finished_at=1.04), "ev") == (
+        "runnerconf: wall 0.0s, slowest job 0.0s (-), 0 jobs, evidence ev"
+    )
+
+
+def test_write_reports(tmp_path: Path) -> None:
+    paths = write_reports(RESULTS, make_run(tmp_path), tmp_path / "out")
+    assert set(paths) == {"json", "md", "html"} and all(p.is_file() for p in paths.values())
+
+    doc = json.loads(paths["json"].read_text())
+    assert doc["counts"] == {"passed": 1, "failed": 1, "error": 1, "skipped": 1}
+    assert doc["runner_versions"] == ["18.11.4"]
+    assert doc["slowest_job"] == {"name": "probe-oom", "duration_s": 22.5}
+    assert [r["id"] for r in doc["results"]] == ["RC-CLN-001", "RC-DNS-002", "RC-OOM-001", "RC-ORD-002"]
+
+    md = paths["md"].read_text()
+    for line in (
+        "- cluster: local",
+        "- GitLab: http://127.0.0.1:8929",
+        "- runner version: 18.11.4",
+        "- wall time: 42.0s",
+        "- slowest job: probe-oom (22.5s)",
+        "- result: 1 passed, 1 failed, 1 error, 1 skipped",
+        "| ID | claim | verdict | observed / why |",
+        "| RC-DNS-002 | resolv.conf <matches> dns_config \\| all containers | FAIL "
+        "| observed: nameserver 8.8.8.8 |",
+        "| RC-ORD-002 | " + CLAIM + " | PASS |  |",
+        "| RC-CLN-001 | pods deleted | SKIP | Skipped: cleanup deadline not observed |",
+        "| RC-OOM-001 | oom reported | ERROR | KubeError: watch failed |",
+    ):
+        assert line in md.splitlines(), line
+
+    page = paths["html"].read_text()
+    assert (
+        page.startswith("<!DOCTYPE html>") and "<script" not in page and "http" not in page.split("<body>")[0]
+    )
+    assert "resolv.conf &lt;matches&gt; dns_config | all containers" in page
+    assert '<td class="failed">FAIL</td>' in page and "observed: nameserver 8.8.8.8" in page
+
+
+def test_write_reports_without_a_run(tmp_path: Path) -> None:
+    paths = write_reports(RESULTS[:1], None, tmp_path)
+    assert "- cluster: -" in paths["md"].read_text()
+    assert json.loads(paths["json"].read_text())["wall_s"] is None
+
+
+def test_compare_reports_regressions_only(tmp_path: Path) -> None:
+    baseline = [
+        CheckResult("RC-ORD-002", CLAIM, "ordering", "passed"),
+        CheckResult("RC-DNS-002", "dns", "dns", "passed"),
+        CheckResult("RC-DNS-003", "dns3", "dns", "passed"),
+        CheckResult("RC-CLN-001", "cleanup", "cleanup", "failed", "observed: 90s"),
+        CheckResult("RC-RES-001", "limits", "resources", "passed", nodeid="t[build]"),
+        CheckResult("RC-RES-001", "limits", "resources", "passed", nodeid="t[helper]"),
+    ]
+    current = [
+        CheckResult("RC-ORD-002", CLAIM, "ordering", "passed"),
+        CheckResult("RC-DNS-002", "dns", "dns", "failed", "x\n  observed: nameserver 8.8.8.8"),
+        CheckResult("RC-DNS-003", "dns3", "dns", "error", "InfraError"),  # not a conformance regression
+        CheckResult("RC-CLN-001", "cleanup", "cleanup", "failed", "observed: 95s"),  # already failing
+        CheckResult("RC-RES-001", "limits", "resources", "passed", nodeid="t[build]"),
+        CheckResult("RC-RES-001", "limits", "resources", "failed", "observed: 2", nodeid="t[helper]"),
+    ]
+    base_path = write_reports(baseline, None, tmp_path / "base")["json"]
+    cur_path = write_reports(current, None, tmp_path / "cur")["json"]
+    assert compare(base_path, cur_path) == [
+        "RC-DNS-002 dns: passed in baseline, failed now: observed: nameserver 8.8.8.8",
+        "RC-RES-001 limits: passed in baseline, failed now: observed: 2",
+    ]
+    assert compare(cur_path, cur_path) == []
+
+
+def test_result_outcomes_are_validated() -> None:
+    with pytest.raises(ValueError, match="outcome 'xfailed' is not one of"):
+        CheckResult("RC-ORD-001", "c", "ordering", "xfailed")
