@@ -1,0 +1,485 @@
+"""The emulated runner's config.toml: typed, validated, with the real runner's feature-flag defaults."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_runnerconf.errors import ConfigError
+from pytest_runnerconf.local import quantity
+from pytest_runnerconf.local.model import ServiceDef
+
+# helpers/featureflags/flags.go at v18.11.4: every flag and its default.
+FEATURE_FLAG_DEFAULTS: dict[str, bool] = {
+    "FF_TEST_FEATURE": False,
+    "FF_NETWORK_PER_BUILD": False,
+    "FF_USE_LEGACY_KUBERNETES_EXECUTION_STRATEGY": False,
+    "FF_USE_DIRECT_DOWNLOAD": True,
+    "FF_SKIP_NOOP_BUILD_STAGES": True,
+    "FF_USE_FASTZIP": False,
+    "FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR": False,
+    "FF_ENABLE_BASH_EXIT_CODE_CHECK": False,
+    "FF_USE_WINDOWS_LEGACY_PROCESS_STRATEGY": False,
+    "FF_USE_NEW_BASH_EVAL_STRATEGY": False,
+    "FF_USE_LEGACY_BASH_EVAL": False,
+    "FF_USE_POWERSHELL_PATH_RESOLVER": False,
+    "FF_USE_DYNAMIC_TRACE_FORCE_SEND_INTERVAL": False,
+    "FF_SCRIPT_SECTIONS": False,
+    "FF_ENABLE_JOB_CLEANUP": False,
+    "FF_KUBERNETES_HONOR_ENTRYPOINT": False,
+    "FF_POSIXLY_CORRECT_ESCAPES": False,
+    "FF_RESOLVE_FULL_TLS_CHAIN": False,
+    "FF_DISABLE_POWERSHELL_STDIN": False,
+    "FF_USE_POD_ACTIVE_DEADLINE_SECONDS": True,
+    "FF_USE_ADVANCED_POD_SPEC_CONFIGURATION": False,
+    "FF_SET_PERMISSIONS_BEFORE_CLEANUP": True,
+    "FF_SECRET_RESOLVING_FAILS_IF_MISSING": True,
+    "FF_PRINT_POD_EVENTS": False,
+    "FF_USE_GIT_BUNDLE_URIS": True,
+    "FF_USE_GIT_NATIVE_CLONE": False,
+    "FF_USE_DUMB_INIT_WITH_KUBERNETES_EXECUTOR": False,
+    "FF_USE_INIT_WITH_DOCKER_EXECUTOR": False,
+    "FF_LOG_IMAGES_CONFIGURED_FOR_JOB": False,
+    "FF_USE_DOCKER_AUTOSCALER_DIAL_STDIO": True,
+    "FF_CLEAN_UP_FAILED_CACHE_EXTRACT": False,
+    "FF_USE_WINDOWS_JOB_OBJECT": False,
+    "FF_TIMESTAMPS": True,
+    "FF_DISABLE_AUTOMATIC_TOKEN_ROTATION": False,
+    "FF_USE_LEGACY_GCS_CACHE_ADAPTER": False,
+    "FF_DISABLE_UMASK_FOR_KUBERNETES_EXECUTOR": False,
+    "FF_GIT_URLS_WITHOUT_TOKENS": False,
+    "FF_WAIT_FOR_POD_TO_BE_REACHABLE": False,
+    "FF_MASK_ALL_DEFAULT_TOKENS": True,
+    "FF_EXPORT_HIGH_CARDINALITY_METRICS": False,
+    "FF_USE_FLEETING_ACQUIRE_HEARTBEATS": False,
+    "FF_USE_EXPONENTIAL_BACKOFF_STAGE_RETRY": True,
+    "FF_USE_ADAPTIVE_REQUEST_CONCURRENCY": True,
+    "FF_USE_GITALY_CORRELATION_ID": True,
+    "FF_USE_GIT_PROACTIVE_AUTH": False,
+    "FF_HASH_CACHE_KEYS": False,
+    "FF_ENABLE_JOB_INPUTS_INTERPOLATION": True,
+    "FF_USE_JOB_ROUTER": False,
+    "FF_SCRIPT_TO_STEP_MIGRATION": False,
+    "FF_CONCRETE": False,
+}
+
+# helpers/shorten_token.go (v18.2+): prefixes stripped in this order, then 9 characters kept.
+_TOKEN_PREFIXES = (
+    re.compile(r"^glrt-(t[123]_)?|^t[123]_|^glrtr-"),
+    re.compile(r"^glcbt-"),
+    re.compile(r"^GR[0-9A-Fa-f]{7}"),
+)
+SHORT_TOKEN_LEN = 9
+
+
+def short_token(token: str) -> str:
+    """The runner's ShortenToken (v18.2 and later)."""
+    for prefix in _TOKEN_PREFIXES:
+        token = prefix.sub("", token, count=1)
+    return token[:SHORT_TOKEN_LEN]
+
+
+@dataclass(frozen=True)
+class DNSConfig:
+    nameservers: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    options: tuple[tuple[str, str | None], ...] = ()
+
+    def is_empty(self) -> bool:
+        return not (self.nameservers or self.searches or self.options)
+
+
+@dataclass(frozen=True)
+class HostAlias:
+    ip: str
+    hostnames: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContainerSecurityContext:
+    """One `*_container_security_context` table; None means "not set" (the global value applies)."""
+
+    privileged: bool | None = None
+    allow_privilege_escalation: bool | None = None
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool | None = None
+    read_only_root_filesystem: bool | None = None
+    cap_add: tuple[str, ...] | None = None
+    cap_drop: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class PodSecurityContext:
+    fs_group: int | None = None
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool | None = None
+    supplemental_groups: tuple[int, ...] = ()
+
+    def is_empty(self) -> bool:
+        return self == PodSecurityContext()
+
+
+@dataclass(frozen=True)
+class KubernetesSection:
+    """`[runners.kubernetes]`; field names are the TOML keys; quantities stay strings, as in the runner."""
+
+    namespace: str = ""
+    image: str = ""
+    helper_image: str = ""
+    privileged: bool | None = None
+    allow_privilege_escalation: bool | None = None
+    cpu_limit: str = ""
+    cpu_request: str = ""
+    memory_limit: str = ""
+    memory_request: str = ""
+    ephemeral_storage_limit: str = ""
+    ephemeral_storage_request: str = ""
+    cpu_limit_overwrite_max_allowed: str = ""
+    cpu_request_overwrite_max_allowed: str = ""
+    memory_limit_overwrite_max_allowed: str = ""
+    memory_request_overwrite_max_allowed: str = ""
+    ephemeral_storage_limit_overwrite_max_allowed: str = ""
+    ephemeral_storage_request_overwrite_max_allowed: str = ""
+    helper_cpu_limit: str = ""
+    helper_cpu_request: str = ""
+    helper_memory_limit: str = ""
+    helper_memory_request: str = ""
+    helper_ephemeral_storage_limit: str = ""
+    helper_ephemeral_storage_request: str = ""
+    helper_cpu_limit_overwrite_max_allowed: str = ""
+    helper_cpu_request_overwrite_max_allowed: str = ""
+    helper_memory_limit_overwrite_max_allowed: str = ""
+    helper_memory_request_overwrite_max_allowed: str = ""
+    helper_ephemeral_storage_limit_overwrite_max_allowed: str = ""
+    helper_ephemeral_storage_request_overwrite_max_allowed: str = ""
+    service_cpu_limit: str = ""
+    service_cpu_request: str = ""
+    service_memory_limit: str = ""
+    service_memory_request: str = ""
+    service_ephemeral_storage_limit: str = ""
+    service_ephemeral_storage_request: str = ""
+    service_cpu_limit_overwrite_max_allowed: str = ""
+    service_cpu_request_overwrite_max_allowed: str = ""
+    service_memory_limit_overwrite_max_allowed: str = ""
+    service_memory_request_overwrite_max_allowed: str = ""
+    service_ephemeral_storage_limit_overwrite_max_allowed: str = ""
+    service_ephemeral_storage_request_overwrite_max_allowed: str = ""
+    pod_cpu_limit: str = ""
+    pod_cpu_request: str = ""
+    pod_memory_limit: str = ""
+    pod_memory_request: str = ""
+    pod_cpu_limit_overwrite_max_allowed: str = ""
+    pod_cpu_request_overwrite_max_allowed: str = ""
+    pod_memory_limit_overwrite_max_allowed: str = ""
+    pod_memory_request_overwrite_max_allowed: str = ""
+    dns_policy: str = ""
+    dns_config: DNSConfig = DNSConfig()
+    host_aliases: tuple[HostAlias, ...] = ()
+    pod_labels: dict[str, str] = field(default_factory=dict)
+    pod_annotations: dict[str, str] = field(default_factory=dict)
+    pod_labels_overwrite_allowed: str = ""
+    pod_annotations_overwrite_allowed: str = ""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    service_account: str = ""
+    scheduler_name: str = ""
+    poll_interval: int = 3
+    poll_timeout: int = 180
+    cleanup_grace_period_seconds: int | None = None
+    pod_termination_grace_period_seconds: int | None = None
+    image_pull_secrets: tuple[str, ...] = ()
+    use_service_account_image_pull_secrets: bool = False
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    logs_base_dir: str = ""
+    scripts_base_dir: str = ""
+    services: tuple[ServiceDef, ...] = ()
+    build_container_security_context: ContainerSecurityContext = ContainerSecurityContext()
+    helper_container_security_context: ContainerSecurityContext = ContainerSecurityContext()
+    service_container_security_context: ContainerSecurityContext = ContainerSecurityContext()
+    init_permissions_container_security_context: ContainerSecurityContext = ContainerSecurityContext()
+    pod_security_context: PodSecurityContext = PodSecurityContext()
+
+
+@dataclass(frozen=True)
+class RunnerSection:
+    """One `[[runners]]` entry."""
+
+    name: str
+    url: str
+    token: str = field(repr=False)
+    executor: str
+    builds_dir: str = ""
+    environment: tuple[str, ...] = ()
+    feature_flags: dict[str, bool] = field(default_factory=dict)
+    kubernetes: KubernetesSection = KubernetesSection()
+
+    @property
+    def short_token(self) -> str:
+        return short_token(self.token)
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    concurrent: int
+    runner: RunnerSection
+    check_interval: int = 0
+    source: str = "<text>"
+
+    def feature_flag(self, name: str) -> bool:
+        """The config's value, else the runner's default; an unknown flag is off."""
+        return self.runner.feature_flags.get(name, FEATURE_FLAG_DEFAULTS.get(name, False))
+
+    @property
+    def builds_dir(self) -> str:
+        return self.runner.builds_dir or "/builds"
+
+
+# --- loading ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    source: str
+    table: str
+
+
+def load_runner_config(source: str | Path, substitutions: dict[str, str] | None = None) -> RunnerConfig:
+    """Read a config.toml from a path (Path or an existing file name) or from TOML text."""
+    text, name = _read_source(source)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{name}: malformed TOML: {exc}") from exc
+    data = _substitute(data, substitutions or {})
+    return _runner_config(data, name)
+
+
+def _read_source(source: str | Path) -> tuple[str, str]:
+    if isinstance(source, Path):
+        return _read_file(source), str(source)
+    if "\n" not in source and source.endswith(".toml"):
+        return _read_file(Path(source)), source
+    return source, "<config text>"
+
+
+def _read_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read runner config: {exc.strerror}") from exc
+
+
+def _substitute(value: Any, subs: dict[str, str]) -> Any:
+    """Placeholders such as "@local-dns" are replaced in every string, so the file never names real hosts."""
+    if isinstance(value, str):
+        for key, replacement in subs.items():
+            value = value.replace(key, replacement)
+        return value
+    if isinstance(value, list):
+        return [_substitute(v, subs) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, subs) for k, v in value.items()}
+    return value
+
+
+def _runner_config(data: dict[str, Any], source: str) -> RunnerConfig:
+    ctx = _Ctx(source, "top level")
+    runners = data.get("runners")
+    if not isinstance(runners, list) or len(runners) != 1 or not isinstance(runners[0], dict):
+        raise ConfigError(f"{source}: expected exactly one [[runners]] table")
+    return RunnerConfig(
+        concurrent=_typed(ctx, "concurrent", data.get("concurrent", 1), int),
+        check_interval=_typed(ctx, "check_interval", data.get("check_interval", 0), int),
+        runner=_runner_section(runners[0], source),
+        source=source,
+    )
+
+
+def _runner_section(raw: dict[str, Any], source: str) -> RunnerSection:
+    ctx = _Ctx(source, "[[runners]]")
+    for key in ("name", "url", "token", "executor"):
+        if key not in raw:
+            raise ConfigError(f"{source}: [[runners]] {key} is required")
+    flags = _typed(ctx, "feature_flags", raw.get("feature_flags", {}), dict[str, bool])
+    kube_raw = _typed(ctx, "kubernetes", raw.get("kubernetes", {}), dict)
+    return RunnerSection(
+        name=_typed(ctx, "name", raw["name"], str),
+        url=_typed(ctx, "url", raw["url"], str),
+        token=_typed(ctx, "token", raw["token"], str),
+        executor=_typed(ctx, "executor", raw["executor"], str),
+        builds_dir=_typed(ctx, "builds_dir", raw.get("builds_dir", ""), str),
+        environment=_typed(ctx, "environment", raw.get("environment", []), tuple[str, ...]),
+        feature_flags=flags,
+        kubernetes=_kubernetes_section(kube_raw, source),
+    )
+
+
+_NESTED = {"dns_config", "host_aliases", "services", "pod_security_context"}
+_QUANTITY_KEY = re.compile(r"(cpu|memory|ephemeral_storage)_(limit|request)(_overwrite_max_allowed)?$")
+
+
+def _kubernetes_section(raw: dict[str, Any], source: str) -> KubernetesSection:
+    ctx = _Ctx(source, "[runners.kubernetes]")
+    hints = typing.get_type_hints(KubernetesSection)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in hints:
+            continue  # the real runner ignores keys it does not know; so do we
+        if key in _NESTED:
+            values[key] = _nested(ctx, key, value)
+        elif hints[key] is ContainerSecurityContext:
+            values[key] = _container_security_context(_Ctx(source, f"[runners.kubernetes.{key}]"), value)
+        else:
+            values[key] = _typed(ctx, key, value, hints[key])
+            if _QUANTITY_KEY.search(key) and values[key]:
+                _check_quantity(ctx, key, values[key])
+    return KubernetesSection(**values)
+
+
+def _nested(ctx: _Ctx, key: str, value: Any) -> Any:
+    sub = _Ctx(ctx.source, f"[runners.kubernetes.{key}]")
+    if key == "dns_config":
+        return _dns_config(sub, _typed(ctx, key, value, dict))
+    if key == "host_aliases":
+        return tuple(_host_alias(sub, item) for item in _typed(ctx, key, value, list[dict]))
+    if key == "services":
+        return tuple(_service(sub, item) for item in _typed(ctx, key, value, list[dict]))
+    return _pod_security_context(sub, _typed(ctx, key, value, dict))
+
+
+def _dns_config(ctx: _Ctx, raw: dict[str, Any]) -> DNSConfig:
+    options = []
+    for opt in _typed(ctx, "options", raw.get("options", []), list[dict]):
+        name = _typed(ctx, "options.name", opt.get("name"), str)
+        value = _typed(ctx, "options.value", opt.get("value"), str | None)
+        options.append((name, value))
+    return DNSConfig(
+        nameservers=_typed(ctx, "nameservers", raw.get("nameservers", []), tuple[str, ...]),
+        searches=_typed(ctx, "searches", raw.get("searches", []), tuple[str, ...]),
+        options=tuple(options),
+    )
+
+
+def _host_alias(ctx: _Ctx, raw: dict[str, Any]) -> HostAlias:
+    return HostAlias(
+        ip=_typed(ctx, "ip", raw.get("ip"), str),
+        hostnames=_typed(ctx, "hostnames", raw.get("hostnames", []), tuple[str, ...]),
+    )
+
+
+def _service(ctx: _Ctx, raw: dict[str, Any]) -> ServiceDef:
+    return ServiceDef(
+        name=_typed(ctx, "name", raw.get("name"), str),
+        alias=_typed(ctx, "alias", raw.get("alias", ""), str),
+        command=_typed(ctx, "command", raw.get("command", []), tuple[str, ...]),
+        entrypoint=_typed(ctx, "entrypoint", raw.get("entrypoint", []), tuple[str, ...]),
+    )
+
+
+def _container_security_context(ctx: _Ctx, raw: Any) -> ContainerSecurityContext:
+    raw = _typed(ctx, "(table)", raw, dict)
+    caps = _typed(ctx, "capabilities", raw.get("capabilities", {}), dict)
+    values = {
+        name: _typed(ctx, name, raw.get(name), hint)
+        for name, hint in typing.get_type_hints(ContainerSecurityContext).items()
+        if not name.startswith("cap_")
+    }
+    return ContainerSecurityContext(
+        **values,
+        cap_add=_typed(ctx, "capabilities.add", caps.get("add"), tuple[str, ...] | None),
+        cap_drop=_typed(ctx, "capabilities.drop", caps.get("drop"), tuple[str, ...] | None),
+    )
+
+
+def _pod_security_context(ctx: _Ctx, raw: dict[str, Any]) -> PodSecurityContext:
+    values = {
+        name: _typed(ctx, name, raw[name], hint)
+        for name, hint in typing.get_type_hints(PodSecurityContext).items()
+        if name in raw
+    }
+    return PodSecurityContext(**values)
+
+
+def _check_quantity(ctx: _Ctx, key: str, value: str) -> None:
+    try:
+        quantity.parse(value)
+    except quantity.QuantityError as exc:
+        raise ConfigError(
+            f"{ctx.source}: {ctx.table} {key} = {value!r} is not a Kubernetes quantity "
+            f'(e.g. "500m", "2", "512Mi"): {exc}'
+        ) from exc
+
+
+# --- type checking ---------------------------------------------------------------------------------------
+
+
+def _typed(ctx: _Ctx, key: str, value: Any, expected: Any) -> Any:
+    """Check a TOML value against a type hint and convert lists to tuples; errors name file, key and type."""
+    ok, converted = _convert(value, expected)
+    if not ok:
+        shown = "<hidden>" if "token" in key else repr(value)
+        raise ConfigError(
+            f"{ctx.source}: {ctx.table} {key} must be {_describe(expected)}, "
+            f"got {type(value).__name__} {shown}"
+        )
+    return converted
+
+
+def _convert(value: Any, expected: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(expected)
+    if origin in (types.UnionType, typing.Union):
+        for option in typing.get_args(expected):
+            ok, converted = _convert(value, option)
+            if ok:
+                return True, converted
+        return False, None
+    if expected is type(None):
+        return value is None, None
+    if origin is tuple:
+        return _convert_seq(value, typing.get_args(expected)[0], tuple)
+    if origin is list:
+        return _convert_seq(value, typing.get_args(expected)[0], list)
+    if origin is dict:
+        key_t, val_t = typing.get_args(expected)
+        if not isinstance(value, dict):
+            return False, None
+        pairs = [(_convert(k, key_t), _convert(v, val_t)) for k, v in value.items()]
+        if not all(k[0] and v[0] for k, v in pairs):
+            return False, None
+        return True, {k[1]: v[1] for k, v in pairs}
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    return isinstance(value, expected), value
+
+
+def _convert_seq(value: Any, item_t: Any, kind: type) -> tuple[bool, Any]:
+    if not isinstance(value, list):
+        return False, None
+    items = [_convert(v, item_t) for v in value]
+    if not all(ok for ok, _ in items):
+        return False, None
+    return True, kind(v for _, v in items)
+
+
+def _describe(expected: Any, plural: bool = False) -> str:
+    origin = typing.get_origin(expected)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_describe(a, plural) for a in typing.get_args(expected))
+    if expected is type(None):
+        return "absent"
+    if origin in (tuple, list):
+        return f"{'arrays' if plural else 'an array'} of {_describe(typing.get_args(expected)[0], True)}"
+    if origin is dict:
+        return f"{'tables' if plural else 'a table'} of {_describe(typing.get_args(expected)[1], True)}"
+    names = {str: "string", int: "integer", bool: "boolean (true/false)", dict: "table"}
+    name = names.get(expected, getattr(expected, "__name__", str(expected)))
+    if plural:
+        return name.replace("boolean", "booleans") if expected is bool else f"{name}s"
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"

@@ -1,0 +1,766 @@
+"""The job -> pod spec builder against the real runner's rules (runner-facts.md, v18.11.4)."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_runnerconf.local.model import JobPayload, ServiceDef, Variable
+from pytest_runnerconf.local.podspec import (
+    BASH_DETECT_SHELL_SCRIPT,
+    PodPlan,
+    PreparationError,
+    build_pod,
+    go_duration,
+    go_expand,
+    image_aliases,
+    make_rfc1123_compatible,
+    name_services,
+    resource_name,
+    sanitize_label,
+)
+from pytest_runnerconf.local.runner_config import FEATURE_FLAG_DEFAULTS, RunnerConfig, load_runner_config
+
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "local" / "config.toml"
+SUBS = {"@local-dns": "172.17.0.1", "@gitlab-url": "http://127.0.0.1:8929/"}
+HELPER = "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_64-v18.11.4"
+POD = "runner-runnercon-project-42-concurrent-0-pod00000"
+SECRET = "runner-runnercon-project-42-concurrent-0-sec00000"
+INVALID_DNS = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and "
+    "must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is "
+    "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+
+
+@pytest.fixture(scope="module")
+def cfg() -> RunnerConfig:
+    return load_runner_config(FIXTURE, SUBS)
+
+
+def make_job(**changes: Any) -> JobPayload:
+    base = JobPayload(
+        id=7,
+        name="probe dns",
+        stage="test",
+        token="job-token-value",
+        project_id=42,
+        project_name="scratch",
+        project_path="runnerconf/scratch",
+        namespace_path="runnerconf",
+        namespace_id=3,
+        root_namespace="runnerconf",
+        project_url="http://127.0.0.1:8929/runnerconf/scratch",
+        pipeline_id=9,
+        ref="main",
+        sha="a" * 40,
+        before_sha="0" * 40,
+        repo_path=Path("/nonexistent/repo.git"),
+        image="alpine:3.20",
+        variables=(
+            Variable("CI_PROJECT_NAMESPACE", "runnerconf"),
+            Variable("CI_PROJECT_NAMESPACE_ID", "3"),
+            Variable("CI_PROJECT_ROOT_NAMESPACE", "runnerconf"),
+            Variable("CI_REGISTRY", "registry.runnerconf.test:5000"),
+            Variable("CI_JOB_TOKEN", "job-token-value", public=False, masked=True),
+            Variable("GREETING", "hello from $CI_PROJECT_DIR"),
+        ),
+        timeout_s=600,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def with_vars(job: JobPayload, *extra: Variable) -> JobPayload:
+    return dataclasses.replace(job, variables=job.variables + extra)
+
+
+def names() -> Callable[[], str]:
+    """The runner names the Secret first, then the pod; each call of the generator gets a new suffix."""
+    it: Iterator[str] = iter(["sec00000", "pod00000", "extra000", "extra001"])
+    return lambda: next(it)
+
+
+def plan_for(job: JobPayload, cfg: RunnerConfig, **kwargs: Any) -> PodPlan:
+    return build_pod(job, cfg, rand=names(), **kwargs)
+
+
+def container(plan: PodPlan, name: str) -> dict[str, Any]:
+    spec = plan.pod["spec"]
+    return next(c for c in spec["initContainers"] + spec["containers"] if c["name"] == name)
+
+
+def expected_build_env() -> list[dict[str, str]]:
+    flags = [{"name": k, "value": str(v).lower()} for k, v in FEATURE_FLAG_DEFAULTS.items()]
+    rest = [
+        ("CI_JOB_IMAGE", "alpine:3.20"),
+        ("CI_RUNNER_SHORT_TOKEN", "runnercon"),
+        ("CI_BUILDS_DIR", "/builds"),
+        ("CI_PROJECT_DIR", "/builds/runnerconf/scratch"),
+        ("CI_CONCURRENT_ID", "0"),
+        ("CI_CONCURRENT_PROJECT_ID", "0"),
+        ("CI_SERVER", "yes"),
+        ("CI_JOB_STATUS", "running"),
+        ("CI_JOB_TIMEOUT", "600"),
+        ("CI_PROJECT_NAMESPACE", "runnerconf"),
+        ("CI_PROJECT_NAMESPACE_ID", "3"),
+        ("CI_PROJECT_ROOT_NAMESPACE", "runnerconf"),
+        ("CI_REGISTRY", "registry.runnerconf.test:5000"),
+        ("GREETING", "hello from /builds/runnerconf/scratch"),
+        ("CI_DISPOSABLE_ENVIRONMENT", "true"),
+        ("CI_RUNNER_VERSION", "18.11.4"),
+        ("CI_RUNNER_REVISION", "5b1ba4d9"),
+        ("CI_RUNNER_EXECUTABLE_ARCH", "linux/amd64"),
+        ("RUNNER_TEMP_PROJECT_DIR", "/builds/runnerconf/scratch.tmp"),
+    ]
+    return flags + [{"name": k, "value": v} for k, v in rest]
+
+
+MOUNTS = [
+    {"name": "scripts", "mountPath": "/scripts-42-7"},
+    {"name": "logs", "mountPath": "/logs-42-7"},
+    {"name": "repo", "mountPath": "/builds"},
+]
+SECURITY = {"capabilities": {"drop": ["NET_RAW"]}, "privileged": True}
+HELPER_RESOURCES = {
+    "limits": {"cpu": "500m", "memory": "256Mi"},
+    "requests": {"cpu": "100m", "memory": "128Mi"},
+}
+SERVICE_RESOURCES = {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "250m", "memory": "256Mi"}}
+
+
+def expected_pod() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": POD,
+            "namespace": "ci",
+            "labels": {
+                "pod": "runner-runnercon-project-42-concurrent-0",
+                "project.runner.gitlab.com/id": "42",
+                "project.runner.gitlab.com/namespace-id": "3",
+                "project.runner.gitlab.com/name": "scratch",
+                "project.runner.gitlab.com/namespace": "runnerconf",
+                "project.runner.gitlab.com/root-namespace": "runnerconf",
+                "job.runner.gitlab.com/pod": "runner-runnercon-project-42-concurrent-0",
+                "manager.runner.gitlab.com/name": "runnerconf-local",
+                "manager.runner.gitlab.com/id-short": "runnercon",
+            },
+            "annotations": {
+                "job.runner.gitlab.com/id": "7",
+                "job.runner.gitlab.com/url": "http://127.0.0.1:8929/runnerconf/scratch/-/jobs/7",
+                "job.runner.gitlab.com/sha": "a" * 40,
+                "job.runner.gitlab.com/before_sha": "0" * 40,
+                "job.runner.gitlab.com/ref": "main",
+                "job.runner.gitlab.com/name": "probe dns",
+                "job.runner.gitlab.com/timeout": "10m0s",
+                "project.runner.gitlab.com/id": "42",
+            },
+        },
+        "spec": {
+            "volumes": [
+                {"name": "repo", "emptyDir": {}},
+                {"name": "scripts", "emptyDir": {}},
+                {"name": "logs", "emptyDir": {}},
+            ],
+            "initContainers": [
+                {
+                    "name": "init-permissions",
+                    "image": HELPER,
+                    "command": [
+                        "sh",
+                        "-c",
+                        "touch /logs-42-7/output.log && (chmod 777 /logs-42-7/output.log || exit 0)",
+                    ],
+                    "resources": HELPER_RESOURCES,
+                    "volumeMounts": MOUNTS,
+                    "securityContext": SECURITY,
+                }
+            ],
+            "containers": [
+                {
+                    "name": "build",
+                    "image": "alpine:3.20",
+                    "command": ["sh", "-c", BASH_DETECT_SHELL_SCRIPT],
+                    "env": expected_build_env(),
+                    "resources": {
+                        "limits": {"cpu": "1", "memory": "512Mi"},
+                        "requests": {"cpu": "500m", "memory": "256Mi"},
+                    },
+                    "volumeMounts": MOUNTS,
+                    "securityContext": SECURITY,
+                    "stdin": True,
+                },
+                {
+                    "name": "helper",
+                    "image": HELPER,
+                    "command": ["sh", "-c", BASH_DETECT_SHELL_SCRIPT],
+                    "resources": HELPER_RESOURCES,
+                    "volumeMounts": MOUNTS,
+                    "securityContext": SECURITY,
+                    "stdin": True,
+                },
+            ],
+            "restartPolicy": "Never",
+            "activeDeadlineSeconds": 601,
+            "dnsPolicy": "None",
+            "dnsConfig": {
+                "nameservers": ["172.17.0.1"],
+                "searches": ["ci.svc.cluster.local", "svc.cluster.local", "cluster.local"],
+                "options": [{"name": "ndots", "value": "2"}, {"name": "timeout", "value": "2"}],
+            },
+            "imagePullSecrets": [{"name": SECRET}],
+            "affinity": {},
+        },
+    }
+
+
+def test_whole_pod_for_a_job_without_services(cfg: RunnerConfig) -> None:
+    plan = plan_for(make_job(), cfg)
+    assert plan.pod == expected_pod()
+    assert plan.service_containers == []
+    assert (plan.project_dir, plan.scripts_dir, plan.logs_dir) == (
+        "/builds/runnerconf/scratch",
+        "/scripts-42-7",
+        "/logs-42-7",
+    )
+    assert plan.log_lines == [
+        "Using FF_USE_POD_ACTIVE_DEADLINE_SECONDS, the Pod activeDeadlineSeconds will be set to the job "
+        "timeout: 10m0s..."
+    ]
+
+
+def test_bash_detect_script_is_the_runners_with_empty_args() -> None:
+    assert BASH_DETECT_SHELL_SCRIPT.startswith(
+        "if [ -x /usr/local/bin/bash ]; then\n\texec /usr/local/bin/bash \n"
+    )
+    assert (
+        "elif [ -x /busybox/sh ]; then\n\texec /busybox/sh \nelse\n\techo shell not found\n\texit 1\nfi\n\n"
+        in (BASH_DETECT_SHELL_SCRIPT)
+    )
+    assert "$@" not in BASH_DETECT_SHELL_SCRIPT
+
+
+def test_registry_secret(cfg: RunnerConfig) -> None:
+    plan = plan_for(make_job(), cfg)
+    assert plan.secret is not None
+    assert plan.secret["metadata"] == {"name": SECRET, "namespace": "ci"}
+    assert plan.secret["type"] == "kubernetes.io/dockercfg"
+    assert "labels" not in plan.secret["metadata"]
+    decoded = json.loads(base64.b64decode(plan.secret["data"][".dockercfg"]))
+    assert decoded == {
+        "registry.runnerconf.test:5000": {
+            "username": "gitlab-ci-token",
+            "password": "job-token-value",
+            "serveraddress": "registry.runnerconf.test:5000",
+        }
+    }
+
+
+def test_no_registry_no_secret_and_config_pull_secrets_first(cfg: RunnerConfig) -> None:
+    kube = dataclasses.replace(cfg.runner.kubernetes, image_pull_secrets=("regcred",))
+    custom = dataclasses.replace(cfg, runner=dataclasses.replace(cfg.runner, kubernetes=kube))
+    assert plan_for(make_job(), custom).pod["spec"]["imagePullSecrets"] == [
+        {"name": "regcred"},
+        {"name": SECRET},
+    ]
+    no_registry = make_job(variables=tuple(v for v in make_job().variables if v.key != "CI_REGISTRY"))
+    plan = build_pod(no_registry, cfg, rand=lambda: "onlyone0")
+    assert plan.secret is None
+    assert "imagePullSecrets" not in plan.pod["spec"]
+    assert plan.pod["metadata"]["name"] == "runner-runnercon-project-42-concurrent-0-onlyone0"
+
+
+def test_service_names_aliases_and_order(cfg: RunnerConfig) -> None:
+    services = (
+        ServiceDef("postgres:14"),
+        ServiceDef("docker:27-dind", alias="docker"),
+        ServiceDef("tutum/wordpress"),
+        ServiceDef("registry.example.com:5000/group/svc:1", alias="db,pg"),
+        ServiceDef("redis:7", alias="cache.local other"),
+    )
+    plan = plan_for(make_job(services=services), cfg)
+    assert [(s.name, n) for s, n in plan.service_containers] == [
+        ("postgres:14", "svc-0"),
+        ("docker:27-dind", "docker"),
+        ("tutum/wordpress", "svc-1"),
+        ("registry.example.com:5000/group/svc:1", "db"),
+        ("redis:7", "other"),  # "cache.local" is a valid hostname but not a DNS-1123 label
+    ]
+    spec = plan.pod["spec"]
+    assert [c["name"] for c in spec["containers"]] == [
+        "build",
+        "helper",
+        "db",
+        "docker",
+        "other",
+        "svc-0",
+        "svc-1",
+    ]
+    assert [c["image"] for c in spec["containers"][2:]] == [
+        "registry.example.com:5000/group/svc:1",
+        "docker:27-dind",
+        "redis:7",
+        "postgres:14",
+        "tutum/wordpress",
+    ]
+    # One 127.0.0.1 entry, services in container-name order: image-derived names, then explicit aliases.
+    assert spec["hostAliases"] == [
+        {
+            "ip": "127.0.0.1",
+            "hostnames": [
+                "registry.example.com-group-svc",
+                "db",
+                "pg",
+                "docker",
+                "docker",
+                "redis",
+                "cache.local",
+                "other",
+                "postgres",
+                "tutum-wordpress",
+            ],
+        }
+    ]
+    for c in spec["containers"][2:]:
+        assert c["volumeMounts"] == MOUNTS and c["stdin"] is True
+        assert c["resources"] == SERVICE_RESOURCES and c["securityContext"] == SECURITY
+
+
+def test_service_env_adds_service_variables_and_entrypoint(cfg: RunnerConfig) -> None:
+    svc = ServiceDef(
+        "postgres:14",
+        alias="pg",
+        command=("postgres", "-c", "fsync=off"),
+        entrypoint=("docker-entrypoint.sh",),
+        variables=(Variable("POSTGRES_DB", "db_$CI_JOB_TIMEOUT"), Variable("GREETING", "service wins")),
+    )
+    plan = plan_for(make_job(services=(svc,)), cfg)
+    pg = container(plan, "pg")
+    assert pg["command"] == ["docker-entrypoint.sh"]
+    assert pg["args"] == ["postgres", "-c", "fsync=off"]
+    env = pg["env"]
+    build_env = container(plan, "build")["env"]
+    # A repeated key keeps its first place and takes the last value; new keys go to the end.
+    assert [e["name"] for e in env] == [e["name"] for e in build_env] + ["POSTGRES_DB"]
+    assert {"name": "GREETING", "value": "service wins"} in env
+    assert env[-1] == {"name": "POSTGRES_DB", "value": "db_600"}
+    assert "env" not in container(plan, "helper")
+
+
+def test_secret_variables_stay_out_of_env(cfg: RunnerConfig) -> None:
+    plan = plan_for(make_job(services=(ServiceDef("postgres:14"),)), cfg)
+    for name in ("build", "svc-0"):
+        assert "CI_JOB_TOKEN" not in {e["name"] for e in container(plan, name)["env"]}
+
+
+def test_eleven_services_sort_lexicographically(cfg: RunnerConfig) -> None:
+    services = tuple(ServiceDef(f"busybox:1.{i}") for i in range(11))
+    plan = plan_for(make_job(services=services), cfg)
+    names_in_spec = [c["name"] for c in plan.pod["spec"]["containers"][2:]]
+    assert names_in_spec == ["svc-0", "svc-1", "svc-10", *(f"svc-{i}" for i in range(2, 10))]
+    assert container(plan, "svc-10")["image"] == "busybox:1.10"
+    # Eleven identical derived names, all on the one 127.0.0.1 entry.
+    assert plan.pod["spec"]["hostAliases"] == [{"ip": "127.0.0.1", "hostnames": ["busybox"] * 11}]
+
+
+def test_invalid_explicit_alias_fails_with_the_runner_text(cfg: RunnerConfig) -> None:
+    job = make_job(services=(ServiceDef("postgres:14", alias="bad_alias"),))
+    with pytest.raises(PreparationError) as err:
+        plan_for(job, cfg)
+    assert str(err.value) == (
+        "setting up build pod: provided host alias bad_alias for service postgres:14 is invalid DNS. "
+        + INVALID_DNS
+    )
+    assert err.value.stage == "prepare_script"
+
+
+def test_invalid_alias_is_not_checked_when_host_aliases_are_faulted_away(cfg: RunnerConfig) -> None:
+    job = make_job(services=(ServiceDef("postgres:14", alias="bad_alias"),))
+    plan = plan_for(job, cfg, faults=frozenset({"no-host-aliases"}))
+    assert "hostAliases" not in plan.pod["spec"]
+
+
+@pytest.mark.parametrize(
+    ("image", "aliases"),
+    [
+        ("postgres:14", ["postgres"]),
+        ("docker:27-dind", ["docker"]),
+        ("tutum/wordpress", ["tutum__wordpress", "tutum-wordpress"]),
+        (
+            "registry.example.com:5000/group/svc:1",
+            ["registry.example.com__group__svc", "registry.example.com-group-svc"],
+        ),
+        ("postgres@sha256:" + "a" * 64, ["postgres"]),
+        ("localhost:5000/x/y", ["localhost__x__y", "localhost-x-y"]),
+        ("Postgres:14", []),  # not a valid reference: no derived names at all
+    ],
+)
+def test_image_aliases(image: str, aliases: list[str]) -> None:
+    assert image_aliases(image) == aliases
+
+
+def test_config_host_aliases_come_after_the_services(cfg: RunnerConfig) -> None:
+    from pytest_runnerconf.local.runner_config import HostAlias
+
+    kube = dataclasses.replace(
+        cfg.runner.kubernetes, host_aliases=(HostAlias("10.0.0.2", ("mirror.example",)),)
+    )
+    custom = dataclasses.replace(cfg, runner=dataclasses.replace(cfg.runner, kubernetes=kube))
+    plan = plan_for(make_job(services=(ServiceDef("postgres:14"),)), custom)
+    assert plan.pod["spec"]["hostAliases"] == [
+        {"ip": "127.0.0.1", "hostnames": ["postgres"]},
+        {"ip": "10.0.0.2", "hostnames": ["mirror.example"]},
+    ]
+    assert "hostAliases" not in plan_for(make_job(), cfg).pod["spec"]
+
+
+def test_config_services_come_first_in_numbering(cfg: RunnerConfig) -> None:
+    kube = dataclasses.replace(cfg.runner.kubernetes, services=(ServiceDef("redis:7"),))
+    custom = dataclasses.replace(cfg, runner=dataclasses.replace(cfg.runner, kubernetes=kube))
+    plan = plan_for(make_job(services=(ServiceDef("postgres:14"),)), custom)
+    assert [(s.name, n) for s, n in plan.service_containers] == [
+        ("redis:7", "svc-0"),
+        ("postgres:14", "svc-1"),
+    ]
+
+
+def test_duplicate_alias_names_only_the_first_service() -> None:
+    named = name_services([ServiceDef("a:1", alias="db"), ServiceDef("b:1", alias="db"), ServiceDef("c:1")])
+    assert [n for _, n in named] == ["db", "svc-0", "svc-1"]
+
+
+# --- resources and overrides -----------------------------------------------------------------------------
+
+
+def test_override_within_cap_applies_and_logs(cfg: RunnerConfig) -> None:
+    job = with_vars(
+        make_job(),
+        Variable("KUBERNETES_CPU_LIMIT", "1500m"),
+        Variable("KUBERNETES_MEMORY_LIMIT", "1Gi"),
+        Variable("KUBERNETES_MEMORY_REQUEST", "512Mi"),
+        Variable("KUBERNETES_HELPER_CPU_LIMIT", "1"),
+    )
+    plan = plan_for(job, cfg)
+    assert container(plan, "build")["resources"] == {
+        "limits": {"cpu": "1500m", "memory": "1Gi"},
+        "requests": {"cpu": "500m", "memory": "512Mi"},
+    }
+    helper_limits = {"cpu": "1", "memory": "256Mi"}
+    assert container(plan, "helper")["resources"]["limits"] == helper_limits
+    assert container(plan, "init-permissions")["resources"]["limits"] == helper_limits
+    assert plan.executor_log_lines == [
+        '"MemoryRequest" overwritten with "512Mi"',
+        '"CPULimit" overwritten with "1500m"',
+        '"MemoryLimit" overwritten with "1Gi"',
+        '"HelperCPULimit" overwritten with "1"',
+    ]
+
+
+def test_override_values_are_printed_canonically_in_the_spec(cfg: RunnerConfig) -> None:
+    plan = plan_for(with_vars(make_job(), Variable("KUBERNETES_CPU_LIMIT", "1.5")), cfg)
+    assert container(plan, "build")["resources"]["limits"]["cpu"] == "1500m"
+    assert plan.executor_log_lines == ['"CPULimit" overwritten with "1.5"']
+
+
+def test_override_above_cap_is_refused(cfg: RunnerConfig) -> None:
+    with pytest.raises(PreparationError) as err:
+        plan_for(with_vars(make_job(), Variable("KUBERNETES_CPU_LIMIT", "2")), cfg)
+    assert str(err.value) == (
+        "couldn't prepare overwrites: invalid build limits specified: "
+        'the resource "CPULimit" requested "2" is higher than limit allowed "1500m"'
+    )
+    assert err.value.stage == "prepare_executor"
+
+
+def test_override_equal_to_cap_is_allowed(cfg: RunnerConfig) -> None:
+    plan = plan_for(with_vars(make_job(), Variable("KUBERNETES_MEMORY_LIMIT", "1024Mi")), cfg)
+    assert container(plan, "build")["resources"]["limits"]["memory"] == "1Gi"
+
+
+def test_helper_and_service_caps_wrap_their_own_text(cfg: RunnerConfig) -> None:
+    with pytest.raises(
+        PreparationError, match=r"^couldn't prepare overwrites: invalid helper requests specified: "
+    ):
+        plan_for(with_vars(make_job(), Variable("KUBERNETES_HELPER_MEMORY_REQUEST", "1Gi")), cfg)
+    with pytest.raises(
+        PreparationError,
+        match=r"^couldn't prepare overwrites: invalid service limits specified: "
+        r'the resource "ServiceMemoryLimit"',
+    ):
+        plan_for(with_vars(make_job(), Variable("KUBERNETES_SERVICE_MEMORY_LIMIT", "3Gi")), cfg)
+
+
+def test_override_without_cap_is_ignored_silently(cfg: RunnerConfig) -> None:
+    job = with_vars(make_job(), Variable("KUBERNETES_EPHEMERAL_STORAGE_LIMIT", "5Gi"))
+    plan = plan_for(job, cfg)
+    assert "ephemeral-storage" not in container(plan, "build")["resources"]["limits"]
+    assert plan.executor_log_lines == []
+    # Pod-level variables have no cap in the fixture either: no pod resources appear.
+    plan = plan_for(with_vars(make_job(), Variable("KUBERNETES_POD_CPU_LIMIT", "2")), cfg)
+    assert "resources" not in plan.pod["spec"]
+
+
+def test_invalid_override_quantity(cfg: RunnerConfig) -> None:
+    with pytest.raises(PreparationError) as err:
+        plan_for(with_vars(make_job(), Variable("KUBERNETES_CPU_REQUEST", "lots")), cfg)
+    assert str(err.value).startswith(
+        "couldn't prepare overwrites: invalid build requests specified: "
+        'parsing resource limit: "quantities must'
+    )
+
+
+def test_service_overrides_from_service_variables(cfg: RunnerConfig) -> None:
+    services = (
+        ServiceDef(
+            "docker:27-dind", alias="docker", variables=(Variable("KUBERNETES_SERVICE_MEMORY_LIMIT", "2Gi"),)
+        ),
+        # The docs' non-SERVICE_ name is ignored by the code.
+        ServiceDef("postgres:14", alias="pg", variables=(Variable("KUBERNETES_CPU_REQUEST", "1"),)),
+    )
+    plan = plan_for(make_job(services=services), cfg)
+    assert container(plan, "docker")["resources"]["limits"] == {"cpu": "1", "memory": "2Gi"}
+    assert container(plan, "pg")["resources"] == SERVICE_RESOURCES
+    assert container(plan, "build")["resources"]["requests"]["cpu"] == "500m"
+    assert plan.executor_log_lines == ['"ServiceMemoryLimit" overwritten with "2Gi"']
+
+
+def test_service_override_above_cap(cfg: RunnerConfig) -> None:
+    svc = ServiceDef("postgres:14", variables=(Variable("KUBERNETES_SERVICE_CPU_LIMIT", "4"),))
+    with pytest.raises(PreparationError) as err:
+        plan_for(make_job(services=(svc,)), cfg)
+    assert str(err.value) == (
+        "couldn't prepare explicit service overwrites: invalid service limits specified: "
+        'the resource "ServiceCPULimit" requested "4" is higher than limit allowed "1500m"'
+    )
+
+
+def test_no_resources_configured_gives_best_effort() -> None:
+    cfg = load_runner_config(
+        '[[runners]]\nname = "r"\nurl = "http://127.0.0.1/"\n'
+        'token = "glrt-abcdefghijk"\nexecutor = "kubernetes"\n'
+    )
+    plan = build_pod(make_job(), cfg, rand=names())
+    for c in plan.pod["spec"]["initContainers"] + plan.pod["spec"]["containers"]:
+        assert c["resources"] == {}
+        assert c["securityContext"] == {"capabilities": {"drop": ["NET_RAW"]}}
+    assert plan.pod["metadata"]["namespace"] == ""
+    assert plan.pod["spec"]["dnsPolicy"] == "ClusterFirst"
+    assert "dnsConfig" not in plan.pod["spec"]
+
+
+# --- DNS ------------------------------------------------------------------------------------------------
+
+
+def with_kube(cfg: RunnerConfig, **changes: Any) -> RunnerConfig:
+    kube = dataclasses.replace(cfg.runner.kubernetes, **changes)
+    return dataclasses.replace(cfg, runner=dataclasses.replace(cfg.runner, kubernetes=kube))
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ("none", "None"),
+        ("default", "Default"),
+        ("cluster-first", "ClusterFirst"),
+        ("cluster-first-with-host-net", "ClusterFirstWithHostNet"),
+        ("", "ClusterFirst"),
+    ],
+)
+def test_dns_policy_mapping(cfg: RunnerConfig, policy: str, expected: str) -> None:
+    plan = plan_for(make_job(), with_kube(cfg, dns_policy=policy))
+    assert plan.pod["spec"]["dnsPolicy"] == expected
+    assert not any("dns" in line for line in plan.log_lines)
+
+
+def test_unknown_dns_policy_warns_and_omits_the_field(cfg: RunnerConfig) -> None:
+    plan = plan_for(make_job(), with_kube(cfg, dns_policy="ClusterFirst"))
+    assert "dnsPolicy" not in plan.pod["spec"]
+    assert plan.pod["spec"]["dnsConfig"]["nameservers"] == ["172.17.0.1"]
+    assert plan.pod_log_lines[-1] == (
+        "WARNING: falling back to cluster's default policy: "
+        'unsupported kubernetes-dns-policy: "ClusterFirst"'
+    )
+
+
+def test_dns_option_without_value(cfg: RunnerConfig) -> None:
+    from pytest_runnerconf.local.runner_config import DNSConfig
+
+    plan = plan_for(make_job(), with_kube(cfg, dns_config=DNSConfig(options=(("edns0", None),))))
+    assert plan.pod["spec"]["dnsConfig"] == {"options": [{"name": "edns0"}]}
+
+
+# --- faults ---------------------------------------------------------------------------------------------
+
+
+def diff_paths(a: Any, b: Any, path: str = "") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: set[str] = set()
+        for key in a.keys() | b.keys():
+            if key not in a or key not in b:
+                out.add(f"{path}/{key}")
+            else:
+                out |= diff_paths(a[key], b[key], f"{path}/{key}")
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return set().union(
+            *(diff_paths(x, y, f"{path}/{i}") for i, (x, y) in enumerate(zip(a, b, strict=True)))
+        )
+    return set() if a == b else {path}
+
+
+SERVICE_JOB = {"services": (ServiceDef("postgres:14", alias="pg"),)}
+
+
+@pytest.mark.parametrize(
+    ("fault", "changed"),
+    [
+        ("no-host-aliases", {"/spec/hostAliases"}),
+        ("ignore-dns-config", {"/spec/dnsPolicy", "/spec/dnsConfig"}),
+        ("overrides-ignored", {"/spec/containers/0/resources/limits/cpu"}),
+        ("leak-pods", set()),  # not a pod-spec fault
+    ],
+)
+def test_each_fault_changes_exactly_its_part(cfg: RunnerConfig, fault: str, changed: set[str]) -> None:
+    job = with_vars(make_job(**SERVICE_JOB), Variable("KUBERNETES_CPU_LIMIT", "1500m"))
+    normal = plan_for(job, cfg)
+    faulted = plan_for(job, cfg, faults=frozenset({fault}))
+    assert diff_paths(normal.pod, faulted.pod) == changed
+    assert faulted.secret == normal.secret
+
+
+def test_fault_details(cfg: RunnerConfig) -> None:
+    job = with_vars(make_job(), Variable("KUBERNETES_CPU_LIMIT", "9"))
+    ignored = plan_for(job, cfg, faults=frozenset({"overrides-ignored"}))
+    assert container(ignored, "build")["resources"]["limits"]["cpu"] == "1"  # neither applied nor refused
+    assert ignored.executor_log_lines == []
+    dns = plan_for(make_job(), cfg, faults=frozenset({"ignore-dns-config"}))
+    assert dns.pod["spec"]["dnsPolicy"] == "ClusterFirst" and "dnsConfig" not in dns.pod["spec"]
+
+
+# --- names, labels, annotations, flags --------------------------------------------------------------------
+
+
+def test_pod_name_is_cut_to_63() -> None:
+    long_prefix = make_rfc1123_compatible("runner-abcdefghi-project-123456789012345-concurrent-123456789")
+    name = resource_name(long_prefix, lambda: "x1y2z3w4")
+    assert len(long_prefix) > 54 and len(name) == 63
+    assert name == long_prefix[:54] + "-x1y2z3w4"
+    assert make_rfc1123_compatible("Runner_ABC-project-1") == "runnerabc-project-1"
+
+
+def test_random_suffix_shape(cfg: RunnerConfig) -> None:
+    plan = build_pod(make_job(), cfg)
+    suffix = plan.pod["metadata"]["name"].rsplit("-", 1)[1]
+    assert len(suffix) == 8 and suffix.isalnum() and suffix.lower() == suffix
+    assert plan.secret is not None and plan.secret["metadata"]["name"] != plan.pod["metadata"]["name"]
+
+
+def test_concurrency_ids(cfg: RunnerConfig) -> None:
+    plan = plan_for(make_job(), cfg, concurrency_id=3, project_concurrency_id=1)
+    assert plan.pod["metadata"]["labels"]["pod"] == "runner-runnercon-project-42-concurrent-1"
+    env = {e["name"]: e.get("value", "") for e in container(plan, "build")["env"]}
+    assert (env["CI_CONCURRENT_ID"], env["CI_CONCURRENT_PROJECT_ID"]) == ("3", "1")
+
+
+def test_label_sanitising_and_protected_namespace(cfg: RunnerConfig) -> None:
+    custom = with_kube(
+        cfg,
+        pod_labels={"team": "ci/$CI_PROJECT_NAMESPACE", "manager.runner.gitlab.com/name": "evil"},
+        pod_annotations={"job.runner.gitlab.com/name": "renamed", "note": "$GREETING"},
+    )
+    plan = plan_for(make_job(project_name="My Project!"), custom)
+    labels, annotations = plan.pod["metadata"]["labels"], plan.pod["metadata"]["annotations"]
+    assert labels["team"] == "ci_runnerconf"
+    assert labels["manager.runner.gitlab.com/name"] == "runnerconf-local"
+    assert labels["project.runner.gitlab.com/name"] == "My_Project"
+    assert annotations["job.runner.gitlab.com/name"] == "renamed"  # annotations may be overwritten
+    assert annotations["note"] == "hello from $CI_PROJECT_DIR"  # job variables only, not runner-added ones
+    assert sanitize_label("-._x" + "y" * 80) == "x" + "y" * 62
+
+
+def test_pod_label_overrides_need_the_allow_regex(cfg: RunnerConfig) -> None:
+    job = with_vars(make_job(), Variable("KUBERNETES_POD_LABELS_1", "tier=probe"))
+    assert "tier" not in plan_for(job, cfg).pod["metadata"]["labels"]
+    allowed = with_kube(cfg, pod_labels_overwrite_allowed="^tier=")
+    plan = plan_for(job, allowed)
+    assert plan.pod["metadata"]["labels"]["tier"] == "probe"
+    assert plan.executor_log_lines == ['"PodLabels" "tier" overwritten with "probe"']
+    refused = with_vars(make_job(), Variable("KUBERNETES_POD_LABELS_1", "owner=me"))
+    with pytest.raises(PreparationError, match=r'provided value "owner=me" does not match "\^tier="'):
+        plan_for(refused, allowed)
+
+
+def test_job_flag_variable_and_config_precedence(cfg: RunnerConfig) -> None:
+    job = with_vars(
+        make_job(),
+        Variable("FF_USE_POD_ACTIVE_DEADLINE_SECONDS", "false"),
+        Variable("FF_TIMESTAMPS", "false"),  # config.toml sets it true, and config wins
+    )
+    plan = plan_for(job, cfg)
+    assert "activeDeadlineSeconds" not in plan.pod["spec"]
+    assert plan.log_lines == []
+    assert plan.feature_flags["FF_TIMESTAMPS"] is True
+    env = {e["name"]: e.get("value") for e in container(plan, "build")["env"]}
+    assert env["FF_USE_POD_ACTIVE_DEADLINE_SECONDS"] == "false" and env["FF_TIMESTAMPS"] == "true"
+
+
+def test_security_context_rules(cfg: RunnerConfig) -> None:
+    from pytest_runnerconf.local.runner_config import ContainerSecurityContext
+
+    custom = with_kube(
+        cfg,
+        cap_add=("NET_RAW", "SYS_TIME"),
+        cap_drop=("SYS_TIME",),
+        allow_privilege_escalation=False,
+        helper_container_security_context=ContainerSecurityContext(privileged=False, cap_drop=("ALL",)),
+    )
+    plan = plan_for(make_job(), custom)
+    assert container(plan, "build")["securityContext"] == {
+        "capabilities": {"add": ["NET_RAW"], "drop": ["SYS_TIME"]},
+        "privileged": True,
+        "allowPrivilegeEscalation": False,
+    }
+    assert container(plan, "helper")["securityContext"] == {
+        "capabilities": {"add": ["NET_RAW"], "drop": ["ALL"]},
+        "privileged": False,
+        "allowPrivilegeEscalation": False,
+    }
+
+
+def test_termination_grace_and_timeout_formats(cfg: RunnerConfig) -> None:
+    plan = plan_for(make_job(timeout_s=3600), with_kube(cfg, pod_termination_grace_period_seconds=10))
+    assert plan.pod["spec"]["terminationGracePeriodSeconds"] == 10
+    assert plan.pod["spec"]["activeDeadlineSeconds"] == 3601
+    assert plan.pod["metadata"]["annotations"]["job.runner.gitlab.com/timeout"] == "1h0m0s"
+    assert [go_duration(s) for s in (0, 59, 90, 3600, 5400, 86400)] == [
+        "0s",
+        "59s",
+        "1m30s",
+        "1h0m0s",
+        "1h30m0s",
+        "24h0m0s",
+    ]
+
+
+def test_go_expand() -> None:
+    values = {"A": "x", "B_1": "y"}.get
+
+    def lookup(k: str) -> str:
+        return values(k) or ("$" if k == "$" else "")
+
+    assert go_expand("$A-${B_1}-$C-$$-${}-$", lookup) == "x-y--$--$"
+    assert go_expand("${A", lookup) == "A"  # bad syntax: "${" eaten, as os.Expand does
+
+
+def test_plan_does_not_mutate_the_config(cfg: RunnerConfig) -> None:
+    before = copy.deepcopy(cfg)
+    plan_for(with_vars(make_job(), Variable("KUBERNETES_CPU_LIMIT", "1500m")), cfg)
+    assert cfg == before
