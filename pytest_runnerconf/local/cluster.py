@@ -155,6 +155,7 @@ class LocalCluster:
             tags=frozenset({cl["runner_tag"]}),
             resolve_image=standins.resolve,
             faults=self.faults,
+            registry=f"{cl['registry_host']}:{cl['registry_port']}",
         )
         state.job_queue = runner
         self._stops.insert(0, runner.shutdown)

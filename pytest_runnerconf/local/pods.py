@@ -349,6 +349,7 @@ class DockerPods:
             detach=True,
             init=True,
             network_mode="bridge",
+            ipc_mode="shareable",  # containers of a pod share IPC, as on Kubernetes
             volumes=binds,  # holds Memory emptyDirs alive for the pod's lifetime, like the kubelet
             **kwargs,
         )

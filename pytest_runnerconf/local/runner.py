@@ -78,6 +78,7 @@ class LocalRunner:
         resolve_image: Callable[[str], ImageChoice],
         faults: frozenset[str] = frozenset(),
         manager_hostname: str = "runnerconf-local",
+        registry: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.pods = pods
@@ -87,6 +88,7 @@ class LocalRunner:
         self.resolve_image = resolve_image
         self.faults = faults
         self.manager_hostname = manager_hostname
+        self.registry = registry
         self._pool = ThreadPoolExecutor(max_workers=max(1, cfg.concurrent), thread_name_prefix="job")
         self._jobs: dict[int, RunningJob] = {}
         self._lock = threading.Lock()
@@ -202,9 +204,14 @@ class LocalRunner:
                     faults=job.faults,
                     manager_hostname=self.manager_hostname,
                     concurrency_id=concurrency,
+                    registry=self.registry,
                 )
                 break
             except PreparationError as exc:
+                if exc.stage != "prepare_executor":
+                    # Errors met while creating the pod are not retried by the runner.
+                    trace.section_end("prepare_executor")
+                    raise StageFailed(str(exc), system=True) from None
                 trace.error(f"Preparation failed: {exc}")
                 trace.line(f"Will be retried in {int(PREPARATION_RETRY_DELAY_S)}s ...")
                 if attempt == PREPARATION_RETRIES - 1 or job.cancel.wait(PREPARATION_RETRY_DELAY_S):
@@ -216,7 +223,7 @@ class LocalRunner:
         trace.info(f"Using Kubernetes namespace: {pod['metadata']['namespace']}")
         trace.info(f"Using Kubernetes executor with image {p.image} ...")
         trace.info("Using attach strategy to execute scripts...")
-        for line in plan.log_lines:
+        for line in plan.executor_log_lines:
             trace.info(line)
         for c in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]:
             trace.info(f"Using effective pull policy of [IfNotPresent] for container {c['name']}")
@@ -251,11 +258,8 @@ class LocalRunner:
 
     def _create_pod(self, job: RunningJob, plan: PodPlan, trace: TraceWriter) -> None:
         k8s = self.cfg.runner.kubernetes
-        if self.cfg.feature_flag("FF_USE_POD_ACTIVE_DEADLINE_SECONDS"):
-            trace.line(
-                "Using FF_USE_POD_ACTIVE_DEADLINE_SECONDS, the Pod activeDeadlineSeconds will be set to the "
-                f"job timeout: {go_duration(job.payload.timeout_s)}..."
-            )
+        for line in plan.pod_log_lines:
+            trace.line(line)
         stored = self.store.create(plan.pod)
         plan.pod = stored
         if plan.secret is not None:
@@ -272,14 +276,22 @@ class LocalRunner:
                 ]
             self.store.create(secret)
         ns, name = stored["metadata"]["namespace"], stored["metadata"]["name"]
-        starter = threading.Thread(
-            target=self.pods.run, args=(stored, job.faults), daemon=True, name=f"pod-{name}"
-        )
+        pod_error: list[BaseException] = []
+
+        def start_pod() -> None:
+            try:
+                self.pods.run(stored, job.faults)
+            except Exception as exc:  # surfaced by the wait loop below as the runner would: pod failed
+                pod_error.append(exc)
+
+        starter = threading.Thread(target=start_pod, daemon=True, name=f"pod-{name}")
         starter.start()
         poll = max(0.2, float(k8s.poll_interval))
         attempts = max(1, int(k8s.poll_timeout / poll))
         for _ in range(attempts):
             self._check(job)
+            if pod_error:
+                raise StageFailed(f"prepare environment: setting up the pod failed: {pod_error[0]}", system=True)
             status = self._pod(ns, name).get("status", {})
             phase = status.get("phase", "Pending")
             build = next((s for s in status.get("containerStatuses", []) if s["name"] == "build"), None)
