@@ -226,8 +226,11 @@ def cleanup_leftovers(client: Any, home: Path) -> int:
 
     removed = 0
     for container in client.containers.list(all=True, filters={"label": CLUSTER_LABEL}):
-        container.remove(force=True, v=True)
-        removed += 1
+        try:
+            container.remove(force=True, v=True)
+            removed += 1
+        except Exception:  # removed meanwhile by the cluster's own cleanup
+            pass
     for volume in client.volumes.list(filters={"label": CLUSTER_LABEL}):
         try:
             volume.remove(force=True)

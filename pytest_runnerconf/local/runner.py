@@ -16,6 +16,7 @@ from typing import Any
 from pytest_runnerconf.errors import ConfigError
 from pytest_runnerconf.local.faults import ENV_VAR as FAULTS_ENV_VAR
 from pytest_runnerconf.local.faults import parse_faults
+from pytest_runnerconf.local import quantity
 from pytest_runnerconf.local.kstore import NotFound
 from pytest_runnerconf.local.model import JobPayload, JobSink
 from pytest_runnerconf.local.pods import DockerPods, ImageChoice
@@ -51,6 +52,7 @@ class RunningJob:
     faults: frozenset[str]
     cancel: threading.Event = field(default_factory=threading.Event)
     deadline: float = 0.0
+    pod: dict[str, Any] | None = None  # the pod object once created, so cleanup happens whatever fails
 
 
 def go_duration(seconds: int) -> str:
@@ -174,8 +176,8 @@ class LocalRunner:
             kind = " (system failure)" if exc.system else ""
             final = f"{RED}ERROR: Job failed{kind}: {exc}{RESET}"
         finally:
-            if plan is not None:
-                self._cleanup(job, plan, trace)
+            if job.pod is not None:
+                self._cleanup(job, trace)
             with self._lock:
                 self._concurrency_ids.discard(concurrency)
         if status == "success":
@@ -260,8 +262,12 @@ class LocalRunner:
         k8s = self.cfg.runner.kubernetes
         for line in plan.pod_log_lines:
             trace.line(line)
+        invalid = validate_pod(plan.pod)
+        if invalid:
+            raise StageFailed(f"setting up build pod: {invalid}", system=True)
         stored = self.store.create(plan.pod)
         plan.pod = stored
+        job.pod = stored
         if plan.secret is not None:
             secret = dict(plan.secret)
             if "leak-secrets" not in job.faults:
@@ -372,6 +378,11 @@ class LocalRunner:
             if stage == "get_sources":
                 self._get_sources(job, plan, trace)
             else:
+                if order[0] == "step_script":
+                    # The broken runner still creates the project directory, so the script runs (early).
+                    ns, name = plan.pod["metadata"]["namespace"], plan.pod["metadata"]["name"]
+                    _, code = self.pods.exec_stream(ns, name, "build", ["mkdir", "-p", plan.project_dir])
+                    code()
                 try:
                     self._step_script(job, plan, trace)
                 except StageFailed as exc:
@@ -542,12 +553,11 @@ echo "Skipping Git submodules setup"
 
     # ---- cleanup -------------------------------------------------------------------------------------------
 
-    def _cleanup(self, job: RunningJob, plan: PodPlan, trace: TraceWriter) -> None:
+    def _cleanup(self, job: RunningJob, trace: TraceWriter) -> None:
         """Deferred in the real runner, so it runs before the final Job succeeded/failed line."""
-        pod = plan.pod
-        meta = pod.get("metadata", {})
-        if "uid" not in meta:
-            return  # never created
+        pod = job.pod
+        assert pod is not None
+        meta = pod["metadata"]
         if "leak-pods" in job.faults:
             return
         grace = self.cfg.runner.kubernetes.cleanup_grace_period_seconds
@@ -566,3 +576,20 @@ echo "Skipping Git submodules setup"
         # DELETE returns once the pod is marked Terminating; containers stop in the background (propagation
         # Background), so the final job line is written before the pod is gone, as with the real runner.
         delete()
+
+
+def validate_pod(pod: dict[str, Any]) -> str | None:
+    """The API server's resource validation: a request above its limit makes the pod invalid."""
+    spec = pod["spec"]
+    for group in ("initContainers", "containers"):
+        for i, c in enumerate(spec.get(group, [])):
+            res = c.get("resources") or {}
+            for kind in ("cpu", "memory"):
+                req = (res.get("requests") or {}).get(kind)
+                lim = (res.get("limits") or {}).get(kind)
+                if req and lim and quantity.parse(req).value > quantity.parse(lim).value:
+                    return (
+                        f'Pod "{pod["metadata"]["name"]}" is invalid: spec.{group}[{i}].resources.requests: '
+                        f'Invalid value: "{req}": must be less than or equal to {kind} limit of {lim}'
+                    )
+    return None
