@@ -99,11 +99,12 @@ class LocalCluster:
         log(f"runnerconf local: docker engine ready ({time.monotonic() - t0:.1f}s)")
         built = images.ensure_images(client, log=log)
         cluster_id = secrets.token_hex(4)
-        # Leftovers of a crashed earlier cluster would collide with names and ports.
-        cleanup_leftovers(client, self.home)
         gateway = netsvc.bridge_gateway(client)
+        netsvc.stop_all(self.home)  # a crashed cluster of this home may still hold the ports
+        # The DNS port is the machine-wide lock: only once it is ours are other clusters' leftovers dead.
         dns = netsvc.start_dns(self.home, gateway, {cl["registry_host"]: gateway})
         self._stops.append(dns.stop)
+        cleanup_leftovers(client, self.home)
         registry = netsvc.start_registry(self.home, gateway, cl["registry_port"])
         self._stops.append(registry.stop)
         for repo, role in cl["registry_images"].items():
