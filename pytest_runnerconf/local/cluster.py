@@ -104,7 +104,7 @@ class LocalCluster:
         # The DNS port is the machine-wide lock: only once it is ours are other clusters' leftovers dead.
         dns = netsvc.start_dns(self.home, gateway, {cl["registry_host"]: gateway})
         self._stops.append(dns.stop)
-        cleanup_leftovers(client, self.home)
+        cleanup_leftovers(client, self.home, services=False)
         registry = netsvc.start_registry(self.home, gateway, cl["registry_port"])
         self._stops.append(registry.stop)
         for repo, role in cl["registry_images"].items():
@@ -220,7 +220,7 @@ def _redact_token(text: str) -> str:
     return re.sub(r'(?m)^(\s*token\s*=\s*)".*"', r'\1"[REDACTED]"', text)
 
 
-def cleanup_leftovers(client: Any, home: Path) -> int:
+def cleanup_leftovers(client: Any, home: Path, *, services: bool = True) -> int:
     """Remove every container/volume a local cluster made and stop its DNS/registry processes."""
     from pytest_runnerconf.local import netsvc
     from pytest_runnerconf.local.pods import CLUSTER_LABEL
@@ -238,7 +238,8 @@ def cleanup_leftovers(client: Any, home: Path) -> int:
             removed += 1
         except Exception:
             pass
-    netsvc.stop_all(home)
+    if services:
+        netsvc.stop_all(home)
     return removed
 
 
