@@ -1,0 +1,107 @@
+"""Every check can fail: the suite on the local cluster, once clean and once per fault.
+
+Each fault must fail at least one check in its areas and none outside them; the clean run passes everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# fault -> areas allowed (and required) to fail; the first three come from the spine's issue, the rest
+# from the catalogue's fault table.
+MATRIX: dict[str, set[str]] = {
+    "init-not-first": {"ordering"},
+    "script-before-sources": {"ordering", "builds"},
+    "builds-not-shared": {"builds"},
+    "no-host-aliases": {"aliases", "dns"},
+    "ignore-dns-config": {"dns"},
+    "dind-dns-fallback": {"dns"},
+    "limits-not-applied": {"resources", "oom_cpu"},
+    "oom-unreported": {"oom_cpu"},
+    "overrides-ignored": {"resources"},
+    "leak-pods": {"cleanup"},
+    "leak-secrets": {"cleanup"},
+    "slow-cleanup": {"cleanup"},
+}
+
+
+def run_suite(fault: str, out: Path) -> dict[str, Any]:
+    env = dict(os.environ)
+    env.pop("RUNNERCONF_LOCAL_FAULTS", None)
+    if fault:
+        env["RUNNERCONF_LOCAL_FAULTS"] = fault
+    report = out / (fault or "clean")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "suites",
+            "--runner-cluster=local",
+            f"--runnerconf-report={report}",
+            f"--runnerconf-evidence={out / 'evidence' / (fault or 'clean')}",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    path = report / "report.json"
+    if not path.exists():
+        raise AssertionError(f"no report for {fault or 'clean'} (exit {proc.returncode}):\n{proc.stdout[-3000:]}")
+    doc = json.loads(path.read_text())
+    doc["exit"] = proc.returncode
+    doc["output"] = proc.stdout[-3000:]
+    return doc
+
+
+@pytest.fixture(scope="module")
+def matrix(local_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[str, Any]]]:
+    out = tmp_path_factory.mktemp("matrix")
+    # All runs share the running cluster; faults travel with each pipeline, so the runs may overlap.
+    with ThreadPoolExecutor(3) as pool:
+        docs = dict(zip(["", *MATRIX], pool.map(lambda f: run_suite(f, out), ["", *MATRIX]), strict=True))
+    yield docs
+
+
+def failing_areas(doc: dict[str, Any]) -> dict[str, list[str]]:
+    areas: dict[str, list[str]] = {}
+    for r in doc["results"]:
+        if r["outcome"] in ("failed", "error"):
+            areas.setdefault(r["area"], []).append(r["id"])
+    return areas
+
+
+def test_clean_run_passes_every_check(matrix: dict[str, dict[str, Any]]) -> None:
+    doc = matrix[""]
+    assert failing_areas(doc) == {}, doc["output"]
+    outcomes = {r["outcome"] for r in doc["results"]}
+    assert outcomes == {"passed"}, doc["output"]
+    assert {r["area"] for r in doc["results"]} >= {"ordering", "builds", "aliases", "dns", "resources", "cleanup"}
+    assert doc["exit"] == 0
+
+
+@pytest.mark.parametrize("fault", list(MATRIX))
+def test_fault_fails_its_area_and_no_other(fault: str, matrix: dict[str, dict[str, Any]]) -> None:
+    doc = matrix[fault]
+    areas = failing_areas(doc)
+    allowed = MATRIX[fault]
+    assert areas, f"{fault}: no check failed\n{doc['output']}"
+    outside = {a: ids for a, ids in areas.items() if a not in allowed}
+    assert not outside, f"{fault} failed checks outside {sorted(allowed)}: {outside}"
+    assert doc["exit"] == 1, "a conformance failure exits 1, not as an infrastructure error"
