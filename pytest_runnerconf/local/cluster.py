@@ -272,6 +272,7 @@ def start_detached(home: Path, faults: frozenset[str], log: Log = print) -> Any:
     """Start a cluster in the background and wait until it answers."""
     home.mkdir(parents=True, exist_ok=True)
     log_path = home / "cluster.log"
+    log_start = log_path.stat().st_size if log_path.exists() else 0  # relay only this start's lines
     env = dict(os.environ)
     env["RUNNERCONF_LOCAL_HOME"] = str(home)
     with open(log_path, "ab") as out:
@@ -292,19 +293,22 @@ def start_detached(home: Path, faults: frozenset[str], log: Log = print) -> Any:
             start_new_session=True,
         )
     deadline = time.monotonic() + START_DEADLINE_S
-    offset = 0
+    offset = log_start
     while time.monotonic() < deadline:
         info = read_state(home)
         if info is not None and info.pid == proc.pid and _answers(info.gitlab_url):
             return info
         code = proc.poll()
-        text = log_path.read_text(errors="replace")
-        for line in text[offset:].splitlines():
+        with open(log_path, "rb") as fh:
+            fh.seek(offset)
+            chunk = fh.read().decode(errors="replace")
+        complete, _, _ = chunk.rpartition("\n")
+        for line in complete.splitlines():
             if line.startswith("runnerconf local:"):
                 log(line)
-        offset = len(text)
+        offset += len(complete.encode()) + (1 if complete else 0)
         if code is not None:
-            tail = "\n".join(text.splitlines()[-5:])
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-5:])
             raise InfraError(
                 f"the local cluster exited during start-up (exit {code}); its log {log_path} ends:\n{tail}"
             )
