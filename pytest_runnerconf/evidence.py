@@ -95,6 +95,8 @@ class RunEvidence:
     jobs: dict[str, JobEvidence] = field(default_factory=dict)
     stray_pods: list[dict[str, Any]] = field(default_factory=list)  # runner pods older than the job timeout
     leftover: dict[str, Any] = field(default_factory=dict)  # pods/secrets still there at the deadline
+    # per-job Secret names -> {"first_seen", "deleted_at"} (metadata only; None when not allowed to list)
+    secrets: dict[str, dict[str, Any]] | None = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     evidence_dir: str = ""  # where save() wrote it or load() read it; not part of the saved data
 
@@ -173,7 +175,9 @@ def _write_json(path: Path, data: Any, secrets: tuple[str, ...]) -> None:
 def _save_job(job: JobEvidence, directory: Path, rel: str, secrets: tuple[str, ...]) -> dict[str, Any]:
     jobdir = directory / rel
     jobdir.mkdir(parents=True, exist_ok=True)
-    (jobdir / "trace.txt").write_text(scrub_text(job.trace, secrets), encoding="utf-8")
+    # newline="" keeps the trace's \r (section markers end in \r\x1b[0K) exactly as the runner wrote it.
+    with open(jobdir / "trace.txt", "w", encoding="utf-8", newline="") as fh:
+        fh.write(scrub_text(job.trace, secrets))
     entry: dict[str, Any] = {
         "name": job.name,
         "dir": rel,
@@ -221,6 +225,7 @@ def save(run: RunEvidence, directory: Path, *, secrets: Iterable[str] = ()) -> P
         "finished_at": run.finished_at,
         "stray_pods": run.stray_pods,
         "leftover": run.leftover,
+        "secrets": run.secrets,
         "notes": run.notes,
         "jobs": jobs,
     }
@@ -242,7 +247,8 @@ def _read_json(path: Path) -> Any:
 def _load_job(directory: Path, entry: dict[str, Any]) -> JobEvidence:
     jobdir = directory / entry["dir"]
     try:
-        trace = (jobdir / "trace.txt").read_text(encoding="utf-8")
+        with open(jobdir / "trace.txt", encoding="utf-8", newline="") as fh:
+            trace = fh.read()
     except FileNotFoundError:
         raise ConfigError(
             f"{jobdir / 'trace.txt'}: evidence file missing; the bundle is incomplete"
@@ -296,6 +302,7 @@ def load(directory: Path) -> RunEvidence:
         jobs={job.name: job for job in jobs},
         stray_pods=list(doc.get("stray_pods") or []),
         leftover=doc.get("leftover") or {},
+        secrets=doc.get("secrets", {}),
         notes=list(doc.get("notes") or []),
         evidence_dir=str(directory),
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_runnerconf.errors import ConfigError, InfraError
+from pytest_runnerconf.local.faults import ENV_VAR as FAULTS_ENV_VAR
 from pytest_runnerconf.local.faults import parse_faults
 
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "fixtures" / "local"
@@ -275,6 +276,9 @@ def start_detached(home: Path, faults: frozenset[str], log: Log = print) -> Any:
     log_start = log_path.stat().st_size if log_path.exists() else 0  # relay only this start's lines
     env = dict(os.environ)
     env["RUNNERCONF_LOCAL_HOME"] = str(home)
+    # Faults asked for here are the cluster's own; those of a run travel with its pipeline instead, so a
+    # cluster started by a faulted run must not keep the fault for later runs.
+    env.pop(FAULTS_ENV_VAR, None)
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
             [
@@ -343,7 +347,11 @@ def stop_running(home: Path | None = None, timeout: float = 120.0) -> bool:
 def ensure_running(
     faults: frozenset[str] = frozenset(), log: Log = print
 ) -> tuple[Any, Callable[[], None] | None]:
-    """Reuse a running local cluster, or start one (returning a stop callable)."""
+    """Reuse a running local cluster, or start one (returning a stop callable).
+
+    `faults` are only validated: a run's faults travel with its pipeline (RUNNERCONF_LOCAL_FAULTS), so one
+    clean cluster serves clean and faulted runs alike.
+    """
     parse_faults(list(faults))
     home = default_home()
     info = read_state(home)

@@ -1,0 +1,347 @@
+"""The only module that talks to Kubernetes (kubernetes client): one pod watch, events, typed errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import urllib3.exceptions
+from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from pytest_runnerconf.errors import KubeError
+
+if TYPE_CHECKING:
+    from pytest_runnerconf.profile import Profile
+
+JOB_ID_ANNOTATION = "job.runner.gitlab.com/id"
+PROJECT_ID_LABEL = "project.runner.gitlab.com/id"
+WATCH_WINDOW_S = 10  # server-side watch timeout: how often the thread notices a stop request
+REQUEST_TIMEOUT_S = 30
+MAX_WATCH_FAILURES = 5
+
+
+@dataclass(frozen=True)
+class PodEvent:
+    """One pod watch event as received: its type, the pod as the API sent it, and when it arrived."""
+
+    type: str  # ADDED | MODIFIED | DELETED | RELISTED (state re-read after the watch expired)
+    pod: dict[str, Any]
+    time: float
+
+    @property
+    def name(self) -> str:
+        return str(self.pod.get("metadata", {}).get("name", ""))
+
+
+@dataclass(frozen=True)
+class WatchFailed:
+    """Queued by the watch thread when it gives up, so the run re-raises it in the main thread."""
+
+    error: KubeError
+    time: float
+
+
+def job_id_of(pod: dict[str, Any]) -> int | None:
+    """The GitLab job ID a runner pod belongs to (annotation job.runner.gitlab.com/id)."""
+    value = (pod.get("metadata", {}).get("annotations") or {}).get(JOB_ID_ANNOTATION)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if "connection refused" in text:
+        return "connection refused"
+    if "timed out" in text or "timeout" in text:
+        return "timed out"
+    if "name or service not known" in text or "failed to resolve" in text:
+        return "name does not resolve"
+    return type(exc).__name__
+
+
+class KubeDriver:
+    """The job namespace of one cluster, reached through the profile's kubeconfig and context."""
+
+    def __init__(self, profile: Profile) -> None:
+        self._profile = profile
+        self._setting = f"clusters.{profile.name}"
+        self.namespace = profile.namespace
+        self._api_client = self._load_client()
+        self._core = client.CoreV1Api(self._api_client)
+
+    @property
+    def host(self) -> str:
+        return str(self._api_client.configuration.host)
+
+    def _load_client(self) -> client.ApiClient:
+        path = self._profile.kubeconfig
+        context = self._profile.kube_context
+        if path is None and "KUBECONFIG" not in os.environ and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            # Running inside a pod (nightly CI): the service account is the credential.
+            config.load_incluster_config()
+            return client.ApiClient()
+        if path is not None and not Path(path).expanduser().is_file():
+            raise KubeError(f"the kubeconfig {path} does not exist; check {self._setting}.kubeconfig")
+        file = str(Path(path).expanduser()) if path else None
+        if context is not None:
+            self._check_context(file, context)
+        try:
+            return config.new_client_from_config(config_file=file, context=context)
+        except (ConfigException, OSError, ValueError) as exc:
+            raise KubeError(
+                f"cannot use the kubeconfig {file or '~/.kube/config'} ({exc}); "
+                f"check {self._setting}.kubeconfig"
+            ) from None
+
+    def _check_context(self, file: str | None, context: str) -> None:
+        try:
+            contexts, _ = config.list_kube_config_contexts(config_file=file)
+        except (ConfigException, OSError, ValueError) as exc:
+            raise KubeError(
+                f"cannot read the kubeconfig {file or '~/.kube/config'} ({exc}); "
+                f"check {self._setting}.kubeconfig"
+            ) from None
+        names = [str(c.get("name")) for c in contexts or []]
+        if context not in names:
+            raise KubeError(
+                f"the kubeconfig context {context!r} does not exist (have: {', '.join(names) or 'none'}); "
+                f"check {self._setting}.kube_context"
+            )
+
+    @contextmanager
+    def _translate(
+        self, action: str, forbidden: str | None = None, not_found: str | None = None
+    ) -> Iterator[None]:
+        try:
+            yield
+        except ApiException as exc:
+            if exc.status == 403 and forbidden:
+                raise KubeError(forbidden) from None
+            if exc.status == 404 and not_found:
+                raise KubeError(not_found) from None
+            if exc.status == 401:
+                raise KubeError(
+                    f"the Kubernetes API at {self.host} rejected the kubeconfig credentials (401); "
+                    f"check {self._setting}.kubeconfig and {self._setting}.kube_context"
+                ) from None
+            raise KubeError(
+                f"the Kubernetes API at {self.host} failed to {action} ({exc.status} {exc.reason}); "
+                f"check {self._setting}.namespace and the service account's RBAC"
+            ) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise KubeError(
+                f"cannot reach the Kubernetes API at {self.host} ({_reason(exc)}); "
+                f"check {self._setting}.kubeconfig and {self._setting}.kube_context"
+            ) from None
+
+    def _raw(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Call the API and return the JSON as the server sent it (camelCase, RFC 3339 times)."""
+        resp = call(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S, **kwargs)
+        return json.loads(resp.data)
+
+    def _no_rbac(self, what: str) -> str:
+        return (
+            f"no RBAC to {what} in namespace {self.namespace} (403); "
+            "grant get/list/watch on pods and events to the kubeconfig's user"
+        )
+
+    # ------------------------------------------------------------ preflight
+
+    def preflight(self, selector: str) -> str:
+        """Namespace exists and pods can be listed; returns the resourceVersion the watch starts from."""
+        not_found = f"namespace {self.namespace} not found; check {self._setting}.namespace"
+        with self._translate(f"read namespace {self.namespace}", not_found=not_found):
+            try:
+                self._raw(self._core.read_namespace, self.namespace)
+            except ApiException as exc:
+                # A namespace-scoped service account may not read Namespace objects; the pod list decides.
+                if exc.status != 403:
+                    raise
+        pods = self.list_pods(selector)
+        return str(pods.get("metadata", {}).get("resourceVersion", ""))
+
+    def list_pods(self, selector: str) -> dict[str, Any]:
+        with self._translate(
+            f"list pods in namespace {self.namespace}", forbidden=self._no_rbac("list pods")
+        ):
+            return self._raw(self._core.list_namespaced_pod, self.namespace, label_selector=selector)
+
+    def pod_events(self, pod_name: str) -> list[dict[str, Any]]:
+        """The namespace's events about one pod; [] when events may not be read (reported, not fatal)."""
+        try:
+            with self._translate(f"list events of pod {pod_name}", forbidden=self._no_rbac("list events")):
+                body = self._raw(
+                    self._core.list_namespaced_event,
+                    self.namespace,
+                    field_selector=f"involvedObject.name={pod_name}",
+                )
+        except KubeError:
+            return []
+        return list(body.get("items") or [])
+
+    def list_secret_meta(self, name_part: str) -> list[dict[str, Any]]:
+        """Metadata of the Secrets whose name contains NAME_PART; their data is dropped unread."""
+        with self._translate(
+            f"list secrets in namespace {self.namespace}", forbidden=self._no_rbac("list secrets")
+        ):
+            body = self._raw(self._core.list_namespaced_secret, self.namespace)
+        found: list[dict[str, Any]] = []
+        for item in body.get("items") or []:
+            meta = item.get("metadata") or {}
+            if name_part in str(meta.get("name", "")):
+                found.append(
+                    {
+                        "name": meta.get("name"),
+                        "type": item.get("type"),
+                        "creationTimestamp": meta.get("creationTimestamp"),
+                        "owner_references": meta.get("ownerReferences") or [],
+                    }
+                )
+        return found
+
+    def watch_pods(self, selector: str, resource_version: str) -> PodWatch:
+        return PodWatch(self, selector, resource_version)
+
+    # the watch thread's only entry into the SDK
+    def _stream(self, w: watch.Watch, selector: str, resource_version: str) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "label_selector": selector,
+            "timeout_seconds": WATCH_WINDOW_S,
+            "allow_watch_bookmarks": True,
+            "deserialize": False,
+            "_request_timeout": (REQUEST_TIMEOUT_S, WATCH_WINDOW_S + REQUEST_TIMEOUT_S),
+        }
+        if resource_version:
+            kwargs["resource_version"] = resource_version
+        try:
+            yield from w.stream(self._core.list_namespaced_pod, self.namespace, **kwargs)
+        except urllib3.exceptions.ProtocolError:
+            # The server closed the stream without its final chunk: a watch window ending, not a failure.
+            return
+        except ApiException as exc:
+            if exc.status == 410:
+                raise _Expired from None
+            with self._translate(
+                f"watch pods in namespace {self.namespace}", forbidden=self._no_rbac("watch pods")
+            ):
+                raise
+        except (urllib3.exceptions.HTTPError, OSError):
+            with self._translate(f"watch pods in namespace {self.namespace}"):
+                raise
+
+
+class _Expired(Exception):
+    """The watch's resourceVersion is too old (410 Gone): relist, then watch again."""
+
+
+class PodWatch:
+    """ONE watch on the job pods, in a thread, feeding `events`; restarts from the last resourceVersion.
+
+    When the server says the resourceVersion is too old (410) the thread relists and queues the current
+    state of every pod as RELISTED, and a DELETED event for pods that vanished meanwhile.
+    """
+
+    def __init__(self, driver: KubeDriver, selector: str, resource_version: str) -> None:
+        self._driver = driver
+        self._selector = selector
+        self._rv = resource_version
+        self._stop = threading.Event()
+        self._watch: watch.Watch | None = None
+        self._known: dict[str, dict[str, Any]] = {}
+        self.events: queue.Queue[PodEvent | WatchFailed] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="runnerconf-pod-watch", daemon=True)
+
+    def start(self) -> PodWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.stop()
+        # The stream returns within WATCH_WINDOW_S; the thread is a daemon, so do not wait for all of it.
+        self._thread.join(timeout=1.0)
+
+    def __enter__(self) -> PodWatch:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _emit(self, kind: str, pod: dict[str, Any]) -> None:
+        name = pod.get("metadata", {}).get("name", "")
+        if kind == "DELETED":
+            self._known.pop(name, None)
+        else:
+            self._known[name] = pod
+        self.events.put(PodEvent(kind, pod, time.time()))
+
+    def _run(self) -> None:
+        # Whatever ends this thread must reach the run as a queued WatchFailed, never as a lost traceback.
+        try:
+            self._loop()
+        except Exception as exc:
+            error = KubeError(
+                f"the pod watch on namespace {self._driver.namespace} stopped unexpectedly: {exc!r}"
+            )
+            self.events.put(WatchFailed(error, time.time()))
+
+    def _loop(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                if self._watch_once():
+                    failures = 0
+                else:
+                    self._stop.wait(0.2)  # an empty window: do not spin if the server ends streams at once
+            except _Expired:
+                self._relist()
+            except KubeError as exc:
+                failures += 1
+                if failures >= MAX_WATCH_FAILURES:
+                    self.events.put(WatchFailed(exc, time.time()))
+                    return
+                self._stop.wait(min(0.5 * 2**failures, 5.0))
+
+    def _watch_once(self) -> bool:
+        """One watch window; True when it delivered any event."""
+        self._watch = watch.Watch()
+        delivered = False
+        for event in self._driver._stream(self._watch, self._selector, self._rv):
+            delivered = True
+            if self._stop.is_set():
+                return delivered
+            kind = event.get("type")
+            obj = event.get("object") or {}
+            rv = obj.get("metadata", {}).get("resourceVersion")
+            if rv:
+                self._rv = str(rv)
+            if kind in ("ADDED", "MODIFIED", "DELETED"):
+                self._emit(kind, obj)
+        return delivered
+
+    def _relist(self) -> None:
+        try:
+            body = self._driver.list_pods(self._selector)
+        except KubeError as exc:
+            self.events.put(WatchFailed(exc, time.time()))
+            self._stop.set()
+            return
+        self._rv = str(body.get("metadata", {}).get("resourceVersion", ""))
+        current = {p.get("metadata", {}).get("name", ""): p for p in body.get("items") or []}
+        for name in [n for n in self._known if n not in current]:
+            self._emit("DELETED", self._known[name])
+        for pod in current.values():
+            self._emit("RELISTED", pod)

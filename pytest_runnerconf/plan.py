@@ -1,0 +1,197 @@
+"""The run plan: which probe jobs the selected checks need, rendered into one .gitlab-ci.yml."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pytest_runnerconf.checks import info_for
+from pytest_runnerconf.errors import ConfigError
+from pytest_runnerconf.profile import Profile
+
+PROBES_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "probes"
+SCRIPTS_DIR = ".runnerconf"  # where probe scripts live in the scratch branch
+STAGE = "runnerconf"
+RUN_ID_VARIABLE = "RUNNERCONF_RUN_ID"
+PROBE_MARKER = "runnerconf_probe"
+
+DIRECTIVES_KEY = "x-runnerconf"  # per-job instructions for the run, stripped before GitLab sees the job
+DIRECTIVES = ("cancel_on_record",)  # cancel_on_record: cancel the job once it printed a record of that probe
+_PLACEHOLDER = re.compile(r"\{\{\s*([a-z_.]+)\s*\}\}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The probe jobs one run needs and the checks that asked for them."""
+
+    probes: tuple[str, ...]
+    checks: tuple[str, ...] = ()
+
+
+def item_probes(item: pytest.Item) -> tuple[str, ...]:
+    """The probe names a collected test needs: @check(probes=...) plus any runnerconf_probe markers."""
+    info = info_for(item)
+    names: list[str] = list(info.probes) if info is not None else []
+    for mark in item.iter_markers(PROBE_MARKER):
+        names.extend(str(arg) for arg in mark.args)
+    return tuple(names)
+
+
+def item_check_id(item: pytest.Item) -> str | None:
+    info = info_for(item)
+    return info.id if info is not None else None
+
+
+def plan_for_items(items: Iterable[pytest.Item]) -> Plan:
+    """The union of the probes the (already deselected) items need, in a stable order."""
+    probes: set[str] = set()
+    checks: list[str] = []
+    for item in items:
+        probes.update(item_probes(item))
+        check_id = item_check_id(item)
+        if check_id and check_id not in checks:
+            checks.append(check_id)
+    return make_plan(probes, checks)
+
+
+def make_plan(probes: Iterable[str], checks: Iterable[str] = ()) -> Plan:
+    """Validate probe names against fixtures/probes so a typo fails before anything is pushed."""
+    chosen = tuple(sorted(set(probes)))
+    known = available_probes()
+    unknown = [p for p in chosen if p not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown probe {unknown[0]!r} requested by a check; known probes (fixtures/probes/*.yml): "
+            f"{', '.join(known) or 'none'}"
+        )
+    return Plan(probes=chosen, checks=tuple(checks))
+
+
+def available_probes(directory: Path = PROBES_DIR) -> list[str]:
+    return sorted(p.stem for p in directory.glob("*.yml"))
+
+
+def template_values(profile: Profile, run_id: str) -> dict[str, str]:
+    """What `{{ name }}` placeholders in probe templates may refer to."""
+    images = profile.expect.images
+    return {
+        "run_id": run_id,
+        "builds_dir": profile.expect.builds_dir.rstrip("/") or "/",
+        "images.build": images.build,
+        "images.service": images.service,
+        "images.dind": images.dind,
+        "images.docker_cli": images.docker_cli,
+        "images.dind_pull": images.dind_pull,
+    }
+
+
+def _fill(value: Any, values: Mapping[str, str], where: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _fill(v, values, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, values, where) for v in value]
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in values:
+                raise ConfigError(
+                    f"{where}: unknown placeholder {{{{ {name} }}}}; known: {', '.join(sorted(values))}"
+                )
+            return values[name]
+
+        return _PLACEHOLDER.sub(replace, value)
+    return value
+
+
+def load_probe_jobs(probe: str, values: Mapping[str, str], directory: Path = PROBES_DIR) -> dict[str, Any]:
+    """The job definitions of one probe template with placeholders filled."""
+    path = directory / f"{probe}.yml"
+    try:
+        jobs = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+    if not isinstance(jobs, dict) or not all(isinstance(v, dict) for v in jobs.values()):
+        raise ConfigError(f"{path}: a probe template must map job names to job definitions")
+    return _fill(jobs, values, str(path))
+
+
+def _finish_job(job: dict[str, Any], profile: Profile) -> dict[str, Any]:
+    # One stage for all jobs so that the runner picks them up concurrently.
+    done: dict[str, Any] = {"stage": STAGE}
+    if profile.runner_tags:
+        done["tags"] = list(profile.runner_tags)
+    done.update({k: v for k, v in job.items() if k != DIRECTIVES_KEY})
+    return done
+
+
+def job_directives(
+    plan: Plan, profile: Profile, run_id: str, directory: Path = PROBES_DIR
+) -> dict[str, dict[str, Any]]:
+    """{job name: its x-runnerconf table} for the jobs of the plan that carry one."""
+    values = template_values(profile, run_id)
+    found: dict[str, dict[str, Any]] = {}
+    for probe in plan.probes:
+        for name, job in load_probe_jobs(probe, values, directory).items():
+            table = job.get(DIRECTIVES_KEY)
+            if table is None:
+                continue
+            unknown = sorted(set(table) - set(DIRECTIVES)) if isinstance(table, dict) else ["(not a table)"]
+            if unknown:
+                raise ConfigError(
+                    f"{directory / probe}.yml: job {name!r} has unknown {DIRECTIVES_KEY} keys {unknown}; "
+                    f"known: {', '.join(DIRECTIVES)}"
+                )
+            found[name] = dict(table)
+    return found
+
+
+def probe_scripts(probes: Iterable[str], directory: Path = PROBES_DIR) -> dict[str, str]:
+    """Scripts to commit: the shared lib.sh plus <probe>.sh for each probe that has one."""
+    files = {f"{SCRIPTS_DIR}/lib.sh": (directory / "lib.sh").read_text(encoding="utf-8")}
+    for probe in probes:
+        script = directory / f"{probe}.sh"
+        if script.is_file():
+            files[f"{SCRIPTS_DIR}/{probe}.sh"] = script.read_text(encoding="utf-8")
+    return files
+
+
+def render_pipeline(
+    plan: Plan, profile: Profile, run_id: str, directory: Path = PROBES_DIR
+) -> tuple[str, dict[str, str]]:
+    """Render the plan as (.gitlab-ci.yml text, {path: content} of the probe scripts).
+
+    Raises:
+        ConfigError: a template is malformed, two probes define the same job, or the plan is empty.
+    """
+    if not plan.probes:
+        raise ConfigError("the plan has no probe jobs; select at least one check that needs a probe")
+    values = template_values(profile, run_id)
+    jobs: dict[str, Any] = {}
+    for probe in plan.probes:
+        for name, job in load_probe_jobs(probe, values, directory).items():
+            if name in jobs:
+                raise ConfigError(
+                    f"{directory / probe}.yml: job {name!r} is already defined by another probe"
+                )
+            jobs[name] = _finish_job(job, profile)
+    document: dict[str, Any] = {
+        "stages": [STAGE],
+        "variables": {RUN_ID_VARIABLE: run_id},
+        **jobs,
+    }
+    header = f"# Generated by pytest-runnerconf for run {run_id}; probes: {', '.join(plan.probes)}\n"
+    text = header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=1000)
+    return text, probe_scripts(plan.probes, directory)
+
+
+def job_names(ci_yaml: str) -> list[str]:
+    """The job names of a rendered pipeline (every top-level key that is not a global keyword)."""
+    document = yaml.safe_load(ci_yaml) or {}
+    return [name for name in document if name not in ("stages", "variables", "workflow", "default")]

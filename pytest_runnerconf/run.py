@@ -1,0 +1,456 @@
+"""Run a plan on a cluster: preflight, push, pipeline, follow jobs and pods, collect the evidence bundle."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pytest_runnerconf.errors import GitLabError, KubeError, ProbeProtocolError, RunnerConfError, RunTimeout
+from pytest_runnerconf.evidence import JobEvidence, PodObservation, RunEvidence, records_from_trace, save
+from pytest_runnerconf.gitlab_driver import GitLabDriver
+from pytest_runnerconf.kube_driver import (
+    PROJECT_ID_LABEL,
+    KubeDriver,
+    PodEvent,
+    PodWatch,
+    WatchFailed,
+    job_id_of,
+)
+from pytest_runnerconf.plan import RUN_ID_VARIABLE, Plan, job_directives, job_names, render_pipeline
+from pytest_runnerconf.profile import LOCAL_NAME, Profile
+from pytest_runnerconf.trace import parse_trace
+
+Progress = Callable[[str], None]
+
+FINISHED = frozenset({"success", "failed", "canceled", "skipped", "manual"})
+NOT_STARTED = frozenset({"created", "pending", "waiting_for_resource", "preparing", "scheduled"})
+BACKOFF_START_S = 0.5
+BACKOFF_MAX_S = 3.0
+CANCEL_GRACE_S = 30.0  # how long we watch our pods go away after cancelling on an error
+STRAY_MARGIN_S = 300.0
+SECRET_POLL_S = 1.0
+
+
+def _epoch(stamp: Any) -> float | None:
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass
+class PodTracker:
+    """Folds pod watch events into one PodObservation per pod (pods of other jobs are kept too)."""
+
+    pods: dict[str, PodObservation] = field(default_factory=dict)
+    job_of: dict[str, int] = field(default_factory=dict)
+
+    def apply(self, event: PodEvent) -> None:
+        pod = event.pod
+        name = event.name
+        obs = self.pods.get(name)
+        if obs is None:
+            obs = PodObservation(name=name, first_seen=event.time, spec=pod)
+            self.pods[name] = obs
+            job_id = job_id_of(pod)
+            if job_id is not None:
+                self.job_of[name] = job_id
+        obs.last = pod
+        obs.timeline.append(timeline_entry(event))
+        if event.type == "DELETED":
+            obs.deleted_at = event.time
+
+    def for_job(self, job_id: int) -> PodObservation | None:
+        names = [n for n, j in self.job_of.items() if j == job_id]
+        return self.pods[names[-1]] if names else None
+
+    def alive(self, job_ids: set[int]) -> list[str]:
+        return [n for n, j in self.job_of.items() if j in job_ids and self.pods[n].deleted_at is None]
+
+    def phase(self, name: str) -> str:
+        return str(self.pods[name].last.get("status", {}).get("phase") or "")
+
+
+def timeline_entry(event: PodEvent) -> dict[str, Any]:
+    """One watch event as the evidence keeps it; containers map name -> the Kubernetes `state` object."""
+    status = event.pod.get("status") or {}
+    containers: dict[str, Any] = {}
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for cs in status.get(key) or []:
+            containers[cs.get("name", "")] = cs.get("state") or {}
+    return {
+        "time": event.time,
+        "type": event.type,
+        "phase": status.get("phase"),
+        "containers": containers,
+        "deletionTimestamp": event.pod.get("metadata", {}).get("deletionTimestamp"),
+    }
+
+
+@dataclass
+class _Run:
+    """State shared by the phases of one execute() call."""
+
+    profile: Profile
+    run_id: str
+    progress: Progress
+    gitlab: GitLabDriver
+    kube: KubeDriver
+    watch: PodWatch | None = None
+    tracker: PodTracker = field(default_factory=PodTracker)
+    pipeline: dict[str, Any] = field(default_factory=dict)
+    jobs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    seen_status: dict[int, tuple[str, float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    directives: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cancelled: set[int] = field(default_factory=set)
+    # Per-job Secrets by name: first_seen, deleted_at, owner_references; None when they cannot be listed.
+    secrets: dict[str, dict[str, Any]] | None = field(default_factory=dict)
+    secrets_polled: float = 0.0
+
+    def poll_secrets(self) -> None:
+        """List the project's runner Secrets at most once a second (pods have the watch; Secrets a poll)."""
+        now = time.time()
+        if self.secrets is None or now - self.secrets_polled < SECRET_POLL_S:
+            return
+        self.secrets_polled = now
+        try:
+            listed = self.kube.list_secret_meta(f"-project-{self.gitlab.project_id}-")
+        except KubeError as exc:
+            self.notes.append(f"per-job Secrets not observed: {exc}")
+            self.secrets = None
+            return
+        present = {str(s["name"]): s for s in listed}
+        for name, meta in present.items():
+            seen = self.secrets.setdefault(name, {"first_seen": now, "deleted_at": None})
+            seen.update({k: v for k, v in meta.items() if k != "name"})
+        for name, seen in self.secrets.items():
+            if name not in present and seen["deleted_at"] is None:
+                seen["deleted_at"] = now
+
+    def drain(self, wait_s: float = 0.0) -> None:
+        """Apply queued pod events; block up to wait_s for the first one (our only sleep)."""
+        assert self.watch is not None
+        self.poll_secrets()
+        block = wait_s > 0
+        while True:
+            try:
+                item = self.watch.events.get(timeout=wait_s) if block else self.watch.events.get_nowait()
+            except queue.Empty:
+                return
+            block = False
+            if isinstance(item, WatchFailed):
+                raise item.error
+            self.tracker.apply(item)
+
+    def job_ids(self) -> set[int]:
+        return set(self.jobs)
+
+    def line(self, what: str = "") -> None:
+        done = sum(1 for j in self.jobs.values() if j.get("status") in FINISHED)
+        mine = [n for n, j in self.tracker.job_of.items() if j in self.jobs]
+        gone = sum(1 for n in mine if self.tracker.pods[n].deleted_at is not None)
+        pid = self.pipeline.get("id", "?")
+        elapsed = time.time() - self.started
+        self.progress(
+            f"runnerconf {self.profile.name}: pipeline #{pid} jobs {done}/{len(self.jobs)} done, "
+            f"pods seen {len(mine)} ({gone} deleted) {what}{elapsed:.0f}s"
+        )
+
+
+def new_run_id() -> str:
+    import secrets
+
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def execute(profile: Profile, plan: Plan, run_id: str, evidence_dir: Path, progress: Progress) -> RunEvidence:
+    """Run PLAN on the cluster of PROFILE and save the evidence bundle in EVIDENCE_DIR.
+
+    Raises:
+        ConfigError: the profile cannot be used (token unset, bad template).
+        GitLabError, KubeError: a preflight or API call failed (nothing is left behind).
+        RunTimeout: no job was picked up, a pod stayed Pending, or the run exceeded its deadline.
+    """
+    ci_yaml, files = render_pipeline(plan, profile, run_id)
+    progress(
+        f"runnerconf {profile.name}: preflight (GitLab {profile.gitlab_url}, namespace {profile.namespace})"
+    )
+    gitlab = GitLabDriver(profile)
+    facts = gitlab.preflight()
+    kube = KubeDriver(profile)
+    run = _Run(profile=profile, run_id=run_id, progress=progress, gitlab=gitlab, kube=kube)
+    run.directives = job_directives(plan, profile, run_id)
+    selector = f"{PROJECT_ID_LABEL}={gitlab.project_id}"
+    resource_version = kube.preflight(selector)
+    stray = stray_pods(kube, run.notes)
+    branch = f"runnerconf/{run_id}"
+    run.watch = kube.watch_pods(selector, resource_version).start()
+    run.poll_secrets()
+    try:
+        _run_pipeline(run, branch, {".gitlab-ci.yml": ci_yaml, **files})
+        leftover = _await_cleanup(run)
+    finally:
+        run.watch.stop()
+    evidence = _collect(run, facts, branch, job_names(ci_yaml), stray, leftover)
+    evidence.secrets = run.secrets
+    save(evidence, evidence_dir, secrets=(_token(profile),))
+    return evidence
+
+
+def _token(profile: Profile) -> str:
+    with contextlib.suppress(RunnerConfError):
+        return profile.token()
+    return ""
+
+
+def pipeline_variables(profile: Profile, run_id: str) -> dict[str, str]:
+    """The run id always; for the local cluster also the faults, which it applies per pipeline."""
+    variables = {RUN_ID_VARIABLE: run_id}
+    if profile.name == LOCAL_NAME:
+        from pytest_runnerconf.local.faults import ENV_VAR, faults_from_env
+
+        faults = set(profile.local_faults) | faults_from_env()
+        if faults:
+            variables[ENV_VAR] = ",".join(sorted(faults))
+    return variables
+
+
+def _run_pipeline(run: _Run, branch: str, files: dict[str, str]) -> None:
+    """Push, create the pipeline, follow it; always delete the branch, cancel on any error."""
+    pushed = False
+    try:
+        # "[ci skip]": the push itself must not start a second pipeline; ours is created via the API.
+        run.gitlab.push_files(branch, files, f"runnerconf run {run.run_id} [ci skip]")
+        pushed = True
+        run.pipeline = run.gitlab.create_pipeline(branch, pipeline_variables(run.profile, run.run_id))
+        _follow(run)
+    except BaseException:
+        _abort(run)
+        raise
+    finally:
+        if pushed:
+            _delete_branch(run, branch)
+
+
+def _delete_branch(run: _Run, branch: str) -> None:
+    try:
+        run.gitlab.delete_branch(branch)
+    except GitLabError as exc:
+        run.notes.append(f"the scratch branch {branch} could not be deleted: {exc}")
+
+
+def _abort(run: _Run) -> None:
+    """Cancel our pipeline and watch our pods go, within a bound; never masks the original error."""
+    if not run.pipeline or run.pipeline.get("status") in FINISHED:
+        return
+    with contextlib.suppress(RunnerConfError):
+        run.gitlab.cancel_pipeline(int(run.pipeline["id"]))
+    deadline = time.monotonic() + min(CANCEL_GRACE_S, run.profile.expect.cleanup_deadline_s)
+    with contextlib.suppress(RunnerConfError):
+        while run.tracker.alive(run.job_ids()) and time.monotonic() < deadline:
+            run.drain(wait_s=0.5)
+
+
+def _refresh_jobs(run: _Run) -> bool:
+    """Re-read the pipeline's jobs; True when any status changed."""
+    changed = False
+    for job in run.gitlab.pipeline_jobs(int(run.pipeline["id"])):
+        job_id = int(job["id"])
+        status = str(job.get("status"))
+        if run.seen_status.get(job_id, ("", 0.0))[0] != status:
+            run.seen_status[job_id] = (status, time.time())
+            changed = True
+        run.jobs[job_id] = job
+    return changed
+
+
+def _follow(run: _Run) -> None:
+    expect = run.profile.expect
+    created = time.monotonic()
+    backoff = BACKOFF_START_S
+    while True:
+        run.drain()
+        if _refresh_jobs(run):
+            backoff = BACKOFF_START_S
+        _cancel_on_records(run)
+        run.line()
+        if run.jobs and all(j.get("status") in FINISHED for j in run.jobs.values()):
+            run.pipeline = run.gitlab.pipeline(int(run.pipeline["id"]))
+            return
+        waited = time.monotonic() - created
+        if not run.jobs:
+            _check_pipeline_alive(run)
+        elif waited > expect.pickup_deadline_s and all(
+            j.get("status") in NOT_STARTED for j in run.jobs.values()
+        ):
+            tags = ", ".join(run.profile.runner_tags) or "(none)"
+            raise RunTimeout(
+                f"no job of pipeline #{run.pipeline['id']} left pending within "
+                f"{expect.pickup_deadline_s:.0f}s; "
+                f"no runner with tags [{tags}] picked them up (check clusters.{run.profile.name}.runner_tags "
+                "and that the runner is online)",
+                waited,
+                ", ".join(sorted({str(j.get("status")) for j in run.jobs.values()})),
+            )
+        _check_pending_pods(run)
+        if waited > expect.run_deadline_s:
+            raise RunTimeout(
+                f"pipeline #{run.pipeline['id']} did not finish within {expect.run_deadline_s:.0f}s "
+                f"(clusters.{run.profile.name}.expect.run_deadline_s)",
+                waited,
+                _job_states(run),
+            )
+        run.drain(wait_s=backoff)
+        backoff = min(backoff * 1.5, BACKOFF_MAX_S)
+
+
+def _cancel_on_records(run: _Run) -> None:
+    """Cancel each running job whose x-runnerconf cancel_on_record probe has printed its record."""
+    for job_id, job in run.jobs.items():
+        probe = run.directives.get(str(job.get("name")), {}).get("cancel_on_record")
+        if not probe or job_id in run.cancelled or job.get("status") != "running":
+            continue
+        try:
+            seen = parse_trace(run.gitlab.trace(job_id)).records_for(str(probe))
+        except ProbeProtocolError:
+            seen = []
+        if seen:
+            run.gitlab.cancel_job(job_id)
+            run.cancelled.add(job_id)
+
+
+def _job_states(run: _Run) -> str:
+    return ", ".join(f"{j.get('name')}={j.get('status')}" for j in run.jobs.values())
+
+
+def _check_pipeline_alive(run: _Run) -> None:
+    pipeline = run.gitlab.pipeline(int(run.pipeline["id"]))
+    run.pipeline = pipeline
+    if pipeline.get("status") in FINISHED:
+        raise GitLabError(
+            f"pipeline #{pipeline.get('id')} ended {pipeline.get('status')} without any job; "
+            "GitLab rejected the generated .gitlab-ci.yml or no job matched "
+            f"(see {pipeline.get('web_url', 'the pipeline page')})"
+        )
+
+
+def _check_pending_pods(run: _Run) -> None:
+    limit = run.profile.expect.pending_deadline_s
+    now = time.time()
+    for name in run.tracker.alive(run.job_ids()):
+        obs = run.tracker.pods[name]
+        if run.tracker.phase(name) == "Pending" and now - obs.first_seen > limit:
+            events = run.kube.pod_events(name)
+            said = "; ".join(f"{e.get('reason')}: {e.get('message')}" for e in events[-5:]) or "no events"
+            raise RunTimeout(
+                f"pod {name} stayed Pending for more than {limit:.0f}s ({said}); check node capacity, quotas "
+                f"and image pulls (clusters.{run.profile.name}.expect.pending_deadline_s)",
+                now - obs.first_seen,
+                "Pending",
+            )
+
+
+def _await_cleanup(run: _Run) -> dict[str, Any]:
+    """After the last job: watch until every job pod is DELETED or the cleanup deadline passes."""
+    deadline_s = run.profile.expect.cleanup_deadline_s
+    end = time.monotonic() + deadline_s
+    while run.tracker.alive(run.job_ids()) and time.monotonic() < end:
+        run.line("waiting for pod deletion ")
+        run.drain(wait_s=min(BACKOFF_MAX_S, max(0.0, end - time.monotonic())))
+    run.drain()
+    alive = run.tracker.alive(run.job_ids())
+    return {"pods": alive, "deadline_s": deadline_s} if alive else {}
+
+
+def stray_pods(kube: KubeDriver, notes: list[str]) -> list[dict[str, Any]]:
+    """Runner pods in the namespace that outlived their own deadline (a leak from earlier jobs)."""
+    try:
+        body = kube.list_pods(PROJECT_ID_LABEL)
+    except KubeError as exc:
+        # Only the cleanup checks need this; the run itself can go on without it.
+        notes.append(f"stray runner pods could not be listed: {exc}")
+        return []
+    now = time.time()
+    stray: list[dict[str, Any]] = []
+    for pod in body.get("items") or []:
+        meta = pod.get("metadata", {})
+        created = _epoch(meta.get("creationTimestamp"))
+        limit = float(pod.get("spec", {}).get("activeDeadlineSeconds") or 3600) + STRAY_MARGIN_S
+        if created is not None and now - created > limit:
+            stray.append(
+                {
+                    "name": meta.get("name"),
+                    "creationTimestamp": meta.get("creationTimestamp"),
+                    "phase": pod.get("status", {}).get("phase"),
+                    "job_id": job_id_of(pod),
+                }
+            )
+    return stray
+
+
+def _collect(
+    run: _Run,
+    facts: dict[str, Any],
+    branch: str,
+    planned: list[str],
+    stray: list[dict[str, Any]],
+    leftover: dict,
+) -> RunEvidence:
+    jobs: dict[str, JobEvidence] = {}
+    for job_id, summary in sorted(run.jobs.items()):
+        jobs[str(summary.get("name"))] = _job_evidence(run, job_id)
+    return RunEvidence(
+        run_id=run.run_id,
+        cluster=run.profile.name,
+        profile=run.profile.summary(),
+        gitlab_url=run.profile.gitlab_url,
+        project=str(facts.get("project_path") or run.profile.project),
+        branch=branch,
+        pipeline=run.pipeline,
+        plan=planned,
+        started_at=run.started,
+        finished_at=time.time(),
+        jobs=jobs,
+        stray_pods=stray,
+        leftover=leftover,
+        notes=run.notes,
+    )
+
+
+def _records(run: _Run, name: str, trace: str) -> dict[str, list[dict[str, Any]]]:
+    # A garbled record is kept as a note: the job's other evidence still lets the other checks judge.
+    try:
+        return records_from_trace(parse_trace(trace))
+    except ProbeProtocolError as exc:
+        run.notes.append(f"job {name}: {exc}")
+        return {}
+
+
+def _job_evidence(run: _Run, job_id: int) -> JobEvidence:
+    job = run.gitlab.job(job_id)
+    trace = run.gitlab.trace(job_id)
+    if job.get("artifacts_file") or any(a.get("file_type") == "archive" for a in job.get("artifacts") or []):
+        # Not a GitLab field: the downloaded archive's files, so checks can read what reached the upload.
+        job["runnerconf_artifacts"] = run.gitlab.artifacts(job_id)
+    pod = run.tracker.for_job(job_id)
+    if pod is not None:
+        pod.events = run.kube.pod_events(pod.name)
+    return JobEvidence(
+        name=str(job.get("name")),
+        job=job,
+        trace=trace,
+        pod=pod,
+        records=_records(run, str(job.get("name")), trace),
+        started_at=_epoch(job.get("started_at")),
+        finished_at=_epoch(job.get("finished_at")),
+    )

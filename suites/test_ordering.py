@@ -1,0 +1,213 @@
+"""RC-ORD: init containers, get_sources, services and the script start in the order the runner promises."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from pytest_runnerconf.checks import check, fail
+from pytest_runnerconf.evidence import JobEvidence, PodObservation, RunEvidence
+
+JobLookup = Callable[[str], JobEvidence]
+ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]
+RUNNER_CONTAINERS = ("build", "helper")
+
+
+def _time(stamp: Any) -> float | None:
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def _iso(value: float | None) -> str:
+    return "never observed" if value is None else datetime.fromtimestamp(value).astimezone().isoformat()
+
+
+def _pod_states(pod: PodObservation) -> list[dict[str, Any]]:
+    """Every container state the watch saw, oldest first, ending with the last pod object."""
+    states = [entry.get("containers") or {} for entry in pod.timeline]
+    status = pod.last.get("status") or {}
+    last = {cs.get("name"): cs.get("state") or {} for key in ("initContainerStatuses", "containerStatuses")
+            for cs in status.get(key) or []}  # fmt: skip
+    return [*states, last]
+
+
+def container_times(pod: PodObservation) -> dict[str, tuple[float | None, float | None]]:
+    """name -> (earliest startedAt, latest finishedAt) over the whole status timeline."""
+    times: dict[str, tuple[float | None, float | None]] = {}
+    for containers in _pod_states(pod):
+        for name, state in containers.items():
+            started, finished = times.get(name, (None, None))
+            for phase in ("running", "terminated"):
+                detail = state.get(phase) or {}
+                begin = _time(detail.get("startedAt"))
+                if begin is not None and (started is None or begin < started):
+                    started = begin
+            end = _time((state.get("terminated") or {}).get("finishedAt"))
+            if end is not None and (finished is None or end > finished):
+                finished = end
+            times[name] = (started, finished)
+    return times
+
+
+def _spec_names(pod: PodObservation, key: str) -> list[str]:
+    return [c.get("name", "") for c in (pod.spec.get("spec") or {}).get(key) or []]
+
+
+def _jobs_with_pods(run: RunEvidence) -> list[JobEvidence]:
+    jobs = [job for job in run.jobs.values() if job.pod is not None]
+    if not jobs:
+        pytest.fail("could not test: the watch saw no pod for any job of the run", pytrace=False)
+    return jobs
+
+
+@check(
+    id="RC-ORD-001",
+    claim="init containers finish before any regular container starts",
+    remediation="look for pod_spec patches or FF_USE_ADVANCED_POD_SPEC_CONFIGURATION that turn "
+    "init-permissions into a regular or native-sidecar container; the runner itself always creates it "
+    "as an initContainer",
+    area="ordering",
+    probes=("ordering",),
+)
+def test_init_containers_finish_first(runnerconf_evidence: RunEvidence, job_evidence: JobLookup) -> None:
+    job_evidence("ordering")
+    for job in _jobs_with_pods(runnerconf_evidence):
+        assert job.pod is not None
+        inits = _spec_names(job.pod, "initContainers")
+        if not inits:
+            pytest.skip(
+                f"pod {job.pod.name} has no init containers (legacy execution strategy); nothing to order"
+            )
+        times = container_times(job.pod)
+        regular = _spec_names(job.pod, "containers")
+        unfinished = [n for n in inits if times.get(n, (None, None))[1] is None]
+        if unfinished:
+            fail(
+                "RC-ORD-001",
+                "every init container terminated",
+                f"no finishedAt seen for {unfinished}",
+                job=job,
+            )
+        last_init = max(inits, key=lambda n: times[n][1] or 0.0)
+        started = {n: times.get(n, (None, None))[0] for n in regular}
+        early = {n: t for n, t in started.items() if t is not None and t < (times[last_init][1] or 0.0)}
+        if early:
+            first = min(early, key=lambda n: early[n])
+            fail(
+                "RC-ORD-001",
+                f"{last_init} finished ({_iso(times[last_init][1])}) before any regular container started",
+                f"{first} started at {_iso(early[first])}",
+                job=job,
+                detail=f"regular containers started before the init containers finished: {sorted(early)}",
+            )
+
+
+def _line_time(job: JobEvidence, index: int) -> float | None:
+    lines = job.trace_parsed.lines
+    return lines[index].time if 0 <= index < len(lines) else None
+
+
+@check(
+    id="RC-ORD-002",
+    claim="get_sources (helper) ends before step_script (build) starts",
+    remediation="check FF_USE_LEGACY_KUBERNETES_EXECUTION_STRATEGY and any custom helper image or "
+    "entrypoint; in attach mode the runner runs the stages one after another",
+    area="ordering",
+    probes=("ordering",),
+)
+def test_sources_before_script(runnerconf_evidence: RunEvidence, job_evidence: JobLookup) -> None:
+    job_evidence("ordering")
+    for job in runnerconf_evidence.jobs.values():
+        trace = job.trace_parsed
+        sources, script = trace.section("get_sources"), trace.section("step_script")
+        if sources is None and script is None and job.name != "ordering":
+            continue  # this job ended before its stages (some probes fail in preparation on purpose)
+        if sources is None or script is None:
+            fail(
+                "RC-ORD-002",
+                "sections get_sources and step_script in the trace",
+                f"sections: {trace.section_names()}",
+                job=job,
+            )
+        if sources.end is None or sources.end > script.start:
+            fail(
+                "RC-ORD-002",
+                f"get_sources ends at or before step_script starts ({script.start})",
+                f"get_sources ends at {sources.end}",
+                job=job,
+            )
+        # Section markers have whole seconds; FF_TIMESTAMPS line times catch overlaps within one second.
+        last_source = _line_time(job, sources.last_line)
+        first_script = _line_time(job, script.first_line)
+        if last_source is not None and first_script is not None and last_source > first_script:
+            fail(
+                "RC-ORD-002",
+                "the last get_sources line before the first step_script line",
+                f"get_sources printed at {_iso(last_source)}, "
+                f"after step_script printed at {_iso(first_script)}",
+                job=job,
+            )
+
+
+@check(
+    id="RC-ORD-003",
+    claim="service containers are started before the script starts",
+    remediation="services are regular containers of the job pod; check pod_spec patches, image pull times "
+    "(pull_policy) and poll_timeout, which bound how long the runner waits for the pod",
+    area="ordering",
+    probes=("ordering",),
+)
+def test_services_started_before_script(job_evidence: JobLookup) -> None:
+    job = job_evidence("ordering")
+    if job.pod is None:
+        pytest.fail(f"could not test: no pod was seen for job {job.name}", pytrace=False)
+    script = job.trace_parsed.section("step_script")
+    if script is None:
+        fail("RC-ORD-003", "a step_script section", f"sections: {job.trace_parsed.section_names()}", job=job)
+    services = [n for n in _spec_names(job.pod, "containers") if n not in RUNNER_CONTAINERS]
+    if not services:
+        fail("RC-ORD-003", "a service container in the pod (the job declares one)", "none", job=job)
+    times = container_times(job.pod)
+    for name in services:
+        started = times.get(name, (None, None))[0]
+        # startedAt has whole seconds, like the section marker; equal counts as before.
+        if started is None or int(started) > script.start:
+            fail(
+                "RC-ORD-003",
+                f"service {name} started at or before step_script ({_iso(script.start)})",
+                f"started {_iso(started)}",
+                job=job,
+            )
+
+
+@check(
+    id="RC-ORD-004",
+    claim="with HEALTHCHECK_TCP_PORT the service accepts connections when the script starts",
+    remediation="the runner waits for a service only when the service sets HEALTHCHECK_TCP_PORT in its own "
+    "variables; check the runner version (>= 16.9), that the helper image has `gitlab-runner-helper "
+    "health-check`, and FF_NETWORK_PER_BUILD-style network changes",
+    area="ordering",
+    probes=("ordering",),
+)
+def test_healthcheck_port_open_at_script_start(job_evidence: JobLookup, probe_record: ProbeLookup) -> None:
+    job = job_evidence("ordering")
+    record = probe_record(job, "ordering")
+    if record.get("tool") == "none":
+        pytest.skip(
+            "the build image has neither python3 nor nc to test a TCP connection; set expect.images.build"
+        )
+    if record.get("immediate") is not True:
+        late = record.get("connected_at")
+        delay = "never within the probe's wait"
+        if isinstance(late, int | float) and isinstance(record.get("script_started_at"), int | float):
+            delay = f"{late - record['script_started_at']:.1f}s after the script started"
+        fail(
+            "RC-ORD-004",
+            f"localhost:{record.get('port')} accepts a connection as the script starts",
+            f"connection refused at script start; port opened {delay}",
+            job=job,
+        )
