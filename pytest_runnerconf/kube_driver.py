@@ -160,7 +160,7 @@ class KubeDriver:
     # ------------------------------------------------------------ preflight
 
     def preflight(self, selector: str) -> str:
-        """Namespace exists and pods can be listed; returns the resourceVersion the watch starts from."""
+        """Namespace exists, pods can be listed and watched; returns the resourceVersion to watch from."""
         not_found = f"namespace {self.namespace} not found; check {self._setting}.namespace"
         with self._translate(f"read namespace {self.namespace}", not_found=not_found):
             try:
@@ -170,7 +170,26 @@ class KubeDriver:
                 if exc.status != 403:
                     raise
         pods = self.list_pods(selector)
-        return str(pods.get("metadata", {}).get("resourceVersion", ""))
+        version = str(pods.get("metadata", {}).get("resourceVersion", ""))
+        self._check_watch(selector, version)
+        return version
+
+    def _check_watch(self, selector: str, resource_version: str) -> None:
+        """Open one watch and drop it at once: a missing watch grant must stop the run before any push."""
+        with self._translate(
+            f"watch pods in namespace {self.namespace}", forbidden=self._no_rbac("watch pods")
+        ):
+            # Unread (_preload_content=False), the call returns with the status line: no wait for events.
+            resp = self._core.list_namespaced_pod(
+                self.namespace,
+                label_selector=selector,
+                watch=True,
+                timeout_seconds=1,
+                resource_version=resource_version or None,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT_S,
+            )
+            resp.close()
 
     def list_pods(self, selector: str) -> dict[str, Any]:
         with self._translate(

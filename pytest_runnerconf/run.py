@@ -116,6 +116,7 @@ class _Run:
     # Per-job Secrets by name: first_seen, deleted_at, owner_references; None when they cannot be listed.
     secrets: dict[str, dict[str, Any]] | None = field(default_factory=dict)
     secrets_polled: float = 0.0
+    secrets_before: set[str] | None = None  # present before the pipeline: not this run's
 
     def poll_secrets(self) -> None:
         """List the project's runner Secrets at most once a second (pods have the watch; Secrets a poll)."""
@@ -130,12 +131,21 @@ class _Run:
             self.secrets = None
             return
         present = {str(s["name"]): s for s in listed}
+        if self.secrets_before is None:
+            self.secrets_before = set(present)
         for name, meta in present.items():
             seen = self.secrets.setdefault(name, {"first_seen": now, "deleted_at": None})
             seen.update({k: v for k, v in meta.items() if k != "name"})
         for name, seen in self.secrets.items():
             if name not in present and seen["deleted_at"] is None:
                 seen["deleted_at"] = now
+
+    def pending_secrets(self) -> list[str]:
+        """Secrets that appeared during this run and are not deleted yet."""
+        if self.secrets is None:
+            return []
+        before = self.secrets_before or set()
+        return [n for n, s in self.secrets.items() if s["deleted_at"] is None and n not in before]
 
     def drain(self, wait_s: float = 0.0) -> None:
         """Apply queued pod events; block up to wait_s for the first one (our only sleep)."""
@@ -367,6 +377,11 @@ def _await_cleanup(run: _Run) -> dict[str, Any]:
     while run.tracker.alive(run.job_ids()) and time.monotonic() < end:
         run.line("waiting for pod deletion ")
         run.drain(wait_s=min(BACKOFF_MAX_S, max(0.0, end - time.monotonic())))
+    # The garbage collector removes owner-referenced Secrets after their pod: keep looking until they go.
+    while run.pending_secrets() and time.monotonic() < end:
+        run.line("waiting for Secret deletion ")
+        run.drain(wait_s=min(SECRET_POLL_S, max(0.0, end - time.monotonic())))
+    run.secrets_polled = 0.0  # one last look, whatever the rate limit says
     run.drain()
     alive = run.tracker.alive(run.job_ids())
     return {"pods": alive, "deadline_s": deadline_s} if alive else {}

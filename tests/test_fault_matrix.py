@@ -63,7 +63,9 @@ def run_suite(fault: str, out: Path) -> dict[str, Any]:
     )
     path = report / "report.json"
     if not path.exists():
-        raise AssertionError(f"no report for {fault or 'clean'} (exit {proc.returncode}):\n{proc.stdout[-3000:]}")
+        raise AssertionError(
+            f"no report for {fault or 'clean'} (exit {proc.returncode}):\n{proc.stdout[-3000:]}"
+        )
     doc = json.loads(path.read_text())
     doc["exit"] = proc.returncode
     doc["output"] = proc.stdout[-3000:]
@@ -71,7 +73,9 @@ def run_suite(fault: str, out: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def matrix(local_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[str, Any]]]:
+def matrix(
+    local_cluster: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, dict[str, Any]]]:
     out = tmp_path_factory.mktemp("matrix")
     # All runs share the running cluster; faults travel with each pipeline, so the runs may overlap.
     with ThreadPoolExecutor(3) as pool:
@@ -92,7 +96,14 @@ def test_clean_run_passes_every_check(matrix: dict[str, dict[str, Any]]) -> None
     assert failing_areas(doc) == {}, doc["output"]
     outcomes = {r["outcome"] for r in doc["results"]}
     assert outcomes == {"passed"}, doc["output"]
-    assert {r["area"] for r in doc["results"]} >= {"ordering", "builds", "aliases", "dns", "resources", "cleanup"}
+    assert {r["area"] for r in doc["results"]} >= {
+        "ordering",
+        "builds",
+        "aliases",
+        "dns",
+        "resources",
+        "cleanup",
+    }
     assert doc["exit"] == 0
 
 

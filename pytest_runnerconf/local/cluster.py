@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -92,6 +94,7 @@ class LocalCluster:
         from pytest_runnerconf.local.standins import StandIns
 
         self.home.mkdir(parents=True, exist_ok=True)
+        self._hold_home_lock()
         settings = tomllib.loads((FIXTURES / "cluster.toml").read_text())
         cl = settings["cluster"]
         t0 = time.monotonic()
@@ -205,14 +208,24 @@ class LocalCluster:
         log(f"runnerconf local: up in {time.monotonic() - t0:.1f}s")
         return self.info
 
+    def _hold_home_lock(self) -> None:
+        """One cluster per home, held for the process's life: what a second start may clean up is dead."""
+        fd = os.open(self.home / "cluster.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(
+                f"a local cluster already runs from {self.home}; reuse it or stop it with `runnerconf local down`"
+            ) from None
+        self._stops.append(lambda: os.close(fd))
+
     def stop(self) -> None:
         (self.home / STATE_NAME).unlink(missing_ok=True)
         while self._stops:
             stop = self._stops.pop(0)
-            try:
+            with contextlib.suppress(Exception):
                 stop()
-            except Exception:
-                pass
 
 
 def _redact_token(text: str) -> str:
@@ -353,13 +366,18 @@ def ensure_running(
     clean cluster serves clean and faulted runs alike.
     """
     parse_faults(list(faults))
+    from filelock import FileLock
+
     home = default_home()
-    info = read_state(home)
-    if info is not None and _answers(info.gitlab_url):
-        return info, None
-    if info is not None:
-        raise ConfigError(
-            f"a local cluster is recorded in {home / STATE_NAME} but does not answer; run `runnerconf local down`"
-        )
-    info = start_detached(home, frozenset(), log)
+    home.mkdir(parents=True, exist_ok=True)
+    # Concurrent sessions (xdist workers, parallel runs) must agree on one cluster, not start two.
+    with FileLock(str(home / "start.lock"), timeout=START_DEADLINE_S):
+        info = read_state(home)
+        if info is not None and _answers(info.gitlab_url):
+            return info, None
+        if info is not None:
+            raise ConfigError(
+                f"a local cluster is recorded in {home / STATE_NAME} but does not answer; run `runnerconf local down`"
+            )
+        info = start_detached(home, frozenset(), log)
     return info, lambda: stop_running(home)

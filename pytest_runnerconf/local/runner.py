@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_runnerconf.errors import ConfigError
+from pytest_runnerconf.local import quantity
 from pytest_runnerconf.local.faults import ENV_VAR as FAULTS_ENV_VAR
 from pytest_runnerconf.local.faults import parse_faults
-from pytest_runnerconf.local import quantity
 from pytest_runnerconf.local.kstore import NotFound
 from pytest_runnerconf.local.model import JobPayload, JobSink
 from pytest_runnerconf.local.pods import DockerPods, ImageChoice
@@ -195,7 +195,6 @@ class LocalRunner:
 
     def _prepare(self, job: RunningJob, trace: TraceWriter, concurrency: int) -> PodPlan:
         p = job.payload
-        k8s = self.cfg.runner.kubernetes
         trace.section_start("prepare_executor", 'Preparing the "kubernetes" executor')
         plan = None
         for attempt in range(PREPARATION_RETRIES):
@@ -297,7 +296,9 @@ class LocalRunner:
         for _ in range(attempts):
             self._check(job)
             if pod_error:
-                raise StageFailed(f"prepare environment: setting up the pod failed: {pod_error[0]}", system=True)
+                raise StageFailed(
+                    f"prepare environment: setting up the pod failed: {pod_error[0]}", system=True
+                )
             status = self._pod(ns, name).get("status", {})
             phase = status.get("phase", "Pending")
             build = next((s for s in status.get("containerStatuses", []) if s["name"] == "build"), None)
@@ -346,7 +347,7 @@ class LocalRunner:
         return ports
 
     def _wait_services(self, job: RunningJob, plan: PodPlan, ports: list[int], trace: TraceWriter) -> None:
-        ns, name = plan.pod["metadata"]["namespace"], plan.pod["metadata"]["name"]
+        _ns, _name = plan.pod["metadata"]["namespace"], plan.pod["metadata"]["name"]
         trace.info(
             f"Waiting for services to be up and running (timeout {go_duration(job.payload.timeout_s)})..."
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -136,10 +137,8 @@ class Cluster:
             return result
         finally:
             stop.set()
-            try:
+            with contextlib.suppress(gitlab.exceptions.GitlabError):
                 self.project.branches.delete(branch)
-            except gitlab.exceptions.GitlabError:
-                pass
 
     @staticmethod
     def _job_id(pod: PodSeen) -> int | None:
