@@ -306,7 +306,7 @@ def _follow(run: _Run) -> None:
             tags = ", ".join(run.profile.runner_tags) or "(none)"
             raise RunTimeout(
                 f"no job of pipeline #{run.pipeline['id']} left pending within "
-                f"{expect.pickup_deadline_s:.0f}s; "
+                f"{expect.pickup_deadline_s:g}s; "
                 f"no runner with tags [{tags}] picked them up (check clusters.{run.profile.name}.runner_tags "
                 "and that the runner is online)",
                 waited,
@@ -315,7 +315,7 @@ def _follow(run: _Run) -> None:
         _check_pending_pods(run)
         if waited > expect.run_deadline_s:
             raise RunTimeout(
-                f"pipeline #{run.pipeline['id']} did not finish within {expect.run_deadline_s:.0f}s "
+                f"pipeline #{run.pipeline['id']} did not finish within {expect.run_deadline_s:g}s "
                 f"(clusters.{run.profile.name}.expect.run_deadline_s)",
                 waited,
                 _job_states(run),
@@ -363,7 +363,7 @@ def _check_pending_pods(run: _Run) -> None:
             events = run.kube.pod_events(name)
             said = "; ".join(f"{e.get('reason')}: {e.get('message')}" for e in events[-5:]) or "no events"
             raise RunTimeout(
-                f"pod {name} stayed Pending for more than {limit:.0f}s ({said}); check node capacity, quotas "
+                f"pod {name} stayed Pending for more than {limit:g}s ({said}); check node capacity, quotas "
                 f"and image pulls (clusters.{run.profile.name}.expect.pending_deadline_s)",
                 now - obs.first_seen,
                 "Pending",

@@ -218,6 +218,8 @@ class LocalCluster:
             raise ConfigError(
                 f"a local cluster already runs from {self.home}; reuse it or stop it with `runnerconf local down`"
             ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())  # lets `local down` find a cluster whose state file is lost
         self._stops.append(lambda: os.close(fd))
 
     def stop(self) -> None:
@@ -334,18 +336,30 @@ def start_detached(home: Path, faults: frozenset[str], log: Log = print) -> Any:
     raise InfraError(f"the local cluster did not answer within {START_DEADLINE_S:.0f}s; see {log_path}")
 
 
+def _is_cluster(pid: int) -> bool:
+    """Only signal a process that is a local cluster (a recorded pid may have been reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"pytest_runnerconf.cli" in cmdline and b"up" in cmdline
+
+
 def stop_running(home: Path | None = None, timeout: float = 120.0) -> bool:
     """`runnerconf local down`: stop the running cluster and remove whatever any cluster left behind."""
     home = home or default_home()
     info = read_state(home)
+    pids = {info.pid} if info is not None else set()
+    with contextlib.suppress(OSError, ValueError):
+        pids.add(int((home / "cluster.lock").read_text().strip() or 0))
     stopped = False
-    if info is not None:
-        os.kill(info.pid, signal.SIGTERM)
+    for pid in sorted(p for p in pids if p > 0 and p != os.getpid() and _is_cluster(p)):
+        os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _pid_alive(info.pid) and time.monotonic() < deadline:
+        while _pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if _pid_alive(info.pid):
-            os.kill(info.pid, signal.SIGKILL)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
         stopped = True
     (home / STATE_NAME).unlink(missing_ok=True)
     try:
