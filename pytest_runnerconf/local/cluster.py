@@ -342,7 +342,8 @@ def _is_cluster(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"pytest_runnerconf.cli" in cmdline and b"up" in cmdline
+    named = any(arg == b"pytest_runnerconf.cli" or arg.endswith(b"/runnerconf") for arg in cmdline)
+    return named and b"local" in cmdline and b"up" in cmdline
 
 
 def stop_running(home: Path | None = None, timeout: float = 120.0) -> bool:
