@@ -572,7 +572,9 @@ echo "Skipping Git submodules setup"
                 trace.error(f"Error cleaning up pod: {exc}")
 
         if "slow-cleanup" in job.faults:
-            threading.Timer(SLOW_CLEANUP_DELAY_S, delete).start()
+            timer = threading.Timer(SLOW_CLEANUP_DELAY_S, delete)
+            timer.daemon = True  # a stopping cluster removes every pod anyway; never wait for this
+            timer.start()
             return
         # DELETE returns once the pod is marked Terminating; containers stop in the background (propagation
         # Background), so the final job line is written before the pod is gone, as with the real runner.
