@@ -223,7 +223,8 @@ class LocalCluster:
         self._stops.append(lambda: os.close(fd))
 
     def stop(self) -> None:
-        (self.home / STATE_NAME).unlink(missing_ok=True)
+        if self.info is not None:  # only the cluster that wrote the state file may remove it
+            (self.home / STATE_NAME).unlink(missing_ok=True)
         while self._stops:
             stop = self._stops.pop(0)
             with contextlib.suppress(Exception):
