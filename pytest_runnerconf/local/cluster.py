@@ -21,6 +21,7 @@ from typing import Any
 from pytest_runnerconf.errors import ConfigError, InfraError
 from pytest_runnerconf.local.faults import ENV_VAR as FAULTS_ENV_VAR
 from pytest_runnerconf.local.faults import parse_faults
+from pytest_runnerconf.local.netsvc import pid_running
 
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "fixtures" / "local"
 STATE_NAME = "state.json"
@@ -36,16 +37,6 @@ def default_home() -> Path:
     return Path.home() / ".cache" / "runnerconf" / "local"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_state(home: Path | None = None) -> Any | None:
     """The ClusterInfo of a running local cluster, or None."""
     from pytest_runnerconf.local.model import ClusterInfo
@@ -56,7 +47,7 @@ def read_state(home: Path | None = None) -> Any | None:
     except (OSError, ValueError):
         return None
     info = ClusterInfo(**data)
-    if not _pid_alive(info.pid):
+    if not pid_running(info.pid):
         return None
     return info
 
@@ -240,21 +231,9 @@ def _redact_token(text: str) -> str:
 def cleanup_leftovers(client: Any, home: Path, *, services: bool = True) -> int:
     """Remove every container/volume a local cluster made and stop its DNS/registry processes."""
     from pytest_runnerconf.local import netsvc
-    from pytest_runnerconf.local.pods import CLUSTER_LABEL
+    from pytest_runnerconf.local.pods import CLUSTER_LABEL, remove_labelled
 
-    removed = 0
-    for container in client.containers.list(all=True, filters={"label": CLUSTER_LABEL}):
-        try:
-            container.remove(force=True, v=True)
-            removed += 1
-        except Exception:  # removed meanwhile by the cluster's own cleanup
-            pass
-    for volume in client.volumes.list(filters={"label": CLUSTER_LABEL}):
-        try:
-            volume.remove(force=True)
-            removed += 1
-        except Exception:
-            pass
+    removed = remove_labelled(client, CLUSTER_LABEL)
     if services:
         netsvc.stop_all(home)
     return removed
@@ -358,9 +337,9 @@ def stop_running(home: Path | None = None, timeout: float = 120.0) -> bool:
     for pid in sorted(p for p in pids if p > 0 and p != os.getpid() and _is_cluster(p)):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while pid_running(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if _pid_alive(pid):
+        if pid_running(pid):
             os.kill(pid, signal.SIGKILL)
         stopped = True
     (home / STATE_NAME).unlink(missing_ok=True)

@@ -24,6 +24,7 @@ import docker.errors
 from filelock import FileLock
 
 from pytest_runnerconf.errors import ConfigError, InfraError
+from pytest_runnerconf.local.netsvc import pid_running
 
 # Bump when the build steps below change what ends up in an image: every tag changes with it.
 BUILD_SCRIPT_VERSION = "1"
@@ -198,18 +199,8 @@ def _remove_stale_builds(builds: Path) -> None:
     for entry in builds.iterdir():
         # "<name>-<pid>-<mkdtemp suffix>"; names may hold dashes, mkdtemp suffixes never do.
         match = re.search(r"-(\d+)-[^-]+$", entry.name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and not pid_running(int(match.group(1))):
             _remove_tree(entry)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove_tree(path: Path) -> None:

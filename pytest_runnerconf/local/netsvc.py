@@ -53,7 +53,7 @@ class Service:
     def alive(self) -> bool:
         if self._process is not None:
             return self._process.poll() is None
-        return _pid_running(self.pid)
+        return pid_running(self.pid)
 
     def stop(self) -> None:
         if self._process is not None:
@@ -86,14 +86,14 @@ def _stop_pid(pid: int) -> None:
 
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while _pid_running(pid):
+    while pid_running(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
     return True
 
 
-def _pid_running(pid: int) -> bool:
+def pid_running(pid: int) -> bool:
     """True while any thread of pid lives; an exited process not yet reaped (zombie) counts as gone.
 
     Threads, not just the leader: a multithreaded server's leader turns zombie while its other threads
@@ -136,7 +136,7 @@ def stop_all(home: Path) -> list[str]:
     for pid_file in sorted(run.glob("*.pid")):
         pid = _read_pid(pid_file)
         # Our services carry the home path in their argv; anything else is a recycled pid, not ours.
-        if pid and _pid_running(pid) and any(marker in arg for arg in _cmdline(pid)):
+        if pid and pid_running(pid) and any(marker in arg for arg in _cmdline(pid)):
             _stop_pid(pid)
             stopped.append(pid_file.stem)
         pid_file.unlink(missing_ok=True)
@@ -214,7 +214,7 @@ def _spawn(name: str, argv: list[str], home: Path, host: str, port: int, kinds: 
     pid_file = run / f"{name}.pid"
     log_file = run / f"{name}.log"
     old = _read_pid(pid_file) if pid_file.exists() else 0
-    if old and _pid_running(old) and any(str(home.resolve()) + "/" in a for a in _cmdline(old)):
+    if old and pid_running(old) and any(str(home.resolve()) + "/" in a for a in _cmdline(old)):
         # A previous start under the same home: replace it so the new configuration applies.
         _stop_pid(old)
     # Without this a leftover server on the port would pass our readiness probe in place of ours.

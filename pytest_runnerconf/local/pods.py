@@ -633,13 +633,7 @@ class DockerPods:
             self.client.api.stop(c.docker_id, timeout=max(0, int(grace_s)))
 
     def _remove_leftovers(self, namespace: str, name: str) -> None:
-        label = f"{POD_LABEL}={namespace}.{name}"
-        for container in self.client.containers.list(all=True, filters={"label": label}):
-            with contextlib.suppress(Exception):
-                container.remove(force=True, v=True)
-        for volume in self.client.volumes.list(filters={"label": label}):
-            with contextlib.suppress(Exception):
-                volume.remove(force=True)
+        remove_labelled(self.client, f"{POD_LABEL}={namespace}.{name}")
 
     def _gc_owned(self, namespace: str, name: str) -> None:
         """The garbage collector: objects owner-referenced to the pod go with it."""
@@ -656,13 +650,21 @@ class DockerPods:
         if stream is not None:
             with contextlib.suppress(Exception):
                 stream.close()
-        label = f"{CLUSTER_LABEL}={self.cluster_id}"
-        for container in self.client.containers.list(all=True, filters={"label": label}):
-            with contextlib.suppress(Exception):
-                container.remove(force=True, v=True)
-        for volume in self.client.volumes.list(filters={"label": label}):
-            with contextlib.suppress(Exception):
-                volume.remove(force=True)
+        remove_labelled(self.client, f"{CLUSTER_LABEL}={self.cluster_id}")
+
+
+def remove_labelled(client: Any, label: str) -> int:
+    """Force-remove every container (with its anonymous volumes) and volume carrying a label."""
+    removed = 0
+    for container in client.containers.list(all=True, filters={"label": label}):
+        with contextlib.suppress(Exception):  # gone meanwhile: another cleanup got there first
+            container.remove(force=True, v=True)
+            removed += 1
+    for volume in client.volumes.list(filters={"label": label}):
+        with contextlib.suppress(Exception):
+            volume.remove(force=True)
+            removed += 1
+    return removed
 
 
 def qos_class(spec: dict[str, Any]) -> str:

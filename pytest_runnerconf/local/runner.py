@@ -20,7 +20,7 @@ from pytest_runnerconf.local.faults import parse_faults
 from pytest_runnerconf.local.kstore import NotFound
 from pytest_runnerconf.local.model import JobPayload, JobSink
 from pytest_runnerconf.local.pods import DockerPods, ImageChoice
-from pytest_runnerconf.local.podspec import PodPlan, PreparationError, build_pod
+from pytest_runnerconf.local.podspec import PodPlan, PreparationError, build_pod, go_duration
 from pytest_runnerconf.local.runner_config import RunnerConfig, short_token
 from pytest_runnerconf.local.tracewriter import GREEN, RED, RESET, TraceWriter
 
@@ -53,17 +53,6 @@ class RunningJob:
     cancel: threading.Event = field(default_factory=threading.Event)
     deadline: float = 0.0
     pod: dict[str, Any] | None = None  # the pod object once created, so cleanup happens whatever fails
-
-
-def go_duration(seconds: int) -> str:
-    """Go's time.Duration String(): 3600 -> 1h0m0s, 600 -> 10m0s, 45 -> 45s."""
-    h, rem = divmod(int(seconds), 3600)
-    m, s = divmod(rem, 60)
-    if h:
-        return f"{h}h{m}m{s}s"
-    if m:
-        return f"{m}m{s}s"
-    return f"{s}s"
 
 
 class LocalRunner:
