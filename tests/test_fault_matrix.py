@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MATRIX: dict[str, set[str]] = {
     "init-not-first": {"ordering"},
     "script-before-sources": {"ordering", "builds"},
-    "builds-not-shared": {"builds"},
+    "builds-not-shared": {"ordering", "builds"},  # the ordering probe script comes from the clone too
     "no-host-aliases": {"aliases", "dns"},
     "ignore-dns-config": {"dns"},
     "dind-dns-fallback": {"dns"},
