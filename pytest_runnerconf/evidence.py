@@ -167,9 +167,14 @@ def _job_dirname(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _write_json(path: Path, data: Any, secrets: tuple[str, ...]) -> None:
+def scrub_json(data: Any, secrets: tuple[str, ...] = ()) -> str:
+    """JSON text with credential-named values and token-shaped strings masked (evidence, reports, Allure)."""
     text = json.dumps(_scrub(data, secrets), indent=2, sort_keys=False, default=str)
-    path.write_text(scrub_text(text, secrets) + "\n", encoding="utf-8")
+    return scrub_text(text, secrets)
+
+
+def _write_json(path: Path, data: Any, secrets: tuple[str, ...]) -> None:
+    path.write_text(scrub_json(data, secrets) + "\n", encoding="utf-8")
 
 
 def _save_job(job: JobEvidence, directory: Path, rel: str, secrets: tuple[str, ...]) -> dict[str, Any]:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pytest_runnerconf.allure_report import AllureAdapter
 from pytest_runnerconf.checks import MARKER_HELP, info_for
 from pytest_runnerconf.errors import ConfigError
 from pytest_runnerconf.evidence import JobEvidence, RunEvidence
 from pytest_runnerconf.plan import PROBE_MARKER, plan_for_items
 from pytest_runnerconf.profile import Profile
 from pytest_runnerconf.session import (
+    EXIT_USAGE,
     OPTIONS,
     SHARED_KEY,
     SKIP_REASON,
@@ -28,6 +31,7 @@ from pytest_runnerconf.session import (
 
 STATE = pytest.StashKey[RunnerConfSession]()
 RESULTS = pytest.StashKey["_Results"]()
+GATE = pytest.StashKey["_Gate"]()
 CHECK_PROPERTY = "runnerconf_check"
 
 
@@ -62,6 +66,14 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(results, "runnerconf-results")
     if owns_shared:
         config.add_cleanup(lambda: remove_shared_dir(shared))
+    # Registered everywhere; it acts only where allure-pytest is active and only where tests run.
+    config.pluginmanager.register(AllureAdapter(config), "runnerconf-allure")
+    if (
+        settings.baseline is not None
+        and not is_worker(config)
+        and not (config.option.help or config.option.version)
+    ):
+        config.stash[GATE] = _Gate(settings.baseline, _load_baseline(settings.baseline))
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistController(shared), "runnerconf-xdist")
 
@@ -258,7 +270,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if error is not None:
         # With xdist the workers only skipped; the controller turns the stored error into the exit status.
         session.exitstatus = error[1]
-    _write_reports(config, state)
+    report_json = _write_reports(config, state)
+    gate = config.stash.get(GATE, None)
+    if gate is not None and report_json is not None:
+        _apply_gate(session, gate, report_json)
 
 
 def _session_run(state: RunnerConfSession) -> RunEvidence | None:
@@ -277,12 +292,93 @@ def _session_run(state: RunnerConfSession) -> RunEvidence | None:
         return None
 
 
-def _write_reports(config: pytest.Config, state: RunnerConfSession) -> None:
+def _write_reports(config: pytest.Config, state: RunnerConfSession) -> Path | None:
+    """The report.json written, or None when no check ran."""
     from pytest_runnerconf.report import write_reports
 
     results = config.stash[RESULTS].results
-    if results:
-        write_reports(results, _session_run(state), state.settings.report_dir)
+    if not results:
+        return None
+    return write_reports(results, _session_run(state), state.settings.report_dir)["json"]
+
+
+# ---------------------------------------------------------------- upgrade gate
+
+
+@dataclass
+class _Gate:
+    """The baseline of --runnerconf-baseline and what comparing the session's report with it found."""
+
+    path: Path
+    baseline: dict[str, Any]
+    regressions: list[str] = field(default_factory=list)  # report.compare() lines
+    known: list[str] = field(default_factory=list)  # check IDs failing now and in the baseline
+    error: str = ""
+    compared: bool = False
+
+
+def _load_baseline(path: Path) -> dict[str, Any]:
+    from pytest_runnerconf.report import load_report
+
+    try:
+        return load_report(path)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"--runnerconf-baseline: {exc}") from None
+
+
+def _apply_gate(session: pytest.Session, gate: _Gate, report_json: Path) -> None:
+    """Exit 1 only for regressions; a run whose failures all failed in the baseline too exits 0."""
+    from pytest_runnerconf.report import compare, known_failures
+
+    if session.exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        return  # could-not-test, usage errors and interrupts keep their own status
+    try:
+        gate.regressions = compare(gate.baseline, report_json)
+        gate.known = known_failures(gate.baseline, report_json)
+    except ConfigError as exc:
+        gate.error = str(exc)
+        session.exitstatus = EXIT_USAGE
+        return
+    gate.compared = True
+    if gate.regressions:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif session.exitstatus == pytest.ExitCode.TESTS_FAILED and _only_known(session, gate.known):
+        session.exitstatus = pytest.ExitCode.OK
+
+
+def _only_known(session: pytest.Session, known: list[str]) -> bool:
+    """Every failed test of the session is a check that also failed in the baseline."""
+    failing = [r for r in session.config.stash[RESULTS].results if r.outcome in ("failed", "error")]
+    # testsfailed also counts failed tests that are not checks; those keep the session failing.
+    return session.testsfailed == len(failing) and all(r.id in known for r in failing)
+
+
+_REGRESSED = "passed in baseline, failed now"
+
+
+def _gate_lines(gate: _Gate) -> list[tuple[str, bool]]:
+    """(line, is_bad) for the terminal summary."""
+    if gate.error:
+        return [(f"runnerconf: baseline: {gate.error}", True)]
+    if not gate.compared:
+        return []
+    lines = []
+    for regression in gate.regressions:
+        check_id = regression.split(" ", 1)[0]
+        why = regression.partition(_REGRESSED)[2].removeprefix(": ")
+        lines.append((f"runnerconf: regression {check_id}: {_REGRESSED}" + (f": {why}" if why else ""), True))
+    if gate.known:
+        count = len(gate.known)
+        noun = "failure" if count == 1 else "failures"
+        lines.append(
+            (
+                f"runnerconf: {count} known {noun} (also failed in the baseline): {', '.join(gate.known)}",
+                False,
+            )
+        )
+    if not gate.regressions:
+        lines.append((f"runnerconf: no regression against the baseline {gate.path}", False))
+    return lines
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -299,6 +395,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(summary_line(run))
     if config.stash[RESULTS].results:
         terminalreporter.write_line(f"runnerconf: report in {state.settings.report_dir}")
+    gate = config.stash.get(GATE, None)
+    for line, bad in _gate_lines(gate) if gate is not None else ():
+        terminalreporter.write_line(line, red=bad, bold=bad)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:

@@ -170,7 +170,8 @@ def write_reports(
     return paths
 
 
-def _load_report(source: Path | str | dict[str, Any]) -> dict[str, Any]:
+def load_report(source: Path | str | dict[str, Any]) -> dict[str, Any]:
+    """A report.json (path or parsed) whose results compare() can read; ConfigError names what is wrong."""
     if isinstance(source, dict):
         return source
     path = Path(source)
@@ -178,10 +179,21 @@ def _load_report(source: Path | str | dict[str, Any]) -> dict[str, Any]:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: report not found; give the report.json of a previous run") from None
-    except json.JSONDecodeError as exc:
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the report ({exc.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not a report.json ({exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
         raise ConfigError(f"{path}: not a runnerconf report.json (no results list)")
+    for n, result in enumerate(doc["results"]):
+        if (
+            not (isinstance(result, dict) and isinstance(result.get("id"), str))
+            or result.get("outcome") not in OUTCOMES
+        ):
+            raise ConfigError(
+                f"{path}: result {n} is not a check result (it needs an id and an outcome of "
+                f"{', '.join(OUTCOMES)})"
+            )
     return doc
 
 
@@ -199,8 +211,8 @@ def compare(
     baseline_json: Path | str | dict[str, Any], current_json: Path | str | dict[str, Any]
 ) -> list[str]:
     """Regressions for the upgrade gate: checks that passed in the baseline and fail now."""
-    baseline = _verdicts(_load_report(baseline_json))
-    current = _verdicts(_load_report(current_json))
+    baseline = _verdicts(load_report(baseline_json))
+    current = _verdicts(load_report(current_json))
     regressions = []
     for check_id in sorted(baseline):
         before, now = baseline[check_id], current.get(check_id)
@@ -211,3 +223,17 @@ def compare(
             ).why()
             regressions.append(f"{check_id} {claim}: passed in baseline, failed now: {why}")
     return regressions
+
+
+def known_failures(
+    baseline_json: Path | str | dict[str, Any], current_json: Path | str | dict[str, Any]
+) -> list[str]:
+    """Check IDs that fail (failed or error) now and also failed in the baseline: the gate forgives them."""
+    bad = ("failed", "error")
+    baseline = _verdicts(load_report(baseline_json))
+    current = _verdicts(load_report(current_json))
+    return [
+        check_id
+        for check_id in sorted(current)
+        if current[check_id]["outcome"] in bad and baseline.get(check_id, {}).get("outcome") in bad
+    ]

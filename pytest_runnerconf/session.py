@@ -53,6 +53,8 @@ OPTIONS = (
            "Re-assert a saved evidence bundle offline instead of running pipelines"),
     Option("runnerconf_report", "--runnerconf-report", "runnerconf_report", "RUNNERCONF_REPORT",
            "Directory for the conformance report (default: runnerconf-report)"),
+    Option("runnerconf_baseline", "--runnerconf-baseline", "runnerconf_baseline", "RUNNERCONF_BASELINE",
+           "Upgrade gate: a previous report.json; exit 1 only for checks that passed there and fail now"),
 )  # fmt: skip
 
 
@@ -64,6 +66,7 @@ class Settings:
     replay_dir: Path | None
     report_dir: Path
     rootdir: Path
+    baseline: Path | None = None  # the upgrade gate's previous report.json
 
     @property
     def active(self) -> bool:
@@ -96,6 +99,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         replay_dir=path("runnerconf_replay"),
         report_dir=path("runnerconf_report") or root / "runnerconf-report",
         rootdir=root,
+        baseline=path("runnerconf_baseline"),
     )
 
 

@@ -1,0 +1,126 @@
+"""Allure adapter: labels each check with its ID, area and claim and attaches the evidence of its jobs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pytest_runnerconf.checks import CheckInfo, info_for
+from pytest_runnerconf.evidence import JobEvidence, RunEvidence, scrub_json, scrub_text
+from pytest_runnerconf.plan import PROBES_DIR, item_probes
+
+# allure-pytest registers its listener under this name only when --alluredir is given.
+ALLURE_LISTENER = "allure_listener"
+CHECK_ID_LABEL = "check_id"
+
+
+def allure_active(config: pytest.Config) -> bool:
+    return config.pluginmanager.has_plugin(ALLURE_LISTENER)
+
+
+@cache
+def probe_job_names(probe: str, directory: Path = PROBES_DIR) -> tuple[str, ...]:
+    """The job names a probe template defines (its top-level keys); the probe's own name if it has none."""
+    path = directory / f"{probe}.yml"
+    try:
+        jobs = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return (probe,)
+    return tuple(str(name) for name in jobs) if isinstance(jobs, dict) and jobs else (probe,)
+
+
+def jobs_for_probes(
+    probes: Iterable[str], run: RunEvidence, directory: Path = PROBES_DIR
+) -> list[JobEvidence]:
+    """The jobs of RUN that the probes produced, in probe order, each once."""
+    names: list[str] = []
+    for probe in probes:
+        names.extend(n for n in probe_job_names(probe, directory) if n not in names)
+    return [run.jobs[name] for name in names if name in run.jobs]
+
+
+def run_secrets(run: RunEvidence) -> tuple[str, ...]:
+    """The token values the run could have leaked: read from where its profile says the token lives."""
+    from pytest_runnerconf.session import LOCAL_TOKEN_ENV
+
+    found = []
+    for env in (run.profile.get("token_env"), LOCAL_TOKEN_ENV):
+        value = os.environ.get(env or "", "").strip()
+        if value:
+            found.append(value)
+    token_file = run.profile.get("token_file")
+    # An unreadable token file leaves the scrubbing of token-shaped strings, which always applies.
+    if token_file:
+        with contextlib.suppress(OSError):
+            found.append(Path(token_file).expanduser().read_text(encoding="utf-8").strip())
+    return tuple(found)
+
+
+def _json(data: Any, secrets: tuple[str, ...]) -> str:
+    # The same two passes as evidence.save: credential-named values, then token values and shapes anywhere.
+    return scrub_json(data, secrets)
+
+
+def attach_job(job: JobEvidence, secrets: tuple[str, ...] = ()) -> None:
+    """Attach one job's raw trace, pod spec, pod status timeline and pod events to the running test."""
+    import allure
+
+    allure.attach(
+        scrub_text(job.trace, secrets), name=f"{job.name}: trace", attachment_type=allure.attachment_type.TEXT
+    )
+    if job.pod is None:
+        return
+    parts = (("pod spec", job.pod.spec), ("pod timeline", job.pod.timeline), ("pod events", job.pod.events))
+    for title, data in parts:
+        allure.attach(
+            _json(data, secrets), name=f"{job.name}: {title}", attachment_type=allure.attachment_type.JSON
+        )
+
+
+def label_check(info: CheckInfo, variant: str = "") -> None:
+    """ID, area and claim of the check on the running test; the remediation as a plain paragraph."""
+    import allure
+
+    allure.dynamic.id(info.id)
+    allure.dynamic.label(CHECK_ID_LABEL, info.id)
+    allure.dynamic.feature(info.area)
+    allure.dynamic.suite(info.area)
+    allure.dynamic.title(info.claim + (f" [{variant}]" if variant else ""))
+    allure.dynamic.description(f"{info.claim}\n\nRemediation: {info.remediation}")
+
+
+def annotate(item: pytest.Item) -> None:
+    """Label a check and attach the evidence of the jobs its probes ran; nothing for other tests."""
+    info = info_for(item)
+    if info is None:
+        return
+    callspec = getattr(item, "callspec", None)
+    label_check(info, callspec.id if callspec is not None else "")
+    # Only evidence the test itself obtained: annotating must never start a run.
+    run = (getattr(item, "funcargs", None) or {}).get("runnerconf_evidence")
+    if not isinstance(run, RunEvidence):
+        return
+    secrets = run_secrets(run)
+    for job in jobs_for_probes(item_probes(item), run):
+        attach_job(job, secrets)
+
+
+class AllureAdapter:
+    """Hooks of the adapter; they run where tests run (an xdist worker, never its controller)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
+        # Before fixtures are torn down: the evidence is still in item.funcargs and allure's test is open,
+        # also for checks that were skipped or errored in setup.
+        if allure_active(self.config):
+            annotate(item)

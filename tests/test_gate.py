@@ -1,0 +1,168 @@
+"""The upgrade gate (--runnerconf-baseline) seen from outside: replayed runs compared with a previous report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pytest_runnerconf.evidence import JobEvidence, RunEvidence, save
+from pytest_runnerconf.report import CheckResult, write_reports
+
+pytest_plugins = ["pytester"]
+
+# Two checks, each judging one probe job's status: the bundle decides which of them pass.
+CHECKS = """
+from pytest_runnerconf.checks import check
+
+
+@check(id="RC-GAT-001", claim="the ordering job succeeds", remediation="look at the ordering probe",
+       area="gate", probes=("ordering",))
+def test_ordering(job_evidence):
+    assert job_evidence("ordering").status == "success"
+
+
+@check(id="RC-GAT-002", claim="the builds job succeeds", remediation="look at the builds probe",
+       area="gate", probes=("builds",))
+def test_builds(job_evidence):
+    assert job_evidence("builds").status == "success"
+"""
+PROFILE = {"name": "prod", "token_env": "RUNNERCONF_GATE_TEST_TOKEN"}
+
+
+@pytest.fixture
+def gate(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_checks=CHECKS)
+    return pytester
+
+
+def _bundle(pytester: pytest.Pytester, name: str, **statuses: str) -> Path:
+    jobs = {
+        job: JobEvidence(name=job, job={"name": job, "status": status}, trace="Job succeeded\n")
+        for job, status in statuses.items()
+    }
+    directory = pytester.path / name
+    save(RunEvidence(run_id=name, cluster="prod", profile=PROFILE, jobs=jobs), directory)
+    return directory
+
+
+def _baseline(pytester: pytest.Pytester, **outcomes: str) -> Path:
+    results = [CheckResult(check_id, f"claim of {check_id}", "gate", o) for check_id, o in outcomes.items()]
+    return write_reports(results, None, pytester.path / "baseline")["json"]
+
+
+def _replay(pytester: pytest.Pytester, bundle: Path, *args: str) -> pytest.RunResult:
+    return pytester.runpytest(f"--runnerconf-replay={bundle}", *args)
+
+
+def test_same_results_as_a_previous_run_pass_the_gate(gate: pytest.Pytester) -> None:
+    bundle = _bundle(gate, "good", ordering="success", builds="success")
+    first = _replay(gate, bundle)
+    assert first.ret == 0
+    baseline = gate.path / "previous-report.json"
+    shutil.copy(gate.path / "runnerconf-report" / "report.json", baseline)
+
+    result = _replay(gate, bundle, f"--runnerconf-baseline={baseline}")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([f"runnerconf: no regression against the baseline {baseline}"])
+    assert "regression RC-" not in result.stdout.str()
+
+
+def test_a_check_that_passed_in_the_baseline_and_fails_now_exits_1(gate: pytest.Pytester) -> None:
+    baseline = _baseline(gate, **{"RC-GAT-001": "passed", "RC-GAT-002": "passed"})
+    bundle = _bundle(gate, "regressed", ordering="success", builds="failed")
+    result = _replay(gate, bundle, f"--runnerconf-baseline={baseline}")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["runnerconf: regression RC-GAT-002: passed in baseline, failed now: *"])
+    assert "RC-GAT-001: passed in baseline" not in result.stdout.str()
+    assert "no regression" not in result.stdout.str()
+    # The gate runs after the reports: the current report.json is written and shows the failure.
+    report = json.loads((gate.path / "runnerconf-report" / "report.json").read_text())
+    assert report["counts"]["failed"] == 1
+
+
+def test_only_failures_known_from_the_baseline_exit_0(gate: pytest.Pytester) -> None:
+    baseline = _baseline(gate, **{"RC-GAT-001": "passed", "RC-GAT-002": "failed"})
+    bundle = _bundle(gate, "known", ordering="success", builds="failed")
+    without_gate = _replay(gate, bundle)
+    assert without_gate.ret == pytest.ExitCode.TESTS_FAILED
+
+    result = _replay(gate, bundle, f"--runnerconf-baseline={baseline}")
+    assert result.ret == 0
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "runnerconf: 1 known failure (also failed in the baseline): RC-GAT-002",
+            f"runnerconf: no regression against the baseline {baseline}",
+        ]
+    )
+
+
+def test_a_known_failure_does_not_hide_a_regression(gate: pytest.Pytester) -> None:
+    baseline = _baseline(gate, **{"RC-GAT-001": "passed", "RC-GAT-002": "failed"})
+    bundle = _bundle(gate, "both", ordering="failed", builds="failed")
+    result = _replay(gate, bundle, f"--runnerconf-baseline={baseline}")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "runnerconf: regression RC-GAT-001: passed in baseline, failed now: *",
+            "runnerconf: 1 known failure (also failed in the baseline): RC-GAT-002",
+        ]
+    )
+
+
+def test_a_failing_test_that_is_no_check_keeps_the_session_failing(gate: pytest.Pytester) -> None:
+    gate.makepyfile(test_other="def test_plain():\n    assert False\n")
+    baseline = _baseline(gate, **{"RC-GAT-001": "passed", "RC-GAT-002": "failed"})
+    bundle = _bundle(gate, "known", ordering="success", builds="failed")
+    result = _replay(gate, bundle, f"--runnerconf-baseline={baseline}")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["runnerconf: 1 known failure (also failed in the baseline): RC-GAT-002"])
+
+
+def test_baseline_from_the_environment(gate: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    baseline = _baseline(gate, **{"RC-GAT-001": "passed", "RC-GAT-002": "passed"})
+    monkeypatch.setenv("RUNNERCONF_BASELINE", str(baseline))
+    result = _replay(gate, _bundle(gate, "regressed", ordering="failed", builds="success"))
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["runnerconf: regression RC-GAT-001: passed in baseline, failed now: *"])
+
+
+def test_regression_with_xdist(gate: pytest.Pytester) -> None:
+    baseline = _baseline(gate, **{"RC-GAT-001": "passed", "RC-GAT-002": "failed"})
+    bundle = _bundle(gate, "regressed", ordering="failed", builds="failed")
+    result = gate.runpytest_subprocess(
+        f"--runnerconf-replay={bundle}", f"--runnerconf-baseline={baseline}", "-n", "2"
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["runnerconf: regression RC-GAT-001: passed in baseline, failed now: *"])
+    assert result.stdout.str().count("runnerconf: regression") == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "report not found; give the report.json of a previous run"),
+        ("{not json", "not a report.json (*)"),
+        ('{"version": 1}', "not a runnerconf report.json (no results list)"),
+        ('{"results": [{"id": "RC-GAT-001", "outcome": "green"}]}', "result 0 is not a check result (*)"),
+    ],
+    ids=["missing", "not-json", "no-results", "bad-outcome"],
+)
+def test_unusable_baseline_is_one_sentence_and_exit_4(
+    gate: pytest.Pytester, content: str | None, problem: str
+) -> None:
+    path = gate.path / "baseline.json"
+    if content is not None:
+        path.write_text(content)
+    bundle = _bundle(gate, "good", ordering="success", builds="success")
+    result = _replay(gate, bundle, f"--runnerconf-baseline={path}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: --runnerconf-baseline: {path}: {problem}"])
+    text = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in text
+    # Refused before anything ran: no report was written.
+    assert not (gate.path / "runnerconf-report").exists()
