@@ -234,6 +234,13 @@ def cleanup_leftovers(client: Any, home: Path, *, services: bool = True) -> int:
     from pytest_runnerconf.local.pods import CLUSTER_LABEL, remove_labelled
 
     removed = remove_labelled(client, CLUSTER_LABEL)
+    # Docker creates a bind's named volume on the fly, without labels, when a container names one a
+    # concurrent cleanup had just removed: those carry our pod-volume names, so match them by name.
+    for volume in client.volumes.list(filters={"name": "rc-runner-"}):
+        if volume.name.startswith("rc-runner-") and not (volume.attrs.get("Labels") or {}):
+            with contextlib.suppress(Exception):
+                volume.remove(force=True)
+                removed += 1
     if services:
         netsvc.stop_all(home)
     return removed
