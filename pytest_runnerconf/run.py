@@ -141,11 +141,22 @@ class _Run:
                 seen["deleted_at"] = now
 
     def pending_secrets(self) -> list[str]:
-        """Secrets that appeared during this run and are not deleted yet."""
+        """This run's per-job Secrets (named in its pods' imagePullSecrets) not deleted yet.
+
+        Other runs may share the namespace (and leak Secrets on purpose): only our pods' Secrets count.
+        """
         if self.secrets is None:
             return []
+        ours = {
+            ref.get("name")
+            for name, job_id in self.tracker.job_of.items()
+            if job_id in self.jobs
+            for ref in self.tracker.pods[name].spec.get("spec", {}).get("imagePullSecrets") or []
+        }
         before = self.secrets_before or set()
-        return [n for n, s in self.secrets.items() if s["deleted_at"] is None and n not in before]
+        return [
+            n for n, s in self.secrets.items() if s["deleted_at"] is None and n in ours and n not in before
+        ]
 
     def drain(self, wait_s: float = 0.0) -> None:
         """Apply queued pod events; block up to wait_s for the first one (our only sleep)."""
