@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pytest_runnerconf.local.quantity import cpu_to_nano, memory_to_bytes
+from pytest_runnerconf.local.quantity import cpu_shares, cpu_to_nano, memory_to_bytes
+from pytest_runnerconf.local.quantity import parse as quantity_parse
 
 CLUSTER_LABEL = "runnerconf.local/cluster"
 POD_LABEL = "runnerconf.local/pod"
@@ -57,6 +58,11 @@ class ContainerRun:
     oom: bool = False
     waiting_reason: str | None = None
     waiting_message: str | None = None
+
+    @property
+    def field_path(self) -> str:
+        """How kubelet events name the container, e.g. spec.containers{build}."""
+        return f"spec.{'initContainers' if self.kind == 'init' else 'containers'}{{{self.name}}}"
 
 
 @dataclass
@@ -203,7 +209,6 @@ class DockerPods:
             phase = "Running"
         else:
             phase = "Pending"
-        ready = [s["name"] for s in statuses if s["ready"]]
         not_ready = [s["name"] for s in statuses if not s["ready"]]
         ts = now_rfc3339()
 
@@ -227,7 +232,6 @@ class DockerPods:
             cond("ContainersReady", not not_ready, "ContainersNotReady", unready_msg),
             cond("PodScheduled", True),
         ]
-        del ready
 
         def mutate(obj: dict[str, Any]) -> None:
             status = obj.setdefault("status", {})
@@ -257,9 +261,8 @@ class DockerPods:
         spec = pod_obj["spec"]
         for c in spec.get("initContainers", []):
             pod.containers[c["name"]] = ContainerRun(c["name"], "init", c)
-        for i, c in enumerate(spec.get("containers", [])):
+        for c in spec.get("containers", []):
             kind = "build" if c["name"] == "build" else "helper" if c["name"] == "helper" else "service"
-            del i
             pod.containers[c["name"]] = ContainerRun(c["name"], kind, c)
         with self._lock:
             self._pods[(pod.namespace, pod.name)] = pod
@@ -388,7 +391,7 @@ class DockerPods:
             if limits.get("cpu"):
                 kwargs["nano_cpus"] = cpu_to_nano(limits["cpu"])
             if requests.get("cpu"):
-                kwargs["cpu_shares"] = max(2, cpu_to_nano(requests["cpu"]) * 1024 // 1_000_000_000)
+                kwargs["cpu_shares"] = cpu_shares(quantity_parse(requests["cpu"]))
             if requests.get("memory"):
                 kwargs["mem_reservation"] = memory_to_bytes(requests["memory"])
         sec = cs.get("securityContext") or {}
@@ -422,7 +425,7 @@ class DockerPods:
     def _pull(self, pod: PodRun, c: ContainerRun) -> bool:
         image = c.spec["image"]
         c.image = self.resolve_image(image)
-        field_path = f"spec.{'initContainers' if c.kind == 'init' else 'containers'}{{{c.name}}}"
+        field_path = c.field_path
         if c.image.local is None:
             msg = (
                 f'Failed to pull image "{image}": rpc error: code = Unknown desc = Error response from daemon: '
@@ -449,7 +452,7 @@ class DockerPods:
         with self._lock:
             c.docker_id = container.id
             self._by_docker_id[container.id] = (pod, c)
-        field_path = f"spec.{'initContainers' if c.kind == 'init' else 'containers'}{{{c.name}}}"
+        field_path = c.field_path
         self.event(pod, "Created", f"Created container {c.name}", field_path=field_path)
         return container
 
@@ -461,7 +464,7 @@ class DockerPods:
         container.start()
         container.reload()
         c.started_at = docker_time(container.attrs["State"]["StartedAt"]) or time.time()
-        field_path = f"spec.{'initContainers' if c.kind == 'init' else 'containers'}{{{c.name}}}"
+        field_path = c.field_path
         self.event(pod, "Started", f"Started container {c.name}", field_path=field_path)
         self.publish(pod)
 
@@ -547,6 +550,12 @@ class DockerPods:
 
         return output, exit_code
 
+    def exec(self, namespace: str, name: str, container: str, cmd: list[str]) -> tuple[bytes, int | None]:
+        """Run a command to completion: its whole output and its exit code."""
+        output, exit_code = self.exec_stream(namespace, name, container, cmd)
+        data = b"".join(output)  # the exit code is only final once the output stream has ended
+        return data, exit_code()
+
     def put_file(
         self, namespace: str, name: str, container: str, path: str, content: bytes, mode: int = 0o755
     ) -> None:
@@ -602,9 +611,7 @@ class DockerPods:
         if pod is not None:
             running = [c for c in pod.containers.values() if c.docker_id and c.exit_code is None]
             for c in running:
-                self.event(
-                    pod, "Killing", f"Stopping container {c.name}", field_path=f"spec.containers{{{c.name}}}"
-                )
+                self.event(pod, "Killing", f"Stopping container {c.name}", field_path=c.field_path)
             threads = [
                 threading.Thread(target=self._stop_one, args=(c, grace_s), daemon=True) for c in running
             ]

@@ -336,7 +336,6 @@ class LocalRunner:
         return ports
 
     def _wait_services(self, job: RunningJob, plan: PodPlan, ports: list[int], trace: TraceWriter) -> None:
-        _ns, _name = plan.pod["metadata"]["namespace"], plan.pod["metadata"]["name"]
         trace.info(
             f"Waiting for services to be up and running (timeout {go_duration(job.payload.timeout_s)})..."
         )
@@ -370,9 +369,7 @@ class LocalRunner:
             else:
                 if order[0] == "step_script":
                     # The broken runner still creates the project directory, so the script runs (early).
-                    ns, name = plan.pod["metadata"]["namespace"], plan.pod["metadata"]["name"]
-                    _, code = self.pods.exec_stream(ns, name, "build", ["mkdir", "-p", plan.project_dir])
-                    code()
+                    self.pods.exec(*pod_ref(plan), "build", ["mkdir", "-p", plan.project_dir])
                 try:
                     self._step_script(job, plan, trace)
                 except StageFailed as exc:
@@ -443,7 +440,7 @@ echo "Skipping Git submodules setup"
 
     def _container_failure(self, job: RunningJob, plan: PodPlan, code: int) -> str | None:
         """The runner's pod-status watch: a terminated build/helper container is a system failure."""
-        ns, name = plan.pod["metadata"]["namespace"], plan.pod["metadata"]["name"]
+        ns, name = pod_ref(plan)
         deadline = time.time() + (OOM_NOTICE_WAIT_S if code == 137 else 0.5)
         while True:
             for cname in ("build", "helper"):
@@ -468,7 +465,7 @@ echo "Skipping Git submodules setup"
     def _run_script(
         self, job: RunningJob, plan: PodPlan, stage: str, commands: tuple[str, ...], trace: TraceWriter
     ) -> int:
-        ns, name = plan.pod["metadata"]["namespace"], plan.pod["metadata"]["name"]
+        ns, name = pod_ref(plan)
         path = f"{plan.scripts_dir}/{stage}"
         self.pods.put_file(ns, name, "build", path, self._render_script(plan, commands).encode())
         return self._exec(job, plan, "build", ["sh", path], trace)
@@ -477,7 +474,7 @@ echo "Skipping Git submodules setup"
         self, job: RunningJob, plan: PodPlan, container: str, cmd: list[str], trace: TraceWriter
     ) -> int:
         """Run a command in a pod container, streaming its output into the trace; honour cancel/timeout."""
-        ns, name = plan.pod["metadata"]["namespace"], plan.pod["metadata"]["name"]
+        ns, name = pod_ref(plan)
         try:
             output, exit_code = self.pods.exec_stream(ns, name, container, cmd)
         except Exception as exc:
@@ -503,17 +500,15 @@ echo "Skipping Git submodules setup"
     def _upload_artifacts(self, job: RunningJob, plan: PodPlan, trace: TraceWriter) -> None:
         p = job.payload
         assert p.artifacts is not None
-        ns, name = plan.pod["metadata"]["namespace"], plan.pod["metadata"]["name"]
+        ns, name = pod_ref(plan)
         trace.line("Uploading artifacts...")
         buf = io.BytesIO()
         found_total = 0
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
             for pattern in p.artifacts.paths:
-                listing: list[bytes] = []
                 script = f'cd {shlex.quote(plan.project_dir)} && for f in {pattern}; do [ -e "$f" ] && echo "$f"; done'
-                stream, code = self.pods.exec_stream(ns, name, "helper", ["sh", "-c", script])
-                listing = [line for line in b"".join(stream).decode().splitlines() if line]
-                code()
+                output, _ = self.pods.exec(ns, name, "helper", ["sh", "-c", script])
+                listing = [line for line in output.decode().splitlines() if line]
                 for rel in listing:
                     found_total += self._add_to_zip(zf, ns, name, plan, rel)
                 trace.line(f"{pattern}: found {len(listing)} matching artifact files and directories")
@@ -568,6 +563,12 @@ echo "Skipping Git submodules setup"
         # DELETE returns once the pod is marked Terminating; containers stop in the background (propagation
         # Background), so the final job line is written before the pod is gone, as with the real runner.
         delete()
+
+
+def pod_ref(plan: PodPlan) -> tuple[str, str]:
+    """(namespace, name) of the plan's pod."""
+    meta = plan.pod["metadata"]
+    return meta["namespace"], meta["name"]
 
 
 def validate_pod(pod: dict[str, Any]) -> str | None:
