@@ -17,7 +17,7 @@ from filelock import FileLock
 from pytest_runnerconf.errors import ConfigError, RunnerConfError
 from pytest_runnerconf.evidence import RunEvidence, load
 from pytest_runnerconf.plan import Plan
-from pytest_runnerconf.profile import LOCAL_NAME, Profile, load_profile
+from pytest_runnerconf.profile import LOCAL_NAME, Profile, load_profile, profile_from_summary
 
 # Exit statuses besides pytest's own: 4 (usage) is reused for configuration errors found at run time.
 EXIT_USAGE = int(pytest.ExitCode.USAGE_ERROR)
@@ -141,57 +141,6 @@ def local_values(info: Any) -> dict[str, str]:
         "token_env": LOCAL_TOKEN_ENV,
         "local_dns": getattr(info, "local_dns", "") or "127.0.0.1",
     }
-
-
-def profile_from_summary(summary: dict[str, Any]) -> Profile:
-    """Rebuild a Profile from Profile.summary() as saved in an evidence bundle (no token)."""
-    from pytest_runnerconf.profile import DnsExpect, Expectations, ImagesExpect, Limits
-
-    exp = summary["expect"]
-    dns = exp.get("dns")
-    images = dict(exp.get("images") or {})
-    images["insecure_registries"] = tuple(images.get("insecure_registries") or ())
-    return Profile(
-        name=summary["name"],
-        gitlab_url=summary["gitlab_url"],
-        token_env=summary.get("token_env"),
-        token_file=summary.get("token_file"),
-        project=summary["project"],
-        runner_tags=tuple(summary.get("runner_tags") or ()),
-        kubeconfig=summary.get("kubeconfig"),
-        kube_context=summary.get("kube_context"),
-        namespace=summary["namespace"],
-        source=f"{summary.get('source')} (as recorded in the evidence)",
-        local_faults=tuple(summary.get("local_faults") or ()),
-        expect=Expectations(
-            builds_dir=exp["builds_dir"],
-            cleanup_deadline_s=exp["cleanup_deadline_s"],
-            pickup_deadline_s=exp["pickup_deadline_s"],
-            pending_deadline_s=exp["pending_deadline_s"],
-            run_deadline_s=exp["run_deadline_s"],
-            build=Limits(**exp["build"]),
-            helper=Limits(**exp["helper"]),
-            service=Limits(**exp["service"]),
-            override_caps=dict(exp.get("override_caps") or {}),
-            dns=None
-            if dns is None
-            else DnsExpect(
-                policy=dns["policy"],
-                nameservers=tuple(dns.get("nameservers") or ()),
-                searches=tuple(dns.get("searches") or ()),
-                options=tuple(_dns_option(o) for o in dns.get("options") or ()),
-            ),
-            images=ImagesExpect(**images),
-            oom_report=exp["oom_report"],
-            cgroup=exp["cgroup"],
-            service_oom_reported=exp["service_oom_reported"],
-        ),
-    )
-
-
-def _dns_option(text: str) -> tuple[str, str | None]:
-    name, sep, value = text.partition(":")
-    return name, (value if sep else None)
 
 
 # ---------------------------------------------------------------- shared directory (xdist)
