@@ -1,3 +1,37 @@
-"""pytest-runnerconf: proves what a GitLab Runner Kubernetes-executor cluster really does."""
+"""pytest-runnerconf: proves what a GitLab Runner Kubernetes-executor cluster really does.
 
-__version__ = "0.1.0"
+The public check API (what the bundled suite and a team's own checks are written against):
+
+- ``check``: declare a test as a conformance check (stable ID, claim, remediation, area, probes);
+- ``fail``, ``expect_equal``, ``expect_true``: a conformance failure with expected vs observed;
+- ``RunEvidence``, ``JobEvidence``, ``PodObservation``: what the run observed;
+- ``Profile``, ``Expectations``, ``Limits``, ``DnsExpect``: the cluster under test and what its runner
+  promises; ``quantity_value`` reads a Kubernetes quantity;
+- fixtures ``runnerconf_evidence``, ``runnerconf_profile``, ``job_evidence``, ``probe_record``;
+- marker ``runnerconf_probe(*names)`` for probe jobs a test needs besides its ``@check`` probes.
+"""
+
+from __future__ import annotations
+
+from pytest_runnerconf.checks import CheckInfo, check, expect_equal, expect_true, fail
+from pytest_runnerconf.evidence import JobEvidence, PodObservation, RunEvidence
+from pytest_runnerconf.profile import DnsExpect, Expectations, Limits, Profile, quantity_value
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "CheckInfo",
+    "DnsExpect",
+    "Expectations",
+    "JobEvidence",
+    "Limits",
+    "PodObservation",
+    "Profile",
+    "RunEvidence",
+    "__version__",
+    "check",
+    "expect_equal",
+    "expect_true",
+    "fail",
+    "quantity_value",
+]

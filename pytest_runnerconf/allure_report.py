@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
-from functools import cache
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,9 @@ import pytest
 import yaml
 
 from pytest_runnerconf.checks import CheckInfo, info_for
+from pytest_runnerconf.errors import RunnerConfError
 from pytest_runnerconf.evidence import JobEvidence, RunEvidence, scrub_json, scrub_text
-from pytest_runnerconf.plan import PROBES_DIR, item_probes
+from pytest_runnerconf.plan import ProbeLibrary, item_probes
 
 # allure-pytest registers its listener under this name only when --alluredir is given.
 ALLURE_LISTENER = "allure_listener"
@@ -25,36 +25,32 @@ def allure_active(config: pytest.Config) -> bool:
     return config.pluginmanager.has_plugin(ALLURE_LISTENER)
 
 
-@cache
-def probe_job_names(probe: str, directory: Path = PROBES_DIR) -> tuple[str, ...]:
+def probe_job_names(probe: str, library: ProbeLibrary | None = None) -> tuple[str, ...]:
     """The job names a probe template defines (its top-level keys); the probe's own name if it has none."""
-    path = directory / f"{probe}.yml"
     try:
+        path = (library or ProbeLibrary()).template(probe)
         jobs = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    except (OSError, yaml.YAMLError, RunnerConfError):
         return (probe,)
     return tuple(str(name) for name in jobs) if isinstance(jobs, dict) and jobs else (probe,)
 
 
 def jobs_for_probes(
-    probes: Iterable[str], run: RunEvidence, directory: Path = PROBES_DIR
+    probes: Iterable[str], run: RunEvidence, library: ProbeLibrary | None = None
 ) -> list[JobEvidence]:
     """The jobs of RUN that the probes produced, in probe order, each once."""
     names: list[str] = []
     for probe in probes:
-        names.extend(n for n in probe_job_names(probe, directory) if n not in names)
+        names.extend(n for n in probe_job_names(probe, library) if n not in names)
     return [run.jobs[name] for name in names if name in run.jobs]
 
 
 def run_secrets(run: RunEvidence) -> tuple[str, ...]:
     """The token values the run could have leaked: read from where its profile says the token lives."""
-    from pytest_runnerconf.session import LOCAL_TOKEN_ENV
-
     found = []
-    for env in (run.profile.get("token_env"), LOCAL_TOKEN_ENV):
-        value = os.environ.get(env or "", "").strip()
-        if value:
-            found.append(value)
+    value = os.environ.get(run.profile.get("token_env") or "", "").strip()
+    if value:
+        found.append(value)
     token_file = run.profile.get("token_file")
     # An unreadable token file leaves the scrubbing of token-shaped strings, which always applies.
     if token_file:
@@ -96,7 +92,7 @@ def label_check(info: CheckInfo, variant: str = "") -> None:
     allure.dynamic.description(f"{info.claim}\n\nRemediation: {info.remediation}")
 
 
-def annotate(item: pytest.Item) -> None:
+def annotate(item: pytest.Item, library: ProbeLibrary | None = None) -> None:
     """Label a check and attach the evidence of the jobs its probes ran; nothing for other tests."""
     info = info_for(item)
     if info is None:
@@ -108,19 +104,20 @@ def annotate(item: pytest.Item) -> None:
     if not isinstance(run, RunEvidence):
         return
     secrets = run_secrets(run)
-    for job in jobs_for_probes(item_probes(item), run):
+    for job in jobs_for_probes(item_probes(item), run, library):
         attach_job(job, secrets)
 
 
 class AllureAdapter:
     """Hooks of the adapter; they run where tests run (an xdist worker, never its controller)."""
 
-    def __init__(self, config: pytest.Config) -> None:
+    def __init__(self, config: pytest.Config, library: Callable[[], ProbeLibrary]) -> None:
         self.config = config
+        self.library = library
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> None:
         # Before fixtures are torn down: the evidence is still in item.funcargs and allure's test is open,
         # also for checks that were skipped or errored in setup.
         if allure_active(self.config):
-            annotate(item)
+            annotate(item, self.library())

@@ -56,7 +56,8 @@ def check(
 
     def decorate(func: F) -> F:
         func.runnerconf_check = info  # type: ignore[attr-defined]
-        return pytest.mark.runnerconf_check(id=info.id)(func)
+        marked: F = pytest.mark.runnerconf_check(id=info.id)(func)
+        return marked
 
     return decorate
 

@@ -23,10 +23,6 @@ class KubeError(InfraError):
     """The Kubernetes API refused or failed a request."""
 
 
-class EngineError(InfraError):
-    """No Docker engine answers and none can be started (local cluster)."""
-
-
 class RunTimeout(InfraError):
     """Something the run waited for did not happen within its deadline."""
 

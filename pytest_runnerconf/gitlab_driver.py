@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import gitlab
 import gitlab.exceptions
 import requests
+from gitlab.v4.objects import Project
 
 from pytest_runnerconf.errors import GitLabError
 
@@ -49,7 +50,7 @@ class GitLabDriver:
             retry_transient_errors=True,
             keep_base_url=True,
         )
-        self._project: Any = None
+        self._project: Project | None = None
 
     @property
     def url(self) -> str:
@@ -114,7 +115,7 @@ class GitLabDriver:
         }
 
     @property
-    def project(self) -> Any:
+    def project(self) -> Project:
         if self._project is None:
             raise GitLabError("internal: GitLabDriver.preflight() must run before any project call")
         return self._project

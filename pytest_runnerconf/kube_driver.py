@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import urllib3.exceptions
 from kubernetes import client, config, watch
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from pytest_runnerconf.errors import KubeError
@@ -98,7 +98,8 @@ class KubeDriver:
         if context is not None:
             self._check_context(file, context)
         try:
-            return config.new_client_from_config(config_file=file, context=context)
+            api_client: client.ApiClient = config.new_client_from_config(config_file=file, context=context)
+            return api_client
         except (ConfigException, OSError, ValueError) as exc:
             raise KubeError(
                 f"cannot use the kubeconfig {file or '~/.kube/config'} ({exc}); "
@@ -149,7 +150,8 @@ class KubeDriver:
     def _raw(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Call the API and return the JSON as the server sent it (camelCase, RFC 3339 times)."""
         resp = call(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S, **kwargs)
-        return json.loads(resp.data)
+        body: dict[str, Any] = json.loads(resp.data)
+        return body
 
     def _no_rbac(self, what: str) -> str:
         return (
@@ -180,7 +182,7 @@ class KubeDriver:
             f"watch pods in namespace {self.namespace}", forbidden=self._no_rbac("watch pods")
         ):
             # Unread (_preload_content=False), the call returns with the status line: no wait for events.
-            resp = self._core.list_namespaced_pod(
+            resp: Any = self._core.list_namespaced_pod(  # unread: a urllib3 response, not a V1PodList
                 self.namespace,
                 label_selector=selector,
                 watch=True,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,9 @@ import yaml
 from pytest_runnerconf.checks import info_for
 from pytest_runnerconf.errors import ConfigError
 from pytest_runnerconf.profile import Profile
+from pytest_runnerconf.resources import fixtures_path
 
-PROBES_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "probes"
+LIB_SCRIPT = "lib.sh"  # the probes' shared shell library, committed with every plan
 SCRIPTS_DIR = ".runnerconf"  # where probe scripts live in the scratch branch
 STAGE = "runnerconf"
 RUN_ID_VARIABLE = "RUNNERCONF_RUN_ID"
@@ -26,12 +28,75 @@ DIRECTIVES = ("cancel_on_record",)  # cancel_on_record: cancel the job once it p
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_.]+)\s*\}\}")
 
 
+@cache
+def builtin_probes_dir() -> Path:
+    return fixtures_path("probes")
+
+
+@dataclass(frozen=True)
+class ProbeLibrary:
+    """The directories probe templates come from: the built-in one first, then a team's own.
+
+    A probe is ``<name>.yml`` (its jobs) plus an optional ``<name>.sh`` (its script). A name defined in two
+    directories is an error rather than a silent override, so a team's probe never shadows a built-in one.
+    """
+
+    directories: tuple[Path, ...] = field(default_factory=lambda: (builtin_probes_dir(),))
+
+    @classmethod
+    def with_extra(cls, extra: Iterable[Path]) -> ProbeLibrary:
+        return cls((builtin_probes_dir(), *extra))
+
+    def validate(self) -> None:
+        """Raises ConfigError for a missing directory or a probe name defined twice."""
+        seen: dict[str, Path] = {}
+        for directory in self.directories:
+            if not directory.is_dir():
+                raise ConfigError(
+                    f"probe directory {directory} does not exist; fix --runnerconf-probes (ini "
+                    "runnerconf_probes, env RUNNERCONF_PROBES)"
+                )
+            if directory != self.directories[0] and (directory / LIB_SCRIPT).exists():
+                raise ConfigError(
+                    f"{directory / LIB_SCRIPT}: {LIB_SCRIPT} is the built-in probe library's name; "
+                    "rename your shared script"
+                )
+            for path in sorted(directory.glob("*.yml")):
+                if path.stem in seen:
+                    raise ConfigError(
+                        f"probe {path.stem!r} is defined twice: {seen[path.stem]} and {path}; rename one"
+                    )
+                seen[path.stem] = path
+
+    def names(self) -> list[str]:
+        return sorted({p.stem for d in self.directories if d.is_dir() for p in d.glob("*.yml")})
+
+    def template(self, probe: str) -> Path:
+        """The <probe>.yml file; ConfigError naming the known probes when there is none."""
+        for directory in self.directories:
+            path = directory / f"{probe}.yml"
+            if path.is_file():
+                return path
+        raise ConfigError(
+            f"unknown probe {probe!r} requested by a check; known probes: {', '.join(self.names()) or 'none'} "
+            f"(from {', '.join(str(d) for d in self.directories)})"
+        )
+
+    def script(self, probe: str) -> Path | None:
+        path = self.template(probe).with_suffix(".sh")
+        return path if path.is_file() else None
+
+    def lib(self) -> Path:
+        return self.directories[0] / LIB_SCRIPT
+
+
 @dataclass(frozen=True)
 class Plan:
-    """The probe jobs one run needs and the checks that asked for them."""
+    """The probe jobs one run needs, the checks that asked for them and where their templates live."""
 
     probes: tuple[str, ...]
     checks: tuple[str, ...] = ()
+    library: ProbeLibrary = field(default_factory=ProbeLibrary, compare=False)
 
 
 def item_probes(item: pytest.Item) -> tuple[str, ...]:
@@ -48,7 +113,7 @@ def item_check_id(item: pytest.Item) -> str | None:
     return info.id if info is not None else None
 
 
-def plan_for_items(items: Iterable[pytest.Item]) -> Plan:
+def plan_for_items(items: Iterable[pytest.Item], library: ProbeLibrary | None = None) -> Plan:
     """The union of the probes the (already deselected) items need, in a stable order."""
     probes: set[str] = set()
     checks: list[str] = []
@@ -57,24 +122,17 @@ def plan_for_items(items: Iterable[pytest.Item]) -> Plan:
         check_id = item_check_id(item)
         if check_id and check_id not in checks:
             checks.append(check_id)
-    return make_plan(probes, checks)
+    return make_plan(probes, checks, library)
 
 
-def make_plan(probes: Iterable[str], checks: Iterable[str] = ()) -> Plan:
-    """Validate probe names against fixtures/probes so a typo fails before anything is pushed."""
+def make_plan(probes: Iterable[str], checks: Iterable[str] = (), library: ProbeLibrary | None = None) -> Plan:
+    """Validate probe names against the probe library so a typo fails before anything is pushed."""
+    library = library or ProbeLibrary()
+    library.validate()
     chosen = tuple(sorted(set(probes)))
-    known = available_probes()
-    unknown = [p for p in chosen if p not in known]
-    if unknown:
-        raise ConfigError(
-            f"unknown probe {unknown[0]!r} requested by a check; known probes (fixtures/probes/*.yml): "
-            f"{', '.join(known) or 'none'}"
-        )
-    return Plan(probes=chosen, checks=tuple(checks))
-
-
-def available_probes(directory: Path = PROBES_DIR) -> list[str]:
-    return sorted(p.stem for p in directory.glob("*.yml"))
+    for probe in chosen:
+        library.template(probe)
+    return Plan(probes=chosen, checks=tuple(checks), library=library)
 
 
 def template_values(profile: Profile, run_id: str) -> dict[str, str]:
@@ -110,16 +168,19 @@ def _fill(value: Any, values: Mapping[str, str], where: str) -> Any:
     return value
 
 
-def load_probe_jobs(probe: str, values: Mapping[str, str], directory: Path = PROBES_DIR) -> dict[str, Any]:
+def load_probe_jobs(
+    probe: str, values: Mapping[str, str], library: ProbeLibrary | None = None
+) -> dict[str, Any]:
     """The job definitions of one probe template with placeholders filled."""
-    path = directory / f"{probe}.yml"
+    path = (library or ProbeLibrary()).template(probe)
     try:
         jobs = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML ({exc})") from None
     if not isinstance(jobs, dict) or not all(isinstance(v, dict) for v in jobs.values()):
         raise ConfigError(f"{path}: a probe template must map job names to job definitions")
-    return _fill(jobs, values, str(path))
+    filled: dict[str, Any] = _fill(jobs, values, str(path))
+    return filled
 
 
 def _finish_job(job: dict[str, Any], profile: Profile) -> dict[str, Any]:
@@ -131,40 +192,37 @@ def _finish_job(job: dict[str, Any], profile: Profile) -> dict[str, Any]:
     return done
 
 
-def job_directives(
-    plan: Plan, profile: Profile, run_id: str, directory: Path = PROBES_DIR
-) -> dict[str, dict[str, Any]]:
+def job_directives(plan: Plan, profile: Profile, run_id: str) -> dict[str, dict[str, Any]]:
     """{job name: its x-runnerconf table} for the jobs of the plan that carry one."""
     values = template_values(profile, run_id)
     found: dict[str, dict[str, Any]] = {}
     for probe in plan.probes:
-        for name, job in load_probe_jobs(probe, values, directory).items():
+        for name, job in load_probe_jobs(probe, values, plan.library).items():
             table = job.get(DIRECTIVES_KEY)
             if table is None:
                 continue
             unknown = sorted(set(table) - set(DIRECTIVES)) if isinstance(table, dict) else ["(not a table)"]
             if unknown:
                 raise ConfigError(
-                    f"{directory / probe}.yml: job {name!r} has unknown {DIRECTIVES_KEY} keys {unknown}; "
-                    f"known: {', '.join(DIRECTIVES)}"
+                    f"{plan.library.template(probe)}: job {name!r} has unknown {DIRECTIVES_KEY} keys "
+                    f"{unknown}; known: {', '.join(DIRECTIVES)}"
                 )
             found[name] = dict(table)
     return found
 
 
-def probe_scripts(probes: Iterable[str], directory: Path = PROBES_DIR) -> dict[str, str]:
+def probe_scripts(probes: Iterable[str], library: ProbeLibrary | None = None) -> dict[str, str]:
     """Scripts to commit: the shared lib.sh plus <probe>.sh for each probe that has one."""
-    files = {f"{SCRIPTS_DIR}/lib.sh": (directory / "lib.sh").read_text(encoding="utf-8")}
+    library = library or ProbeLibrary()
+    files = {f"{SCRIPTS_DIR}/{LIB_SCRIPT}": library.lib().read_text(encoding="utf-8")}
     for probe in probes:
-        script = directory / f"{probe}.sh"
-        if script.is_file():
+        script = library.script(probe)
+        if script is not None:
             files[f"{SCRIPTS_DIR}/{probe}.sh"] = script.read_text(encoding="utf-8")
     return files
 
 
-def render_pipeline(
-    plan: Plan, profile: Profile, run_id: str, directory: Path = PROBES_DIR
-) -> tuple[str, dict[str, str]]:
+def render_pipeline(plan: Plan, profile: Profile, run_id: str) -> tuple[str, dict[str, str]]:
     """Render the plan as (.gitlab-ci.yml text, {path: content} of the probe scripts).
 
     Raises:
@@ -175,10 +233,10 @@ def render_pipeline(
     values = template_values(profile, run_id)
     jobs: dict[str, Any] = {}
     for probe in plan.probes:
-        for name, job in load_probe_jobs(probe, values, directory).items():
+        for name, job in load_probe_jobs(probe, values, plan.library).items():
             if name in jobs:
                 raise ConfigError(
-                    f"{directory / probe}.yml: job {name!r} is already defined by another probe"
+                    f"{plan.library.template(probe)}: job {name!r} is already defined by another probe"
                 )
             jobs[name] = _finish_job(job, profile)
     document: dict[str, Any] = {
@@ -188,7 +246,7 @@ def render_pipeline(
     }
     header = f"# Generated by pytest-runnerconf for run {run_id}; probes: {', '.join(plan.probes)}\n"
     text = header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=1000)
-    return text, probe_scripts(plan.probes, directory)
+    return text, probe_scripts(plan.probes, plan.library)
 
 
 def job_names(ci_yaml: str) -> list[str]:

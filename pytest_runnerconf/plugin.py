@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from _pytest.terminal import TerminalReporter
 
 from pytest_runnerconf.allure_report import AllureAdapter
 from pytest_runnerconf.checks import MARKER_HELP, info_for
@@ -15,11 +16,16 @@ from pytest_runnerconf.errors import ConfigError
 from pytest_runnerconf.evidence import JobEvidence, RunEvidence
 from pytest_runnerconf.plan import PROBE_MARKER, plan_for_items
 from pytest_runnerconf.profile import Profile
+from pytest_runnerconf.report import CheckResult
+
+if TYPE_CHECKING:
+    from xdist.workermanage import WorkerController
 from pytest_runnerconf.session import (
     EXIT_USAGE,
     OPTIONS,
     SHARED_KEY,
     SKIP_REASON,
+    PathValue,
     RunnerConfSession,
     is_worker,
     make_shared_dir,
@@ -42,10 +48,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             option.flag,
             dest=option.dest,
             default=None,
-            metavar="NAME" if option.dest == "runner_cluster" else "PATH",
+            action="append" if option.multiple else "store",
+            metavar="PATH" if option.is_path else "NAME",
             help=f"{option.help}. ini: {option.ini}, env: {option.env}",
         )
-        parser.addini(option.ini, help=option.help, default="")
+        if option.multiple:
+            parser.addini(option.ini, help=option.help, type="linelist", default=[])
+        else:
+            parser.addini(option.ini, help=option.help, default="")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,13 +77,14 @@ def pytest_configure(config: pytest.Config) -> None:
     if owns_shared:
         config.add_cleanup(lambda: remove_shared_dir(shared))
     # Registered everywhere; it acts only where allure-pytest is active and only where tests run.
-    config.pluginmanager.register(AllureAdapter(config), "runnerconf-allure")
+    state = config.stash[STATE]
+    config.pluginmanager.register(AllureAdapter(config, lambda: state.plan.library), "runnerconf-allure")
     if (
         settings.baseline is not None
         and not is_worker(config)
         and not (config.option.help or config.option.version)
     ):
-        config.stash[GATE] = _Gate(settings.baseline, _load_baseline(settings.baseline))
+        config.stash[GATE] = _Gate(settings.baseline.path, _load_baseline(settings.baseline))
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistController(shared), "runnerconf-xdist")
 
@@ -85,7 +96,7 @@ class _XdistController:
         self.shared = shared
 
     @pytest.hookimpl(optionalhook=True)
-    def pytest_configure_node(self, node: Any) -> None:
+    def pytest_configure_node(self, node: WorkerController) -> None:
         node.workerinput[SHARED_KEY] = str(self.shared)
 
 
@@ -112,7 +123,7 @@ def _progress(config: pytest.Config) -> Callable[[str], None]:
     return show
 
 
-def _rewrite(reporter: Any, line: str) -> None:
+def _rewrite(reporter: TerminalReporter, line: str) -> None:
     reporter.rewrite(line, erase=True)
     if not line:
         # The live line overwrote pytest's "path/to/test_x.py" prefix; make pytest print it again.
@@ -134,7 +145,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
         return
     try:
-        state.plan = plan_for_items(items)
+        state.plan = plan_for_items(items, state.settings.probe_library())
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -162,7 +173,7 @@ def runnerconf_evidence(runnerconf: RunnerConfSession) -> RunEvidence:
 
 @pytest.fixture(scope="session")
 def runnerconf_profile(runnerconf: RunnerConfSession, runnerconf_evidence: RunEvidence) -> Profile:
-    """The profile of the cluster under test (after the run: the local one is only known then).
+    """The profile of the cluster under test, as the run used it (or as the replayed evidence recorded it).
 
     Example: ``runnerconf_profile.expect.builds_dir``
     """
@@ -225,16 +236,14 @@ class _Results:
     """Collects one CheckResult per check report; on the controller only (workers send it their reports)."""
 
     def __init__(self) -> None:
-        self.results: list[Any] = []
+        self.results: list[CheckResult] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         check = dict(report.user_properties).get(CHECK_PROPERTY)
         outcome = _outcome(report)
         if not check or outcome is None:
             return
-        from pytest_runnerconf.report import CheckResult
-
-        check_id, claim, area = check
+        check_id, claim, area = (str(part) for part in check)  # type: ignore[attr-defined]
         message = report.longreprtext if outcome != "passed" else ""
         if outcome == "skipped" and isinstance(report.longrepr, tuple):
             message = str(report.longrepr[2])
@@ -286,6 +295,8 @@ def _session_run(state: RunnerConfSession) -> RunEvidence | None:
         pointer_dir = Path(pointer.read_text(encoding="utf-8"))
     else:
         return None
+    if pointer_dir is None:
+        return None
     try:
         return load(pointer_dir)
     except ConfigError:
@@ -317,13 +328,15 @@ class _Gate:
     compared: bool = False
 
 
-def _load_baseline(path: Path) -> dict[str, Any]:
+def _load_baseline(baseline: PathValue) -> dict[str, Any]:
     from pytest_runnerconf.report import load_report
 
     try:
-        return load_report(path)
+        return load_report(baseline.path)
     except ConfigError as exc:
-        raise pytest.UsageError(f"--runnerconf-baseline: {exc}") from None
+        raise pytest.UsageError(
+            f"{baseline.describe()}: {str(exc).removeprefix(f'{baseline.path}: ')}"
+        ) from None
 
 
 def _apply_gate(session: pytest.Session, gate: _Gate, report_json: Path) -> None:
@@ -381,7 +394,9 @@ def _gate_lines(gate: _Gate) -> list[tuple[str, bool]]:
     return lines
 
 
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
     state = config.stash.get(STATE, None)
     if state is None or not state.settings.active:
         return
@@ -402,7 +417,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
     state = config.stash.get(STATE, None)
-    if state is None or not state.settings.active:
+    if state is None:
         return None
+    if not state.settings.active:
+        return [f"runnerconf: checks skipped: {SKIP_REASON}"]
     target = state.settings.cluster or f"replay of {state.settings.replay_dir}"
     return [f"runnerconf: cluster {target}"]

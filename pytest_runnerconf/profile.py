@@ -14,9 +14,9 @@ from typing import Any
 
 from pytest_runnerconf.errors import ConfigError
 
-FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures"
-LOCAL_PROFILE = FIXTURES_DIR / "local" / "profile.toml"
-LOCAL_NAME = "local"
+PROFILE_FILE = "runnerconf.toml"
+# Keys a target provider owns: set on any other cluster they would silently do nothing.
+PROVIDER_KEYS = {"local_faults": "local"}
 
 # Pod-spec spelling first; the runner's config.toml spelling is accepted as an alias.
 DNS_POLICIES = ("None", "Default", "ClusterFirst", "ClusterFirstWithHostNet")
@@ -46,7 +46,6 @@ _SUFFIX = {
     "Pi": Decimal(2) ** 50,
     "Ei": Decimal(2) ** 60,
 }
-_PLACEHOLDER = re.compile(r"^@([a-z_]+)$")
 
 
 def is_quantity(text: str) -> bool:
@@ -131,7 +130,6 @@ class Profile:
     namespace: str
     expect: Expectations
     source: str
-    local_faults: tuple[str, ...] = ()
 
     def token(self) -> str:
         """The GitLab token: from the env var named by token_env, else from token_file."""
@@ -176,7 +174,6 @@ class Profile:
             "kube_context": self.kube_context,
             "namespace": self.namespace,
             "source": self.source,
-            "local_faults": list(self.local_faults),
             "expect": _expect_summary(exp),
         }
 
@@ -198,7 +195,6 @@ def profile_from_summary(summary: dict[str, Any]) -> Profile:
         kube_context=summary.get("kube_context"),
         namespace=summary["namespace"],
         source=f"{summary.get('source')} (as recorded in the evidence)",
-        local_faults=tuple(summary.get("local_faults") or ()),
         expect=Expectations(
             builds_dir=exp["builds_dir"],
             cleanup_deadline_s=exp["cleanup_deadline_s"],
@@ -320,7 +316,7 @@ def _quantity(ctx: _Ctx, value: Any) -> str:
 
 def _choice(*allowed: str) -> Callable[[_Ctx, Any], str]:
     def check(ctx: _Ctx, value: Any) -> str:
-        if value not in allowed:
+        if not isinstance(value, str) or value not in allowed:
             raise ctx.error(f"= {value!r} is not allowed; use one of: {', '.join(allowed)}")
         return value
 
@@ -384,10 +380,11 @@ def _dns_option(ctx: _Ctx, item: Any) -> tuple[str, str | None]:
     if isinstance(item, str) and item.strip():
         name, sep, val = item.partition(":")
         return name.strip(), (val.strip() if sep else None)
-    if isinstance(item, dict) and set(item) <= {"name", "value"} and isinstance(item.get("name"), str):
-        val = item.get("value")
-        if val is None or isinstance(val, str | int):
-            return item["name"], None if val is None else str(val)
+    key = item.get("name") if isinstance(item, dict) else None
+    if isinstance(item, dict) and set(item) <= {"name", "value"} and isinstance(key, str):
+        value = item.get("value")
+        if value is None or isinstance(value, str | int):
+            return key, None if value is None else str(value)
     raise ctx.error(
         f'has the entry {item!r} which is not allowed; each option must be "name:value", "name" '
         f'or {{name = "...", value = "..."}}'
@@ -452,7 +449,6 @@ _CLUSTER_KEYS = (
     "kubeconfig",
     "kube_context",
     "namespace",
-    "local_faults",
     "expect",
 )
 
@@ -463,6 +459,12 @@ def _optional_str(ctx: _Ctx, table: Mapping[str, Any], key: str) -> str | None:
 
 def _cluster(ctx: _Ctx, name: str, value: Any) -> Profile:
     table = _table(ctx, value)
+    for key, owner in PROVIDER_KEYS.items():
+        if key in table:
+            raise ConfigError(
+                f"{ctx.file}: {ctx.key}.{key} is a setting of the built-in {owner!r} cluster only and has no "
+                f"effect here; remove it from {ctx.key}"
+            )
     _check_keys(ctx, table, _CLUSTER_KEYS)
     url = _str(ctx.sub("gitlab_url"), _required(ctx, table, "gitlab_url", "the GitLab base URL"))
     if not url.startswith(("http://", "https://")):
@@ -472,9 +474,6 @@ def _cluster(ctx: _Ctx, name: str, value: Any) -> Profile:
             f"{ctx.file}: missing required key {ctx.key}.token_env (or token_file); "
             "it must name the environment variable (or file) that holds the GitLab token"
         )
-    faults = _str_list(ctx.sub("local_faults"), table.get("local_faults", []))
-    if faults:
-        _check_faults(ctx.sub("local_faults"), faults)
     return Profile(
         name=name,
         gitlab_url=url.rstrip("/"),
@@ -487,20 +486,11 @@ def _cluster(ctx: _Ctx, name: str, value: Any) -> Profile:
         namespace=_str(ctx.sub("namespace"), _required(ctx, table, "namespace", "the job namespace")),
         expect=_expectations(ctx.sub("expect"), table.get("expect", {})),
         source=ctx.file,
-        local_faults=faults,
     )
 
 
 def _path(value: str | None) -> str | None:
     return None if value is None else os.path.expanduser(value)
-
-
-def _check_faults(ctx: _Ctx, faults: tuple[str, ...]) -> None:
-    from pytest_runnerconf.local.faults import FAULTS
-
-    unknown = [f for f in faults if f not in FAULTS]
-    if unknown:
-        raise ctx.error(f"names unknown fault {unknown[0]!r}; known faults: {', '.join(sorted(FAULTS))}")
 
 
 # ---------------------------------------------------------------- loading
@@ -528,73 +518,65 @@ def _clusters(file: str, doc: dict[str, Any]) -> dict[str, Any]:
     return _table(_Ctx(file, "clusters"), clusters)
 
 
-def _substitute(file: str, value: Any, local_values: Mapping[str, str], key: str) -> Any:
-    if isinstance(value, dict):
-        return {k: _substitute(file, v, local_values, f"{key}.{k}") for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(file, v, local_values, key) for v in value]
-    if isinstance(value, str) and (match := _PLACEHOLDER.match(value)):
-        name = match.group(1)
-        if name not in local_values:
-            raise ConfigError(
-                f"{file}: {key} = {value!r} needs the local cluster's value {name!r}; "
-                f"local_values has: {', '.join(sorted(local_values)) or 'nothing'}"
-            )
-        return local_values[name]
-    return value
+def profile_from_table(name: str, table: Mapping[str, Any], source: str) -> Profile:
+    """A validated Profile from one [clusters.NAME] table (what target providers build theirs with).
+
+    Raises:
+        ConfigError: naming SOURCE and the dotted key of the first problem.
+    """
+    return _cluster(_Ctx(source, f"clusters.{name}"), name, dict(table))
 
 
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, val in over.items():
-        if isinstance(val, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], val)
-        else:
-            merged[key] = val
-    return merged
+def cluster_tables(path: Path) -> dict[str, Any]:
+    """The [clusters] tables of a profile file (unvalidated beyond being tables)."""
+    return _clusters(str(path), _read_toml(path))
 
 
-def _local_table(path: Path | None, local_values: Mapping[str, str]) -> tuple[dict[str, Any], str]:
-    """The built-in local profile with placeholders filled, plus the user's expect/local_faults overrides."""
-    builtin = _clusters(str(LOCAL_PROFILE), _read_toml(LOCAL_PROFILE))
-    table = _substitute(str(LOCAL_PROFILE), builtin[LOCAL_NAME], local_values, f"clusters.{LOCAL_NAME}")
-    source = str(LOCAL_PROFILE)
-    if path is None or not path.is_file():
-        return table, source
-    user = _clusters(str(path), _read_toml(path)).get(LOCAL_NAME)
-    if user is None:
-        return table, source
-    ctx = _Ctx(str(path), f"clusters.{LOCAL_NAME}")
-    user = _table(ctx, user)
-    for key in user:
-        if key not in ("expect", "local_faults"):
-            raise ConfigError(
-                f"{path}: {ctx.key}.{key} is set by the local cluster itself; "
-                "only expect and local_faults may be overridden there"
-            )
-    return _merge(table, user), f"{LOCAL_PROFILE} + {path}"
+def load_profile(
+    path: Path | None, name: str, *, looked_in: tuple[Path, ...] = (), targets: tuple[str, ...] = ()
+) -> Profile:
+    """Read cluster NAME from a runnerconf.toml.
 
+    Args:
+        path: the profile file, or None when none was found.
+        looked_in: where a profile file was looked for (for the message when there is none).
+        targets: cluster names that target providers offer without a profile (listed as known names).
 
-def load_profile(path: Path | None, name: str, *, local_values: dict[str, str] | None = None) -> Profile:
-    """Read cluster NAME from runnerconf.toml; `local` is built in and filled from local_values."""
-    if name == LOCAL_NAME:
-        table, source = _local_table(path, local_values or {})
-        return _cluster(_Ctx(source, f"clusters.{LOCAL_NAME}"), name, table)
+    Raises:
+        ConfigError: the file is missing or malformed, or has no cluster NAME.
+    """
     if path is None:
+        where = ", ".join(str(p) for p in looked_in) or PROFILE_FILE
+        offered = f"; built-in clusters: {', '.join(sorted(targets))}" if targets else ""
         raise ConfigError(
-            f"no profile file given for cluster {name!r}; point the plugin at a runnerconf.toml "
-            "(see runnerconf.example.toml) or use --runner-cluster=local"
+            f"no profile file defines cluster {name!r} (looked in: {where}){offered}; create one from "
+            "runnerconf.example.toml or point --runnerconf-config at it"
         )
-    clusters = _clusters(str(path), _read_toml(path))
+    clusters = cluster_tables(path)
     if name not in clusters:
-        known = sorted({*clusters, LOCAL_NAME})
-        raise ConfigError(f"{path}: no cluster {name!r} under [clusters]; known clusters: {', '.join(known)}")
+        known = sorted({*clusters, *targets})
+        raise ConfigError(
+            f"{path}: no cluster {name!r} under [clusters]; known clusters: {', '.join(known) or 'none'}"
+        )
     return _cluster(_Ctx(str(path), f"clusters.{name}"), name, clusters[name])
 
 
-def known_clusters(path: Path | None) -> list[str]:
+def known_clusters(path: Path | None, targets: tuple[str, ...] = ()) -> list[str]:
     """Cluster names a --runner-cluster value may take (for help text and errors)."""
-    names = {LOCAL_NAME}
+    names = set(targets)
     if path is not None and path.is_file():
         names.update(_clusters(str(path), _read_toml(path)))
     return sorted(names)
+
+
+def find_profile_file(explicit: Path | None, cwd: Path) -> tuple[Path | None, tuple[Path, ...]]:
+    """The profile file to use and the places looked in.
+
+    Order: the explicit --runnerconf-config path (which must exist), ./runnerconf.toml in the invocation
+    directory, then $XDG_CONFIG_HOME/runnerconf/runnerconf.toml (default ~/.config).
+    """
+    if explicit is not None:
+        return (explicit if explicit.is_file() else None), (explicit,)
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    candidates = (cwd / PROFILE_FILE, config_home / "runnerconf" / PROFILE_FILE)
+    return next((c for c in candidates if c.is_file()), None), candidates

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +23,7 @@ from pytest_runnerconf.kube_driver import (
     job_id_of,
 )
 from pytest_runnerconf.plan import RUN_ID_VARIABLE, Plan, job_directives, job_names, render_pipeline
-from pytest_runnerconf.profile import LOCAL_NAME, Profile
+from pytest_runnerconf.profile import Profile
 from pytest_runnerconf.trace import parse_trace
 
 Progress = Callable[[str], None]
@@ -112,6 +112,7 @@ class _Run:
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     directives: dict[str, dict[str, Any]] = field(default_factory=dict)
+    variables: dict[str, str] = field(default_factory=dict)  # the pipeline's variables
     cancelled: set[int] = field(default_factory=set)
     # Per-job Secrets by name: first_seen, deleted_at, owner_references; None when they cannot be listed.
     secrets: dict[str, dict[str, Any]] | None = field(default_factory=dict)
@@ -194,8 +195,17 @@ def new_run_id() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
-def execute(profile: Profile, plan: Plan, run_id: str, evidence_dir: Path, progress: Progress) -> RunEvidence:
+def execute(
+    profile: Profile,
+    plan: Plan,
+    run_id: str,
+    evidence_dir: Path,
+    progress: Progress,
+    variables: Mapping[str, str] | None = None,
+) -> RunEvidence:
     """Run PLAN on the cluster of PROFILE and save the evidence bundle in EVIDENCE_DIR.
+
+    VARIABLES are passed to the pipeline besides the run id (a target provider's, e.g. local faults).
 
     Raises:
         ConfigError: the profile cannot be used (token unset, bad template).
@@ -210,6 +220,7 @@ def execute(profile: Profile, plan: Plan, run_id: str, evidence_dir: Path, progr
     facts = gitlab.preflight()
     kube = KubeDriver(profile)
     run = _Run(profile=profile, run_id=run_id, progress=progress, gitlab=gitlab, kube=kube)
+    run.variables = {**dict(variables or {}), RUN_ID_VARIABLE: run_id}
     run.directives = job_directives(plan, profile, run_id)
     selector = f"{PROJECT_ID_LABEL}={gitlab.project_id}"
     resource_version = kube.preflight(selector)
@@ -234,18 +245,6 @@ def _token(profile: Profile) -> str:
     return ""
 
 
-def pipeline_variables(profile: Profile, run_id: str) -> dict[str, str]:
-    """The run id always; for the local cluster also the faults, which it applies per pipeline."""
-    variables = {RUN_ID_VARIABLE: run_id}
-    if profile.name == LOCAL_NAME:
-        from pytest_runnerconf.local.faults import ENV_VAR, faults_from_env
-
-        faults = set(profile.local_faults) | faults_from_env()
-        if faults:
-            variables[ENV_VAR] = ",".join(sorted(faults))
-    return variables
-
-
 def _run_pipeline(run: _Run, branch: str, files: dict[str, str]) -> None:
     """Push, create the pipeline, follow it; always delete the branch, cancel on any error."""
     pushed = False
@@ -253,7 +252,7 @@ def _run_pipeline(run: _Run, branch: str, files: dict[str, str]) -> None:
         # "[ci skip]": the push itself must not start a second pipeline; ours is created via the API.
         run.gitlab.push_files(branch, files, f"runnerconf run {run.run_id} [ci skip]")
         pushed = True
-        run.pipeline = run.gitlab.create_pipeline(branch, pipeline_variables(run.profile, run.run_id))
+        run.pipeline = run.gitlab.create_pipeline(branch, run.variables)
         _follow(run)
     except BaseException:
         _abort(run)
@@ -430,7 +429,7 @@ def _collect(
     branch: str,
     planned: list[str],
     stray: list[dict[str, Any]],
-    leftover: dict,
+    leftover: dict[str, Any],
 ) -> RunEvidence:
     jobs: dict[str, JobEvidence] = {}
     for job_id, summary in sorted(run.jobs.items()):

@@ -16,21 +16,25 @@ from filelock import FileLock
 
 from pytest_runnerconf.errors import ConfigError, RunnerConfError
 from pytest_runnerconf.evidence import RunEvidence, load
-from pytest_runnerconf.plan import Plan
-from pytest_runnerconf.profile import LOCAL_NAME, Profile, load_profile, profile_from_summary
+from pytest_runnerconf.plan import Plan, ProbeLibrary
+from pytest_runnerconf.profile import (
+    Profile,
+    cluster_tables,
+    find_profile_file,
+    load_profile,
+    profile_from_summary,
+)
+from pytest_runnerconf.targets import Target, load_provider, provider_names
 
 # Exit statuses besides pytest's own: 4 (usage) is reused for configuration errors found at run time.
 EXIT_USAGE = int(pytest.ExitCode.USAGE_ERROR)
 EXIT_COULD_NOT_TEST = 6  # the target could not be tested: unreachable, unauthorised, stuck
 
 SHARED_KEY = "runnerconf_shared"  # workerinput key: the directory all workers of one session share
-LOCAL_TOKEN_ENV = "RUNNERCONF_LOCAL_TOKEN"
-SKIP_REASON = "needs --runner-cluster=NAME (local needs no config)"
-# Placeholders for reading the local profile before the cluster runs (only local_faults is used then).
-_PRELOAD_VALUES = {
-    k: "http://127.0.0.1" if k == "gitlab_url" else "x"
-    for k in ("gitlab_url", "kubeconfig", "project", "runner_tag", "namespace", "token_env", "local_dns")
-}
+SKIP_REASON = (
+    "no cluster selected: pass --runner-cluster=NAME to run the checks "
+    "(--runner-cluster=local needs no configuration) or --runnerconf-replay=DIR to re-assert saved evidence"
+)
 
 
 @dataclass(frozen=True)
@@ -40,13 +44,15 @@ class Option:
     ini: str
     env: str
     help: str
+    is_path: bool = True
+    multiple: bool = False  # several paths: repeat the flag, one per ini line, os.pathsep in the env
 
 
 OPTIONS = (
     Option("runner_cluster", "--runner-cluster", "runner_cluster", "RUNNERCONF_CLUSTER",
-           "Cluster profile to test (a [clusters.NAME] table, or the built-in 'local')"),
+           "Cluster profile to test (a [clusters.NAME] table, or the built-in 'local')", is_path=False),
     Option("runnerconf_config", "--runnerconf-config", "runnerconf_config", "RUNNERCONF_CONFIG",
-           "Profile file (default: runnerconf.toml at the rootdir)"),
+           "Profile file (default: ./runnerconf.toml, then $XDG_CONFIG_HOME/runnerconf/runnerconf.toml)"),
     Option("runnerconf_evidence", "--runnerconf-evidence", "runnerconf_evidence", "RUNNERCONF_EVIDENCE",
            "Directory for the evidence bundle (default: runnerconf-evidence/<run-id>)"),
     Option("runnerconf_replay", "--runnerconf-replay", "runnerconf_replay", "RUNNERCONF_REPLAY",
@@ -55,92 +61,175 @@ OPTIONS = (
            "Directory for the conformance report (default: runnerconf-report)"),
     Option("runnerconf_baseline", "--runnerconf-baseline", "runnerconf_baseline", "RUNNERCONF_BASELINE",
            "Upgrade gate: a previous report.json; exit 1 only for checks that passed there and fail now"),
+    Option("runnerconf_probes", "--runnerconf-probes", "runnerconf_probes", "RUNNERCONF_PROBES",
+           "Extra probe directory (<probe>.yml and <probe>.sh) for a team's own checks; may be repeated",
+           multiple=True),
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PathValue:
+    """A path setting as the user typed it, where it came from, and the absolute path it resolved to."""
+
+    typed: str
+    path: Path
+    origin: str  # "--runnerconf-config", "ini runnerconf_config", "env RUNNERCONF_CONFIG"
+
+    def describe(self) -> str:
+        """`--runnerconf-config=my.toml (/abs/dir/my.toml)`: what to fix, as typed and as resolved."""
+        sep = "=" if self.origin.startswith("--") else " = "
+        resolved = "" if self.typed == str(self.path) else f" ({self.path})"
+        return f"{self.origin}{sep}{self.typed}{resolved}"
 
 
 @dataclass(frozen=True)
 class Settings:
     cluster: str | None
-    config_path: Path
+    config: PathValue | None  # an explicit profile file
     evidence_dir: Path | None
-    replay_dir: Path | None
+    replay: PathValue | None
     report_dir: Path
-    rootdir: Path
-    baseline: Path | None = None  # the upgrade gate's previous report.json
+    invocation_dir: Path
+    baseline: PathValue | None = None  # the upgrade gate's previous report.json
+    probe_dirs: tuple[PathValue, ...] = ()
 
     @property
     def active(self) -> bool:
-        return bool(self.cluster or self.replay_dir)
+        return bool(self.cluster or self.replay)
+
+    @property
+    def replay_dir(self) -> Path | None:
+        return self.replay.path if self.replay is not None else None
+
+    def profile_file(self) -> tuple[Path | None, tuple[Path, ...]]:
+        """The profile file to read and where one was looked for."""
+        return find_profile_file(self.config.path if self.config else None, self.invocation_dir)
+
+    def probe_library(self) -> ProbeLibrary:
+        return ProbeLibrary.with_extra(p.path for p in self.probe_dirs)
 
 
-def _value(config: pytest.Config, option: Option) -> str | None:
-    """CLI > ini > environment."""
+def _raw_values(config: pytest.Config, option: Option) -> tuple[list[str], str, Path]:
+    """(values, origin, base directory): CLI > ini > environment.
+
+    pytest's own rule for paths: relative to the invocation directory on the command line and in the
+    environment, relative to the ini file's directory in an ini file.
+    """
+    here = Path(config.invocation_params.dir)
     cli = config.getoption(option.dest, default=None)
     if cli:
-        return str(cli)
+        values = [str(v) for v in cli] if isinstance(cli, list) else [str(cli)]
+        return values, option.flag, here
     ini = config.getini(option.ini)
     if ini:
-        return str(ini)
-    return os.environ.get(option.env) or None
+        base = Path(config.inipath).parent if config.inipath else Path(config.rootpath)
+        values = [str(v) for v in ini] if isinstance(ini, list) else [str(ini)]
+        return [v for v in values if v.strip()], f"ini {option.ini}", base
+    env = os.environ.get(option.env)
+    if env:
+        values = env.split(os.pathsep) if option.multiple else [env]
+        return [v for v in values if v], f"env {option.env}", here
+    return [], "", here
+
+
+def _path_value(typed: str, origin: str, base: Path) -> PathValue:
+    return PathValue(typed, (base / Path(typed).expanduser()).resolve(), origin)
 
 
 def resolve_settings(config: pytest.Config) -> Settings:
-    root = Path(config.rootpath)
-    values = {o.dest: _value(config, o) for o in OPTIONS}
+    here = Path(config.invocation_params.dir)
+    values: dict[str, list[PathValue]] = {}
+    cluster: str | None = None
+    for option in OPTIONS:
+        raw, origin, base = _raw_values(config, option)
+        if not option.is_path:
+            cluster = raw[0] if raw else None
+            continue
+        values[option.dest] = [_path_value(v, origin, base) for v in raw]
 
-    def path(key: str) -> Path | None:
-        raw = values[key]
-        return None if raw is None else (root / Path(raw).expanduser())
+    def one(dest: str) -> PathValue | None:
+        found = values[dest]
+        return found[0] if found else None
 
+    evidence = one("runnerconf_evidence")
+    report = one("runnerconf_report")
     return Settings(
-        cluster=values["runner_cluster"],
-        config_path=path("runnerconf_config") or root / "runnerconf.toml",
-        evidence_dir=path("runnerconf_evidence"),
-        replay_dir=path("runnerconf_replay"),
-        report_dir=path("runnerconf_report") or root / "runnerconf-report",
-        rootdir=root,
-        baseline=path("runnerconf_baseline"),
+        cluster=cluster,
+        config=one("runnerconf_config"),
+        evidence_dir=evidence.path if evidence else None,
+        replay=one("runnerconf_replay"),
+        report_dir=report.path if report else here / "runnerconf-report",
+        invocation_dir=here,
+        baseline=one("runnerconf_baseline"),
+        probe_dirs=tuple(values["runnerconf_probes"]),
     )
 
 
 def validate(settings: Settings) -> None:
     """Configuration problems found before collection become a usage error (exit 4)."""
-    if settings.replay_dir is not None and not settings.replay_dir.is_dir():
-        raise pytest.UsageError(f"--runnerconf-replay={settings.replay_dir} is not a directory")
-    if settings.cluster and settings.cluster != LOCAL_NAME:
-        try:
-            load_profile(settings.config_path, settings.cluster)
-        except ConfigError as exc:
-            raise pytest.UsageError(str(exc)) from None
-    elif settings.cluster == LOCAL_NAME:
-        try:
-            _local_faults(settings)
-        except ConfigError as exc:
-            raise pytest.UsageError(str(exc)) from None
+    try:
+        _validate(settings)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
-def _config_file(settings: Settings) -> Path | None:
-    return settings.config_path if settings.config_path.is_file() else None
+def _validate(settings: Settings) -> None:
+    if settings.replay is not None and not settings.replay.path.is_dir():
+        raise ConfigError(f"{settings.replay.describe()} is not a directory; give an evidence bundle")
+    if settings.config is not None and not settings.config.path.is_file():
+        raise ConfigError(f"{settings.config.describe()}: profile file not found")
+    for probe_dir in settings.probe_dirs:
+        if not probe_dir.path.is_dir():
+            raise ConfigError(f"{probe_dir.describe()}: probe directory not found")
+    settings.probe_library().validate()
+    if settings.cluster:
+        resolve_target(settings)
 
 
-def _local_faults(settings: Settings) -> frozenset[str]:
-    from pytest_runnerconf.local.faults import faults_from_env, parse_faults
+@dataclass(frozen=True)
+class TargetSpec:
+    """How the session will obtain its target: a profile from a file, or a provider with the user's table."""
 
-    pre = load_profile(_config_file(settings), LOCAL_NAME, local_values=dict(_PRELOAD_VALUES))
-    return parse_faults(pre.local_faults) | faults_from_env()
+    name: str
+    profile: Profile | None = None
+    provider: str | None = None
+    table: dict[str, Any] | None = None
+    source: str = ""
 
 
-def local_values(info: Any) -> dict[str, str]:
-    """The built-in local profile's placeholders, from a running local cluster's ClusterInfo."""
-    return {
-        "gitlab_url": info.gitlab_url,
-        "kubeconfig": info.kubeconfig,
-        "project": info.project,
-        "runner_tag": info.runner_tag,
-        "namespace": info.namespace,
-        "token_env": LOCAL_TOKEN_ENV,
-        "local_dns": getattr(info, "local_dns", "") or "127.0.0.1",
-    }
+def resolve_target(settings: Settings) -> TargetSpec:
+    """Which target --runner-cluster names; validates it without starting anything.
+
+    A provider's name (the built-in 'local') wins over a profile table of that name, which then only
+    overrides the provider's settings.
+    """
+    name = settings.cluster
+    assert name is not None
+    path, looked_in = settings.profile_file()
+    offered = provider_names()
+    if name in offered:
+        table: dict[str, Any] | None = None
+        if path is not None:
+            user = cluster_tables(path).get(name)
+            if user is not None and not isinstance(user, dict):
+                raise ConfigError(f"{path}: clusters.{name} must be a table")
+            table = user
+        source = str(path) if table is not None else f"the built-in {name!r} cluster"
+        provider = load_provider(name)
+        assert provider is not None
+        provider.validate(table, source)
+        return TargetSpec(name=name, provider=name, table=table, source=source)
+    profile = load_profile(path, name, looked_in=looked_in, targets=offered)
+    return TargetSpec(name=name, profile=profile, source=profile.source)
+
+
+def open_target(spec: TargetSpec, log: Callable[[str], None]) -> Target:
+    if spec.profile is not None:
+        return Target(profile=spec.profile)
+    assert spec.provider is not None
+    provider = load_provider(spec.provider)
+    assert provider is not None
+    return provider.open(spec.table, spec.source, log)
 
 
 # ---------------------------------------------------------------- shared directory (xdist)
@@ -185,10 +274,10 @@ class RunnerConfSession:
         self.settings = settings
         self.shared = shared
         self.progress = progress
-        self.plan = Plan(probes=())
+        self.plan = Plan(probes=(), library=settings.probe_library())
         self._profile: Profile | None = None
         self._evidence: RunEvidence | None = None
-        self._stop_local: Callable[[], None] | None = None
+        self._close: Callable[[], None] | None = None
 
     # -- errors
 
@@ -202,29 +291,28 @@ class RunnerConfSession:
     # -- profile
 
     def profile(self) -> Profile:
+        """The profile the run used (the target's, complete before the run) or the replayed one."""
         if self._profile is None:
-            self._profile = self._load_profile(self._shared_local_values())
+            if self.settings.replay is not None and self.settings.cluster is None:
+                self._profile = self._replay_profile()
+            elif self.settings.replay is not None:
+                self._profile = self._target_spec().profile or self._replay_profile()
+            else:
+                self.evidence()
+                self._profile = profile_from_summary(
+                    json.loads((self.shared / "profile.json").read_text(encoding="utf-8"))
+                )
         return self._profile
 
-    def _shared_local_values(self) -> dict[str, str] | None:
-        path = self.shared / "local_values.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-    def _load_profile(self, values: dict[str, str] | None) -> Profile:
-        name = self.settings.cluster
-        # A replayed local run is judged by the local profile it recorded (its values came from that cluster).
-        if self.settings.replay_dir is not None and name in (None, LOCAL_NAME):
-            return self._replay_profile()
-        assert name is not None
+    def _target_spec(self) -> TargetSpec:
         try:
-            return load_profile(
-                _config_file(self.settings) or self.settings.config_path, name, local_values=values
-            )
+            return resolve_target(self.settings)
         except ConfigError as exc:
             self.fatal(str(exc), EXIT_USAGE)
 
     def _replay_profile(self) -> Profile:
-        # Without --runner-cluster, replay judges the evidence against the expectations it was recorded with.
+        # Without --runner-cluster (or for a provider's target), replay judges the evidence against the
+        # expectations it was recorded with.
         summary = self.evidence().profile
         try:
             return profile_from_summary(summary)
@@ -268,27 +356,20 @@ class RunnerConfSession:
     def _produce(self) -> RunEvidence:
         from pytest_runnerconf.run import execute, new_run_id
 
-        if self.settings.cluster == LOCAL_NAME:
-            self._start_local()
-        profile = self.profile()
+        target = open_target(self._target_spec(), self.progress)
+        self._close = target.close
+        profile = target.profile
+        (self.shared / "profile.json").write_text(json.dumps(profile.summary()), encoding="utf-8")
         run_id = new_run_id()
-        directory = self.settings.evidence_dir or (self.settings.rootdir / "runnerconf-evidence" / run_id)
+        directory = self.settings.evidence_dir or (
+            self.settings.invocation_dir / "runnerconf-evidence" / run_id
+        )
         try:
-            return execute(profile, self.plan, run_id, directory, self.progress)
+            return execute(profile, self.plan, run_id, directory, self.progress, target.pipeline_variables)
         finally:
             self.progress("")  # clears the live line; the terminal summary has the run's one-line summary
 
-    def _start_local(self) -> None:
-        from pytest_runnerconf.local.cluster import ensure_running
-
-        info, stop = ensure_running(_local_faults(self.settings), log=self.progress)
-        self._stop_local = stop
-        # The local token is handed over in-process only; the profile names the variable, never the value.
-        os.environ[LOCAL_TOKEN_ENV] = info.gitlab_token
-        values = local_values(info)
-        (self.shared / "local_values.json").write_text(json.dumps(values), encoding="utf-8")
-
     def close(self) -> None:
-        if self._stop_local is not None:
-            stop, self._stop_local = self._stop_local, None
-            stop()
+        if self._close is not None:
+            close, self._close = self._close, None
+            close()

@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf.checks import check, fail
-from pytest_runnerconf.evidence import JobEvidence
-from pytest_runnerconf.profile import Profile
+from pytest_runnerconf import JobEvidence, Profile, check, fail
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]

@@ -7,9 +7,7 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf.checks import check, fail
-from pytest_runnerconf.evidence import JobEvidence, RunEvidence
-from pytest_runnerconf.profile import Profile
+from pytest_runnerconf import JobEvidence, Profile, RunEvidence, check, fail
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]

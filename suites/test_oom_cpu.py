@@ -9,9 +9,7 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf.checks import check, fail
-from pytest_runnerconf.evidence import JobEvidence, PodObservation
-from pytest_runnerconf.profile import Profile, quantity_value
+from pytest_runnerconf import JobEvidence, PodObservation, Profile, check, fail, quantity_value
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf.checks import check, fail
-from pytest_runnerconf.evidence import JobEvidence, PodObservation, RunEvidence
+from pytest_runnerconf import JobEvidence, PodObservation, RunEvidence, check, fail
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]

@@ -10,9 +10,7 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf.checks import check, fail
-from pytest_runnerconf.evidence import JobEvidence
-from pytest_runnerconf.profile import Limits, Profile, quantity_value
+from pytest_runnerconf import JobEvidence, Limits, Profile, check, fail, quantity_value
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]
@@ -60,7 +58,7 @@ def _same(a: Any, b: Any) -> bool:
     try:
         return quantity_value(str(a)) == quantity_value(str(b))
     except ValueError:
-        return a == b
+        return bool(a == b)
 
 
 def resources_problems(resources: dict[str, Any], want: Limits) -> dict[str, str]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf.errors import RunnerConfError
+from pytest_runnerconf.local.errors import LocalError
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -25,8 +25,8 @@ def docker_client() -> Any:
     from pytest_runnerconf.local import engine
 
     try:
-        return engine.docker_client(ensure=IN_CI)
-    except RunnerConfError as exc:
+        return engine.docker_client(ensure=False)  # set-up is `runnerconf local setup`, never a test
+    except LocalError as exc:
         _unavailable(str(exc))
 
 
@@ -37,7 +37,7 @@ def local_cluster(docker_client: Any) -> Iterator[Any]:
 
     try:
         info, stop = cluster.ensure_running(log=lambda m: None)
-    except RunnerConfError as exc:
+    except LocalError as exc:
         _unavailable(f"the local cluster cannot start: {exc}")
     yield info
     if stop is not None:

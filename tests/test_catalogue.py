@@ -674,7 +674,7 @@ VALUES = {
 def test_templates_carry_the_values_the_checks_assume() -> None:
     jobs: dict[str, Any] = {}
     for probe in ("aliases", "dns", "resources", "oom", "cpu", "cleanup"):
-        jobs |= load_probe_jobs(probe, VALUES, PROBES)
+        jobs |= load_probe_jobs(probe, VALUES)
     service = jobs["aliases"]["services"][0]
     assert service["alias"].replace(",", " ").split() == list(als.EXPLICIT)
     assert jobs["aliases-invalid"]["services"][0]["alias"] == als.INVALID

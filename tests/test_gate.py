@@ -161,7 +161,7 @@ def test_unusable_baseline_is_one_sentence_and_exit_4(
     bundle = _bundle(gate, "good", ordering="success", builds="success")
     result = _replay(gate, bundle, f"--runnerconf-baseline={path}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"ERROR: --runnerconf-baseline: {path}: {problem}"])
+    result.stderr.fnmatch_lines([f"ERROR: --runnerconf-baseline={path}: {problem}"])
     text = result.stdout.str() + result.stderr.str()
     assert "Traceback" not in text
     # Refused before anything ran: no report was written.

@@ -11,10 +11,11 @@ import yaml
 
 from pytest_runnerconf.errors import ConfigError
 from pytest_runnerconf.plan import (
-    PROBES_DIR,
     RUN_ID_VARIABLE,
     STAGE,
     Plan,
+    ProbeLibrary,
+    builtin_probes_dir,
     job_directives,
     job_names,
     make_plan,
@@ -62,7 +63,7 @@ def test_render_matches_golden() -> None:
     text, files = render_pipeline(make_plan(["ordering", "builds"]), _profile(), RUN_ID)
     _golden("pipeline-builds-ordering.yml", text)
     assert sorted(files) == [".runnerconf/builds.sh", ".runnerconf/lib.sh", ".runnerconf/ordering.sh"]
-    assert files[".runnerconf/lib.sh"] == (PROBES_DIR / "lib.sh").read_text()
+    assert files[".runnerconf/lib.sh"] == (builtin_probes_dir() / "lib.sh").read_text()
 
 
 def test_render_one_stage_tags_images_and_run_id() -> None:
@@ -107,42 +108,71 @@ def test_empty_plan_refused() -> None:
         render_pipeline(Plan(probes=()), _profile(), RUN_ID)
 
 
+def _only(directory: Path) -> ProbeLibrary:
+    """A library of one directory standing in for the built-in one."""
+    (directory / "lib.sh").write_text("")
+    return ProbeLibrary((directory,))
+
+
 def test_unknown_placeholder_names_file(tmp_path: Path) -> None:
-    (tmp_path / "lib.sh").write_text("")
+    library = _only(tmp_path)
     (tmp_path / "bad.yml").write_text('bad:\n  image: "{{ images.nope }}"\n  script: [true]\n')
     with pytest.raises(ConfigError, match=r"bad\.yml: unknown placeholder \{\{ images\.nope \}\}"):
-        render_pipeline(Plan(probes=("bad",)), _profile(), RUN_ID, directory=tmp_path)
+        render_pipeline(Plan(probes=("bad",), library=library), _profile(), RUN_ID)
 
 
 def test_duplicate_job_across_probes_refused(tmp_path: Path) -> None:
-    (tmp_path / "lib.sh").write_text("")
+    library = _only(tmp_path)
     for probe in ("a", "b"):
         (tmp_path / f"{probe}.yml").write_text("same:\n  script: [true]\n")
     with pytest.raises(ConfigError, match="job 'same' is already defined"):
-        render_pipeline(Plan(probes=("a", "b")), _profile(), RUN_ID, directory=tmp_path)
+        render_pipeline(Plan(probes=("a", "b"), library=library), _profile(), RUN_ID)
 
 
 def test_directives_are_stripped_and_returned(tmp_path: Path) -> None:
-    (tmp_path / "lib.sh").write_text("")
+    library = _only(tmp_path)
     (tmp_path / "c.yml").write_text(
         "c-cancel:\n  x-runnerconf:\n    cancel_on_record: c-cancel\n  script: [true]\n"
         "c-plain:\n  script: [true]\n"
     )
-    plan = Plan(probes=("c",))
-    text, _ = render_pipeline(plan, _profile(), RUN_ID, directory=tmp_path)
+    plan = Plan(probes=("c",), library=library)
+    text, _ = render_pipeline(plan, _profile(), RUN_ID)
     assert "x-runnerconf" not in text
-    assert job_directives(plan, _profile(), RUN_ID, directory=tmp_path) == {
-        "c-cancel": {"cancel_on_record": "c-cancel"}
-    }
+    assert job_directives(plan, _profile(), RUN_ID) == {"c-cancel": {"cancel_on_record": "c-cancel"}}
 
 
 def test_unknown_directive_refused(tmp_path: Path) -> None:
-    (tmp_path / "lib.sh").write_text("")
+    library = _only(tmp_path)
     (tmp_path / "c.yml").write_text("c:\n  x-runnerconf:\n    cancel_after: 3\n  script: [true]\n")
     with pytest.raises(
         ConfigError, match=r"c\.yml: job 'c' has unknown x-runnerconf keys \['cancel_after'\]"
     ):
-        job_directives(Plan(probes=("c",)), _profile(), RUN_ID, directory=tmp_path)
+        job_directives(Plan(probes=("c",), library=library), _profile(), RUN_ID)
+
+
+def test_extra_probe_directory_adds_probes_and_scripts(tmp_path: Path) -> None:
+    (tmp_path / "team.yml").write_text("team-job:\n  script: [sh .runnerconf/team.sh]\n")
+    (tmp_path / "team.sh").write_text("echo team\n")
+    library = ProbeLibrary.with_extra([tmp_path])
+    plan = make_plan(["team", "builds"], library=library)
+    text, files = render_pipeline(plan, _profile(), RUN_ID)
+    assert "team-job" in yaml.safe_load(text) and "builds" in yaml.safe_load(text)
+    assert files[".runnerconf/team.sh"] == "echo team\n"
+    assert files[".runnerconf/lib.sh"] == (builtin_probes_dir() / "lib.sh").read_text()
+
+
+def test_probe_defined_twice_is_refused_naming_both(tmp_path: Path) -> None:
+    (tmp_path / "builds.yml").write_text("mine:\n  script: [true]\n")
+    with pytest.raises(
+        ConfigError, match=r"probe 'builds' is defined twice: .*builds\.yml and .*builds\.yml"
+    ):
+        make_plan(["builds"], library=ProbeLibrary.with_extra([tmp_path]))
+
+
+def test_extra_probe_directory_may_not_replace_lib(tmp_path: Path) -> None:
+    (tmp_path / "lib.sh").write_text("")
+    with pytest.raises(ConfigError, match=r"lib\.sh is the built-in probe library's name"):
+        make_plan(["builds"], library=ProbeLibrary.with_extra([tmp_path]))
 
 
 # ---------------------------------------------------------------- probe scripts under a real sh

@@ -92,7 +92,12 @@ def test_collect_only_needs_no_cluster(suite: pytest.Pytester) -> None:
 def test_without_cluster_every_check_is_skipped_with_the_reason(suite: pytest.Pytester) -> None:
     result = suite.runpytest("-rs", "suites")
     result.assert_outcomes(skipped=CHECK_COUNT)
-    result.stdout.fnmatch_lines(["*needs --runner-cluster=NAME (local needs no config)*"])
+    result.stdout.fnmatch_lines(
+        [
+            "runnerconf: checks skipped: no cluster selected: pass --runner-cluster=NAME*",
+            "SKIPPED *no cluster selected: pass --runner-cluster=NAME to run the checks (--runner-cluster=local needs no configuration)*",
+        ]
+    )
 
 
 @pytest.mark.parametrize(

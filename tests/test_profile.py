@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from decimal import Decimal
 from pathlib import Path
 
@@ -10,24 +9,15 @@ import pytest
 
 from pytest_runnerconf.errors import ConfigError
 from pytest_runnerconf.profile import (
-    FIXTURES_DIR,
     DnsExpect,
     Limits,
+    find_profile_file,
     known_clusters,
     load_profile,
     quantity_value,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCAL_VALUES = {
-    "gitlab_url": "http://127.0.0.1:8929",
-    "token_env": "RUNNERCONF_LOCAL_TOKEN",
-    "project": "runnerconf/scratch",
-    "runner_tag": "runnerconf-local",
-    "kubeconfig": "/tmp/runnerconf/kubeconfig",
-    "namespace": "ci",
-    "local_dns": "172.17.0.1",
-}
 MINIMAL = """
 [clusters.prod]
 gitlab_url = "https://gitlab.example.com"
@@ -80,68 +70,38 @@ def test_minimal_cluster_gets_defaults(tmp_path: Path) -> None:
     assert profile.expect.oom_report == "container"
 
 
-def test_local_profile_fills_placeholders() -> None:
-    profile = load_profile(None, "local", local_values=LOCAL_VALUES)
-    assert profile.gitlab_url == "http://127.0.0.1:8929"
-    assert profile.token_env == "RUNNERCONF_LOCAL_TOKEN"
-    assert profile.runner_tags == ("runnerconf-local",)
-    assert profile.namespace == "ci"
-    assert profile.expect.dns is not None
-    assert profile.expect.dns.nameservers == ("172.17.0.1",)
-    assert profile.expect.images.insecure_registries == ("registry.runnerconf.test:5000",)
-    assert "@" not in repr(profile)
-
-
-def test_local_profile_matches_the_local_runner_config() -> None:
-    config = tomllib.loads((FIXTURES_DIR / "local" / "config.toml").read_text(encoding="utf-8"))
-    runner = config["runners"][0]
-    kube = runner["kubernetes"]
-    exp = load_profile(None, "local", local_values=LOCAL_VALUES).expect
-    for prefix, limits in (("", exp.build), ("helper_", exp.helper), ("service_", exp.service)):
-        for field, value in vars(limits).items():
-            assert kube[f"{prefix}{field}"] == value, f"{prefix}{field}"
-    caps = {
-        k.removesuffix("_overwrite_max_allowed"): v for k, v in kube.items() if k.endswith("_max_allowed")
-    }
-    assert caps == exp.override_caps
-    assert exp.dns is not None and exp.dns.policy.lower() == kube["dns_policy"]
-    assert list(exp.dns.searches) == kube["dns_config"]["searches"]
-    assert [(o["name"], o["value"]) for o in kube["dns_config"]["options"]] == list(exp.dns.options)
-    assert runner.get("builds_dir", "/builds") == exp.builds_dir
-    assert kube["namespace"] == "ci"
-
-
-def test_user_file_overrides_local_expectations_only(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
-        '[clusters.local]\nlocal_faults = ["leak-pods"]\n[clusters.local.expect.build]\ncpu_limit = "2"\n',
-    )
-    profile = load_profile(path, "local", local_values=LOCAL_VALUES)
-    assert profile.expect.build.cpu_limit == "2"
-    assert profile.expect.build.memory_limit == "512Mi"  # untouched keys keep the built-in value
-    assert profile.local_faults == ("leak-pods",)
-    path = write(tmp_path, '[clusters.local]\ngitlab_url = "https://elsewhere.example"\n')
-    assert error_of(path, "local", local_values=LOCAL_VALUES) == (
-        f"{path}: clusters.local.gitlab_url is set by the local cluster itself; "
-        "only expect and local_faults may be overridden there"
-    )
-
-
-def test_local_profile_without_its_values_names_the_missing_one() -> None:
-    message = error_of(None, "local", local_values={"gitlab_url": "http://127.0.0.1:1"})
-    assert "clusters.local.token_env = '@token_env' needs the local cluster's value 'token_env'" in message
-    assert "local_values has: gitlab_url" in message
-
-
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.toml"
     assert error_of(path) == (
         f"{path}: profile file not found; create it (see runnerconf.example.toml) "
         "or use --runner-cluster=local"
     )
-    # The built-in local profile needs no file at all.
-    assert load_profile(path, "local", local_values=LOCAL_VALUES).name == "local"
-    assert "no profile file given for cluster 'prod'" in error_of(None)
+
+
+def test_no_file_names_the_cluster_where_it_looked_and_the_builtin_ones(tmp_path: Path) -> None:
+    looked = (tmp_path / "runnerconf.toml", tmp_path / "xdg" / "runnerconf" / "runnerconf.toml")
+    message = error_of(None, "prod", looked_in=looked, targets=("local",))
+    assert message == (
+        f"no profile file defines cluster 'prod' (looked in: {looked[0]}, {looked[1]}); "
+        "built-in clusters: local; create one from runnerconf.example.toml or point --runnerconf-config at it"
+    )
+
+
+def test_profile_file_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cwd, xdg = tmp_path / "work", tmp_path / "xdg"
+    cwd.mkdir()
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(xdg))
+    assert find_profile_file(None, cwd) == (
+        None,
+        (cwd / "runnerconf.toml", xdg / "runnerconf" / "runnerconf.toml"),
+    )
+    (xdg / "runnerconf").mkdir(parents=True)
+    (xdg / "runnerconf" / "runnerconf.toml").write_text(MINIMAL)
+    assert find_profile_file(None, cwd)[0] == xdg / "runnerconf" / "runnerconf.toml"
+    (cwd / "runnerconf.toml").write_text(MINIMAL)
+    assert find_profile_file(None, cwd)[0] == cwd / "runnerconf.toml"
+    explicit = tmp_path / "mine.toml"
+    assert find_profile_file(explicit, cwd) == (None, (explicit,))
 
 
 def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
@@ -153,11 +113,9 @@ def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
 
 def test_unknown_cluster_lists_known_ones(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL + MINIMAL.replace("prod", "staging"))
-    assert (
-        error_of(path, "qa")
-        == f"{path}: no cluster 'qa' under [clusters]; known clusters: local, prod, staging"
-    )
-    assert known_clusters(path) == ["local", "prod", "staging"]
+    assert error_of(path, "qa") == f"{path}: no cluster 'qa' under [clusters]; known clusters: prod, staging"
+    assert error_of(path, "qa", targets=("local",)).endswith("known clusters: local, prod, staging")
+    assert known_clusters(path, ("local",)) == ["local", "prod", "staging"]
 
 
 @pytest.mark.parametrize(
@@ -243,15 +201,14 @@ def test_dns_policy_accepts_the_runner_spelling_and_option_tables(tmp_path: Path
     assert dns.resolv_options() == ("ndots:3", "rotate")
 
 
-def test_unknown_local_fault(tmp_path: Path) -> None:
+def test_local_faults_on_another_cluster_is_an_error_naming_the_key(tmp_path: Path) -> None:
     path = write(
-        tmp_path, MINIMAL.replace('namespace = "ci"', 'namespace = "ci"\nlocal_faults = ["leak-pod"]')
+        tmp_path, MINIMAL.replace('namespace = "ci"', 'namespace = "ci"\nlocal_faults = ["leak-pods"]')
     )
-    message = error_of(path)
-    assert message.startswith(
-        f"{path}: clusters.prod.local_faults names unknown fault 'leak-pod'; known faults: "
+    assert error_of(path) == (
+        f"{path}: clusters.prod.local_faults is a setting of the built-in 'local' cluster only and has no "
+        "effect here; remove it from clusters.prod"
     )
-    assert "leak-pods" in message
 
 
 def test_token_from_env_then_file_and_never_in_repr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from pytest_runnerconf.errors import GitLabError
+from pytest_runnerconf.local.errors import LocalAPIError
 from pytest_runnerconf.local.model import ArtifactsDef, ServiceDef, Variable
 
 DEFAULT_STAGES = ("build", "test", "deploy")
@@ -113,7 +113,7 @@ _PROBLEM_REWRITES = (
 )
 
 
-class CIConfigError(GitLabError):
+class CIConfigError(LocalAPIError):
     """The pipeline configuration is invalid; the message is GitLab's wording for the same mistake."""
 
 
@@ -423,7 +423,9 @@ def _stages(config: dict[str, Any]) -> tuple[str, ...]:
 
 def _defaults(config: dict[str, Any]) -> dict[str, Any]:
     """Merged `default:` and the deprecated top-level image/services/before_script/after_script."""
-    defaults = {k: config[k] for k in ("image", "services", "before_script", "after_script") if k in config}
+    defaults: dict[str, Any] = {
+        k: config[k] for k in ("image", "services", "before_script", "after_script") if k in config
+    }
     block = config.get("default")
     if block is None:
         return defaults

@@ -18,13 +18,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pytest_runnerconf.errors import ConfigError, InfraError
+from pytest_runnerconf.local.errors import LocalConfigError, LocalStartError
 from pytest_runnerconf.local.faults import ENV_VAR as FAULTS_ENV_VAR
-from pytest_runnerconf.local.faults import parse_faults
+from pytest_runnerconf.local.model import ClusterInfo
 from pytest_runnerconf.local.netsvc import pid_running
+from pytest_runnerconf.resources import fixtures_path
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "fixtures" / "local"
 STATE_NAME = "state.json"
+TOKEN_NAME = "gitlab-token"
 START_DEADLINE_S = 900.0  # a cold start builds images from Debian packages
 Log = Callable[[str], None]
 
@@ -37,10 +38,8 @@ def default_home() -> Path:
     return Path.home() / ".cache" / "runnerconf" / "local"
 
 
-def read_state(home: Path | None = None) -> Any | None:
+def read_state(home: Path | None = None) -> ClusterInfo | None:
     """The ClusterInfo of a running local cluster, or None."""
-    from pytest_runnerconf.local.model import ClusterInfo
-
     path = (home or default_home()) / STATE_NAME
     try:
         data = json.loads(path.read_text())
@@ -68,17 +67,16 @@ class LocalCluster:
     def __init__(self, home: Path, faults: frozenset[str] = frozenset(), config: Path | None = None) -> None:
         self.home = home
         self.faults = faults
-        self.config_path = config or FIXTURES / "config.toml"
+        self.config_path = config or fixtures_path("local", "config.toml")
         self._stops: list[Callable[[], None]] = []
-        self.info: Any = None
+        self.info: ClusterInfo | None = None
 
-    def start(self, log: Log = print) -> Any:
-        from pytest_runnerconf.local import engine, images, netsvc
+    def start(self, log: Log = print) -> ClusterInfo:
+        from pytest_runnerconf.local import engine, images, netsvc, setup
         from pytest_runnerconf.local.gitlab_api import GitLabAPI
         from pytest_runnerconf.local.gitlab_state import GitLabState
         from pytest_runnerconf.local.kstore import KubeStore
         from pytest_runnerconf.local.kube_api import KubeAPI, write_kubeconfig
-        from pytest_runnerconf.local.model import ClusterInfo
         from pytest_runnerconf.local.pods import DockerPods
         from pytest_runnerconf.local.runner import LocalRunner
         from pytest_runnerconf.local.runner_config import load_runner_config
@@ -86,11 +84,11 @@ class LocalCluster:
 
         self.home.mkdir(parents=True, exist_ok=True)
         self._hold_home_lock()
-        settings = tomllib.loads((FIXTURES / "cluster.toml").read_text())
+        settings = tomllib.loads(fixtures_path("local", "cluster.toml").read_text())
         cl = settings["cluster"]
         t0 = time.monotonic()
-        client = engine.docker_client(ensure=True)
-        engine.ensure_host_packages()
+        # Never installs or builds anything: that is `runnerconf local setup`'s job alone.
+        client = setup.require()
         log(f"runnerconf local: docker engine ready ({time.monotonic() - t0:.1f}s)")
         built = images.ensure_images(client, log=log)
         cluster_id = secrets.token_hex(4)
@@ -178,6 +176,9 @@ class LocalCluster:
             "runnerconf-local",
             namespace,
         )
+        token_file = self.home / TOKEN_NAME
+        _write_private(token_file, gitlab_token + "\n")
+        self._stops.append(lambda: token_file.unlink(missing_ok=True))
         self.info = ClusterInfo(
             gitlab_url=gitlab.url,
             gitlab_token=gitlab_token,
@@ -190,12 +191,9 @@ class LocalCluster:
             home=str(self.home),
             faults=sorted(self.faults),
             local_dns=gateway,
+            token_file=str(token_file),
         )
-        state_file = self.home / STATE_NAME
-        tmp = state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self.info)))
-        os.chmod(tmp, 0o600)  # holds the tokens
-        tmp.replace(state_file)
+        _write_private(self.home / STATE_NAME, json.dumps(asdict(self.info)))  # holds the tokens
         log(f"runnerconf local: up in {time.monotonic() - t0:.1f}s")
         return self.info
 
@@ -206,7 +204,7 @@ class LocalCluster:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise ConfigError(
+            raise LocalConfigError(
                 f"a local cluster already runs from {self.home}; reuse it or stop it with `runnerconf local down`"
             ) from None
         os.ftruncate(fd, 0)
@@ -220,6 +218,15 @@ class LocalCluster:
             stop = self._stops.pop(0)
             with contextlib.suppress(Exception):
                 stop()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, atomically (it holds tokens)."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    tmp.replace(path)
 
 
 def _redact_token(text: str) -> str:
@@ -271,7 +278,7 @@ def serve_foreground(home: Path, faults: frozenset[str], log: Log = print) -> in
     return 0
 
 
-def start_detached(home: Path, faults: frozenset[str], log: Log = print) -> Any:
+def start_detached(home: Path, faults: frozenset[str], log: Log = print) -> ClusterInfo:
     """Start a cluster in the background and wait until it answers."""
     home.mkdir(parents=True, exist_ok=True)
     log_path = home / "cluster.log"
@@ -315,12 +322,12 @@ def start_detached(home: Path, faults: frozenset[str], log: Log = print) -> Any:
         offset += len(complete.encode()) + (1 if complete else 0)
         if code is not None:
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-5:])
-            raise InfraError(
+            raise LocalStartError(
                 f"the local cluster exited during start-up (exit {code}); its log {log_path} ends:\n{tail}"
             )
         time.sleep(0.5)
     proc.terminate()
-    raise InfraError(f"the local cluster did not answer within {START_DEADLINE_S:.0f}s; see {log_path}")
+    raise LocalStartError(f"the local cluster did not answer within {START_DEADLINE_S:.0f}s; see {log_path}")
 
 
 def _is_cluster(pid: int) -> bool:
@@ -359,16 +366,19 @@ def stop_running(home: Path | None = None, timeout: float = 120.0) -> bool:
     return stopped
 
 
-def ensure_running(
-    faults: frozenset[str] = frozenset(), log: Log = print
-) -> tuple[Any, Callable[[], None] | None]:
+def ensure_running(log: Log = print) -> tuple[ClusterInfo, Callable[[], None] | None]:
     """Reuse a running local cluster, or start one (returning a stop callable).
 
-    `faults` are only validated: a run's faults travel with its pipeline (RUNNERCONF_LOCAL_FAULTS), so one
-    clean cluster serves clean and faulted runs alike.
+    A run's faults travel with its pipeline (RUNNERCONF_LOCAL_FAULTS), so one clean cluster serves clean
+    and faulted runs alike.
+
+    Raises:
+        LocalSetupMissing: the engine, a host package or an image is missing (`runnerconf local setup`).
+        LocalStartError: the cluster could not start.
     """
-    parse_faults(list(faults))
     from filelock import FileLock
+
+    from pytest_runnerconf.local import setup
 
     home = default_home()
     home.mkdir(parents=True, exist_ok=True)
@@ -378,8 +388,13 @@ def ensure_running(
         if info is not None and _answers(info.gitlab_url):
             return info, None
         if info is not None:
-            raise ConfigError(
+            raise LocalStartError(
                 f"a local cluster is recorded in {home / STATE_NAME} but does not answer; run `runnerconf local down`"
             )
+        setup.require()  # checked here, where the sentence reaches the user, not in the detached child
         info = start_detached(home, frozenset(), log)
-    return info, lambda: stop_running(home)
+
+    def stop() -> None:
+        stop_running(home)
+
+    return info, stop

@@ -15,7 +15,12 @@ import docker.errors
 import requests.exceptions
 from filelock import FileLock
 
-from pytest_runnerconf.errors import EngineError
+from pytest_runnerconf.local.errors import LocalStartError
+
+
+class EngineError(LocalStartError):
+    """No Docker engine answers and none can be started."""
+
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 DOCKERD_LOG = Path("/var/log/runnerconf-dockerd.log")

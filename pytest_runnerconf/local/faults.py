@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from pytest_runnerconf.errors import ConfigError
+from pytest_runnerconf.local.errors import LocalConfigError
 
 FAULTS: dict[str, str] = {
     "init-not-first": "init containers start after the regular containers instead of before them",
@@ -26,7 +26,7 @@ ENV_VAR = "RUNNERCONF_LOCAL_FAULTS"
 
 
 def parse_faults(names: Iterable[str] | str | None) -> frozenset[str]:
-    """Validate fault names; an unknown name is a ConfigError listing the known ones."""
+    """Validate fault names; an unknown name is a LocalConfigError listing the known ones."""
     if names is None:
         return frozenset()
     if isinstance(names, str):
@@ -34,7 +34,7 @@ def parse_faults(names: Iterable[str] | str | None) -> frozenset[str]:
     chosen = frozenset(n.strip() for n in names if n.strip())
     unknown = sorted(chosen - FAULTS.keys())
     if unknown:
-        raise ConfigError(
+        raise LocalConfigError(
             f"unknown local-cluster fault {', '.join(map(repr, unknown))}; "
             f"known faults: {', '.join(sorted(FAULTS))}"
         )

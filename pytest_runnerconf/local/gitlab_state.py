@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pytest_runnerconf.errors import GitLabError
 from pytest_runnerconf.local.ciyaml import CIConfigError, JobDef, parse_config
+from pytest_runnerconf.local.errors import LocalAPIError
 from pytest_runnerconf.local.gitrepo import ZERO_SHA, Commit, GitRepo, RepoError
 from pytest_runnerconf.local.model import JobPayload, JobQueue, Variable
 
@@ -29,7 +29,7 @@ FINISHED = frozenset({"success", "failed", "canceled", "skipped"})
 _SINK_STATUSES = frozenset({"success", "failed", "canceled"})
 
 
-class StateError(GitLabError):
+class StateError(LocalAPIError):
     """A request GitLab would refuse; `message` is GitLab's (a string, or a dict such as {"base": [...]})."""
 
     def __init__(self, message: str | dict[str, Any], status: int = 400) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_runnerconf.errors import GitLabError
+from pytest_runnerconf.local.errors import LocalAPIError
 
 AUTHOR_NAME = "runnerconf"
 AUTHOR_EMAIL = "runnerconf@localhost.invalid"
@@ -21,7 +21,7 @@ _ACTIONS = ("create", "update", "delete", "move", "chmod")
 _HEX = re.compile(r"^[0-9a-fA-F]{7,40}$")
 
 
-class RepoError(GitLabError):
+class RepoError(LocalAPIError):
     """A repository request GitLab would refuse; `status` is the HTTP status GitLab answers with."""
 
     def __init__(self, message: str, status: int = 400) -> None:
@@ -147,7 +147,9 @@ class GitRepo:
             ["git", *args], input=stdin, capture_output=True, env=self._env(index), check=False
         )
         if check and proc.returncode != 0:
-            raise GitLabError(f"git {args[0]} failed in {self.path}: {proc.stderr.decode(errors='replace')}")
+            raise LocalAPIError(
+                f"git {args[0]} failed in {self.path}: {proc.stderr.decode(errors='replace')}"
+            )
         return proc.stdout if proc.returncode == 0 else b""
 
     def _try(self, *args: str) -> str | None:
@@ -421,7 +423,7 @@ class GitRepo:
             check=False,
         )
         if proc.returncode != 0:
-            raise GitLabError(
+            raise LocalAPIError(
                 f"git commit-tree failed in {self.path}: {proc.stderr.decode(errors='replace')}"
             )
         return proc.stdout.decode().strip()

@@ -23,8 +23,9 @@ import docker
 import docker.errors
 from filelock import FileLock
 
-from pytest_runnerconf.errors import ConfigError, InfraError
+from pytest_runnerconf.local.errors import LocalConfigError, LocalStartError
 from pytest_runnerconf.local.netsvc import pid_running
+from pytest_runnerconf.resources import fixtures_path
 
 # Bump when the build steps below change what ends up in an image: every tag changes with it.
 BUILD_SCRIPT_VERSION = "1"
@@ -51,7 +52,7 @@ _TRIM = (
 Log = Callable[[str], None]
 
 
-class ImageBuildError(InfraError):
+class ImageBuildError(LocalStartError):
     """A local image could not be built (debootstrap, apt download or docker import failed)."""
 
 
@@ -79,7 +80,7 @@ def recipes_dir() -> Path:
     override = os.environ.get(RECIPES_ENV)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "fixtures" / "local" / "images"
+    return fixtures_path("local", "images")
 
 
 def image_names() -> list[str]:
@@ -89,11 +90,15 @@ def image_names() -> list[str]:
 def load_recipe(name: str) -> Recipe:
     path = recipes_dir() / f"{name}.toml"
     if not path.is_file():
-        raise ConfigError(f"no image recipe {name!r} at {path}; known images: {', '.join(image_names())}")
+        raise LocalConfigError(
+            f"no image recipe {name!r} at {path}; known images: {', '.join(image_names())}"
+        )
     data = tomllib.loads(path.read_text())
     builder = data.get("builder", "")
     if builder not in ("debootstrap", "deb-extract"):
-        raise ConfigError(f"image recipe {path} has builder {builder!r}; use 'debootstrap' or 'deb-extract'")
+        raise LocalConfigError(
+            f"image recipe {path} has builder {builder!r}; use 'debootstrap' or 'deb-extract'"
+        )
     files = tuple(
         FileSpec(src=path.parent / f["src"], dest=f["dest"], mode=int(str(f.get("mode", "0644")), 8))
         for f in data.get("files", [])
@@ -129,6 +134,12 @@ def recipe_hash(name: str) -> str:
 
 def image_tag(name: str) -> str:
     return f"{REPOSITORY_PREFIX}/{name}:{recipe_hash(name)[:12]}"
+
+
+def missing_images(client: docker.DockerClient, names: Iterable[str] | None = None) -> list[str]:
+    """The images (name:tag) of the current recipes that are not built yet."""
+    wanted = sorted(set(names) if names is not None else image_names())
+    return [f"{n} ({image_tag(n)})" for n in wanted if not _has_image(client, image_tag(n))]
 
 
 def ensure_images(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import copy
 import re
 import secrets
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pytest_runnerconf.errors import RunnerConfError
+from pytest_runnerconf.local.errors import LocalError
 
 NAMESPACED_KINDS = frozenset({"Pod", "Event", "Secret", "ConfigMap"})
 KINDS = NAMESPACED_KINDS | {"Namespace"}
@@ -57,7 +58,7 @@ _META_FIELDS = frozenset({"metadata.name", "metadata.namespace"})
 DeleteHook = Callable[[str, str, int], None]
 
 
-class StoreError(RunnerConfError):
+class StoreError(LocalError):
     """A store operation was refused; code/reason are what the Kubernetes API answers with."""
 
     code = 500
@@ -125,7 +126,9 @@ _EXISTS_RX = re.compile(rf"^\s*(?P<neg>!?)\s*(?P<key>{_KEY})\s*$")
 
 def _split_top_level(text: str) -> list[str]:
     """Split on commas that are not inside `in (...)` value lists."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for ch in text:
         depth += {"(": 1, ")": -1}.get(ch, 0)
         if ch == "," and depth == 0:
@@ -396,7 +399,7 @@ class KubeStore:
         kind: str,
         selector: Selector,
         cursor: int,
-        initial: list[dict[str, Any]],
+        initial: builtins.list[dict[str, Any]],
         timeout_s: float | None,
         stop: threading.Event | None,
         bookmark_s: float | None,
@@ -422,7 +425,7 @@ class KubeStore:
         deadline: float | None,
         stop: threading.Event | None,
         next_bookmark: float | None,
-    ) -> tuple[list[tuple[str, dict[str, Any]]], int, bool]:
+    ) -> tuple[builtins.list[tuple[str, dict[str, Any]]], int, bool]:
         """Wait for changes after `cursor`; return (events for this watch, new cursor, watch ended)."""
         with self._cond:
             while self._rv <= cursor:

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from pytest_runnerconf.errors import ConfigError
+from pytest_runnerconf.local.errors import LocalConfigError
 from pytest_runnerconf.local.httpserve import LoopbackServer, Request, Response, Router
 from pytest_runnerconf.local.kstore import BadRequest, Gone, KubeStore, NotFound, StoreError, plural
 
@@ -354,7 +354,7 @@ def write_kubeconfig(
 ) -> Path:
     """Write a kubeconfig with one cluster and one user + context per token (mode 0600: it holds tokens)."""
     if current not in contexts:
-        raise ConfigError(f"kubeconfig current context {current!r} is not one of {sorted(contexts)}")
+        raise LocalConfigError(f"kubeconfig current context {current!r} is not one of {sorted(contexts)}")
     config = {
         "apiVersion": "v1",
         "kind": "Config",

@@ -118,6 +118,7 @@ class ClusterInfo:
     home: str
     faults: list[str] = field(default_factory=list)
     local_dns: str = ""  # address of the cluster's own DNS server (the pods' nameserver)
+    token_file: str = ""  # the GitLab token, alone in a 0600 file: what a profile's token_file points at
 
     def shell_lines(self) -> list[str]:
         return [

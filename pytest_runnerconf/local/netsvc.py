@@ -23,7 +23,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from pytest_runnerconf.errors import InfraError
+from pytest_runnerconf.local.errors import LocalStartError
 
 CLUSTER_ZONES = ("runnerconf.test", "cluster.local")
 REGISTRY_HOST = "registry.runnerconf.test"
@@ -35,7 +35,7 @@ MANIFEST_TYPES = (
 )
 
 
-class ServiceError(InfraError):
+class ServiceError(LocalStartError):
     """A local-cluster host service (DNS server, registry) could not be started or used."""
 
 

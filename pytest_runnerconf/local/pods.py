@@ -448,6 +448,7 @@ class DockerPods:
         kwargs = self._docker_kwargs(pod, spec, c)
         if c.kind in ("build", "helper"):
             kwargs["init"] = True  # PID 1 must forward SIGTERM or deletion waits the whole grace period
+        assert c.image is not None  # _pull resolved it
         container = self.client.containers.create(c.image.local, command, entrypoint=entrypoint, **kwargs)
         with self._lock:
             c.docker_id = container.id

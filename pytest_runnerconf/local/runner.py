@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_runnerconf.errors import ConfigError
 from pytest_runnerconf.local import quantity
+from pytest_runnerconf.local.errors import LocalConfigError
 from pytest_runnerconf.local.faults import ENV_VAR as FAULTS_ENV_VAR
 from pytest_runnerconf.local.faults import parse_faults
 from pytest_runnerconf.local.kstore import NotFound
@@ -95,7 +95,7 @@ class LocalRunner:
         # cluster can serve a clean run and fault runs side by side.
         try:
             job_faults = parse_faults(payload.variable(FAULTS_ENV_VAR))
-        except ConfigError:
+        except LocalConfigError:
             job_faults = frozenset()
         job = RunningJob(payload, self.faults | job_faults)
         with self._lock:
@@ -447,7 +447,7 @@ echo "Skipping Git submodules setup"
                 c = self.pods.container_state(ns, name, cname)
                 if c is not None and c.exit_code is not None:
                     statuses = self._pod(ns, name).get("status", {}).get("containerStatuses", [])
-                    st = next((s for s in statuses if s["name"] == cname), {})
+                    st: dict[str, Any] = next((s for s in statuses if s["name"] == cname), {})
                     term = st.get("state", {}).get("terminated", {})
                     reason = term.get("reason", "Error")
                     return f"Error in container {cname}: exit code: {c.exit_code}, reason: '{reason}'"

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_runnerconf.errors import ConfigError
 from pytest_runnerconf.local import quantity
+from pytest_runnerconf.local.errors import LocalConfigError
 from pytest_runnerconf.local.model import ServiceDef
 
 # helpers/featureflags/flags.go at v18.11.4: every flag and its default.
@@ -256,7 +256,7 @@ def load_runner_config(source: str | Path, substitutions: dict[str, str] | None 
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{name}: malformed TOML: {exc}") from exc
+        raise LocalConfigError(f"{name}: malformed TOML: {exc}") from exc
     data = _substitute(data, substitutions or {})
     return _runner_config(data, name)
 
@@ -273,7 +273,7 @@ def _read_file(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read runner config: {exc.strerror}") from exc
+        raise LocalConfigError(f"{path}: cannot read runner config: {exc.strerror}") from exc
 
 
 def _substitute(value: Any, subs: dict[str, str]) -> Any:
@@ -293,7 +293,7 @@ def _runner_config(data: dict[str, Any], source: str) -> RunnerConfig:
     ctx = _Ctx(source, "top level")
     runners = data.get("runners")
     if not isinstance(runners, list) or len(runners) != 1 or not isinstance(runners[0], dict):
-        raise ConfigError(f"{source}: expected exactly one [[runners]] table")
+        raise LocalConfigError(f"{source}: expected exactly one [[runners]] table")
     return RunnerConfig(
         concurrent=_typed(ctx, "concurrent", data.get("concurrent", 1), int),
         check_interval=_typed(ctx, "check_interval", data.get("check_interval", 0), int),
@@ -306,7 +306,7 @@ def _runner_section(raw: dict[str, Any], source: str) -> RunnerSection:
     ctx = _Ctx(source, "[[runners]]")
     for key in ("name", "url", "token", "executor"):
         if key not in raw:
-            raise ConfigError(f"{source}: [[runners]] {key} is required")
+            raise LocalConfigError(f"{source}: [[runners]] {key} is required")
     flags = _typed(ctx, "feature_flags", raw.get("feature_flags", {}), dict[str, bool])
     kube_raw = _typed(ctx, "kubernetes", raw.get("kubernetes", {}), dict)
     return RunnerSection(
@@ -411,7 +411,7 @@ def _check_quantity(ctx: _Ctx, key: str, value: str) -> None:
     try:
         quantity.parse(value)
     except quantity.QuantityError as exc:
-        raise ConfigError(
+        raise LocalConfigError(
             f"{ctx.source}: {ctx.table} {key} = {value!r} is not a Kubernetes quantity "
             f'(e.g. "500m", "2", "512Mi"): {exc}'
         ) from exc
@@ -425,7 +425,7 @@ def _typed(ctx: _Ctx, key: str, value: Any, expected: Any) -> Any:
     ok, converted = _convert(value, expected)
     if not ok:
         shown = "<hidden>" if "token" in key else repr(value)
-        raise ConfigError(
+        raise LocalConfigError(
             f"{ctx.source}: {ctx.table} {key} must be {_describe(expected)}, "
             f"got {type(value).__name__} {shown}"
         )

@@ -13,8 +13,9 @@ from typing import Any
 import docker.errors
 import pytest
 
-from pytest_runnerconf.errors import ConfigError, EngineError
 from pytest_runnerconf.local import engine, images
+from pytest_runnerconf.local.engine import EngineError
+from pytest_runnerconf.local.errors import LocalConfigError as ConfigError
 
 RECIPES = images.recipes_dir()
 

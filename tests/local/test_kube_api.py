@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from pytest_runnerconf.errors import ConfigError
+from pytest_runnerconf.local.errors import LocalConfigError as ConfigError
 from pytest_runnerconf.local.kstore import BadRequest, Gone, KubeStore
 from pytest_runnerconf.local.kube_api import GIT_VERSION, KubeAPI, write_kubeconfig
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_runnerconf.errors import ConfigError
+from pytest_runnerconf.local.errors import LocalConfigError as ConfigError
 from pytest_runnerconf.local.runner_config import (
     FEATURE_FLAG_DEFAULTS,
     DNSConfig,
