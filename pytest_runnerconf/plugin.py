@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,10 +15,12 @@ from _pytest.terminal import TerminalReporter
 
 from pytest_runnerconf.allure_report import AllureAdapter
 from pytest_runnerconf.checks import MARKER_HELP, info_for
+from pytest_runnerconf.display import ProgressDisplay
 from pytest_runnerconf.errors import ConfigError
 from pytest_runnerconf.evidence import JobEvidence, RunEvidence
 from pytest_runnerconf.plan import PROBE_MARKER, plan_for_items
 from pytest_runnerconf.profile import Profile
+from pytest_runnerconf.progress import Progress, ProgressEvent
 from pytest_runnerconf.report import CheckResult
 
 if TYPE_CHECKING:
@@ -106,28 +111,66 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         state.close()
 
 
-def _progress(config: pytest.Config) -> Callable[[str], None]:
-    """One updating terminal line while the pipeline runs (fixture setup output is captured otherwise)."""
+def _progress(config: pytest.Config) -> Progress:
+    """The run's progress display: live on a terminal, a plain log in CI (and wherever output is no TTY).
 
-    def show(line: str) -> None:
-        reporter = config.pluginmanager.get_plugin("terminalreporter")
-        capture = config.pluginmanager.get_plugin("capturemanager")
-        if reporter is None or is_worker(config):
-            return
-        if capture is None:
-            _rewrite(reporter, line)
-            return
-        with capture.global_and_fixture_disabled():
-            _rewrite(reporter, line)
+    Made at the first event: at pytest_configure the terminal reporter may not exist yet.
+    """
+    if is_worker(config):
+        return lambda event: None  # a worker's output does not reach the terminal
+    out = _TerminalOutput(config)
+    config.pluginmanager.register(out, "runnerconf-terminal")
+    display: list[Progress] = []
+
+    def show(event: ProgressEvent) -> None:
+        if not display:
+            reporter = config.pluginmanager.get_plugin("terminalreporter")
+            live = reporter is not None and bool(reporter.isatty) and not in_ci()
+            quiet = reporter is None
+            display.append(ProgressDisplay(out, live=live, verbosity=-2 if quiet else config.get_verbosity()))
+        display[0](event)
 
     return show
 
 
-def _rewrite(reporter: TerminalReporter, line: str) -> None:
-    reporter.rewrite(line, erase=True)
-    if not line:
-        # The live line overwrote pytest's "path/to/test_x.py" prefix; make pytest print it again.
-        reporter.currentfspath = None
+def in_ci() -> bool:
+    """The variables pytest itself takes for CI (it then shows full assertion diffs): CI, BUILD_NUMBER."""
+    return bool(os.environ.get("CI") or os.environ.get("BUILD_NUMBER"))
+
+
+class _TerminalOutput:
+    """Progress text onto pytest's terminal, past output capturing (fixture setup output is captured)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.item: tuple[str, tuple[str, int | None, str]] | None = None
+
+    def pytest_runtest_logstart(self, nodeid: str, location: tuple[str, int | None, str]) -> None:
+        self.item = (nodeid, location)  # the test whose row pytest has open; resume() reopens it
+
+    @contextlib.contextmanager
+    def _terminal(self) -> Iterator[TerminalReporter]:
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            yield self.config.pluginmanager.getplugin("terminalreporter")
+
+    def write(self, text: str) -> None:
+        with self._terminal() as reporter:
+            reporter.write(text, flush=True)
+
+    def resume(self) -> None:
+        # pytest writes its result letters where the cursor is: let it print its own row prefix again (the
+        # module's path, or the test's location with -v) so that they do not land after our last line.
+        with self._terminal() as reporter:
+            reporter.currentfspath = None
+            if self.item is not None and (reporter.showfspath or reporter.showlongtestinfo):
+                reporter.pytest_runtest_logstart(*self.item)
+            else:
+                reporter.write("\n", flush=True)
+
+    def width(self) -> int:
+        with self._terminal():  # while fd-capturing, stdout is a file: measure the real terminal
+            return shutil.get_terminal_size().columns
 
 
 def _is_check(item: pytest.Item) -> bool:
@@ -406,9 +449,10 @@ def pytest_terminal_summary(
     if error is not None and config.pluginmanager.hasplugin("dsession"):
         terminalreporter.write_line(f"runnerconf: could not test: {error[0]}", red=True, bold=True)
     run = _session_run(state)
-    if run is not None:
+    informative = config.get_verbosity() > -2  # -qq: only what decides the outcome, as pytest does
+    if run is not None and informative:
         terminalreporter.write_line(summary_line(run))
-    if config.stash[RESULTS].results:
+    if config.stash[RESULTS].results and informative:
         terminalreporter.write_line(f"runnerconf: report in {state.settings.report_dir}")
     gate = config.stash.get(GATE, None)
     for line, bad in _gate_lines(gate) if gate is not None else ():

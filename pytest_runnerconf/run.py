@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,11 +24,9 @@ from pytest_runnerconf.kube_driver import (
 )
 from pytest_runnerconf.plan import RUN_ID_VARIABLE, Plan, job_directives, job_names, render_pipeline
 from pytest_runnerconf.profile import Profile
+from pytest_runnerconf.progress import FINISHED, Progress, RunChanges
 from pytest_runnerconf.trace import parse_trace
 
-Progress = Callable[[str], None]
-
-FINISHED = frozenset({"success", "failed", "canceled", "skipped", "manual"})
 NOT_STARTED = frozenset({"created", "pending", "waiting_for_resource", "preparing", "scheduled"})
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 3.0
@@ -101,7 +99,7 @@ class _Run:
 
     profile: Profile
     run_id: str
-    progress: Progress
+    changes: RunChanges
     gitlab: GitLabDriver
     kube: KubeDriver
     watch: PodWatch | None = None
@@ -177,16 +175,14 @@ class _Run:
     def job_ids(self) -> set[int]:
         return set(self.jobs)
 
-    def line(self, what: str = "") -> None:
-        done = sum(1 for j in self.jobs.values() if j.get("status") in FINISHED)
-        mine = [n for n, j in self.tracker.job_of.items() if j in self.jobs]
-        gone = sum(1 for n in mine if self.tracker.pods[n].deleted_at is not None)
-        pid = self.pipeline.get("id", "?")
-        elapsed = time.time() - self.started
-        self.progress(
-            f"runnerconf {self.profile.name}: pipeline #{pid} jobs {done}/{len(self.jobs)} done, "
-            f"pods seen {len(mine)} ({gone} deleted) {what}{elapsed:.0f}s"
-        )
+    def report(self, waiting: tuple[str, int] = ("", 0)) -> None:
+        """Tell the progress display what changed since the last look; it decides what to show."""
+        pods = {
+            name: (job_id, self.tracker.pods[name].deleted_at is not None)
+            for name, job_id in self.tracker.job_of.items()
+            if job_id in self.jobs
+        }
+        self.changes.look(self.pipeline, self.jobs, pods, waiting)
 
 
 def new_run_id() -> str:
@@ -213,13 +209,12 @@ def execute(
         RunTimeout: no job was picked up, a pod stayed Pending, or the run exceeded its deadline.
     """
     ci_yaml, files = render_pipeline(plan, profile, run_id)
-    progress(
-        f"runnerconf {profile.name}: preflight (GitLab {profile.gitlab_url}, namespace {profile.namespace})"
-    )
+    changes = RunChanges(progress, profile.name)
+    changes.preflight(profile.gitlab_url, profile.namespace)
     gitlab = GitLabDriver(profile)
     facts = gitlab.preflight()
     kube = KubeDriver(profile)
-    run = _Run(profile=profile, run_id=run_id, progress=progress, gitlab=gitlab, kube=kube)
+    run = _Run(profile=profile, run_id=run_id, changes=changes, gitlab=gitlab, kube=kube)
     run.variables = {**dict(variables or {}), RUN_ID_VARIABLE: run_id}
     run.directives = job_directives(plan, profile, run_id)
     selector = f"{PROJECT_ID_LABEL}={gitlab.project_id}"
@@ -236,6 +231,7 @@ def execute(
     evidence = _collect(run, facts, branch, job_names(ci_yaml), stray, leftover)
     evidence.secrets = run.secrets
     save(evidence, evidence_dir, secrets=(_token(profile),))
+    changes.done(len(leftover.get("pods") or ()))
     return evidence
 
 
@@ -303,7 +299,7 @@ def _follow(run: _Run) -> None:
         if _refresh_jobs(run):
             backoff = BACKOFF_START_S
         _cancel_on_records(run)
-        run.line()
+        run.report()
         if run.jobs and all(j.get("status") in FINISHED for j in run.jobs.values()):
             run.pipeline = run.gitlab.pipeline(int(run.pipeline["id"]))
             return
@@ -384,15 +380,16 @@ def _await_cleanup(run: _Run) -> dict[str, Any]:
     """After the last job: watch until every job pod is DELETED or the cleanup deadline passes."""
     deadline_s = run.profile.expect.cleanup_deadline_s
     end = time.monotonic() + deadline_s
-    while run.tracker.alive(run.job_ids()) and time.monotonic() < end:
-        run.line("waiting for pod deletion ")
+    while (alive := run.tracker.alive(run.job_ids())) and time.monotonic() < end:
+        run.report(("pods", len(alive)))
         run.drain(wait_s=min(BACKOFF_MAX_S, max(0.0, end - time.monotonic())))
     # The garbage collector removes owner-referenced Secrets after their pod: keep looking until they go.
-    while run.pending_secrets() and time.monotonic() < end:
-        run.line("waiting for Secret deletion ")
+    while (pending := run.pending_secrets()) and time.monotonic() < end:
+        run.report(("secrets", len(pending)))
         run.drain(wait_s=min(SECRET_POLL_S, max(0.0, end - time.monotonic())))
     run.secrets_polled = 0.0  # one last look, whatever the rate limit says
     run.drain()
+    run.report()
     alive = run.tracker.alive(run.job_ids())
     return {"pods": alive, "deadline_s": deadline_s} if alive else {}
 

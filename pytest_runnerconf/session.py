@@ -24,7 +24,8 @@ from pytest_runnerconf.profile import (
     load_profile,
     profile_from_summary,
 )
-from pytest_runnerconf.targets import Target, load_provider, provider_names
+from pytest_runnerconf.progress import END, Progress, note
+from pytest_runnerconf.targets import Log, Target, load_provider, provider_names
 
 # Exit statuses besides pytest's own: 4 (usage) is reused for configuration errors found at run time.
 EXIT_USAGE = int(pytest.ExitCode.USAGE_ERROR)
@@ -223,7 +224,7 @@ def resolve_target(settings: Settings) -> TargetSpec:
     return TargetSpec(name=name, profile=profile, source=profile.source)
 
 
-def open_target(spec: TargetSpec, log: Callable[[str], None]) -> Target:
+def open_target(spec: TargetSpec, log: Log) -> Target:
     if spec.profile is not None:
         return Target(profile=spec.profile)
     assert spec.provider is not None
@@ -261,9 +262,6 @@ def _store_error(shared: Path, message: str, code: int) -> None:
 
 
 # ---------------------------------------------------------------- the session
-
-
-Progress = Callable[[str], None]
 
 
 class RunnerConfSession:
@@ -354,9 +352,15 @@ class RunnerConfSession:
             return run
 
     def _produce(self) -> RunEvidence:
+        try:
+            return self._start_and_run()
+        finally:
+            self.progress(END)  # the display finishes its lines; the terminal summary has the run's summary
+
+    def _start_and_run(self) -> RunEvidence:
         from pytest_runnerconf.run import execute, new_run_id
 
-        target = open_target(self._target_spec(), self.progress)
+        target = open_target(self._target_spec(), lambda text: self.progress(note(text)))
         self._close = target.close
         profile = target.profile
         (self.shared / "profile.json").write_text(json.dumps(profile.summary()), encoding="utf-8")
@@ -364,10 +368,7 @@ class RunnerConfSession:
         directory = self.settings.evidence_dir or (
             self.settings.invocation_dir / "runnerconf-evidence" / run_id
         )
-        try:
-            return execute(profile, self.plan, run_id, directory, self.progress, target.pipeline_variables)
-        finally:
-            self.progress("")  # clears the live line; the terminal summary has the run's one-line summary
+        return execute(profile, self.plan, run_id, directory, self.progress, target.pipeline_variables)
 
     def close(self) -> None:
         if self._close is not None:
