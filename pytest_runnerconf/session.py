@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -110,7 +110,11 @@ class Settings:
         return ProbeLibrary.with_extra(p.path for p in self.probe_dirs)
 
 
-def _raw_values(config: pytest.Config, option: Option) -> tuple[list[str], str, Path]:
+Values = tuple[list[str], str, Path]  # the values of one option, where they came from, their base directory
+Lookup = Callable[[Option], Values]
+
+
+def _raw_values(config: pytest.Config, option: Option) -> Values:
     """(values, origin, base directory): CLI > ini > environment.
 
     pytest's own rule for paths: relative to the invocation directory on the command line and in the
@@ -119,13 +123,19 @@ def _raw_values(config: pytest.Config, option: Option) -> tuple[list[str], str, 
     here = Path(config.invocation_params.dir)
     cli = config.getoption(option.dest, default=None)
     if cli:
-        values = [str(v) for v in cli] if isinstance(cli, list) else [str(cli)]
-        return values, option.flag, here
+        return _given(cli), option.flag, here
     ini = config.getini(option.ini)
     if ini:
         base = Path(config.inipath).parent if config.inipath else Path(config.rootpath)
-        values = [str(v) for v in ini] if isinstance(ini, list) else [str(ini)]
-        return [v for v in values if v.strip()], f"ini {option.ini}", base
+        return [v for v in _given(ini) if v.strip()], f"ini {option.ini}", base
+    return _env_values(option, here)
+
+
+def _given(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def _env_values(option: Option, here: Path) -> Values:
     env = os.environ.get(option.env)
     if env:
         values = env.split(os.pathsep) if option.multiple else [env]
@@ -138,11 +148,24 @@ def _path_value(typed: str, origin: str, base: Path) -> PathValue:
 
 
 def resolve_settings(config: pytest.Config) -> Settings:
-    here = Path(config.invocation_params.dir)
+    return _settings(lambda option: _raw_values(config, option), Path(config.invocation_params.dir))
+
+
+def command_settings(given: Mapping[str, Any], here: Path) -> Settings:
+    """The settings of a `runnerconf` verb: its options (by dest) > the environment; there is no ini file."""
+
+    def lookup(option: Option) -> Values:
+        value = given.get(option.dest)
+        return (_given(value), option.flag, here) if value else _env_values(option, here)
+
+    return _settings(lookup, here)
+
+
+def _settings(lookup: Lookup, here: Path) -> Settings:
     values: dict[str, list[PathValue]] = {}
     cluster: str | None = None
     for option in OPTIONS:
-        raw, origin, base = _raw_values(config, option)
+        raw, origin, base = lookup(option)
         if not option.is_path:
             cluster = raw[0] if raw else None
             continue
@@ -169,12 +192,13 @@ def resolve_settings(config: pytest.Config) -> Settings:
 def validate(settings: Settings) -> None:
     """Configuration problems found before collection become a usage error (exit 4)."""
     try:
-        _validate(settings)
+        check_settings(settings)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
 
 
-def _validate(settings: Settings) -> None:
+def check_settings(settings: Settings) -> None:
+    """Raises ConfigError naming the first setting that cannot be used (nothing is started)."""
     if settings.replay is not None and not settings.replay.path.is_dir():
         raise ConfigError(f"{settings.replay.describe()} is not a directory; give an evidence bundle")
     if settings.config is not None and not settings.config.path.is_file():

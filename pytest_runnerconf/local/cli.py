@@ -105,7 +105,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     lsub.add_parser(
         "setup", help="install the Docker engine and host packages, build the images (the only host change)"
     ).set_defaults(func=cmd_local_setup)
-    up = lsub.add_parser("up", help="run it (foreground; Ctrl-C stops it and removes everything)")
+    up = lsub.add_parser(
+        "up", help="run the local cluster (foreground; Ctrl-C stops it, removing everything)"
+    )
     up.add_argument("--detach", action="store_true", help="start in the background and print shell lines")
     up.add_argument(
         "--faults",
@@ -114,6 +116,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     up.set_defaults(func=cmd_local_up)
     lsub.add_parser(
-        "down", help="stop it and remove every container, volume and process it started"
+        "down", help="stop the local cluster, remove every container, volume and process it started"
     ).set_defaults(func=cmd_local_down)
-    lsub.add_parser("status", help="say whether it runs and where").set_defaults(func=cmd_local_status)
+    lsub.add_parser("status", help="say whether the local cluster runs, and where").set_defaults(
+        func=cmd_local_status
+    )
