@@ -43,6 +43,7 @@ from pytest_runnerconf.session import (
 STATE = pytest.StashKey[RunnerConfSession]()
 RESULTS = pytest.StashKey["_Results"]()
 GATE = pytest.StashKey["_Gate"]()
+REPORT_ERROR = pytest.StashKey[str]()
 CHECK_PROPERTY = "runnerconf_check"
 
 
@@ -322,7 +323,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if error is not None:
         # With xdist the workers only skipped; the controller turns the stored error into the exit status.
         session.exitstatus = error[1]
-    report_json = _write_reports(config, state)
+    try:
+        report_json = _write_reports(config, state)
+    except OSError as exc:
+        # Checked before the run; what remains (a full disk, permissions changed meanwhile) is one sentence.
+        given = state.settings.report
+        named = given.describe() if given is not None else str(state.settings.report_dir)
+        config.stash[REPORT_ERROR] = f"the report could not be written to {named}: {exc.strerror or exc}"
+        session.exitstatus = EXIT_USAGE
+        return
     gate = config.stash.get(GATE, None)
     if gate is not None and report_json is not None:
         _apply_gate(session, gate, report_json)
@@ -452,7 +461,10 @@ def pytest_terminal_summary(
     informative = config.get_verbosity() > -2  # -qq: only what decides the outcome, as pytest does
     if run is not None and informative:
         terminalreporter.write_line(summary_line(run))
-    if config.stash[RESULTS].results and informative:
+    report_error = config.stash.get(REPORT_ERROR, None)
+    if report_error is not None:
+        terminalreporter.write_line(f"runnerconf: {report_error}", red=True, bold=True)
+    elif config.stash[RESULTS].results and informative:
         terminalreporter.write_line(f"runnerconf: report in {state.settings.report_dir}")
     gate = config.stash.get(GATE, None)
     for line, bad in _gate_lines(gate) if gate is not None else ():

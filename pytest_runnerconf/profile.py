@@ -457,7 +457,7 @@ def _optional_str(ctx: _Ctx, table: Mapping[str, Any], key: str) -> str | None:
     return _str(ctx.sub(key), table[key]) if key in table else None
 
 
-def _cluster(ctx: _Ctx, name: str, value: Any) -> Profile:
+def _cluster(ctx: _Ctx, name: str, value: Any, base: Path | None = None) -> Profile:
     table = _table(ctx, value)
     for key, owner in PROVIDER_KEYS.items():
         if key in table:
@@ -478,10 +478,10 @@ def _cluster(ctx: _Ctx, name: str, value: Any) -> Profile:
         name=name,
         gitlab_url=url.rstrip("/"),
         token_env=_optional_str(ctx, table, "token_env"),
-        token_file=_optional_str(ctx, table, "token_file"),
+        token_file=_path(_optional_str(ctx, table, "token_file"), base),
         project=_str(ctx.sub("project"), _required(ctx, table, "project", "the scratch project path")),
         runner_tags=_str_list(ctx.sub("runner_tags"), table.get("runner_tags", [])),
-        kubeconfig=_path(_optional_str(ctx, table, "kubeconfig")),
+        kubeconfig=_path(_optional_str(ctx, table, "kubeconfig"), base),
         kube_context=_optional_str(ctx, table, "kube_context"),
         namespace=_str(ctx.sub("namespace"), _required(ctx, table, "namespace", "the job namespace")),
         expect=_expectations(ctx.sub("expect"), table.get("expect", {})),
@@ -489,8 +489,12 @@ def _cluster(ctx: _Ctx, name: str, value: Any) -> Profile:
     )
 
 
-def _path(value: str | None) -> str | None:
-    return None if value is None else os.path.expanduser(value)
+def _path(value: str | None, base: Path | None) -> str | None:
+    """A path of the profile: relative ones are relative to the profile file's directory, as ini paths are."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return str(base / path) if base is not None and not path.is_absolute() else str(path)
 
 
 # ---------------------------------------------------------------- loading
@@ -518,13 +522,15 @@ def _clusters(file: str, doc: dict[str, Any]) -> dict[str, Any]:
     return _table(_Ctx(file, "clusters"), clusters)
 
 
-def profile_from_table(name: str, table: Mapping[str, Any], source: str) -> Profile:
+def profile_from_table(name: str, table: Mapping[str, Any], source: str, base: Path | None = None) -> Profile:
     """A validated Profile from one [clusters.NAME] table (what target providers build theirs with).
+
+    Relative kubeconfig and token_file paths are relative to BASE (the current directory when None).
 
     Raises:
         ConfigError: naming SOURCE and the dotted key of the first problem.
     """
-    return _cluster(_Ctx(source, f"clusters.{name}"), name, dict(table))
+    return _cluster(_Ctx(source, f"clusters.{name}"), name, dict(table), base)
 
 
 def cluster_tables(path: Path) -> dict[str, Any]:
@@ -558,7 +564,7 @@ def load_profile(
         raise ConfigError(
             f"{path}: no cluster {name!r} under [clusters]; known clusters: {', '.join(known) or 'none'}"
         )
-    return _cluster(_Ctx(str(path), f"clusters.{name}"), name, clusters[name])
+    return _cluster(_Ctx(str(path), f"clusters.{name}"), name, clusters[name], path.resolve().parent)
 
 
 def known_clusters(path: Path | None, targets: tuple[str, ...] = ()) -> list[str]:

@@ -93,6 +93,8 @@ class Settings:
     invocation_dir: Path
     baseline: PathValue | None = None  # the upgrade gate's previous report.json
     probe_dirs: tuple[PathValue, ...] = ()
+    evidence: PathValue | None = None  # evidence_dir and report_dir as typed, when they were given
+    report: PathValue | None = None
 
     @property
     def active(self) -> bool:
@@ -186,6 +188,8 @@ def _settings(lookup: Lookup, here: Path) -> Settings:
         invocation_dir=here,
         baseline=one("runnerconf_baseline"),
         probe_dirs=tuple(values["runnerconf_probes"]),
+        evidence=evidence,
+        report=report,
     )
 
 
@@ -207,8 +211,29 @@ def check_settings(settings: Settings) -> None:
         if not probe_dir.path.is_dir():
             raise ConfigError(f"{probe_dir.describe()}: probe directory not found")
     settings.probe_library().validate()
+    if settings.active:
+        _check_output_dir(
+            settings.report, settings.report_dir, "--runnerconf-report", "the conformance report"
+        )
+    if settings.cluster and settings.replay is None:
+        default = settings.invocation_dir / "runnerconf-evidence"  # the run adds <run-id>
+        where = settings.evidence_dir or default
+        _check_output_dir(settings.evidence, where, "--runnerconf-evidence", "the evidence bundle")
     if settings.cluster:
         resolve_target(settings)
+
+
+def _check_output_dir(given: PathValue | None, path: Path, flag: str, what: str) -> None:
+    """PATH is a directory the run can write to, or one it can create (checked before anything runs)."""
+    named = given.describe() if given is not None else f"the default directory {path} for {what}"
+    hint = f"give a directory for {what}" if given is not None else f"remove it or pass {flag}=DIR"
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{named} is not a directory; {hint}")
+    existing = path if path.exists() else next(p for p in path.parents if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{named} cannot be created: {existing} is not a directory; {hint}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{named} cannot be written: no write permission in {existing}; {hint}")
 
 
 @dataclass(frozen=True)

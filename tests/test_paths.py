@@ -154,3 +154,71 @@ def test_without_a_cluster_the_header_and_skips_say_how_to_run(pytester: pytest.
     result.stdout.fnmatch_lines(
         ["SKIPPED *no cluster selected: pass --runner-cluster=NAME to run the checks*"]
     )
+
+
+@pytest.mark.parametrize(
+    ("flag", "needs", "what"),
+    [
+        ("--runnerconf-report", "replay", "the conformance report"),
+        ("--runnerconf-evidence", "cluster", "the evidence bundle"),
+    ],
+)
+def test_an_output_directory_that_cannot_be_one_is_a_usage_error_before_anything_runs(
+    layout: tuple[pytest.Pytester, Path], flag: str, needs: str, what: str
+) -> None:
+    pytester, here = layout
+    pytester.makeini("[pytest]\n")
+    (here / "taken").write_text("a file where a directory should go\n")
+    (here / "bundle").mkdir()
+    (here / "bundle" / "evidence.json").write_text(json.dumps({"version": 1, "jobs": []}))
+    # A cluster that does not exist: the directory is checked first, so nothing is even looked up.
+    active = "--runnerconf-replay=bundle" if needs == "replay" else "--runner-cluster=nowhere"
+    for typed, problem in (
+        ("taken", f"is not a directory; give a directory for {what}"),
+        ("taken/sub", f"cannot be created: {here / 'taken'} is not a directory"),
+    ):
+        result = pytester.runpytest("--collect-only", active, f"{flag}={typed}", str(pytester.path))
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([f"ERROR: {flag}={typed} ({here / typed}) {problem}*"])
+        assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_default_output_directory_in_the_way_names_the_option_to_set(
+    layout: tuple[pytest.Pytester, Path],
+) -> None:
+    pytester, here = layout
+    pytester.makeini("[pytest]\n")
+    (here / "runnerconf-evidence").write_text("not a directory\n")
+    result = pytester.runpytest("--collect-only", "--runner-cluster=nowhere", str(pytester.path))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: the default directory {here / 'runnerconf-evidence'} for the evidence bundle is not a "
+            "directory; remove it or pass --runnerconf-evidence=DIR"
+        ]
+    )
+
+
+def test_a_report_that_cannot_be_written_at_the_end_is_one_sentence(
+    layout: tuple[pytest.Pytester, Path],
+) -> None:
+    pytester, here = layout
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(
+        test_one="""
+        from pytest_runnerconf import check
+
+        @check(id="RC-PTH-002", claim="c", remediation="r", area="paths", probes=("builds",))
+        def test_x(runnerconf_evidence):
+            pass
+        """
+    )
+    (here / "bundle").mkdir()
+    (here / "bundle" / "evidence.json").write_text(json.dumps({"version": 1, "jobs": []}))
+    (here / "out" / "report.json").mkdir(parents=True)  # passes the check at start, fails the write
+    result = pytester.runpytest("--runnerconf-replay=bundle", "--runnerconf-report=out", str(pytester.path))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(
+        [f"runnerconf: the report could not be written to --runnerconf-report=out ({here / 'out'}): *"]
+    )
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()

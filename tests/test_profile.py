@@ -254,3 +254,33 @@ def test_quantity_values() -> None:
     assert quantity_value("1e3") == 1000
     with pytest.raises(ValueError):
         quantity_value("1 GB")
+
+
+def test_relative_paths_in_a_profile_are_relative_to_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Like paths in an ini file (and in a kubeconfig): not relative to wherever pytest happens to start.
+    home = tmp_path / "config" / "runnerconf"
+    home.mkdir(parents=True)
+    (home / "token").write_text("glpat-relativetoken00000\n", encoding="utf-8")
+    path = home / "runnerconf.toml"
+    path.write_text(
+        MINIMAL.replace('token_env = "RC_TEST_TOKEN"', 'token_file = "token"\nkubeconfig = "kube/prod.yaml"'),
+        encoding="utf-8",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    profile = load_profile(path, "prod")
+    assert profile.kubeconfig == str(home / "kube" / "prod.yaml")
+    assert profile.token_file == str(home / "token")
+    assert profile.token() == "glpat-relativetoken00000"
+
+
+def test_absolute_and_home_paths_in_a_profile_stay_as_written(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        'token_env = "RC_TEST_TOKEN"', 'token_file = "/run/secrets/t"\nkubeconfig = "~/.kube/c"'
+    )
+    profile = load_profile(write(tmp_path, text), "prod")
+    assert profile.token_file == "/run/secrets/t"
+    assert profile.kubeconfig == str(Path.home() / ".kube" / "c")
