@@ -22,3 +22,44 @@ def test_readme_opens_with_the_two_commands_ci_runs() -> None:
     block = readme.split("```sh", 1)[1].split("```", 1)[0]
     assert "./scripts/conformance-local" in block and "./scripts/test" in block
     assert "./scripts/test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_progress_excerpt_is_in_the_current_log_format() -> None:
+    # The excerpt was copied from a captured run; a change of the display's wording must update it.
+    from pytest_runnerconf.display import describe
+    from pytest_runnerconf.progress import ProgressEvent, RunState
+
+    readme = (ROOT / "README.md").read_text()
+    block = (
+        readme.split("## Progress in a terminal and in a CI log", 1)[1].split("```text", 1)[1].split("```")[0]
+    )
+    lines = [line for line in block.splitlines() if line.startswith("runnerconf local: ")]
+    assert len(lines) >= 10
+    state = RunState(pipeline=1, jobs=14, finished=(("success", 9), ("failed", 4), ("canceled", 1)))
+    templates = [
+        describe(ProgressEvent("preflight", url="URL", name="NS")),
+        describe(ProgressEvent("pipeline", number=1, count=14, url="URL")),
+        describe(ProgressEvent("job-started", name="JOB")),
+        describe(ProgressEvent("job-finished", name="JOB", status="STATUS", seconds=1.0)),
+        describe(
+            ProgressEvent(
+                "waiting",
+                name="pods",
+                state=RunState(**{**state.__dict__, "waiting": "pods", "waiting_count": 4}),
+            )
+        ),
+        describe(
+            ProgressEvent("waiting", name="secrets", state=RunState(waiting="secrets", waiting_count=1))
+        ),
+        describe(
+            ProgressEvent("done", state=RunState(**{**state.__dict__, "pods_seen": 12, "pods_deleted": 12}))
+        ),
+    ]
+    patterns = [
+        re.compile(re.escape(t).replace("URL", r"\S+").replace("NS", r"\S+").replace("JOB", r"\S+")
+                   .replace("STATUS", r"\w+").replace(r"1\.0", r"[\d.]+"))
+        for t in templates
+    ]  # fmt: skip
+    for line in lines:
+        text = re.sub(r"^runnerconf local: \[ *\d+s\] ", "", line)
+        assert any(p.fullmatch(text) for p in patterns), line
