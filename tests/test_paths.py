@@ -24,6 +24,13 @@ def pytest_collection_finish(session):
         "probes": [str(p.path) for p in s.probe_dirs],
     }))
 """
+ONE_CHECK = """
+from pytest_runnerconf import check
+
+@check(id="RC-PTH-001", claim="c", remediation="r", area="paths", probes=("builds",))
+def test_x(runnerconf_evidence):
+    pass
+"""
 # option -> (settings key, whether it must exist: file, dir or None)
 OPTIONS = {
     "runnerconf_config": ("config", "file"),
@@ -137,15 +144,7 @@ def test_default_report_dir_is_where_pytest_was_started(layout: tuple[pytest.Pyt
 
 def test_without_a_cluster_the_header_and_skips_say_how_to_run(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\n")
-    pytester.makepyfile(
-        test_one="""
-        from pytest_runnerconf import check
-
-        @check(id="RC-PTH-001", claim="c", remediation="r", area="paths", probes=("builds",))
-        def test_x(runnerconf_evidence):
-            pass
-        """
-    )
+    pytester.makepyfile(test_one=ONE_CHECK)
     result = pytester.runpytest("-rs")
     result.assert_outcomes(skipped=1)
     lines = [ln for ln in result.stdout.lines if "runnerconf: checks skipped" in ln]
@@ -169,10 +168,9 @@ def test_an_output_directory_that_cannot_be_one_is_a_usage_error_before_anything
     pytester, here = layout
     pytester.makeini("[pytest]\n")
     (here / "taken").write_text("a file where a directory should go\n")
-    (here / "bundle").mkdir()
-    (here / "bundle" / "evidence.json").write_text(json.dumps({"version": 1, "jobs": []}))
+    _prepare(pytester, here, "runnerconf_replay", "dir")  # an evidence bundle at here/given
     # A cluster that does not exist: the directory is checked first, so nothing is even looked up.
-    active = "--runnerconf-replay=bundle" if needs == "replay" else "--runner-cluster=nowhere"
+    active = "--runnerconf-replay=given" if needs == "replay" else "--runner-cluster=nowhere"
     for typed, problem in (
         ("taken", f"is not a directory; give a directory for {what}"),
         ("taken/sub", f"cannot be created: {here / 'taken'} is not a directory"),
@@ -204,19 +202,10 @@ def test_a_report_that_cannot_be_written_at_the_end_is_one_sentence(
 ) -> None:
     pytester, here = layout
     pytester.makeini("[pytest]\n")
-    pytester.makepyfile(
-        test_one="""
-        from pytest_runnerconf import check
-
-        @check(id="RC-PTH-002", claim="c", remediation="r", area="paths", probes=("builds",))
-        def test_x(runnerconf_evidence):
-            pass
-        """
-    )
-    (here / "bundle").mkdir()
-    (here / "bundle" / "evidence.json").write_text(json.dumps({"version": 1, "jobs": []}))
+    pytester.makepyfile(test_one=ONE_CHECK)
+    _prepare(pytester, here, "runnerconf_replay", "dir")  # an evidence bundle at here/given
     (here / "out" / "report.json").mkdir(parents=True)  # passes the check at start, fails the write
-    result = pytester.runpytest("--runnerconf-replay=bundle", "--runnerconf-report=out", str(pytester.path))
+    result = pytester.runpytest("--runnerconf-replay=given", "--runnerconf-report=out", str(pytester.path))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stdout.fnmatch_lines(
         [f"runnerconf: the report could not be written to --runnerconf-report=out ({here / 'out'}): *"]
