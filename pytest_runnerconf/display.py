@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from pytest_runnerconf.progress import ProgressEvent, RunState
+from pytest_runnerconf.progress import END, ProgressEvent, RunState
 
 HEARTBEAT_S = 30.0  # a log gets at most one "still running" line this often while nothing changes
 STATUS_ORDER = ("success", "failed", "canceled", "skipped", "manual")
@@ -140,16 +140,17 @@ class ProgressDisplay:
         if event.kind == "done":
             self._done = True
         level = LEVEL.get(event.kind)
+        shown = level is not None and level <= self.verbosity
         if self.live:
-            if event.kind == "done" or (level is not None and level <= self.verbosity and self.verbosity > 0):
-                self._line(self._prefix(event) + text)
+            # Above the live row only -v keeps lines; the done line always stays (it replaces the row).
+            if event.kind == "done" or (shown and self.verbosity > 0):
+                self._line(event, self._prefix(event) + text)
             if event.kind != "done":
                 self._live(self._prefix(event) + self._live_text(event))
-            return
-        if level is not None and level <= self.verbosity:
-            self._log(event, self._prefix(event) + text)
+        elif shown:
+            self._line(event, self._prefix(event) + text)
         elif event.kind == "tick" and event.elapsed - self._last_at >= HEARTBEAT_S:
-            self._log(event, self._prefix(event) + "still running: " + summary(event.state))
+            self._line(event, self._prefix(event) + "still running: " + summary(event.state))
 
     def _prefix(self, event: ProgressEvent) -> str:
         if event.kind == "note":
@@ -167,15 +168,6 @@ class ProgressDisplay:
         # Every byte of progress goes through here (and through Output.write): one place to scrub.
         self.out.write(text)
 
-    def _log(self, event: ProgressEvent, line: str) -> None:
-        if line == self._last:
-            return
-        self._last = line
-        if event.kind != "note":
-            self._last_at = event.elapsed
-        self._show("\n" + line)
-        self._row = "line"
-
     def _live(self, text: str) -> None:
         text = text[: max(self.out.width() - 1, 10)]  # a row that wraps could not be rewritten in place
         if self._row == "live" and text == self._live_shown:
@@ -184,11 +176,13 @@ class ProgressDisplay:
         self._show(("\r" if self._row == "live" else "\n") + text + CLEAR)
         self._row = "live"
 
-    def _line(self, text: str) -> None:
+    def _line(self, event: ProgressEvent, text: str) -> None:
         """A line that stays: it replaces the live row, or goes on a row of its own."""
         if text == self._last:
             return
         self._last = text
+        if event.kind != "note":
+            self._last_at = event.elapsed
         self._show("\r" + text + CLEAR if self._row == "live" else "\n" + text)
         self._row = "line"
 
@@ -203,11 +197,7 @@ class ProgressDisplay:
         # cursor at its end: pytest ends that row itself before its message (no test result follows).
         event = self._event
         if event is not None and event.state.pipeline is not None:
-            line = self._prefix(event) + "stopped: " + summary(event.state)
-            if self.live:
-                self._line(line)
-            else:
-                self._log(event, line)
+            self._line(event, self._prefix(event) + "stopped: " + summary(event.state))
         elif self._row == "live":
-            self._line(self._live_shown)
+            self._line(END, self._live_shown)
         self._row = ""
