@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -13,8 +14,9 @@ import yaml
 
 from pytest_runnerconf.checks import CheckInfo, info_for
 from pytest_runnerconf.errors import RunnerConfError
-from pytest_runnerconf.evidence import JobEvidence, RunEvidence, scrub_json, scrub_text
+from pytest_runnerconf.evidence import JobEvidence, RunEvidence
 from pytest_runnerconf.plan import ProbeLibrary, item_probes
+from pytest_runnerconf.scrub import scrub_data, scrub_json, scrub_text
 
 # allure-pytest registers its listener under this name only when --alluredir is given.
 ALLURE_LISTENER = "allure_listener"
@@ -108,12 +110,83 @@ def annotate(item: pytest.Item, library: ProbeLibrary | None = None) -> None:
         attach_job(job, secrets)
 
 
+def scrub_allure_writer() -> int:
+    """Make allure-pytest's result writer scrub what it writes; returns how many writers were guarded.
+
+    allure-pytest fills a test's status details from the exception itself and attaches captured output
+    unasked, so scrubbing what this plugin attaches is not enough: the one place every result and
+    attachment passes is its AllureFileLogger, which is given the scrubbing subclass below and registered
+    again under its own name (allure's own clean-up still finds it).
+    """
+    import allure_commons
+    from allure_commons.logger import AllureFileLogger
+
+    guarded = 0
+    manager = allure_commons.plugin_manager
+    for plugin in list(manager.get_plugins()):
+        if type(plugin) is AllureFileLogger:
+            name = manager.get_name(plugin)
+            manager.unregister(plugin)
+            plugin.__class__ = _scrubbing_logger_class()
+            manager.register(plugin, name)
+            guarded += 1
+    return guarded
+
+
+@functools.cache
+def _scrubbing_logger_class() -> type:
+    import allure_commons
+    from allure_commons.logger import AllureFileLogger
+
+    class ScrubbingFileLogger(AllureFileLogger):
+        def _report_item(self, item: Any) -> None:
+            # Every result field (status message and trace, parameters, step names) as plain data.
+            for attribute in type(item).__attrs_attrs__:
+                setattr(item, attribute.name, _scrub_attrs(getattr(item, attribute.name)))
+            super()._report_item(item)
+
+        @allure_commons.hookimpl
+        def report_attached_data(self, body: Any, file_name: str) -> None:
+            text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else str(body)
+            super().report_attached_data(scrub_text(text), file_name)
+
+        @allure_commons.hookimpl
+        def report_attached_file(self, source: str, file_name: str) -> None:
+            try:
+                text = Path(source).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                return  # a file that is not text cannot be scrubbed, so it is not attached
+            super().report_attached_data(scrub_text(text), file_name)
+
+    return ScrubbingFileLogger
+
+
+def _scrub_attrs(value: Any) -> Any:
+    """Scrub strings inside allure's attrs model objects (results, steps, status details) in place."""
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, list):
+        return [_scrub_attrs(v) for v in value]
+    if isinstance(value, dict):
+        return scrub_data(value)
+    fields = getattr(type(value), "__attrs_attrs__", None)
+    if fields is not None:
+        for attribute in fields:
+            setattr(value, attribute.name, _scrub_attrs(getattr(value, attribute.name)))
+    return value
+
+
 class AllureAdapter:
     """Hooks of the adapter; they run where tests run (an xdist worker, never its controller)."""
 
     def __init__(self, config: pytest.Config, library: Callable[[], ProbeLibrary]) -> None:
         self.config = config
         self.library = library
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # After every pytest_configure: allure-pytest has registered its writer by now.
+        if allure_active(self.config):
+            scrub_allure_writer()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> None:

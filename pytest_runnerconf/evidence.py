@@ -10,22 +10,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from pytest_runnerconf import safefiles
 from pytest_runnerconf.errors import ConfigError
+from pytest_runnerconf.scrub import MASK as MASK  # the scrubber's names stay importable from here
+from pytest_runnerconf.scrub import scrub_json, scrub_text
 from pytest_runnerconf.trace import Trace, parse_trace
 
 EVIDENCE_VERSION = 1
 EVIDENCE_FILE = "evidence.json"
-MASK = "[MASKED]"
-
-# Variable names whose values are credentials (CI_JOB_TOKEN, CI_REGISTRY_PASSWORD, CI_JOB_JWT_V2, ...).
-_SECRET_NAME = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET|JWT|DOCKER_AUTH_CONFIG|PRIVATE_KEY", re.IGNORECASE)
-# Keys that name or point at a secret rather than hold it (token_env, secretName, secretKeyRef, ...).
-_SECRET_REFERENCE = re.compile(r"(_env|_file|_path|name|ref|_id|_at|seconds|s)$", re.IGNORECASE)
-# GitLab token prefixes (personal, runner, CI build, deploy, trigger, feed, mail, agent, ...) and JWTs.
-_TOKEN_SHAPES = re.compile(
-    r"\b(?:glpat|glrt|glrtr|glcbt|gldt|glptt|glft|glimt|glagent|gloas|glsoat|glffct|glcb)-[0-9A-Za-z_.-]{16,}"
-    r"|\beyJ[0-9A-Za-z_-]{8,}\.eyJ[0-9A-Za-z_-]{8,}\.[0-9A-Za-z_-]+"
-)
 
 
 @dataclass
@@ -116,45 +108,6 @@ class RunEvidence:
         return name, duration
 
 
-# ---------------------------------------------------------------- scrubbing
-
-
-def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
-    """A copy with credential-named values masked; env lists ({name, value}) are handled by name."""
-    if isinstance(value, dict):
-        named = value.get("name", value.get("key"))
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if _masks(key, item, named):
-                out[key] = MASK
-            else:
-                out[key] = _scrub(item, secrets)
-        return out
-    if isinstance(value, list):
-        return [_scrub(item, secrets) for item in value]
-    if isinstance(value, str):
-        return scrub_text(value, secrets)
-    return value
-
-
-def _masks(key: Any, item: Any, named: Any) -> bool:
-    if key == "value" and isinstance(named, str) and _SECRET_NAME.search(named):
-        return bool(item)
-    return _is_secret_key(key) and isinstance(item, str | int) and not isinstance(item, bool) and item != ""
-
-
-def _is_secret_key(key: Any) -> bool:
-    return isinstance(key, str) and bool(_SECRET_NAME.search(key)) and not _SECRET_REFERENCE.search(key)
-
-
-def scrub_text(text: str, secrets: Iterable[str] = ()) -> str:
-    """Mask token-shaped strings and the given secret values wherever they occur."""
-    for secret in secrets:
-        if secret and len(secret) >= 6:
-            text = text.replace(secret, MASK)
-    return _TOKEN_SHAPES.sub(MASK, text)
-
-
 # ---------------------------------------------------------------- save / load
 
 
@@ -167,22 +120,13 @@ def _job_dirname(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def scrub_json(data: Any, secrets: tuple[str, ...] = ()) -> str:
-    """JSON text with credential-named values and token-shaped strings masked (evidence, reports, Allure)."""
-    text = json.dumps(_scrub(data, secrets), indent=2, sort_keys=False, default=str)
-    return scrub_text(text, secrets)
-
-
-def _write_json(path: Path, data: Any, secrets: tuple[str, ...]) -> None:
-    path.write_text(scrub_json(data, secrets) + "\n", encoding="utf-8")
+def _write_json(directory: Path, rel: str, data: Any, secrets: tuple[str, ...]) -> Path:
+    return safefiles.write_text(directory, rel, scrub_json(data, secrets) + "\n")
 
 
 def _save_job(job: JobEvidence, directory: Path, rel: str, secrets: tuple[str, ...]) -> dict[str, Any]:
-    jobdir = directory / rel
-    jobdir.mkdir(parents=True, exist_ok=True)
     # newline="" keeps the trace's \r (section markers end in \r\x1b[0K) exactly as the runner wrote it.
-    with open(jobdir / "trace.txt", "w", encoding="utf-8", newline="") as fh:
-        fh.write(scrub_text(job.trace, secrets))
+    safefiles.write_text(directory, f"{rel}/trace.txt", scrub_text(job.trace, secrets), newline="")
     entry: dict[str, Any] = {
         "name": job.name,
         "dir": rel,
@@ -195,9 +139,9 @@ def _save_job(job: JobEvidence, directory: Path, rel: str, secrets: tuple[str, .
     if job.pod is not None:
         pod = job.pod
         meta = {"name": pod.name, "first_seen": pod.first_seen, "deleted_at": pod.deleted_at}
-        _write_json(jobdir / "pod.json", {**meta, "spec": pod.spec, "last": pod.last}, secrets)
-        _write_json(jobdir / "timeline.json", pod.timeline, secrets)
-        _write_json(jobdir / "events.json", pod.events, secrets)
+        _write_json(directory, f"{rel}/pod.json", {**meta, "spec": pod.spec, "last": pod.last}, secrets)
+        _write_json(directory, f"{rel}/timeline.json", pod.timeline, secrets)
+        _write_json(directory, f"{rel}/events.json", pod.events, secrets)
         entry["pod"] = meta
     return entry
 
@@ -205,8 +149,8 @@ def _save_job(job: JobEvidence, directory: Path, rel: str, secrets: tuple[str, .
 def save(run: RunEvidence, directory: Path, *, secrets: Iterable[str] = ()) -> Path:
     """Write the bundle: evidence.json plus jobs/<name>/{trace.txt,pod.json,timeline.json,events.json}.
 
-    Credential-named values and token-shaped strings are masked; pass the run's real token in SECRETS
-    so that it is masked wherever it appears.
+    Everything passes the scrubber (pytest_runnerconf.scrub); pass the run's real token in SECRETS so that
+    it is masked wherever it appears. No file is written through a symlink inside DIRECTORY.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -234,8 +178,7 @@ def save(run: RunEvidence, directory: Path, *, secrets: Iterable[str] = ()) -> P
         "notes": run.notes,
         "jobs": jobs,
     }
-    path = directory / EVIDENCE_FILE
-    _write_json(path, doc, hidden)
+    path = _write_json(directory, EVIDENCE_FILE, doc, hidden)
     run.evidence_dir = str(directory)
     return path
 
@@ -250,7 +193,10 @@ def _read_json(path: Path) -> Any:
 
 
 def _load_job(directory: Path, entry: dict[str, Any]) -> JobEvidence:
-    jobdir = directory / entry["dir"]
+    # A bundle is data someone may have sent: its paths must not lead the replay out of it.
+    jobdir = safefiles.inside(directory, str(entry["dir"]), f"{directory / EVIDENCE_FILE}: job directory")
+    for name in ("trace.txt", "pod.json", "timeline.json", "events.json"):
+        safefiles.inside(directory, f"{entry['dir']}/{name}", f"{directory / EVIDENCE_FILE}: job file")
     try:
         with open(jobdir / "trace.txt", encoding="utf-8", newline="") as fh:
             trace = fh.read()
@@ -284,7 +230,7 @@ def _load_job(directory: Path, entry: dict[str, Any]) -> JobEvidence:
 def load(directory: Path) -> RunEvidence:
     """Read a bundle written by save(); refuses bundles of another EVIDENCE_VERSION."""
     directory = Path(directory)
-    doc = _read_json(directory / EVIDENCE_FILE)
+    doc = _read_json(safefiles.inside(directory, EVIDENCE_FILE, "evidence file"))
     version = doc.get("version") if isinstance(doc, dict) else None
     if version != EVIDENCE_VERSION:
         raise ConfigError(

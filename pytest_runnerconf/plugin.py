@@ -22,6 +22,7 @@ from pytest_runnerconf.plan import PROBE_MARKER, plan_for_items
 from pytest_runnerconf.profile import Profile
 from pytest_runnerconf.progress import Progress, ProgressEvent
 from pytest_runnerconf.report import CheckResult
+from pytest_runnerconf.scrub import ScrubbingStream, scrub_data, scrub_text
 
 if TYPE_CHECKING:
     from xdist.workermanage import WorkerController
@@ -157,7 +158,7 @@ class _TerminalOutput:
 
     def write(self, text: str) -> None:
         with self._terminal() as reporter:
-            reporter.write(text, flush=True)
+            reporter.write(scrub_text(text), flush=True)  # the terminal stream scrubs too, line by line
 
     def resume(self) -> None:
         # pytest writes its result letters where the cursor is: let it print its own row prefix again (the
@@ -172,6 +173,51 @@ class _TerminalOutput:
     def width(self) -> int:
         with self._terminal():  # while fd-capturing, stdout is a file: measure the real terminal
             return shutil.get_terminal_size().columns
+
+
+# ---------------------------------------------------------------- scrubbing what pytest writes
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Everything the terminal shows (headers, failures, captured output, summaries, the progress line, an
+    # exit message) goes through the reporter's writer: scrub it there, line by line.
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    writer = getattr(reporter, "_tw", None)
+    stream = getattr(writer, "_file", None)
+    if stream is not None and not isinstance(stream, ScrubbingStream):
+        writer._file = ScrubbingStream(stream)  # type: ignore[union-attr]
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    # Innermost wrapper: JUnit, xdist's transfer to the controller, report.json and allure's captured-output
+    # attachments all read this report object after it is scrubbed.
+    report = yield
+    scrub_report(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Any:
+    report = yield
+    scrub_report(report)
+    return report
+
+
+def scrub_report(report: pytest.TestReport | pytest.CollectReport) -> None:
+    """Mask secrets in a report's failure text, skip reason, captured sections and user properties."""
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        report.longrepr = (longrepr[0], longrepr[1], scrub_text(str(longrepr[2])))
+    elif longrepr is not None:
+        text = report.longreprtext
+        clean = scrub_text(text)
+        if clean != text:  # a rendered repr loses only its colours; untouched reports keep their structure
+            report.longrepr = clean
+    report.sections = [(title, scrub_text(content)) for title, content in report.sections]
+    if isinstance(report, pytest.TestReport):
+        report.user_properties = [(name, scrub_data(value)) for name, value in report.user_properties]
 
 
 def _is_check(item: pytest.Item) -> bool:

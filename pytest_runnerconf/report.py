@@ -10,8 +10,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_runnerconf import safefiles
 from pytest_runnerconf.errors import ConfigError
 from pytest_runnerconf.evidence import RunEvidence
+from pytest_runnerconf.scrub import scrub_data, scrub_json, scrub_text
 
 REPORT_VERSION = 1
 OUTCOMES = ("passed", "failed", "error", "skipped")
@@ -149,25 +151,24 @@ def write_reports(
     results: Iterable[CheckResult], run: RunEvidence | None, directory: Path
 ) -> dict[str, Path]:
     """Write report.json, report.md and report.html into DIRECTORY; returns {"json"|"md"|"html": path}."""
-    results = sorted(results, key=lambda r: (r.id, r.nodeid))
+    # Scrubbed before rendering (HTML escaping would hide a secret from the text pass) and after.
+    results = [CheckResult(**scrub_data(asdict(r))) for r in sorted(results, key=lambda r: (r.id, r.nodeid))]
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "version": REPORT_VERSION,
-        "generated_at": time.time(),
-        **_header(run),
-        "counts": _counts(results),
-        "results": [asdict(r) for r in results],
+    doc = scrub_data(
+        {
+            "version": REPORT_VERSION,
+            "generated_at": time.time(),
+            **_header(run),
+            "counts": _counts(results),
+            "results": [asdict(r) for r in results],
+        }
+    )
+    texts = {
+        "json": scrub_json(doc) + "\n",
+        "md": scrub_text(_markdown(doc, results)),
+        "html": scrub_text(_html(doc, results)),
     }
-    paths = {
-        "json": directory / "report.json",
-        "md": directory / "report.md",
-        "html": directory / "report.html",
-    }
-    paths["json"].write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    paths["md"].write_text(_markdown(doc, results), encoding="utf-8")
-    paths["html"].write_text(_html(doc, results), encoding="utf-8")
-    return paths
+    return {kind: safefiles.write_text(directory, f"report.{kind}", text) for kind, text in texts.items()}
 
 
 def load_report(source: Path | str | dict[str, Any]) -> dict[str, Any]:

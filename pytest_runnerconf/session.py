@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from pytest_runnerconf.profile import (
     profile_from_summary,
 )
 from pytest_runnerconf.progress import END, Progress, note
+from pytest_runnerconf.scrub import harvest, remember, scrub_text
 from pytest_runnerconf.targets import Log, Target, load_provider, provider_names
 
 # Exit statuses besides pytest's own: 4 (usage) is reused for configuration errors found at run time.
@@ -198,7 +200,7 @@ def validate(settings: Settings) -> None:
     try:
         check_settings(settings)
     except ConfigError as exc:
-        raise pytest.UsageError(str(exc)) from None
+        raise pytest.UsageError(scrub_text(str(exc))) from None
 
 
 def check_settings(settings: Settings) -> None:
@@ -310,6 +312,25 @@ def _store_error(shared: Path, message: str, code: int) -> None:
     (shared / "error.json").write_text(json.dumps({"message": message, "code": code}), encoding="utf-8")
 
 
+# ---------------------------------------------------------------- secrets this process knows
+
+
+def remember_profile(profile: Profile) -> None:
+    """Mask the profile's token in every output of this process (read from where the profile says)."""
+    with contextlib.suppress(ConfigError):
+        remember(profile.token())
+
+
+def remember_run(run: RunEvidence) -> None:
+    """The run's token and the credentials its evidence holds under secret names, for every later output."""
+    with contextlib.suppress(KeyError, TypeError, ValueError):
+        remember_profile(profile_from_summary(run.profile))
+    for job in run.jobs.values():
+        harvest(job.job)
+        if job.pod is not None:
+            harvest(job.pod.spec)
+
+
 # ---------------------------------------------------------------- the session
 
 
@@ -330,6 +351,7 @@ class RunnerConfSession:
 
     def fatal(self, message: str, code: int) -> NoReturn:
         """End the session once, without a traceback: exit CODE here, or skip and let the controller exit."""
+        message = scrub_text(message)
         _store_error(self.shared, message, code)
         if is_worker(self.config):
             pytest.skip(f"could not test: {message}")
@@ -375,6 +397,7 @@ class RunnerConfSession:
     def evidence(self) -> RunEvidence:
         if self._evidence is None:
             self._evidence = self._obtain()
+            remember_run(self._evidence)
         return self._evidence
 
     def _obtain(self) -> RunEvidence:
@@ -412,6 +435,7 @@ class RunnerConfSession:
         target = open_target(self._target_spec(), lambda text: self.progress(note(text)))
         self._close = target.close
         profile = target.profile
+        remember_profile(profile)
         (self.shared / "profile.json").write_text(json.dumps(profile.summary()), encoding="utf-8")
         run_id = new_run_id()
         directory = self.settings.evidence_dir or (
