@@ -126,11 +126,13 @@ SHAPES: tuple[tuple[str, re.Pattern[str], Replacement], ...] = (
         "secret-named-variable",
         re.compile(
             rf"(?P<pre>\b(?P<name>[A-Za-z_][A-Za-z0-9_.-]*?(?i:{_SECRET_WORDS})[A-Za-z0-9_.-]*)"
-            r"[\"']?\s*(?:=|:)\s*[\"']?)(?P<val>[^\s\"',;\[\]{}]+)"
+            r"[\"']?\s*(?:=|:)\s*[\"']?)(?P<val>[^\s\"',;()<>\[\]{}]+)"
         ),
-        lambda m: m.group(0)
-        if _SECRET_REFERENCE.search(m.group("name")) or m.group("val").lower() in _NOT_SECRETS
-        else m.group("pre") + MASK,
+        lambda m: (
+            m.group(0)
+            if _SECRET_REFERENCE.search(m.group("name")) or m.group("val").lower() in _NOT_SECRETS
+            else m.group("pre") + MASK
+        ),
     ),
 )
 
@@ -271,11 +273,16 @@ class ScrubbingStream:
     def _lines(self, text: str) -> str:
         out = []
         for line in re.split(r"(?<=[\r\n])", text):
-            if self._in_pem:
-                if _PEM_END.search(line):
-                    self._in_pem = False
-                out.append(MASK + ("\n" if line.endswith("\n") else ""))
+            if not line:
                 continue
+            if self._in_pem:
+                end = _PEM_END.search(line)
+                if end is None:
+                    out.append(MASK + ("\n" if line.endswith("\n") else ""))
+                    continue
+                self._in_pem = False
+                out.append(MASK)
+                line = line[end.end() :]
             begin = _PEM_BEGIN.search(line)
             if begin and not _PEM_END.search(line, begin.end()):
                 self._in_pem = True
