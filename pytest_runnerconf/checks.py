@@ -18,6 +18,7 @@ MARKER_HELP = f"{MARKER}(id): the conformance check a test implements (set by @c
 _ID = re.compile(r"^RC-[A-Z]{2,4}-\d{3}$")
 
 F = TypeVar("F", bound=Callable[..., Any])
+KUBE_READS = ("secrets",)  # what a check may declare in reads=(...)
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class CheckInfo:
     remediation: str
     area: str
     probes: tuple[str, ...] = ()
+    # Kubernetes resources the check reads besides the job pods and their events (which every run watches),
+    # e.g. ("secrets",): the run lists them only when a selected check needs them; `runnerconf rbac` grants them.
+    reads: tuple[str, ...] = ()
 
 
 CHECKS: dict[str, CheckInfo] = {}
@@ -49,10 +53,23 @@ def register(info: CheckInfo) -> CheckInfo:
 
 
 def check(
-    *, id: str, claim: str, remediation: str, area: str, probes: tuple[str, ...] = ()
+    *,
+    id: str,
+    claim: str,
+    remediation: str,
+    area: str,
+    probes: tuple[str, ...] = (),
+    reads: tuple[str, ...] = (),
 ) -> Callable[[F], F]:
     """Declare that a test function implements check ID; stores the CheckInfo and marks the test."""
-    info = register(CheckInfo(id=id, claim=claim, remediation=remediation, area=area, probes=tuple(probes)))
+    unknown = sorted(set(reads) - set(KUBE_READS))
+    if unknown:
+        raise ValueError(f"check {id}: reads={unknown} is not one of {', '.join(KUBE_READS)}")
+    info = register(
+        CheckInfo(
+            id=id, claim=claim, remediation=remediation, area=area, probes=tuple(probes), reads=tuple(reads)
+        )
+    )
 
     def decorate(func: F) -> F:
         func.runnerconf_check = info  # type: ignore[attr-defined]

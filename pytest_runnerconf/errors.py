@@ -34,3 +34,7 @@ class RunTimeout(InfraError):
 
 class ProbeProtocolError(RunnerConfError):
     """A probe record in a job trace could not be decoded."""
+
+
+class RunnerConfWarning(UserWarning):
+    """Something the user should fix that does not stop the run (a readable token file, leftovers)."""

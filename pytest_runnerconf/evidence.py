@@ -89,6 +89,7 @@ class RunEvidence:
     leftover: dict[str, Any] = field(default_factory=dict)  # pods/secrets still there at the deadline
     # per-job Secret names -> {"first_seen", "deleted_at"} (metadata only; None when not allowed to list)
     secrets: dict[str, dict[str, Any]] | None = field(default_factory=dict)
+    secrets_skipped: str = ""  # with secrets None: the reason the run was not allowed to list them (RBAC)
     notes: list[str] = field(default_factory=list)
     evidence_dir: str = ""  # where save() wrote it or load() read it; not part of the saved data
 
@@ -175,6 +176,7 @@ def save(run: RunEvidence, directory: Path, *, secrets: Iterable[str] = ()) -> P
         "stray_pods": run.stray_pods,
         "leftover": run.leftover,
         "secrets": run.secrets,
+        "secrets_skipped": run.secrets_skipped,
         "notes": run.notes,
         "jobs": jobs,
     }
@@ -254,6 +256,7 @@ def load(directory: Path) -> RunEvidence:
         stray_pods=list(doc.get("stray_pods") or []),
         leftover=doc.get("leftover") or {},
         secrets=doc.get("secrets", {}),
+        secrets_skipped=str(doc.get("secrets_skipped") or ""),
         notes=list(doc.get("notes") or []),
         evidence_dir=str(directory),
     )

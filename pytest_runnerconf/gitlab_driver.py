@@ -3,23 +3,80 @@
 from __future__ import annotations
 
 import io
+import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import gitlab
 import gitlab.exceptions
 import requests
 from gitlab.v4.objects import Project
 
-from pytest_runnerconf.errors import GitLabError
+from pytest_runnerconf.errors import GitLabError, RunnerConfWarning
+from pytest_runnerconf.progress import FINISHED
+from pytest_runnerconf.scrub import remember
 
 if TYPE_CHECKING:
     from pytest_runnerconf.profile import Profile
 
+T = TypeVar("T")
 REQUEST_TIMEOUT_S = 30
 MAX_ARTIFACT_BYTES = 5 * 1024 * 1024  # probes upload tiny files; anything larger is not ours to read
+# A write whose answer was lost (the server or a proxy failed after GitLab may have done it, or the
+# connection died) is reconciled before it is sent again, at most this many times in all.
+WRITE_ATTEMPTS = 3
+_LOST_STATUS = frozenset({500, 502, 503, 504, 520, 521, 522, 523, 524})
+
+
+class CrossOriginRedirect(requests.exceptions.RequestException):
+    """GitLab answered with a redirect to another origin; the request was not sent there."""
+
+    def __init__(self, source: str, target: str) -> None:
+        super().__init__(f"redirect from {source} to {target}")
+        self.source = source
+        self.target = target
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port made explicit: what a token is bound to."""
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+
+
+class SameOriginSession(requests.Session):
+    """Follows redirects only within GitLab's own origin, so the token header never reaches another host.
+
+    requests drops ``Authorization`` on a cross-host redirect but keeps python-gitlab's ``PRIVATE-TOKEN``
+    header; refusing the hop before it is sent (rebuild_auth runs before each redirected request) is the
+    only safe answer.
+    """
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__()
+        self._origin = origin(base_url)
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        if origin(str(prepared_request.url)) != self._origin:
+            raise CrossOriginRedirect(str(response.url), str(prepared_request.url))
+        super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]
+
+
+def _lost(exc: BaseException) -> bool:
+    """Whether a write may have happened although its answer did not arrive."""
+    if isinstance(exc, CrossOriginRedirect):
+        return False
+    if isinstance(exc, gitlab.exceptions.GitlabError):
+        return exc.response_code in _LOST_STATUS
+    return isinstance(
+        exc,
+        requests.exceptions.ConnectionError
+        | requests.exceptions.Timeout
+        | requests.exceptions.ChunkedEncodingError,
+    )
 
 
 def _reason(exc: BaseException) -> str:
@@ -36,6 +93,12 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class _LostAnswer(Exception):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class GitLabDriver:
     """One scratch project on one GitLab, with every error phrased for the profile's owner."""
 
@@ -43,12 +106,18 @@ class GitLabDriver:
         self._profile = profile
         self._setting = f"clusters.{profile.name}"
         # token() raises ConfigError naming the variable when unset; the token itself is never logged.
+        token = profile.token()
+        remember(token)
+        loose = profile.token_file_warning()
+        if loose:
+            warnings.warn(RunnerConfWarning(loose), stacklevel=2)
         self._gl = gitlab.Gitlab(
             profile.gitlab_url,
-            private_token=profile.token(),
+            private_token=token,
             timeout=REQUEST_TIMEOUT_S,
             retry_transient_errors=True,
             keep_base_url=True,
+            session=SameOriginSession(profile.gitlab_url),
         )
         self._project: Project | None = None
 
@@ -62,10 +131,31 @@ class GitLabDriver:
         return f"the file {self._profile.token_file}"
 
     @contextmanager
-    def _translate(self, action: str, not_found: str | None = None) -> Iterator[None]:
-        """Turn SDK and transport errors into one GitLabError sentence naming what to fix."""
+    def _translate(
+        self, action: str, not_found: str | None = None, *, lost_ok: bool = False
+    ) -> Iterator[None]:
+        """Turn SDK and transport errors into one GitLabError sentence naming what to fix.
+
+        With LOST_OK, an error after which the request may still have taken effect is passed on as
+        _LostAnswer for the caller to reconcile.
+        """
         try:
             yield
+        except (gitlab.exceptions.GitlabError, requests.exceptions.RequestException) as exc:
+            if lost_ok and _lost(exc):
+                raise _LostAnswer(exc) from None
+            with self._translate_errors(action, not_found):
+                raise
+
+    @contextmanager
+    def _translate_errors(self, action: str, not_found: str | None) -> Iterator[None]:
+        try:
+            yield
+        except CrossOriginRedirect as exc:
+            raise GitLabError(
+                f"GitLab at {self.url} redirected a request to another origin ({exc.target}) and the token was "
+                f"not sent there; set {self._setting}.gitlab_url to the address GitLab really serves"
+            ) from None
         except gitlab.exceptions.GitlabAuthenticationError:
             key = "token_env" if self._profile.token_env else "token_file"
             raise GitLabError(
@@ -146,9 +236,54 @@ class GitLabDriver:
         data: dict[str, Any] = {"branch": branch, "commit_message": message, "actions": actions}
         if start:
             data["start_branch"] = start
-        with self._translate(f"push the scratch branch {branch}"):
-            commit = self.project.commits.create(data)
-        return str(commit.id)
+
+        def post() -> str:
+            return str(self.project.commits.create(data, retry_transient_errors=False).id)
+
+        def happened() -> str | None:
+            head = self.branch_head(branch)
+            if head is None:
+                return None
+            if str(head.get("message") or "").strip() != message.strip():
+                raise GitLabError(
+                    f"the scratch branch {branch} exists on {self.url} with a commit this run did not make; "
+                    "delete it (`runnerconf sweep`) and run again"
+                )
+            return str(head["id"])
+
+        return self._write_once(f"push the scratch branch {branch}", post, happened)
+
+    def branch_head(self, branch: str) -> dict[str, Any] | None:
+        """The head commit of BRANCH ({id, message, committed_date, ...}), or None when there is no such branch."""
+        with self._translate(f"read the branch {branch}"):
+            try:
+                found = self.project.branches.get(branch)
+            except gitlab.exceptions.GitlabGetError as exc:
+                if exc.response_code == 404:
+                    return None
+                raise
+        return dict(found.attributes.get("commit") or {})
+
+    def _write_once(self, action: str, post: Callable[[], T], happened: Callable[[], T | None]) -> T:
+        """POST once, never blindly again: after a lost answer HAPPENED() says whether the write took effect.
+
+        python-gitlab's transient-error retries would repeat a POST whose first attempt succeeded behind a 502
+        or a timeout (a second pipeline, never cancelled); here the retry comes only after the reconciliation
+        found nothing.
+        """
+        last: BaseException | None = None
+        for _ in range(WRITE_ATTEMPTS):
+            try:
+                with self._translate(action, lost_ok=True):
+                    return post()
+            except _LostAnswer as lost:
+                last = lost.error
+            found = happened()
+            if found is not None:
+                return found
+        with self._translate(action):
+            assert last is not None
+            raise last
 
     def delete_branch(self, branch: str) -> None:
         with self._translate(f"delete the scratch branch {branch}"):
@@ -160,11 +295,59 @@ class GitLabDriver:
 
     # ------------------------------------------------------------ pipeline and jobs
 
-    def create_pipeline(self, ref: str, variables: dict[str, str]) -> dict[str, Any]:
+    def create_pipeline(
+        self, ref: str, variables: dict[str, str], notes: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Create ONE pipeline on REF (a scratch branch: every pipeline on it is this run's).
+
+        After a lost answer the pipelines of REF are listed: the first is followed, any other is cancelled
+        (and said so in NOTES).
+        """
         payload = {"ref": ref, "variables": [{"key": k, "value": v} for k, v in variables.items()]}
-        with self._translate(f"create a pipeline on {ref}"):
-            pipeline = self.project.pipelines.create(payload)
-        return dict(pipeline.attributes)
+        reconciled = False
+
+        def post() -> dict[str, Any]:
+            return dict(self.project.pipelines.create(payload, retry_transient_errors=False).attributes)
+
+        def happened() -> dict[str, Any] | None:
+            nonlocal reconciled
+            reconciled = True
+            found = self.pipelines_for_ref(ref)
+            return found[0] if found else None
+
+        pipeline = self._write_once(f"create a pipeline on {ref}", post, happened)
+        if reconciled:
+            for extra in self.pipelines_for_ref(ref):
+                if extra["id"] != pipeline["id"] and extra.get("status") not in FINISHED:
+                    self.cancel_pipeline(int(extra["id"]))
+                    if notes is not None:
+                        notes.append(f"cancelled pipeline #{extra['id']}: a second pipeline on {ref}")
+            if notes is not None:
+                notes.append(
+                    f"GitLab lost the answer to creating pipeline #{pipeline['id']}; reconciled by ref"
+                )
+        return pipeline
+
+    def scratch_branches(self, prefix: str) -> list[dict[str, Any]]:
+        """Branches whose name starts with PREFIX, each with its head commit."""
+        with self._translate(f"list the branches {prefix}*"):
+            found = self.project.branches.list(search=f"^{prefix}", get_all=True)
+        return [dict(b.attributes) for b in found if str(b.attributes.get("name", "")).startswith(prefix)]
+
+    def unfinished_pipelines(self) -> list[dict[str, Any]]:
+        """The project's pipelines that are created, pending or running (any ref)."""
+        found: dict[int, dict[str, Any]] = {}
+        for status in ("created", "pending", "running"):
+            with self._translate(f"list the {status} pipelines"):
+                for p in self.project.pipelines.list(status=status, get_all=True):
+                    found[int(p.id)] = dict(p.attributes)
+        return [found[k] for k in sorted(found)]
+
+    def pipelines_for_ref(self, ref: str) -> list[dict[str, Any]]:
+        """The project's pipelines on REF, oldest first."""
+        with self._translate(f"list the pipelines of {ref}"):
+            found = self.project.pipelines.list(ref=ref, get_all=True)
+        return sorted((dict(p.attributes) for p in found), key=lambda p: int(p["id"]))
 
     def pipeline(self, pipeline_id: int) -> dict[str, Any]:
         with self._translate(f"read pipeline {pipeline_id}"):

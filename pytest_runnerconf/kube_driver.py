@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,15 +15,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import urllib3.exceptions
+import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from pytest_runnerconf.errors import KubeError
+from pytest_runnerconf.errors import ConfigError, KubeError
+from pytest_runnerconf.profile import insecure_http
+from pytest_runnerconf.scrub import remember
 
 if TYPE_CHECKING:
     from pytest_runnerconf.profile import Profile
 
+# The Accept header of a metadata-only list: the API server answers with a PartialObjectMetadataList.
+METADATA_LIST_ACCEPT = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+RUNNER_SECRET_TYPE = "kubernetes.io/dockercfg"  # the runner's per-job registry-credentials Secret
 JOB_ID_ANNOTATION = "job.runner.gitlab.com/id"
 PROJECT_ID_LABEL = "project.runner.gitlab.com/id"
 WATCH_WINDOW_S = 10  # server-side watch timeout: how often the thread notices a stop request
@@ -60,6 +67,24 @@ def job_id_of(pod: dict[str, Any]) -> int | None:
         return None
 
 
+def exec_plugin_command(file: str | None, context: str | None) -> str | None:
+    """The exec credential plugin command of CONTEXT's user (None: no exec plugin, or unreadable config)."""
+    paths = [file] if file else os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)
+    docs = []
+    for path in paths:
+        try:
+            docs.append(yaml.safe_load(Path(path).expanduser().read_text(encoding="utf-8")) or {})
+        except (OSError, yaml.YAMLError):
+            continue
+    docs = [d for d in docs if isinstance(d, dict)]
+    current = context or next((d.get("current-context") for d in docs if d.get("current-context")), None)
+    contexts = {c.get("name"): c.get("context") or {} for d in docs for c in d.get("contexts") or []}
+    users = {u.get("name"): u.get("user") or {} for d in reversed(docs) for u in d.get("users") or []}
+    user = users.get((contexts.get(current) or {}).get("user")) or {}
+    command = (user.get("exec") or {}).get("command") if isinstance(user, dict) else None
+    return str(command) if command else None
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).lower()
     if "connection refused" in text:
@@ -71,6 +96,10 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class SecretsForbidden(KubeError):
+    """RBAC does not allow listing Secrets: the check that needs them is skipped, the run goes on."""
+
+
 class KubeDriver:
     """The job namespace of one cluster, reached through the profile's kubeconfig and context."""
 
@@ -79,7 +108,29 @@ class KubeDriver:
         self._setting = f"clusters.{profile.name}"
         self.namespace = profile.namespace
         self._api_client = self._load_client()
+        self._guard_client()
         self._core = client.CoreV1Api(self._api_client)
+
+    def _guard_client(self) -> None:
+        """No clear-text credentials to another machine, no redirects, and the bearer token kept out of output."""
+        problem = insecure_http(self.host, self._profile.allow_insecure_http)
+        if problem:
+            raise ConfigError(
+                f"the kubeconfig's server {self.host} {problem}; use an https:// server or set "
+                f"{self._setting}.allow_insecure_http = true"
+            )
+        configuration = self._api_client.configuration
+        bearer = str((configuration.api_key or {}).get("authorization") or "")
+        remember(bearer.removeprefix("Bearer ").strip(), configuration.password)
+        # urllib3 follows redirects by default: a Kubernetes API never redirects, so any 3xx is answered as
+        # the response it is (and refused in _translate) instead of carrying the credentials elsewhere.
+        pool = self._api_client.rest_client.pool_manager
+        urlopen = pool.urlopen
+
+        def no_redirects(method: str, url: str, redirect: bool = True, **kw: Any) -> Any:
+            return urlopen(method, url, redirect=False, **kw)
+
+        pool.urlopen = no_redirects  # type: ignore[method-assign]
 
     @property
     def host(self) -> str:
@@ -97,6 +148,7 @@ class KubeDriver:
         file = str(Path(path).expanduser()) if path else None
         if context is not None:
             self._check_context(file, context)
+        self._check_exec_plugin(file, context)
         try:
             api_client: client.ApiClient = config.new_client_from_config(config_file=file, context=context)
             return api_client
@@ -121,6 +173,22 @@ class KubeDriver:
                 f"check {self._setting}.kube_context"
             )
 
+    def _check_exec_plugin(self, file: str | None, context: str | None) -> None:
+        """A context whose exec credential plugin is not installed would go anonymous (and blame RBAC)."""
+        command = exec_plugin_command(file, context)
+        if command is None:
+            return
+        if os.sep in command and Path(command).expanduser().is_file():
+            return
+        if os.sep not in command and shutil.which(command):
+            return
+        which = f"context {context!r}" if context else "current context"
+        raise KubeError(
+            f"the kubeconfig's {which} gets its credentials from the exec plugin {command!r}, which is not "
+            f"installed on this machine; install it (or put it on PATH) or pick another "
+            f"{self._setting}.kube_context"
+        )
+
     @contextmanager
     def _translate(
         self, action: str, forbidden: str | None = None, not_found: str | None = None
@@ -132,6 +200,12 @@ class KubeDriver:
                 raise KubeError(forbidden) from None
             if exc.status == 404 and not_found:
                 raise KubeError(not_found) from None
+            if exc.status in (301, 302, 303, 307, 308):
+                target = (exc.headers or {}).get("Location", "another address")
+                raise KubeError(
+                    f"the Kubernetes API at {self.host} redirected a request to {target} and the credentials "
+                    f"were not sent there; check the server URL in {self._setting}.kubeconfig"
+                ) from None
             if exc.status == 401:
                 raise KubeError(
                     f"the Kubernetes API at {self.host} rejected the kubeconfig credentials (401); "
@@ -213,11 +287,37 @@ class KubeDriver:
         return list(body.get("items") or [])
 
     def list_secret_meta(self, name_part: str) -> list[dict[str, Any]]:
-        """Metadata of the Secrets whose name contains NAME_PART; their data is dropped unread."""
-        with self._translate(
-            f"list secrets in namespace {self.namespace}", forbidden=self._no_rbac("list secrets")
-        ):
-            body = self._raw(self._core.list_namespaced_secret, self.namespace)
+        """Metadata of the per-job registry Secrets whose name contains NAME_PART; their data never comes.
+
+        The request asks for a PartialObjectMetadataList (the Secrets' metadata, no data, no type) and only
+        for the runner's type: its per-job Secrets carry no labels, so the type is the selector there is.
+
+        Raises:
+            SecretsForbidden: RBAC does not allow listing Secrets (the check that needs them is skipped).
+            KubeError: any other failure, including a server that cannot list metadata only.
+        """
+        forbidden = (
+            f"listing Secrets in namespace {self.namespace} is not allowed (403); the per-job Secret check "
+            "needs `list` on secrets (see `runnerconf rbac`)"
+        )
+        with self._translate(f"list secret metadata in namespace {self.namespace}"):
+            try:
+                body = self._raw(
+                    self._core.list_namespaced_secret,
+                    self.namespace,
+                    field_selector=f"type={RUNNER_SECRET_TYPE}",
+                    _headers={"Accept": METADATA_LIST_ACCEPT},
+                )
+            except ApiException as exc:
+                if exc.status == 403:
+                    raise SecretsForbidden(forbidden) from None
+                raise
+        if body.get("kind") != "PartialObjectMetadataList":
+            # Never keep what we did not ask for: a server that ignored the Accept header sent the data.
+            raise KubeError(
+                f"the Kubernetes API at {self.host} answered a metadata-only Secret list with "
+                f"{body.get('kind')!r}; the per-job Secret check is not run against it"
+            )
         found: list[dict[str, Any]] = []
         for item in body.get("items") or []:
             meta = item.get("metadata") or {}
@@ -225,7 +325,7 @@ class KubeDriver:
                 found.append(
                     {
                         "name": meta.get("name"),
-                        "type": item.get("type"),
+                        "type": RUNNER_SECRET_TYPE,
                         "creationTimestamp": meta.get("creationTimestamp"),
                         "owner_references": meta.get("ownerReferences") or [],
                     }

@@ -97,6 +97,7 @@ class Plan:
     probes: tuple[str, ...]
     checks: tuple[str, ...] = ()
     library: ProbeLibrary = field(default_factory=ProbeLibrary, compare=False)
+    reads: frozenset[str] = frozenset()  # Kubernetes resources the checks read besides pods and events
 
 
 def item_probes(item: pytest.Item) -> tuple[str, ...]:
@@ -117,22 +118,31 @@ def plan_for_items(items: Iterable[pytest.Item], library: ProbeLibrary | None = 
     """The union of the probes the (already deselected) items need, in a stable order."""
     probes: set[str] = set()
     checks: list[str] = []
+    reads: set[str] = set()
     for item in items:
         probes.update(item_probes(item))
-        check_id = item_check_id(item)
-        if check_id and check_id not in checks:
-            checks.append(check_id)
-    return make_plan(probes, checks, library)
+        info = info_for(item)
+        if info is not None:
+            reads.update(info.reads)
+            if info.id not in checks:
+                checks.append(info.id)
+    return make_plan(probes, checks, library, reads=reads)
 
 
-def make_plan(probes: Iterable[str], checks: Iterable[str] = (), library: ProbeLibrary | None = None) -> Plan:
+def make_plan(
+    probes: Iterable[str],
+    checks: Iterable[str] = (),
+    library: ProbeLibrary | None = None,
+    *,
+    reads: Iterable[str] = (),
+) -> Plan:
     """Validate probe names against the probe library so a typo fails before anything is pushed."""
     library = library or ProbeLibrary()
     library.validate()
     chosen = tuple(sorted(set(probes)))
     for probe in chosen:
         library.template(probe)
-    return Plan(probes=chosen, checks=tuple(checks), library=library)
+    return Plan(probes=chosen, checks=tuple(checks), library=library, reads=frozenset(reads))
 
 
 def template_values(profile: Profile, run_id: str) -> dict[str, str]:

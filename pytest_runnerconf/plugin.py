@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from _pytest.terminal import TerminalReporter
 
+from pytest_runnerconf import interrupts
 from pytest_runnerconf.allure_report import AllureAdapter
 from pytest_runnerconf.checks import MARKER_HELP, info_for
 from pytest_runnerconf.display import ProgressDisplay
@@ -94,6 +95,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[GATE] = _Gate(settings.baseline.path, _load_baseline(settings.baseline))
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistController(shared), "runnerconf-xdist")
+    if settings.active:
+        # SIGTERM/SIGHUP clean up like Ctrl-C; an xdist controller hands them to the worker that runs.
+        controller = not is_worker(config) and getattr(config.option, "dist", "no") != "no"
+        interrupts.install(forward_to_children=controller)
+        config.add_cleanup(interrupts.uninstall)
 
 
 class _XdistController:
@@ -502,7 +508,7 @@ def pytest_terminal_summary(
 
     error = stored_error(state.shared)
     if error is not None and config.pluginmanager.hasplugin("dsession"):
-        terminalreporter.write_line(f"runnerconf: could not test: {error[0]}", red=True, bold=True)
+        terminalreporter.write_line(f"runnerconf: {error[2]}{error[0]}", red=True, bold=True)
     run = _session_run(state)
     informative = config.get_verbosity() > -2  # -qq: only what decides the outcome, as pytest does
     if run is not None and informative:

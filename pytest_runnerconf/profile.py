@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pytest_runnerconf.errors import ConfigError
 
@@ -130,6 +132,24 @@ class Profile:
     namespace: str
     expect: Expectations
     source: str
+    # http:// to a host other than loopback sends the token in clear text: refused unless this says so.
+    allow_insecure_http: bool = False
+
+    def token_file_warning(self) -> str | None:
+        """A sentence when the token file may be read by other users (group or world bits set)."""
+        if not self.token_file:
+            return None
+        path = Path(self.token_file).expanduser()
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            return None
+        if mode & 0o077:
+            return (
+                f"the GitLab token file {path} can be read by other users (mode {mode & 0o777:o}); "
+                f"run `chmod 600 {path}` (clusters.{self.name}.token_file)"
+            )
+        return None
 
     def token(self) -> str:
         """The GitLab token: from the env var named by token_env, else from token_file."""
@@ -174,6 +194,7 @@ class Profile:
             "kube_context": self.kube_context,
             "namespace": self.namespace,
             "source": self.source,
+            "allow_insecure_http": self.allow_insecure_http,
             "expect": _expect_summary(exp),
         }
 
@@ -195,6 +216,7 @@ def profile_from_summary(summary: dict[str, Any]) -> Profile:
         kube_context=summary.get("kube_context"),
         namespace=summary["namespace"],
         source=f"{summary.get('source')} (as recorded in the evidence)",
+        allow_insecure_http=bool(summary.get("allow_insecure_http", False)),
         expect=Expectations(
             builds_dir=exp["builds_dir"],
             cleanup_deadline_s=exp["cleanup_deadline_s"],
@@ -450,6 +472,7 @@ _CLUSTER_KEYS = (
     "kube_context",
     "namespace",
     "expect",
+    "allow_insecure_http",
 )
 
 
@@ -469,6 +492,12 @@ def _cluster(ctx: _Ctx, name: str, value: Any, base: Path | None = None) -> Prof
     url = _str(ctx.sub("gitlab_url"), _required(ctx, table, "gitlab_url", "the GitLab base URL"))
     if not url.startswith(("http://", "https://")):
         raise ctx.sub("gitlab_url").error(f"= {url!r} is not allowed; it must start with http:// or https://")
+    insecure = _bool(ctx.sub("allow_insecure_http"), table.get("allow_insecure_http", False))
+    problem = insecure_http(url, insecure)
+    if problem:
+        raise ctx.sub("gitlab_url").error(
+            f"= {url!r} {problem}; use https:// or set {ctx.key}.allow_insecure_http = true"
+        )
     if "token_env" not in table and "token_file" not in table:
         raise ConfigError(
             f"{ctx.file}: missing required key {ctx.key}.token_env (or token_file); "
@@ -486,7 +515,24 @@ def _cluster(ctx: _Ctx, name: str, value: Any, base: Path | None = None) -> Prof
         namespace=_str(ctx.sub("namespace"), _required(ctx, table, "namespace", "the job namespace")),
         expect=_expectations(ctx.sub("expect"), table.get("expect", {})),
         source=ctx.file,
+        allow_insecure_http=insecure,
     )
+
+
+def insecure_http(url: str, allowed: bool) -> str | None:
+    """Why URL may not be used (http:// to a host other than loopback), or None."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or allowed:
+        return None
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return "would send the token unencrypted over http:// to a host other than this machine"
 
 
 def _path(value: str | None, base: Path | None) -> str | None:

@@ -5,23 +5,35 @@ from __future__ import annotations
 import contextlib
 import queue
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pytest_runnerconf.errors import GitLabError, KubeError, ProbeProtocolError, RunnerConfError, RunTimeout
+from pytest_runnerconf import sweep
+from pytest_runnerconf.errors import (
+    GitLabError,
+    KubeError,
+    ProbeProtocolError,
+    RunnerConfError,
+    RunnerConfWarning,
+    RunTimeout,
+)
 from pytest_runnerconf.evidence import JobEvidence, PodObservation, RunEvidence, records_from_trace, save
 from pytest_runnerconf.gitlab_driver import GitLabDriver
+from pytest_runnerconf.interrupts import Interrupted, signal_name, since_signal
 from pytest_runnerconf.kube_driver import (
     PROJECT_ID_LABEL,
     KubeDriver,
     PodEvent,
     PodWatch,
+    SecretsForbidden,
     WatchFailed,
     job_id_of,
 )
+from pytest_runnerconf.marker import commit_message, scratch_branch
 from pytest_runnerconf.plan import RUN_ID_VARIABLE, Plan, job_directives, job_names, render_pipeline
 from pytest_runnerconf.profile import Profile
 from pytest_runnerconf.progress import FINISHED, Progress, RunChanges
@@ -32,7 +44,9 @@ BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 3.0
 CANCEL_GRACE_S = 30.0  # how long we watch our pods go away after cancelling on an error
 STRAY_MARGIN_S = 300.0
-SECRET_POLL_S = 1.0
+# Secrets are listed (metadata only) at a modest rate: a deletion is timed to within this, well inside any
+# cleanup deadline, and the API server is not asked once a second for the namespace's Secrets.
+SECRET_POLL_S = 5.0
 
 
 def _epoch(stamp: Any) -> float | None:
@@ -112,19 +126,27 @@ class _Run:
     directives: dict[str, dict[str, Any]] = field(default_factory=dict)
     variables: dict[str, str] = field(default_factory=dict)  # the pipeline's variables
     cancelled: set[int] = field(default_factory=set)
+    branch: str = ""
+    pushing: bool = False  # the branch POST was sent: the branch may exist even if its answer was lost
+    cleaned: list[str] = field(default_factory=list)  # what an abort undid, for the interrupt summary
+    left: list[str] = field(default_factory=list)  # what it could not undo
     # Per-job Secrets by name: first_seen, deleted_at, owner_references; None when they cannot be listed.
     secrets: dict[str, dict[str, Any]] | None = field(default_factory=dict)
     secrets_polled: float = 0.0
     secrets_before: set[str] | None = None  # present before the pipeline: not this run's
+    secrets_skipped: str = ""  # why Secrets were not looked at although a check could use them (RBAC)
 
     def poll_secrets(self) -> None:
-        """List the project's runner Secrets at most once a second (pods have the watch; Secrets a poll)."""
+        """List the project's runner Secrets' metadata every SECRET_POLL_S (pods have the watch; Secrets a poll)."""
         now = time.time()
         if self.secrets is None or now - self.secrets_polled < SECRET_POLL_S:
             return
         self.secrets_polled = now
         try:
             listed = self.kube.list_secret_meta(f"-project-{self.gitlab.project_id}-")
+        except SecretsForbidden as exc:
+            self.secrets, self.secrets_skipped = None, str(exc)
+            return
         except KubeError as exc:
             self.notes.append(f"per-job Secrets not observed: {exc}")
             self.secrets = None
@@ -220,19 +242,40 @@ def execute(
     selector = f"{PROJECT_ID_LABEL}={gitlab.project_id}"
     resource_version = kube.preflight(selector)
     stray = stray_pods(kube, run.notes)
-    branch = f"runnerconf/{run_id}"
+    _warn_leftovers(run)
+    branch = run.branch = scratch_branch(run_id)
+    planned = job_names(ci_yaml)
     run.watch = kube.watch_pods(selector, resource_version).start()
+    if "secrets" not in plan.reads:
+        run.secrets = None  # no selected check reads Secrets: do not list them at all (least privilege)
     run.poll_secrets()
     try:
-        _run_pipeline(run, branch, {".gitlab-ci.yml": ci_yaml, **files})
-        leftover = _await_cleanup(run)
-    finally:
-        run.watch.stop()
-    evidence = _collect(run, facts, branch, job_names(ci_yaml), stray, leftover)
-    evidence.secrets = run.secrets
-    save(evidence, evidence_dir, secrets=(_token(profile),))
-    changes.done(len(leftover.get("pods") or ()))
+        try:
+            _run_pipeline(run, branch, {".gitlab-ci.yml": ci_yaml, **files})
+            leftover = _await_cleanup(run)
+        finally:
+            run.watch.stop()
+        evidence = _collect(run, facts, branch, planned, stray, leftover)
+        evidence.secrets, evidence.secrets_skipped = run.secrets, run.secrets_skipped
+        save(evidence, evidence_dir, secrets=(_token(profile),))
+        changes.done(len(leftover.get("pods") or ()))
+    except KeyboardInterrupt as exc:
+        # Ctrl-C, SIGTERM or SIGHUP: _run_pipeline has cancelled and deleted what it could; say what is left.
+        raise _interrupted(run, exc, facts, planned, stray, evidence_dir) from None
     return evidence
+
+
+def _warn_leftovers(run: _Run) -> None:
+    """Say so when earlier runs that died left branches or pipelines here (`runnerconf sweep` removes them)."""
+    try:
+        leftovers = sweep.find(run.gitlab, None, run.profile.expect.run_deadline_s, pods=False)
+    except RunnerConfError as exc:
+        run.notes.append(f"leftovers of earlier runs could not be looked for: {exc}")
+        return
+    if leftovers:
+        message = sweep.warning(leftovers, run.profile.name)
+        run.notes.append(message)
+        warnings.warn(RunnerConfWarning(message), stacklevel=3)
 
 
 def _token(profile: Profile) -> str:
@@ -243,38 +286,96 @@ def _token(profile: Profile) -> str:
 
 def _run_pipeline(run: _Run, branch: str, files: dict[str, str]) -> None:
     """Push, create the pipeline, follow it; always delete the branch, cancel on any error."""
-    pushed = False
     try:
-        # "[ci skip]": the push itself must not start a second pipeline; ours is created via the API.
-        run.gitlab.push_files(branch, files, f"runnerconf run {run.run_id} [ci skip]")
-        pushed = True
-        run.pipeline = run.gitlab.create_pipeline(branch, run.variables)
+        run.pushing = True
+        run.gitlab.push_files(branch, files, commit_message(run.run_id))
+        run.pipeline = run.gitlab.create_pipeline(branch, run.variables, run.notes)
         _follow(run)
     except BaseException:
         _abort(run)
         raise
     finally:
-        if pushed:
+        if run.pushing:
             _delete_branch(run, branch)
 
 
 def _delete_branch(run: _Run, branch: str) -> None:
     try:
         run.gitlab.delete_branch(branch)
+        run.cleaned.append(f"deleted branch {branch}")
     except GitLabError as exc:
         run.notes.append(f"the scratch branch {branch} could not be deleted: {exc}")
+        run.left.append(f"branch {branch}")
 
 
 def _abort(run: _Run) -> None:
-    """Cancel our pipeline and watch our pods go, within a bound; never masks the original error."""
-    if not run.pipeline or run.pipeline.get("status") in FINISHED:
-        return
-    with contextlib.suppress(RunnerConfError):
-        run.gitlab.cancel_pipeline(int(run.pipeline["id"]))
+    """Cancel our pipeline and watch our jobs end and pods go, within a bound; never masks the original error.
+
+    When the pipeline's creation answer was lost (an interrupt or a dead connection mid-POST), the pipelines
+    on our scratch branch are ours: they are found by the ref and cancelled too.
+    """
     deadline = time.monotonic() + min(CANCEL_GRACE_S, run.profile.expect.cleanup_deadline_s)
     with contextlib.suppress(RunnerConfError):
-        while run.tracker.alive(run.job_ids()) and time.monotonic() < deadline:
+        ours = [run.pipeline] if run.pipeline else []
+        if not ours and run.pushing:
+            ours = run.gitlab.pipelines_for_ref(run.branch)
+            run.pipeline = ours[0] if ours else {}
+        for pipeline in ours:
+            if pipeline.get("status") not in FINISHED:
+                run.gitlab.cancel_pipeline(int(pipeline["id"]))
+                run.cleaned.append(f"cancelled pipeline #{pipeline['id']}")
+    with contextlib.suppress(RunnerConfError):
+        while run.pipeline and time.monotonic() < deadline:
+            _refresh_jobs(run)
+            settled = all(j.get("status") in FINISHED for j in run.jobs.values())
+            if settled and not run.tracker.alive(run.job_ids()):
+                break
             run.drain(wait_s=0.5)
+    unfinished = [j for j in run.jobs.values() if j.get("status") not in FINISHED]
+    if run.pipeline and unfinished:
+        run.left.append(f"pipeline #{run.pipeline.get('id')} ({len(unfinished)} jobs not yet canceled)")
+    run.left += [f"pod {name}" for name in run.tracker.alive(run.job_ids())]
+
+
+def _interrupted(
+    run: _Run,
+    exc: KeyboardInterrupt,
+    facts: dict[str, Any],
+    planned: list[str],
+    stray: list[dict[str, Any]],
+    evidence_dir: Path,
+) -> Interrupted:
+    """Save what the run saw as a partial bundle and phrase the one sentence the session ends with."""
+    signame = signal_name(exc)
+    took = since_signal()
+    left = list(dict.fromkeys(run.left))
+    run.notes.append(
+        f"interrupted by {signame} {time.time() - run.started:.0f}s into the run"
+        + (f"; cleanup took {took:.1f}s" if took is not None else "")
+        + (f"; left behind: {', '.join(left)}" if left else "; nothing left behind")
+    )
+    jobs = {
+        str(job.get("name")): JobEvidence(
+            name=str(job.get("name")),
+            job=job,
+            trace="",
+            pod=run.tracker.for_job(job_id),
+            started_at=_epoch(job.get("started_at")),
+            finished_at=_epoch(job.get("finished_at")),
+        )
+        for job_id, job in sorted(run.jobs.items())
+    }
+    leftover = {"interrupted": signame, "left": left, "pods": run.tracker.alive(run.job_ids())}
+    evidence = _evidence(run, facts, run.branch, planned, stray, leftover, jobs)
+    evidence.secrets, evidence.secrets_skipped = run.secrets, run.secrets_skipped
+    saved = ""
+    with contextlib.suppress(RunnerConfError, OSError):
+        save(evidence, evidence_dir, secrets=(_token(run.profile),))
+        saved = f"; partial evidence in {evidence_dir}"
+    done = ", ".join(dict.fromkeys(run.cleaned)) or "nothing had been created yet"
+    what = f"left behind: {', '.join(left)}" if left else "nothing left behind"
+    timing = f" (cleanup took {took:.1f}s)" if took is not None else ""
+    return Interrupted(signame, f"interrupted by {signame}: {done}; {what}{timing}{saved}")
 
 
 def _refresh_jobs(run: _Run) -> bool:
@@ -431,6 +532,18 @@ def _collect(
     jobs: dict[str, JobEvidence] = {}
     for job_id, summary in sorted(run.jobs.items()):
         jobs[str(summary.get("name"))] = _job_evidence(run, job_id)
+    return _evidence(run, facts, branch, planned, stray, leftover, jobs)
+
+
+def _evidence(
+    run: _Run,
+    facts: dict[str, Any],
+    branch: str,
+    planned: list[str],
+    stray: list[dict[str, Any]],
+    leftover: dict[str, Any],
+    jobs: dict[str, JobEvidence],
+) -> RunEvidence:
     return RunEvidence(
         run_id=run.run_id,
         cluster=run.profile.name,

@@ -17,6 +17,7 @@ from filelock import FileLock
 
 from pytest_runnerconf.errors import ConfigError, RunnerConfError
 from pytest_runnerconf.evidence import RunEvidence, load
+from pytest_runnerconf.interrupts import Interrupted, signal_name
 from pytest_runnerconf.plan import Plan, ProbeLibrary
 from pytest_runnerconf.profile import (
     Profile,
@@ -32,6 +33,7 @@ from pytest_runnerconf.targets import Log, Target, load_provider, provider_names
 # Exit statuses besides pytest's own: 4 (usage) is reused for configuration errors found at run time.
 EXIT_USAGE = int(pytest.ExitCode.USAGE_ERROR)
 EXIT_COULD_NOT_TEST = 6  # the target could not be tested: unreachable, unauthorised, stuck
+EXIT_INTERRUPTED = int(pytest.ExitCode.INTERRUPTED)  # Ctrl-C, SIGTERM, SIGHUP (after cleaning up)
 
 SHARED_KEY = "runnerconf_shared"  # workerinput key: the directory all workers of one session share
 SKIP_REASON = (
@@ -275,12 +277,20 @@ def resolve_target(settings: Settings) -> TargetSpec:
     return TargetSpec(name=name, profile=profile, source=profile.source)
 
 
-def open_target(spec: TargetSpec, log: Log) -> Target:
+def open_target(spec: TargetSpec, log: Log, *, start: bool = True) -> Target | None:
+    """The target ready to use; with START=False a provider's target only if it already runs (else None).
+
+    `runnerconf sweep` looks at what is there: starting a fresh local cluster to find it empty is pointless.
+    """
     if spec.profile is not None:
         return Target(profile=spec.profile)
     assert spec.provider is not None
     provider = load_provider(spec.provider)
     assert provider is not None
+    running = getattr(provider, "running", None)
+    if not start and callable(running):
+        found: Target | None = running(spec.table, spec.source)
+        return found
     return provider.open(spec.table, spec.source, log)
 
 
@@ -299,17 +309,21 @@ def is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
-def stored_error(shared: Path) -> tuple[str, int] | None:
-    """The could-not-test message the producing worker stored, if any."""
+COULD_NOT_TEST = "could not test: "
+
+
+def stored_error(shared: Path) -> tuple[str, int, str] | None:
+    """(message, exit code, prefix) the producing worker stored, if any; prefix + message is the sentence."""
     path = shared / "error.json"
     if not path.is_file():
         return None
     data = json.loads(path.read_text(encoding="utf-8"))
-    return str(data["message"]), int(data["code"])
+    return str(data["message"]), int(data["code"]), str(data.get("prefix", COULD_NOT_TEST))
 
 
-def _store_error(shared: Path, message: str, code: int) -> None:
-    (shared / "error.json").write_text(json.dumps({"message": message, "code": code}), encoding="utf-8")
+def _store_error(shared: Path, message: str, code: int, prefix: str) -> None:
+    doc = {"message": message, "code": code, "prefix": prefix}
+    (shared / "error.json").write_text(json.dumps(doc), encoding="utf-8")
 
 
 # ---------------------------------------------------------------- secrets this process knows
@@ -349,13 +363,13 @@ class RunnerConfSession:
 
     # -- errors
 
-    def fatal(self, message: str, code: int) -> NoReturn:
+    def fatal(self, message: str, code: int, prefix: str = COULD_NOT_TEST) -> NoReturn:
         """End the session once, without a traceback: exit CODE here, or skip and let the controller exit."""
         message = scrub_text(message)
-        _store_error(self.shared, message, code)
+        _store_error(self.shared, message, code, prefix)
         if is_worker(self.config):
-            pytest.skip(f"could not test: {message}")
-        pytest.exit(f"runnerconf: could not test: {message}", returncode=code)
+            pytest.skip(f"{prefix}{message}")
+        pytest.exit(f"runnerconf: {prefix}{message}", returncode=code)
 
     # -- profile
 
@@ -416,6 +430,12 @@ class RunnerConfSession:
                 return load(Path(pointer.read_text(encoding="utf-8")))
             try:
                 run = self._produce()
+            except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: the run has cleaned up after itself
+                summary = exc.summary if isinstance(exc, Interrupted) else ""
+                name = signal_name(exc)
+                self.fatal(
+                    summary or f"interrupted by {name} before the run created anything", EXIT_INTERRUPTED, ""
+                )
             except ConfigError as exc:
                 self.fatal(str(exc), EXIT_USAGE)
             except RunnerConfError as exc:
@@ -433,6 +453,7 @@ class RunnerConfSession:
         from pytest_runnerconf.run import execute, new_run_id
 
         target = open_target(self._target_spec(), lambda text: self.progress(note(text)))
+        assert target is not None
         self._close = target.close
         profile = target.profile
         remember_profile(profile)

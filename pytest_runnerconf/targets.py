@@ -66,6 +66,10 @@ class TargetProvider(Protocol):
         """
 
 
+# Optional: ``running(table, source) -> Target | None`` returns the target only if it already runs, without
+# starting anything (`runnerconf sweep` uses it); a provider without it is opened as usual.
+
+
 def provider_names() -> tuple[str, ...]:
     """Names of the installed providers, read from the entry points without importing them."""
     return tuple(sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)))

@@ -18,9 +18,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pytest_runnerconf import rbac
 from pytest_runnerconf.local.errors import LocalConfigError, LocalStartError
 from pytest_runnerconf.local.faults import ENV_VAR as FAULTS_ENV_VAR
-from pytest_runnerconf.local.model import ClusterInfo
+from pytest_runnerconf.local.model import LEAST_CONTEXT, NO_SECRETS_CONTEXT, ClusterInfo
 from pytest_runnerconf.local.netsvc import pid_running
 from pytest_runnerconf.resources import fixtures_path
 
@@ -156,23 +157,38 @@ class LocalCluster:
 
         kube_token = secrets.token_urlsafe(24)
         restricted = secrets.token_urlsafe(24)
+        # What `runnerconf rbac` generates, with and without the Secret rule: the plugin's own local runs use
+        # the first, so a manifest that grants too little fails every local run.
+        least = secrets.token_urlsafe(24)
+        no_secrets = secrets.token_urlsafe(24)
         kube_api = KubeAPI(
             store,
             {
                 kube_token: frozenset({"get", "list", "watch", "delete"}),
                 restricted: frozenset({"get", "list"}),
+                least: rbac.grants(["secrets"]),
+                no_secrets: rbac.grants([]),
+            },
+            users={
+                least: f"system:serviceaccount:{namespace}:{rbac.ROLE_NAME}",
+                no_secrets: f"system:serviceaccount:{namespace}:{rbac.ROLE_NAME}-no-secrets",
             },
         )
         kube = kube_api.start()
         self._stops.insert(0, kube_api.stop)  # also ends open watches
-        gitlab = GitLabAPI(state, gitlab_token).start()
+        gitlab = GitLabAPI(state, gitlab_token, faults=self.faults).start()
         self._stops.insert(0, gitlab.stop)
         state.base_url = gitlab.url
         kubeconfig = self.home / "kubeconfig"
         write_kubeconfig(
             kubeconfig,
             kube.url,
-            {"runnerconf-local": kube_token, "runnerconf-local-restricted": restricted},
+            {
+                "runnerconf-local": kube_token,
+                "runnerconf-local-restricted": restricted,
+                LEAST_CONTEXT: least,
+                NO_SECRETS_CONTEXT: no_secrets,
+            },
             "runnerconf-local",
             namespace,
         )

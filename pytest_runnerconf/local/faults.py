@@ -20,6 +20,8 @@ FAULTS: dict[str, str] = {
     "leak-pods": "job pods are not deleted after the job",
     "leak-secrets": "the per-job registry-credentials secret is left behind",
     "slow-cleanup": "job pods are deleted long after the job ended",
+    # GitLab's side: a proxy that fails after GitLab did the work (the run must reconcile, not repeat).
+    "gitlab-lost-response": "GitLab performs a run's first commit and pipeline POST, then answers 502",
 }
 
 ENV_VAR = "RUNNERCONF_LOCAL_FAULTS"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import math
@@ -11,6 +12,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from pytest_runnerconf.local.errors import LocalConfigError
+from pytest_runnerconf.local.faults import ENV_VAR as FAULTS_ENV_VAR
+from pytest_runnerconf.local.faults import parse_faults
 from pytest_runnerconf.local.gitlab_state import (
     NAMESPACE,
     NAMESPACE_ID,
@@ -46,6 +50,34 @@ def _int(value: str, name: str) -> int:
 def _params(request: Request) -> dict[str, Any]:
     """Query parameters overlaid with the body: python-gitlab sends either, depending on the call."""
     return {**request.query, **request.form()}
+
+
+LOST_RESPONSE = "gitlab-lost-response"
+# What nginx in front of GitLab answers when the application dies after doing the work.
+BAD_GATEWAY = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
+    "</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+
+
+def _run_faults(variables: list[dict[str, Any]]) -> frozenset[str]:
+    """The faults a run asked for through its pipeline variables (RUNNERCONF_LOCAL_FAULTS)."""
+    for variable in variables:
+        if variable.get("key") == FAULTS_ENV_VAR:
+            with contextlib.suppress(LocalConfigError):
+                return parse_faults(str(variable.get("value") or ""))
+    return frozenset()
+
+
+def _branch_matches(name: str, search: str) -> bool:
+    """GitLab's branch search: a substring, `^term` for a prefix, `term$` for a suffix."""
+    if search.startswith("^") and search.endswith("$") and len(search) > 1:
+        return name == search[1:-1]
+    if search.startswith("^"):
+        return name.startswith(search[1:])
+    if search.endswith("$"):
+        return name.endswith(search[:-1])
+    return search in name
 
 
 def paginate(request: Request, items: list[Any]) -> Response:
@@ -84,13 +116,24 @@ def paginate(request: Request, items: list[Any]) -> Response:
 class GitLabAPI:
     """Routes of the local GitLab; `start()` serves them on loopback and tells the state its URL."""
 
-    def __init__(self, state: GitLabState, token: str | None = None) -> None:
+    def __init__(
+        self, state: GitLabState, token: str | None = None, faults: frozenset[str] = frozenset()
+    ) -> None:
         self.state = state
         self.token = token if token is not None else state.token
         if not self.token:
             raise ValueError("the local GitLab API needs a non-empty token")
+        self.faults = faults  # the cluster's own; a run's faults come with its pipeline's variables
+        self._lost: set[tuple[str, str]] = set()  # (POST kind, ref) whose answer was already lost once
         self.router = Router()
         self._add_routes()
+
+    def _lose_answer(self, kind: str, ref: str, faults: frozenset[str]) -> Response | None:
+        """gitlab-lost-response: the first such POST for REF was performed; its answer is a proxy's 502."""
+        if LOST_RESPONSE not in faults or (kind, ref) in self._lost:
+            return None
+        self._lost.add((kind, ref))
+        return Response(502, BAD_GATEWAY, content_type="text/html")
 
     def start(self, port: int = 0) -> LoopbackServer:
         server = LoopbackServer(self.router, _not_found, port).start()
@@ -354,7 +397,7 @@ class GitLabAPI:
         branches = project.repo.branches()
         search = request.query.get("search")
         if search:
-            branches = [b for b in branches if search in b.name]
+            branches = [b for b in branches if _branch_matches(b.name, search)]
         return paginate(request, [self._branch_json(project, b) for b in branches])
 
     def _get_branch(self, request: Request) -> Response:
@@ -393,6 +436,9 @@ class GitLabAPI:
             author_name=str(params.get("author_name") or ""),
             author_email=str(params.get("author_email") or ""),
         )
+        lost = self._lose_answer("commit", str(params["branch"]), self.faults)
+        if lost is not None:
+            return lost
         body = self._commit_json(project, commit)
         body.update(
             stats={"additions": 0, "deletions": 0, "total": 0},
@@ -456,6 +502,9 @@ class GitLabAPI:
         if not isinstance(variables, list) or not all(isinstance(v, dict) for v in variables):
             return Response(400, {"error": "variables is invalid"})
         pipeline = self.state.create_pipeline(project, str(ref), variables)
+        lost = self._lose_answer("pipeline", str(ref), self.faults | _run_faults(variables))
+        if lost is not None:
+            return lost
         return Response(201, self._pipeline_json(pipeline))
 
     def _list_pipelines(self, request: Request) -> Response:

@@ -82,7 +82,10 @@ def _without_type(obj: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class KubeAPI:
-    """Routes for the core/v1 subset; `tokens` maps bearer token -> verbs it may use."""
+    """Routes for the core/v1 subset; `tokens` maps bearer token -> its grants.
+
+    A grant is a verb on every resource ("list") or a verb on one resource ("list pods"), like a Role rule.
+    """
 
     store: KubeStore
     tokens: dict[str, frozenset[str]]
@@ -157,7 +160,8 @@ class KubeAPI:
                 return _status_response(401, "Unauthorized", "Unauthorized")
             if verb is not None:
                 effective = "watch" if verb == "list" and _flag(request.query.get("watch")) else verb
-                if effective not in self.tokens[token]:
+                grants = self.tokens[token]
+                if effective not in grants and f"{effective} {_resource_of(request.path)}" not in grants:
                     return self._forbidden(token, effective, request)
             try:
                 return handler(request)
@@ -247,6 +251,8 @@ class KubeAPI:
             items, rv = self.store.list(
                 kind, namespace, request.query.get("labelSelector"), request.query.get("fieldSelector")
             )
+            if _wants_metadata_list(request):
+                return Response(200, _metadata_list(items, rv))
             body = {
                 "kind": f"{kind}List",
                 "apiVersion": "v1",
@@ -321,6 +327,26 @@ class KubeAPI:
         except Gone as exc:  # the real API reports an expired version inside a 200 watch stream
             return Response(200, iter([_event_line("ERROR", status(410, exc.reason, str(exc)))]))
         return Response(200, _encode_events(kind, events))
+
+
+def _wants_metadata_list(request: Request) -> bool:
+    """`Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1` (kubectl, client-go)."""
+    for media in request.headers.get("accept", "").split(","):
+        params = dict(p.strip().partition("=")[::2] for p in media.split(";")[1:] if "=" in p)
+        if params.get("as") == "PartialObjectMetadataList" and params.get("g") == "meta.k8s.io":
+            return True
+    return False
+
+
+def _metadata_list(items: list[dict[str, Any]], rv: str) -> dict[str, Any]:
+    """What the API server sends for a metadata-only list: every item's metadata and nothing else."""
+    meta = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1"}
+    return {
+        "kind": "PartialObjectMetadataList",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": rv},
+        "items": [{**meta, "metadata": obj.get("metadata", {})} for obj in items],
+    }
 
 
 def _event_line(type_: str, obj: dict[str, Any]) -> bytes:

@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+# kubeconfig contexts of the local cluster besides its full-rights one
+LEAST_CONTEXT = "runnerconf-local-least"  # exactly the Role `runnerconf rbac` generates for the whole suite
+NO_SECRETS_CONTEXT = "runnerconf-local-no-secrets"  # the same without the Secret rule
+
 
 @dataclass(frozen=True)
 class Variable:

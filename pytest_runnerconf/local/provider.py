@@ -11,7 +11,7 @@ from typing import Any
 from pytest_runnerconf.errors import ConfigError, InfraError
 from pytest_runnerconf.local.errors import LocalConfigError, LocalError
 from pytest_runnerconf.local.faults import ENV_VAR, parse_faults
-from pytest_runnerconf.local.model import ClusterInfo
+from pytest_runnerconf.local.model import LEAST_CONTEXT, ClusterInfo
 from pytest_runnerconf.profile import profile_from_table
 from pytest_runnerconf.resources import fixtures_path
 from pytest_runnerconf.targets import Target
@@ -75,7 +75,8 @@ def local_table(info: ClusterInfo, expect: Mapping[str, Any]) -> dict[str, Any]:
         "project": info.project,
         "runner_tags": [info.runner_tag],
         "kubeconfig": info.kubeconfig,
-        "kube_context": info.kube_context,
+        # Runs use the least-privilege context (`runnerconf rbac`), not the cluster's full-rights one.
+        "kube_context": LEAST_CONTEXT,
         "namespace": info.namespace,
         "expect": _fill_dns(_merge(builtin_expect(), expect), info.local_dns or "127.0.0.1"),
     }
@@ -106,6 +107,16 @@ class LocalProvider:
         profile = profile_from_table(NAME, local_table(info, expect), source)
         variables = {ENV_VAR: ",".join(sorted(faults))} if faults else {}
         return Target(profile=profile, pipeline_variables=variables, close=stop)
+
+    def running(self, table: Mapping[str, Any] | None, source: str) -> Target | None:
+        """The running local cluster as a target (never starts one); None when none runs."""
+        from pytest_runnerconf.local.cluster import read_state
+
+        expect, _ = user_settings(table, source)
+        info = read_state()
+        if info is None:
+            return None
+        return Target(profile=profile_from_table(NAME, local_table(info, expect), source))
 
     def add_commands(self, commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         from pytest_runnerconf.local.cli import add_commands

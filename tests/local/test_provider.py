@@ -40,7 +40,8 @@ def test_builtin_profile_comes_from_the_running_cluster() -> None:
     assert profile.token_file == "/tmp/runnerconf/gitlab-token"  # type: ignore[attr-defined]
     assert profile.token_env is None  # type: ignore[attr-defined]
     assert profile.runner_tags == ("runnerconf-local",)  # type: ignore[attr-defined]
-    assert profile.kube_context == "runnerconf-local"  # type: ignore[attr-defined]
+    # Runs use the least-privilege context (what `runnerconf rbac` generates), not the full-rights one.
+    assert profile.kube_context == "runnerconf-local-least"  # type: ignore[attr-defined]
     expect = profile.expect  # type: ignore[attr-defined]
     assert expect.dns is not None and expect.dns.nameservers == ("172.17.0.1",)
     assert expect.images.insecure_registries == ("registry.runnerconf.test:5000",)
