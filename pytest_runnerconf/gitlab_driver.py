@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 REQUEST_TIMEOUT_S = 30
-MAX_ARTIFACT_BYTES = 5 * 1024 * 1024  # probes upload tiny files; anything larger is not ours to read
+MAX_ARTIFACT_BYTES = 5 * 1024 * 1024  # one artifact file: probes upload tiny files
 # A write whose answer was lost (the server or a proxy failed after GitLab may have done it, or the
 # connection died) is reconciled before it is sent again, at most this many times in all.
 WRITE_ATTEMPTS = 3
@@ -120,6 +120,7 @@ class GitLabDriver:
             session=SameOriginSession(profile.gitlab_url),
         )
         self._project: Project | None = None
+        self.capped: dict[str, str] = {}  # what a size cap cut, by object: said in the evidence notes
 
     @property
     def url(self) -> str:
@@ -371,32 +372,70 @@ class GitLabDriver:
             return dict(self.project.jobs.get(job_id).attributes)
 
     def trace(self, job_id: int) -> str:
+        """The job's trace, read as a stream and cut at the profile's max_trace_bytes (noted in `capped`)."""
+        limit = self._profile.max_trace_bytes
         with self._translate(f"read the trace of job {job_id}"):
-            raw = self.project.jobs.get(job_id, lazy=True).trace()
-        return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+            chunks = self.project.jobs.get(job_id, lazy=True).trace(streamed=True, iterator=True)
+            raw, cut = _read_capped(chunks, limit)
+        if cut:
+            self.capped[f"trace of job {job_id}"] = (
+                f"the trace of job {job_id} was cut at {limit} bytes ({self._setting}.max_trace_bytes)"
+            )
+        return raw.decode("utf-8", errors="replace")
 
     def artifacts(self, job_id: int) -> dict[str, str]:
-        """The job's artifacts archive as {path: text}; {} when the job uploaded none."""
+        """The job's artifacts archive as {path: text}; {} when the job uploaded none or it is too big."""
+        limit = self._profile.max_artifact_bytes
         with self._translate(f"download the artifacts of job {job_id}"):
             try:
-                data = self.project.jobs.get(job_id, lazy=True).artifacts()
+                chunks = self.project.jobs.get(job_id, lazy=True).artifacts(streamed=True, iterator=True)
+                data, cut = _read_capped(chunks, limit)
             except gitlab.exceptions.GitlabError as exc:
                 if exc.response_code == 404:
                     return {}
                 raise
-        if not isinstance(data, bytes) or not data:
+        if cut:
+            self.capped[f"artifacts of job {job_id}"] = (
+                f"the artifacts archive of job {job_id} is larger than {limit} bytes and was not read "
+                f"({self._setting}.max_artifact_bytes)"
+            )
             return {}
-        return _unzip_text(data)
+        files, skipped = _unzip_text(data, limit)
+        if skipped:
+            self.capped[f"artifacts of job {job_id}"] = (
+                f"job {job_id}: artifact files {', '.join(skipped)} exceed {limit} bytes unpacked and were not "
+                f"read ({self._setting}.max_artifact_bytes)"
+            )
+        return files
 
 
-def _unzip_text(data: bytes) -> dict[str, str]:
+def _read_capped(chunks: Iterable[bytes], limit: int) -> tuple[bytes, bool]:
+    """At most LIMIT bytes of a streamed body; True when there was more (the rest is never read)."""
+    buffer = bytearray()
+    for chunk in chunks:
+        buffer += chunk
+        if len(buffer) > limit:
+            return bytes(buffer[:limit]), True
+    return bytes(buffer), False
+
+
+def _unzip_text(data: bytes, limit: int) -> tuple[dict[str, str], list[str]]:
+    """Text of the archive's files, each and all together within LIMIT bytes unpacked (a zip can lie)."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
-        return {}
+        return {}, []
     files: dict[str, str] = {}
+    skipped: list[str] = []
+    budget = limit
     for info in archive.infolist():
-        if info.is_dir() or info.file_size > MAX_ARTIFACT_BYTES:
+        if info.is_dir():
             continue
-        files[info.filename] = archive.read(info).decode("utf-8", errors="replace")
-    return files
+        with archive.open(info) as member:
+            content = member.read(min(budget, MAX_ARTIFACT_BYTES) + 1)
+        if len(content) > min(budget, MAX_ARTIFACT_BYTES):
+            skipped.append(info.filename)
+            continue
+        budget -= len(content)
+        files[info.filename] = content.decode("utf-8", errors="replace")
+    return files, skipped

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from pytest_runnerconf.errors import ConfigError
 
 PROFILE_FILE = "runnerconf.toml"
+DEFAULT_MAX_TRACE_BYTES = 32 * 1024 * 1024  # 8x the runner's default output_limit (4096 KiB)
+DEFAULT_MAX_ARTIFACT_BYTES = 16 * 1024 * 1024
 # Keys a target provider owns: set on any other cluster they would silently do nothing.
 PROVIDER_KEYS = {"local_faults": "local"}
 
@@ -134,6 +136,9 @@ class Profile:
     source: str
     # http:// to a host other than loopback sends the token in clear text: refused unless this says so.
     allow_insecure_http: bool = False
+    # What the run reads at most of one job's trace and of one artifacts archive; a cut is reported.
+    max_trace_bytes: int = DEFAULT_MAX_TRACE_BYTES
+    max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
 
     def token_file_warning(self) -> str | None:
         """A sentence when the token file may be read by other users (group or world bits set)."""
@@ -195,6 +200,8 @@ class Profile:
             "namespace": self.namespace,
             "source": self.source,
             "allow_insecure_http": self.allow_insecure_http,
+            "max_trace_bytes": self.max_trace_bytes,
+            "max_artifact_bytes": self.max_artifact_bytes,
             "expect": _expect_summary(exp),
         }
 
@@ -217,6 +224,8 @@ def profile_from_summary(summary: dict[str, Any]) -> Profile:
         namespace=summary["namespace"],
         source=f"{summary.get('source')} (as recorded in the evidence)",
         allow_insecure_http=bool(summary.get("allow_insecure_http", False)),
+        max_trace_bytes=int(summary.get("max_trace_bytes") or DEFAULT_MAX_TRACE_BYTES),
+        max_artifact_bytes=int(summary.get("max_artifact_bytes") or DEFAULT_MAX_ARTIFACT_BYTES),
         expect=Expectations(
             builds_dir=exp["builds_dir"],
             cleanup_deadline_s=exp["cleanup_deadline_s"],
@@ -315,6 +324,12 @@ def _seconds(ctx: _Ctx, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ctx.error(f"= {_describe(value)} is not allowed; it must be a positive number of seconds")
     return float(value)
+
+
+def _bytes(ctx: _Ctx, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1024:
+        raise ctx.error(f"= {_describe(value)} is not allowed; it must be a number of bytes, at least 1024")
+    return value
 
 
 def _bool(ctx: _Ctx, value: Any) -> bool:
@@ -473,6 +488,8 @@ _CLUSTER_KEYS = (
     "namespace",
     "expect",
     "allow_insecure_http",
+    "max_trace_bytes",
+    "max_artifact_bytes",
 )
 
 
@@ -516,6 +533,12 @@ def _cluster(ctx: _Ctx, name: str, value: Any, base: Path | None = None) -> Prof
         expect=_expectations(ctx.sub("expect"), table.get("expect", {})),
         source=ctx.file,
         allow_insecure_http=insecure,
+        max_trace_bytes=_bytes(
+            ctx.sub("max_trace_bytes"), table.get("max_trace_bytes", DEFAULT_MAX_TRACE_BYTES)
+        ),
+        max_artifact_bytes=_bytes(
+            ctx.sub("max_artifact_bytes"), table.get("max_artifact_bytes", DEFAULT_MAX_ARTIFACT_BYTES)
+        ),
     )
 
 

@@ -532,6 +532,7 @@ def _collect(
     jobs: dict[str, JobEvidence] = {}
     for job_id, summary in sorted(run.jobs.items()):
         jobs[str(summary.get("name"))] = _job_evidence(run, job_id)
+    run.notes.extend(run.gitlab.capped.values())  # size caps that were hit, once per object
     return _evidence(run, facts, branch, planned, stray, leftover, jobs)
 
 

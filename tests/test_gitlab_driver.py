@@ -1,0 +1,299 @@
+"""GitLab writes happen once, tokens go only to GitLab's origin, big answers are read with a cap.
+
+Against the local GitLab API in-process (loopback, no Docker) and small loopback fakes for what it cannot do
+(redirect to another origin, hang past the client timeout).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gitlab
+import gitlab.exceptions
+import pytest
+
+from pytest_runnerconf import gitlab_driver
+from pytest_runnerconf.errors import ConfigError, GitLabError, RunnerConfWarning
+from pytest_runnerconf.gitlab_driver import GitLabDriver
+from pytest_runnerconf.local.gitlab_api import GitLabAPI
+from pytest_runnerconf.local.gitlab_state import GitLabState
+from pytest_runnerconf.local.httpserve import LoopbackServer, Request, Response, Router
+from pytest_runnerconf.marker import commit_message
+from pytest_runnerconf.profile import Profile, profile_from_table
+
+TOKEN = "glpat-driver-test-token-0123"
+TOKEN_ENV = "RUNNERCONF_DRIVER_TEST_TOKEN"
+CI = "stages: [t]\nprobe:\n  stage: t\n  script: [echo probe]\n"
+RUN_ID = "20261201-120000-abcdef"
+BRANCH = f"runnerconf/{RUN_ID}"
+
+
+def _profile(url: str, **extra: Any) -> Profile:
+    table = {"gitlab_url": url, "token_env": TOKEN_ENV, "project": "runnerconf/scratch", "namespace": "ci"}
+    return profile_from_table("t", {**table, **extra}, "runnerconf.toml")
+
+
+@dataclass
+class Local:
+    state: GitLabState
+    api: GitLabAPI
+    server: LoopbackServer
+    gl: gitlab.Gitlab
+    notes: list[str] = field(default_factory=list)
+
+    def driver(self, **extra: Any) -> GitLabDriver:
+        driver = GitLabDriver(_profile(self.server.url, **extra))
+        driver.preflight()
+        return driver
+
+    def pipelines(self, ref: str = BRANCH) -> list[Any]:
+        return list(self.gl.projects.get("runnerconf/scratch").pipelines.list(ref=ref, get_all=True))
+
+
+def _local(tmp_path: Path, faults: frozenset[str] = frozenset()) -> Local:
+    state = GitLabState(tmp_path, None, token=TOKEN)
+    state.create_project("scratch")
+    api = GitLabAPI(state, TOKEN, faults=faults)
+    server = api.start()
+    return Local(state, api, server, gitlab.Gitlab(server.url, private_token=TOKEN))
+
+
+@pytest.fixture
+def token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+
+
+@pytest.fixture
+def lossy(tmp_path: Path, token: None) -> Iterator[Local]:
+    """A local GitLab started with gitlab-lost-response: the first commit and pipeline POST answer 502."""
+    local = _local(tmp_path, frozenset({"gitlab-lost-response"}))
+    yield local
+    local.server.stop()
+
+
+@pytest.fixture
+def clean(tmp_path: Path, token: None) -> Iterator[Local]:
+    local = _local(tmp_path)
+    yield local
+    local.server.stop()
+
+
+# ---------------------------------------------------------------- writes that happen once
+
+
+def test_lost_commit_answer_is_reconciled_to_the_one_commit(lossy: Local) -> None:
+    driver = lossy.driver()
+    sha = driver.push_files(BRANCH, {".gitlab-ci.yml": CI}, commit_message(RUN_ID))
+    project = lossy.gl.projects.get("runnerconf/scratch")
+    head = project.branches.get(BRANCH).commit
+    main = project.branches.get("main").commit
+    assert head["id"] == sha
+    assert project.commits.get(sha).parent_ids == [main["id"]], "exactly one commit on the scratch branch"
+
+
+def test_lost_pipeline_answer_yields_one_followed_pipeline(lossy: Local) -> None:
+    driver = lossy.driver()
+    driver.push_files(BRANCH, {".gitlab-ci.yml": CI}, commit_message(RUN_ID))
+    notes: list[str] = []
+    pipeline = driver.create_pipeline(BRANCH, {"RUNNERCONF_RUN_ID": RUN_ID}, notes)
+    assert [p.id for p in lossy.pipelines()] == [pipeline["id"]]
+    assert any("lost the answer" in n for n in notes), notes
+
+
+def test_a_runs_own_fault_variable_loses_the_pipeline_answer(clean: Local) -> None:
+    # Faults a run asks for travel with its pipeline (RUNNERCONF_LOCAL_FAULTS), as in the fault matrix.
+    driver = clean.driver()
+    driver.push_files(BRANCH, {".gitlab-ci.yml": CI}, commit_message(RUN_ID))
+    variables = {"RUNNERCONF_LOCAL_FAULTS": "gitlab-lost-response", "RUNNERCONF_RUN_ID": RUN_ID}
+    notes: list[str] = []
+    pipeline = driver.create_pipeline(BRANCH, variables, notes)
+    assert [p.id for p in clean.pipelines()] == [pipeline["id"]] and notes
+
+
+def test_the_fault_bites_a_blind_retry(lossy: Local) -> None:
+    """The control: python-gitlab's own transient-error retry makes a second pipeline under this fault."""
+    lossy.driver().push_files(BRANCH, {".gitlab-ci.yml": CI}, commit_message(RUN_ID))
+    blind = gitlab.Gitlab(lossy.server.url, private_token=TOKEN, retry_transient_errors=True)
+    blind.projects.get("runnerconf/scratch").pipelines.create({"ref": BRANCH})
+    assert len(lossy.pipelines()) == 2
+
+
+def _slow_pipeline_answers(api: GitLabAPI, delay_s: float) -> None:
+    """Wrap the pipeline-creation route: the pipeline is created, the answer comes after DELAY_S."""
+    routes = api.router._routes
+    for n, (method, pattern, handler) in enumerate(routes):
+        if method == "POST" and pattern.pattern.endswith("/pipeline$"):
+
+            def slow(request: Request, handler: Any = handler) -> Response:
+                response = handler(request)
+                time.sleep(delay_s)
+                return response
+
+            routes[n] = (method, pattern, slow)
+
+
+def test_a_pipeline_answer_past_the_client_timeout_is_reconciled(
+    clean: Local, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gitlab_driver, "REQUEST_TIMEOUT_S", 0.5)
+    driver = clean.driver()
+    driver.push_files(BRANCH, {".gitlab-ci.yml": CI}, commit_message(RUN_ID))
+    _slow_pipeline_answers(clean.api, 1.5)
+    pipeline = driver.create_pipeline(BRANCH, {"RUNNERCONF_RUN_ID": RUN_ID}, [])
+    assert [p.id for p in clean.pipelines()] == [pipeline["id"]]
+
+
+# ---------------------------------------------------------------- tokens only to GitLab's origin
+
+
+@dataclass
+class Recorder:
+    """A second origin: records every request that reaches it."""
+
+    requests: list[dict[str, str]] = field(default_factory=list)
+
+    def handle(self, request: Request) -> Response:
+        self.requests.append(request.headers)
+        return Response(200, {"id": 1, "username": "evil"})
+
+
+@pytest.fixture
+def redirecting(token: None) -> Iterator[tuple[str, Recorder]]:
+    """A fake GitLab whose /user answers 302 to another origin (another loopback port)."""
+    recorder = Recorder()
+    other_router = Router()
+    other_router.add("GET", "/.*", recorder.handle)
+    other = LoopbackServer(other_router, lambda p: Response(404)).start()
+    router = Router()
+    router.add("GET", "/api/v4/user", lambda r: Response(302, b"", {"Location": f"{other.url}/api/v4/user"}))
+    fake = LoopbackServer(router, lambda p: Response(404, {"message": "404 Not Found"})).start()
+    yield fake.url, recorder
+    fake.stop()
+    other.stop()
+
+
+def test_a_cross_origin_redirect_delivers_no_token(redirecting: tuple[str, Recorder]) -> None:
+    url, recorder = redirecting
+    with pytest.raises(GitLabError) as info:
+        GitLabDriver(_profile(url)).preflight()
+    assert "redirected a request to another origin" in str(info.value)
+    assert "clusters.t.gitlab_url" in str(info.value)
+    assert recorder.requests == [], "the other origin must not even be asked"
+
+
+def test_a_cross_origin_redirect_ends_the_run_with_one_sentence(
+    redirecting: tuple[str, Recorder], tmp_path: Path
+) -> None:
+    url, recorder = redirecting
+    (tmp_path / "runnerconf.toml").write_text(
+        f'[clusters.t]\ngitlab_url = "{url}"\ntoken_env = "{TOKEN_ENV}"\nproject = "g/p"\nnamespace = "ci"\n'
+    )
+    (tmp_path / "test_x.py").write_text(
+        "from pytest_runnerconf import check\n\n\n"
+        '@check(id="RC-RDR-001", claim="c", remediation="r", area="a", probes=("ordering",))\n'
+        "def test_x(runnerconf_evidence):\n    pass\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNNERCONF_", "PYTEST_"))}
+    env[TOKEN_ENV] = TOKEN
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "test_x.py", "--runner-cluster=t", "-p", "no:cacheprovider",
+         ],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 6, out
+    lines = [line for line in out.splitlines() if "runnerconf: could not test:" in line]
+    assert len(lines) == 1 and "redirected a request to another origin" in lines[0], out
+    assert "Traceback" not in out and TOKEN not in out
+    assert recorder.requests == []
+
+
+def test_a_same_origin_redirect_is_followed(token: None) -> None:
+    router = Router()
+    router.add("GET", "/api/v4/user", lambda r: Response(301, b"", {"Location": "/api/v4/users/me"}))
+    router.add("GET", "/api/v4/users/me", lambda r: Response(200, {"id": 1, "username": "me"}))
+    fake = LoopbackServer(router, lambda p: Response(404, {"message": "404 Not Found"})).start()
+    try:
+        driver = GitLabDriver(_profile(fake.url))
+        driver._gl.auth()  # the redirect stays on GitLab's origin: followed as usual
+        assert driver._gl.user is not None and driver._gl.user.username == "me"
+    finally:
+        fake.stop()
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("http://gitlab.example.com", False),
+        ("http://10.1.2.3:8080", False),
+        ("https://gitlab.example.com", True),
+        ("http://127.0.0.1:8929", True),
+        ("http://localhost:8929", True),
+        ("http://[::1]:8929", True),
+    ],
+)
+def test_plain_http_only_to_loopback_unless_allowed(url: str, allowed: bool) -> None:
+    if allowed:
+        assert _profile(url).gitlab_url == url
+        return
+    with pytest.raises(ConfigError, match=r"clusters\.t\.allow_insecure_http = true"):
+        _profile(url)
+    assert _profile(url, allow_insecure_http=True).allow_insecure_http
+
+
+def test_a_token_file_others_can_read_is_warned_about(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text(TOKEN)
+    path.chmod(0o644)
+    table = {
+        "gitlab_url": "https://gitlab.example.com",
+        "token_file": str(path),
+        "project": "g/p",
+        "namespace": "ci",
+    }
+    profile = profile_from_table("t", table, "runnerconf.toml")
+    with pytest.warns(RunnerConfWarning, match=r"can be read by other users \(mode 644\); run `chmod 600"):
+        GitLabDriver(profile)
+    path.chmod(0o600)
+    assert profile.token_file_warning() is None
+
+
+# ---------------------------------------------------------------- size caps
+
+
+def test_a_trace_past_its_cap_is_cut_and_said_so(clean: Local) -> None:
+    driver = clean.driver(max_trace_bytes=4096)
+    driver.push_files(BRANCH, {".gitlab-ci.yml": CI}, commit_message(RUN_ID))
+    pipeline = driver.create_pipeline(BRANCH, {}, [])
+    job_id = clean.state.jobs(clean.state.pipeline("runnerconf/scratch", pipeline["id"]))[0].id
+    clean.state.append_trace(job_id, b"x" * 100_000)
+    assert len(driver.trace(job_id)) == 4096
+    assert list(driver.capped.values()) == [
+        f"the trace of job {job_id} was cut at 4096 bytes (clusters.t.max_trace_bytes)"
+    ]
+
+
+def test_artifacts_past_their_cap_are_not_read(clean: Local) -> None:
+    import io
+    import zipfile
+
+    driver = clean.driver(max_artifact_bytes=4096)
+    driver.push_files(BRANCH, {".gitlab-ci.yml": CI}, commit_message(RUN_ID))
+    pipeline = driver.create_pipeline(BRANCH, {}, [])
+    job_id = clean.state.jobs(clean.state.pipeline("runnerconf/scratch", pipeline["id"]))[0].id
+    blob = io.BytesIO()
+    with zipfile.ZipFile(blob, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("small.txt", "ok")
+        archive.writestr("bomb.txt", "0" * 1_000_000)  # compresses to ~1 KB, unpacks to 1 MB
+    clean.state.store_artifacts(job_id, "artifacts.zip", blob.getvalue())
+    assert driver.artifacts(job_id) == {"small.txt": "ok"}
+    assert "bomb.txt exceed 4096 bytes unpacked" in driver.capped[f"artifacts of job {job_id}"]
