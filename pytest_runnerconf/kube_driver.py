@@ -120,8 +120,10 @@ class KubeDriver:
                 f"{self._setting}.allow_insecure_http = true"
             )
         configuration = self._api_client.configuration
-        bearer = str((configuration.api_key or {}).get("authorization") or "")
-        remember(bearer.removeprefix("Bearer ").strip(), configuration.password)
+        # The header value is under "authorization" in older clients, "BearerToken" in newer ones.
+        for value in (configuration.api_key or {}).values():
+            remember(str(value).removeprefix("Bearer ").strip())
+        remember(configuration.password)
         # urllib3 follows redirects by default: a Kubernetes API never redirects, so any 3xx is answered as
         # the response it is (and refused in _translate) instead of carrying the credentials elsewhere.
         pool = self._api_client.rest_client.pool_manager

@@ -230,3 +230,54 @@ def test_load_refuses_other_versions_and_missing_files(tmp_path: Path) -> None:
         load(tmp_path)
     with pytest.raises(ConfigError, match="evidence file missing"):
         load(tmp_path / "elsewhere")
+
+
+# ---------------------------------------------------------------- hostile bundles
+
+
+def test_a_symlink_in_the_bundle_is_never_written_through(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched\n")
+    bundle = tmp_path / "bundle"
+    save(make_run(), bundle)
+    jobdir = next((bundle / "jobs").iterdir())
+    (jobdir / "trace.txt").unlink()
+    (jobdir / "trace.txt").symlink_to(victim)
+    with pytest.raises(ConfigError, match="is a symlink or cannot be written"):
+        save(make_run(), bundle)
+    assert victim.read_text() == "untouched\n"
+
+
+def test_a_symlinked_job_directory_is_refused(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    bundle = tmp_path / "bundle"
+    (bundle / "jobs").mkdir(parents=True)
+    (bundle / "jobs" / "probe_ordering_dns").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ConfigError, match="is a symlink or not a directory"):
+        save(make_run(), bundle)
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["../outside", "/etc", "jobs/../../outside"])
+def test_replay_reads_only_inside_the_bundle(tmp_path: Path, where: str) -> None:
+    bundle = tmp_path / "bundle"
+    save(make_run(), bundle)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "trace.txt").write_text("not the bundle's\n")
+    doc = json.loads((bundle / "evidence.json").read_text())
+    doc["jobs"][0]["dir"] = where
+    (bundle / "evidence.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="points outside the bundle"):
+        load(bundle)
+
+
+def test_replay_refuses_a_file_symlinked_out_of_the_bundle(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    save(make_run(), bundle)
+    (tmp_path / "secret.txt").write_text("elsewhere\n")
+    jobdir = next((bundle / "jobs").iterdir())
+    (jobdir / "trace.txt").unlink()
+    (jobdir / "trace.txt").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(ConfigError, match="points outside the bundle"):
+        load(bundle)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -63,3 +65,32 @@ def test_readme_progress_excerpt_is_in_the_current_log_format() -> None:
     for line in lines:
         text = re.sub(r"^runnerconf local: \[ *\d+s\] ", "", line)
         assert any(p.fullmatch(text) for p in patterns), line
+
+
+def test_readme_rbac_block_is_what_runnerconf_rbac_generates(capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_runnerconf.cli import main
+
+    assert main(["rbac", "--namespace", "gitlab-runner-jobs", str(ROOT / "suites")]) == 0
+    generated = capsys.readouterr().out
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert block == generated
+    assert "resources: [secrets]" in block and "`list secrets` lets this credential read the data" in block
+
+
+def test_rbac_for_checks_that_read_no_secrets_grants_none(capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_runnerconf.cli import main
+
+    assert main(["rbac", "--namespace", "ci", "-k", "ordering or dns", str(ROOT / "suites")]) == 0
+    manifest = capsys.readouterr().out
+    assert (
+        "secrets" not in manifest and "resources: [pods]" in manifest and "verbs: [list, watch]" in manifest
+    )
+
+
+def test_example_ci_job_is_bounded_interruptible_and_serialised_per_cluster() -> None:
+    import yaml
+
+    job = yaml.safe_load((ROOT / ".gitlab-ci.yml").read_text())["conformance"]
+    assert job["interruptible"] is True and job["timeout"]
+    assert job["resource_group"] == "runnerconf-$RUNNERCONF_CLUSTER"
