@@ -33,7 +33,10 @@ _SECRET_WORDS = (
 )
 _SECRET_NAME = re.compile(_SECRET_WORDS, re.IGNORECASE)
 # Names that point at a secret rather than hold it (token_env, secretName, secretKeyRef, token_expires_at).
-_SECRET_REFERENCE = re.compile(r"(_env|_file|_path|name|ref|_id|_at|_type|_source|_scope|s)$", re.IGNORECASE)
+# CI_RUNNER_SHORT_TOKEN is the public prefix that names every job pod, not a credential.
+_SECRET_REFERENCE = re.compile(
+    r"(_env|_file|_path|name|ref|_id|_at|_type|_source|_scope|short_token|s)$", re.IGNORECASE
+)
 # Keys that hold a credential although their name does not say so: docker config.json `auths` entries.
 _CREDENTIAL_KEYS = frozenset({"auth", "identitytoken", "registrytoken", "private-token", "authorization"})
 
@@ -187,13 +190,17 @@ def _masks(key: Any, item: Any, named: Any) -> bool:
     return is_secret_key(key) and isinstance(item, str | int) and not isinstance(item, bool) and item != ""
 
 
+HARVEST_MIN_LEN = 8  # a value masked everywhere for its name alone must not be an ordinary word
+
+
 def harvest(data: Any) -> None:
     """Remember the values stored under secret-sounding names, so the same value is masked in free text."""
     if isinstance(data, dict):
         named = data.get("name", data.get("key"))
         for key, item in data.items():
             if isinstance(item, str) and _masks(key, item, named):
-                remember(item)
+                if len(item.strip()) >= HARVEST_MIN_LEN:
+                    remember(item)
             else:
                 harvest(item)
     elif isinstance(data, list):

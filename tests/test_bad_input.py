@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pytest_runnerconf.local.model import NO_SECRETS_CONTEXT
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
 MODULE = "test_ordering.py"  # one probe job (ordering) keeps every run small
@@ -59,7 +62,9 @@ class Case:
     expect: dict[str, str] = field(default_factory=dict)  # [clusters.broken.expect] key -> TOML literal
     token: str | None = None  # None: the cluster's real token
     pipeline: bool = False  # whether the run gets as far as creating a pipeline
-    interrupt: bool = False  # send SIGINT once the probe job runs
+    interrupt: int | None = None  # the signal to send once the probe job runs
+    module: str = MODULE
+    select: str = ""  # -k expression
 
 
 @dataclass
@@ -103,7 +108,16 @@ CASES = {
             expect={"pending_deadline_s": "0.5"},
             pipeline=True,
         ),
-        Case("ctrl-c", "", pipeline=True, interrupt=True),
+        Case("ctrl-c", "", pipeline=True, interrupt=signal.SIGINT),
+        Case("sigterm", "", pipeline=True, interrupt=signal.SIGTERM),
+        Case(
+            "no-secrets-rbac",
+            "",
+            overrides={"kube_context": f'"{NO_SECRETS_CONTEXT}"'},
+            pipeline=True,
+            module="test_cleanup.py",
+            select="secrets_deleted",
+        ),
     )
 }
 
@@ -131,7 +145,7 @@ def _profile(info: Any, case: Case) -> str:
 def _workdir(base: Path, info: Any, case: Case) -> Path:
     work = base / case.name
     (work / "suites").mkdir(parents=True)
-    shutil.copy(SUITES / MODULE, work / "suites" / MODULE)
+    shutil.copy(SUITES / case.module, work / "suites" / case.module)
     (work / "pytest.ini").write_text("[pytest]\n")
     (work / "conftest.py").write_text(RECORDER)
     (work / "runnerconf.toml").write_text(_profile(info, case))
@@ -153,10 +167,12 @@ def _run_case(base: Path, info: Any, case: Case, on_start: Callable[..., dict[st
         sys.executable,
         "-m",
         "pytest",
-        f"suites/{MODULE}",
+        f"suites/{case.module}",
         "--runner-cluster=broken",
         "-p",
         "no:cacheprovider",
+        "-rs",
+        *(["-k", case.select] if case.select else []),
     ]
     started = time.monotonic()
     with open(work / "output.txt", "w+b") as out:
@@ -240,8 +256,10 @@ def _wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def _interrupt_when_running(observer: Observer) -> Callable[..., dict[str, Any]]:
-    """SIGINT the pytest child once its probe job runs and its pod exists; note what was alive then."""
+def _interrupt_when_running(
+    observer: Observer, signum: int, job: str | None = None
+) -> Callable[..., dict[str, Any]]:
+    """Signal the pytest child once its probe job (JOB, or any) runs and has a pod; note what was alive then."""
 
     def act(proc: subprocess.Popen[bytes], run_id_file: Path) -> dict[str, Any]:
         def running_pods() -> tuple[list[Any], list[str]] | None:
@@ -251,14 +269,17 @@ def _interrupt_when_running(observer: Observer) -> Callable[..., dict[str, Any]]
                 return None
             branch = f"runnerconf/{run_id_file.read_text().strip()}"
             running = [
-                j for p in observer.pipelines(branch) for j in observer.jobs(p) if j.status == "running"
+                j
+                for p in observer.pipelines(branch)
+                for j in observer.jobs(p)
+                if j.status == "running" and job in (None, j.name)
             ]
             pods = observer.pods_of({int(j.id) for j in running}) if running else []
             return (running, pods) if pods else None
 
         jobs, pods = _wait_for(running_pods, INTERRUPT_TIMEOUT_S, "a running probe job with a pod")
-        proc.send_signal(signal.SIGINT)
-        return {"sigint_at": time.monotonic(), "jobs": [int(j.id) for j in jobs], "pods": pods}
+        proc.send_signal(signum)
+        return {"signal_at": time.monotonic(), "jobs": [int(j.id) for j in jobs], "pods": pods}
 
     return act
 
@@ -276,7 +297,7 @@ def outcomes(
                 base,
                 local_cluster,
                 case,
-                _interrupt_when_running(observer) if case.interrupt else None,
+                _interrupt_when_running(observer, case.interrupt) if case.interrupt else None,
             )
             for name, case in CASES.items()
         }
@@ -390,15 +411,121 @@ def test_pod_pending_past_its_deadline(outcomes: dict[str, Future[Outcome]], obs
     assert pipeline.status == "canceled"
 
 
-def test_ctrl_c_cancels_and_cleans_up(outcomes: dict[str, Future[Outcome]], observer: Observer) -> None:
-    outcome = outcomes["ctrl-c"].result(timeout=RUN_TIMEOUT_S + 30)
+def _judge_interrupt(
+    name: str, signame: str, outcomes: dict[str, Future[Outcome]], observer: Observer
+) -> float:
+    """Exit 2, one sentence naming what was cleaned and left, a partial bundle, nothing left; the cleanup time."""
+    outcome = outcomes[name].result(timeout=RUN_TIMEOUT_S + 30)
     assert outcome.code == int(pytest.ExitCode.INTERRUPTED), outcome.output
-    assert "KeyboardInterrupt" in outcome.output
+    assert "Traceback" not in outcome.output
+    found = re.findall(r"runnerconf: (interrupted by .+?)(?: !+)?$", outcome.output, re.MULTILINE)
+    assert len(set(found)) == 1, outcome.output
+    sentence = found[0]
+    assert ". " not in sentence, sentence
+    pattern = (
+        rf"interrupted by {signame}: cancelled pipeline #\d+, deleted branch runnerconf/{outcome.run_id}; "
+        r"nothing left behind \(cleanup took (\d+\.\d)s\); partial evidence in (\S+)$"
+    )
+    match = re.fullmatch(pattern, sentence)
+    assert match, sentence
     _assert_clean_output(outcome)
     (pipeline,) = _assert_nothing_left(outcome, observer)
     assert pipeline.status == "canceled"
     statuses = {int(j.id): j.status for j in observer.jobs(pipeline)}
     assert all(statuses[j] == "canceled" for j in outcome.notes["jobs"]), statuses
     assert outcome.notes["pods"], "the interrupt must hit a run with a live pod"
+    bundle = json.loads((Path(match.group(2)) / "evidence.json").read_text())
+    assert bundle["leftover"]["interrupted"] == signame and bundle["leftover"]["left"] == []
+    assert any(n.startswith(f"interrupted by {signame}") for n in bundle["notes"]), bundle["notes"]
+    assert bundle["jobs"], "the partial bundle keeps the jobs the run had seen"
     # _assert_nothing_left ran after the child exited: its pods were gone by then, and that was in time.
-    assert outcome.ended_at - outcome.notes["sigint_at"] < CLEANUP_DEADLINE_S + 10, outcome.output
+    took = outcome.ended_at - outcome.notes["signal_at"]
+    assert took < CLEANUP_DEADLINE_S + 10, outcome.output
+    print(f"{signame}: cleanup reported {match.group(1)}s, signal to exit {took:.1f}s")
+    return took
+
+
+def test_ctrl_c_cancels_and_cleans_up(outcomes: dict[str, Future[Outcome]], observer: Observer) -> None:
+    _judge_interrupt("ctrl-c", "SIGINT", outcomes, observer)
+
+
+def test_sigterm_cleans_up_like_ctrl_c(
+    outcomes: dict[str, Future[Outcome]], observer: Observer, record_property: Callable[[str, object], None]
+) -> None:
+    record_property(
+        "sigterm_signal_to_exit_s", round(_judge_interrupt("sigterm", "SIGTERM", outcomes, observer), 1)
+    )
+
+
+def test_no_rbac_for_secrets_skips_the_secret_check_with_its_reason(
+    outcomes: dict[str, Future[Outcome]], observer: Observer
+) -> None:
+    outcome = outcomes["no-secrets-rbac"].result(timeout=RUN_TIMEOUT_S + 30)
+    assert outcome.code == 0, outcome.output  # the only selected check is skipped, nothing failed
+    assert re.search(
+        r"SKIPPED .*listing Secrets in namespace ci is not allowed \(403\); the per-job Secret check needs "
+        r"`list` on secrets \(see `runnerconf rbac`\)",
+        outcome.output,
+    ), outcome.output
+    _assert_clean_output(outcome)
+    _assert_nothing_left(outcome, observer)
+
+
+# ---------------------------------------------------------------- SIGKILL, then runnerconf sweep
+
+
+def _sweep(work: Path, token: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_runnerconf.cli", "sweep", "--runner-cluster=broken", *extra],
+        cwd=work,
+        env=_env(work, token),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_sigkill_leaves_what_sweep_then_removes(
+    outcomes: dict[str, Future[Outcome]],
+    observer: Observer,
+    local_cluster: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # Sweeping with --older-than 0s would take the other cases' young runs too: wait until they are done.
+    for future in outcomes.values():
+        future.result(timeout=RUN_TIMEOUT_S + 30)
+    case = Case("sigkill", "", pipeline=True, module="test_cleanup.py", select="after_cancel")
+    # cleanup-cancel waits to be cancelled by its run: killed, the run leaves it running until swept.
+    act = _interrupt_when_running(observer, signal.SIGKILL, job="cleanup-cancel")
+    outcome = _run_case(tmp_path_factory.mktemp("sigkill"), local_cluster, case, act)
+    assert outcome.code == -signal.SIGKILL and outcome.run_id
+    branch = f"runnerconf/{outcome.run_id}"
+    assert observer.branch_exists(branch), "a killed run cannot clean up: its branch is still there"
+    (pipeline,) = observer.pipelines(branch)
+    assert pipeline.status == "running"
+
+    dry = _sweep(outcome.work, local_cluster.gitlab_token, "--older-than", "0s", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"runnerconf sweep: pipeline #{pipeline.id} (running, ref {branch}" in dry.stdout, dry.stdout
+    assert "): would cancel (dry run)" in dry.stdout and observer.branch_exists(branch)
+
+    swept = _sweep(outcome.work, local_cluster.gitlab_token, "--older-than", "0s")
+    out = swept.stdout + swept.stderr
+    assert swept.returncode == 0, out
+    assert re.search(rf"runnerconf sweep: pipeline #{pipeline.id} \(running, .*\): cancelled$", out, re.M), (
+        out
+    )
+    assert re.search(rf"runnerconf sweep: branch {re.escape(branch)} \(.*\): deleted$", out, re.M), out
+    assert re.search(
+        r"runnerconf sweep: pod runner-\S+ \(job \d+ of pipeline .*\): listed, not deleted", out
+    ), out
+    assert local_cluster.gitlab_token not in out
+    assert not observer.branch_exists(branch)
+    (pipeline,) = observer.pipelines(branch)
+    assert pipeline.status in FINISHED, "no running pipeline is left"
+    assert {j.name: j.status for j in observer.jobs(pipeline)}["cleanup-cancel"] == "canceled"
+    job_ids = observer.job_ids(pipeline)
+    # The runner deletes the pod of a cancelled job by itself; sweep only listed it.
+    _wait_for(
+        lambda: observer.pods_of(job_ids) == [], CLEANUP_DEADLINE_S + 30, "the runner to delete the pods"
+    )

@@ -36,6 +36,10 @@ MATRIX: dict[str, set[str]] = {
 }
 
 
+# Faults that must change no verdict: the run copes with them (GitLab losing a write's answer: the run must
+# reconcile, not repeat the write). Each runs alone, like the clean run, so its verdicts can be compared.
+HARMLESS = ("gitlab-lost-response",)
+
 # The spine's faults break get_sources or /builds, which every probe script depends on (they come from the
 # clone): run them against the modules the issue names, where each must make its matching checks fail.
 SOURCES_FAULTS = {"script-before-sources", "builds-not-shared", "init-not-first"}
@@ -85,6 +89,7 @@ def matrix(
     out = tmp_path_factory.mktemp("matrix")
     # The clean run goes alone: its CPU check needs the node not to be saturated by other runs' jobs.
     docs = {"": run_suite("", out)}
+    docs.update({fault: run_suite(fault, out) for fault in HARMLESS})
     # Fault runs share the running cluster; faults travel with each pipeline, so the runs may overlap.
     with ThreadPoolExecutor(3) as pool:
         docs.update(zip(MATRIX, pool.map(lambda f: run_suite(f, out), MATRIX), strict=True))
@@ -124,3 +129,23 @@ def test_fault_fails_its_area_and_no_other(fault: str, matrix: dict[str, dict[st
     outside = {a: ids for a, ids in areas.items() if a not in allowed}
     assert not outside, f"{fault} failed checks outside {sorted(allowed)}: {outside}"
     assert doc["exit"] == 1, "a conformance failure exits 1, not as an infrastructure error"
+
+
+def verdicts(doc: dict[str, Any]) -> dict[str, str]:
+    return {r["nodeid"]: r["outcome"] for r in doc["results"]}
+
+
+@pytest.mark.parametrize("fault", HARMLESS)
+def test_harmless_fault_changes_no_verdict_and_makes_one_pipeline(
+    fault: str, matrix: dict[str, dict[str, Any]], local_cluster: Any
+) -> None:
+    import gitlab
+
+    doc, clean = matrix[fault], matrix[""]
+    assert verdicts(doc) == verdicts(clean), doc["output"]
+    assert doc["exit"] == clean["exit"]
+    evidence = json.loads((Path(doc["evidence"]) / "evidence.json").read_text())
+    assert any("lost the answer" in note for note in evidence["notes"]), evidence["notes"]
+    gl = gitlab.Gitlab(local_cluster.gitlab_url, private_token=local_cluster.gitlab_token)
+    pipelines = gl.projects.get(local_cluster.project).pipelines.list(ref=evidence["branch"], get_all=True)
+    assert [p.id for p in pipelines] == [evidence["pipeline"]["id"]], "GitLab holds one pipeline for the run"

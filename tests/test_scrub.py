@@ -132,6 +132,16 @@ def test_ordinary_text_is_left_alone(text: str) -> None:
     assert scrub_text(text) == text
 
 
+def test_the_runner_short_token_is_not_a_secret() -> None:
+    from pytest_runnerconf.scrub import harvest
+
+    # It names every job pod (runner-<short token>-project-...): masking it would garble every output.
+    env = [{"name": "CI_RUNNER_SHORT_TOKEN", "value": "runnercon"}]
+    harvest({"env": env})
+    assert scrub_data({"env": env}) == {"env": env}
+    assert scrub_text("runner-runnercon-project-1-concurrent-0") == "runner-runnercon-project-1-concurrent-0"
+
+
 def test_a_value_seen_under_a_secret_name_is_masked_everywhere() -> None:
     from pytest_runnerconf.scrub import harvest
 
