@@ -7,6 +7,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -77,6 +78,16 @@ def _lost(exc: BaseException) -> bool:
         | requests.exceptions.Timeout
         | requests.exceptions.ChunkedEncodingError,
     )
+
+
+def epoch(stamp: Any) -> float | None:
+    """A GitLab timestamp ("2026-11-23T00:00:04.123Z") as seconds since the epoch; None when absent."""
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _reason(exc: BaseException) -> str:

@@ -8,7 +8,6 @@ import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from pytest_runnerconf.errors import (
     RunTimeout,
 )
 from pytest_runnerconf.evidence import JobEvidence, PodObservation, RunEvidence, records_from_trace, save
-from pytest_runnerconf.gitlab_driver import GitLabDriver
+from pytest_runnerconf.gitlab_driver import GitLabDriver, epoch
 from pytest_runnerconf.interrupts import Interrupted, signal_name, since_signal
 from pytest_runnerconf.kube_driver import (
     PROJECT_ID_LABEL,
@@ -47,15 +46,6 @@ STRAY_MARGIN_S = 300.0
 # Secrets are listed (metadata only) at a modest rate: a deletion is timed to within this, well inside any
 # cleanup deadline, and the API server is not asked once a second for the namespace's Secrets.
 SECRET_POLL_S = 5.0
-
-
-def _epoch(stamp: Any) -> float | None:
-    if not isinstance(stamp, str) or not stamp:
-        return None
-    try:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 @dataclass
@@ -360,8 +350,8 @@ def _interrupted(
             job=job,
             trace="",
             pod=run.tracker.for_job(job_id),
-            started_at=_epoch(job.get("started_at")),
-            finished_at=_epoch(job.get("finished_at")),
+            started_at=epoch(job.get("started_at")),
+            finished_at=epoch(job.get("finished_at")),
         )
         for job_id, job in sorted(run.jobs.items())
     }
@@ -507,7 +497,7 @@ def stray_pods(kube: KubeDriver, notes: list[str]) -> list[dict[str, Any]]:
     stray: list[dict[str, Any]] = []
     for pod in body.get("items") or []:
         meta = pod.get("metadata", {})
-        created = _epoch(meta.get("creationTimestamp"))
+        created = epoch(meta.get("creationTimestamp"))
         limit = float(pod.get("spec", {}).get("activeDeadlineSeconds") or 3600) + STRAY_MARGIN_S
         if created is not None and now - created > limit:
             stray.append(
@@ -587,6 +577,6 @@ def _job_evidence(run: _Run, job_id: int) -> JobEvidence:
         trace=trace,
         pod=pod,
         records=_records(run, str(job.get("name")), trace),
-        started_at=_epoch(job.get("started_at")),
-        finished_at=_epoch(job.get("finished_at")),
+        started_at=epoch(job.get("started_at")),
+        finished_at=epoch(job.get("finished_at")),
     )

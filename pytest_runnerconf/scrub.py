@@ -47,22 +47,23 @@ _B64 = r"[A-Za-z0-9+/]"
 _NOT_SECRETS = frozenset({"true", "false", "null", "none"})  # automountServiceAccountToken: false
 
 
-def _decodes_to_credentials(blob: str) -> bool:
-    """A base64 run that decodes to a docker config (`"auths"`/`"auth"`) or to `user:password`."""
-    padded = blob + "=" * (-len(blob) % 4)
+def _b64_text(blob: str) -> str:
+    """The UTF-8 text a base64 run decodes to ("" when it is not base64 of text)."""
     try:
-        text = base64.b64decode(padded, validate=True).decode("utf-8")
+        return base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
-        return False
+        return ""
+
+
+def _decodes_to_credentials(blob: str) -> bool:
+    """A base64 run that decodes to a docker config (`"auths"`/`"auth"` entries)."""
+    text = _b64_text(blob)
     return '"auths"' in text or '"auth"' in text
 
 
 def _basic_credentials(blob: str) -> bool:
-    padded = blob + "=" * (-len(blob) % 4)
-    try:
-        text = base64.b64decode(padded, validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
-        return False
+    """A Basic credential: base64 of `user:password`."""
+    text = _b64_text(blob)
     return ":" in text and text.isprintable()
 
 

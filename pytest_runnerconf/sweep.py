@@ -12,11 +12,10 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from pytest_runnerconf.errors import ConfigError, RunnerConfError
-from pytest_runnerconf.gitlab_driver import GitLabDriver
+from pytest_runnerconf.gitlab_driver import GitLabDriver, epoch
 from pytest_runnerconf.kube_driver import PROJECT_ID_LABEL, KubeDriver, job_id_of
 from pytest_runnerconf.marker import BRANCH_PREFIX, is_ours, run_id_of
 from pytest_runnerconf.progress import FINISHED
@@ -36,15 +35,6 @@ def parse_duration(text: str, setting: str = "--older-than") -> float:
     if not parts or "".join(n + u for n, u in parts) != value:
         raise ConfigError(f"{setting}={text!r} is not a duration; use a form such as 90s, 30m, 2h or 1h30m")
     return sum(float(n) * _UNIT_S[u] for n, u in parts)
-
-
-def _epoch(stamp: Any) -> float | None:
-    if not isinstance(stamp, str) or not stamp:
-        return None
-    try:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _age(seconds: float | None) -> str:
@@ -87,7 +77,7 @@ def find(
         head = branch.get("commit") or {}
         if not is_ours(name, str(head.get("message") or "")):
             continue  # someone else's branch under our prefix: never ours to delete
-        created = _epoch(head.get("committed_date") or head.get("created_at"))
+        created = epoch(head.get("committed_date") or head.get("created_at"))
         age = None if created is None else now - created
         if age is not None and age < older_than_s:
             continue
@@ -96,7 +86,7 @@ def find(
             pipelines[int(pipeline["id"])] = pipeline
     for pipeline in gitlab.unfinished_pipelines():
         ref = str(pipeline.get("ref") or "")
-        created = _epoch(pipeline.get("created_at"))
+        created = epoch(pipeline.get("created_at"))
         old = created is None or now - created >= older_than_s
         if run_id_of(ref) is not None and old:
             pipelines.setdefault(int(pipeline["id"]), pipeline)
@@ -111,7 +101,7 @@ def find(
 
 
 def _since(pipeline: dict[str, Any], now: float) -> float | None:
-    created = _epoch(pipeline.get("created_at"))
+    created = epoch(pipeline.get("created_at"))
     return None if created is None else now - created
 
 
