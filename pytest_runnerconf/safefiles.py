@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path, PurePosixPath
 
 from pytest_runnerconf.errors import ConfigError
@@ -27,7 +28,8 @@ def _parts(rel: str) -> list[str]:
 def write_text(root: Path, rel: str, text: str, *, newline: str | None = None) -> Path:
     """Write ROOT/REL, creating its directories; no component below ROOT may be a symlink.
 
-    ROOT itself is the user's choice and may be a symlink. Raises ConfigError naming the symlink.
+    ROOT itself is the user's choice and may be a symlink. Raises ConfigError naming a symlink, and the
+    OSError for any other reason the file cannot be written.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -42,22 +44,26 @@ def write_text(root: Path, rel: str, text: str, *, newline: str | None = None) -
             try:
                 sub = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except OSError:
-                raise ConfigError(
-                    f"{where} is a symlink or not a directory; refusing to write through it"
-                ) from None
+                _refuse_symlink(fd, part, where)
+                raise
             os.close(fd)
             fd = sub
         try:
             out = os.open(name, _FILE_FLAGS, 0o644, dir_fd=fd)
-        except OSError as exc:
-            raise ConfigError(
-                f"{where / name} is a symlink or cannot be written ({exc.strerror}); refusing to follow it"
-            ) from None
+        except OSError:
+            _refuse_symlink(fd, name, where / name)
+            raise  # any other reason (a directory in the way, no permission) is the caller's to phrase
     finally:
         os.close(fd)
     with open(out, "w", encoding="utf-8", newline=newline) as fh:
         fh.write(text)
     return where / name
+
+
+def _refuse_symlink(dir_fd: int, name: str, where: Path) -> None:
+    with contextlib.suppress(OSError):
+        if stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode):
+            raise ConfigError(f"{where} is a symlink; refusing to write through it")
 
 
 def inside(root: Path, rel: str, what: str) -> Path:

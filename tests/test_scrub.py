@@ -166,6 +166,7 @@ CHECK_MODULE = f"""
 import warnings
 
 from pytest_runnerconf import check, fail
+from pytest_runnerconf.progress import END, note
 
 LINES = {_planted_lines("failure")!r}
 STDOUT = {_planted_lines("stdout")!r}
@@ -176,8 +177,8 @@ WARNING = {_planted_lines("warning")!r}
 @check(id="RC-LKY-001", claim="nothing leaks", remediation="none", area="leaks", probes=("ordering",))
 def test_leaks(runnerconf, job_evidence):
     for line in PROGRESS:
-        runnerconf.progress(line)
-    runnerconf.progress("")
+        runnerconf.progress(note(line))
+    runnerconf.progress(END)
     print("\\n".join(STDOUT))
     warnings.warn(UserWarning("\\n".join(WARNING)))  # the warnings summary is terminal-only text
     fail("RC-LKY-001", "no secret", "\\n".join(LINES), job=job_evidence("ordering"))
