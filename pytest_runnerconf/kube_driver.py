@@ -87,6 +87,8 @@ def exec_plugin_command(file: str | None, context: str | None) -> str | None:
 
 def _reason(exc: BaseException) -> str:
     text = str(exc).lower()
+    if "certificate verify failed" in text or "certificate_verify_failed" in text:
+        return "its TLS certificate is not signed by the kubeconfig's certificate-authority"
     if "connection refused" in text:
         return "connection refused"
     if "timed out" in text or "timeout" in text:
@@ -137,6 +139,13 @@ class KubeDriver:
     @property
     def host(self) -> str:
         return str(self._api_client.configuration.host)
+
+    @property
+    def tls_verified(self) -> bool:
+        """True when the API is reached over https and its certificate is checked (a kubeconfig can turn
+        that off with insecure-skip-tls-verify; the driver never does)."""
+        cfg = self._api_client.configuration
+        return self.host.startswith("https://") and bool(cfg.verify_ssl)
 
     def _load_client(self) -> client.ApiClient:
         path = self._profile.kubeconfig

@@ -1,9 +1,14 @@
-"""A small threaded HTTP/1.1 server on loopback with regex routes, JSON and streamed responses."""
+"""A small threaded HTTP/1.1 server on loopback with regex routes, JSON and streamed responses, optional TLS
+and connections a handler takes over after its response head (protocol upgrades such as WebSocket)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import select
+import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +25,8 @@ class Request:
     query: dict[str, str]  # first value of each query parameter
     headers: dict[str, str]  # lower-cased names
     body: bytes
+    query_all: dict[str, list[str]] = field(default_factory=dict)  # every value (exec's repeated command=)
+    scheme: str = "http"  # https when the server speaks TLS (for URLs the server hands back)
 
     def json(self) -> Any:
         if not self.body:
@@ -36,10 +43,42 @@ class Request:
         return {}
 
 
+class Connection:
+    """The raw connection a Takeover handler owns once the response head is sent.
+
+    Reads go to the socket itself: an upgrading client (WebSocket) sends nothing before it has read the 101,
+    so the HTTP layer's read buffer holds no bytes of the new protocol.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def readable(self, timeout: float) -> bool:
+        """True when recv() will not block; TLS may hold decrypted bytes that select() cannot see."""
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0:
+            return True
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        return bool(ready)
+
+    def recv(self, size: int = 65536) -> bytes:
+        """At least one byte, or b"" at the end of the stream."""
+        return self.sock.recv(size)
+
+    def sendall(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+
+@dataclass
+class Takeover:
+    """A response that hands the connection to `run` after the head (status 101 for an upgrade)."""
+
+    run: Callable[[Connection], None]
+
+
 @dataclass
 class Response:
     status: int = 200
-    body: Any = None  # dict/list -> JSON; bytes/str -> as is; iterator of bytes -> chunked stream
+    body: Any = None  # dict/list -> JSON; bytes/str -> as is; iterator of bytes -> chunked stream; Takeover
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
 
@@ -78,13 +117,16 @@ def _make_handler_class(router: Router, not_found: Callable[[str], Response]) ->
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             handler, params, other = router.resolve(self.command, parts.path)
+            query_all = parse_qs(parts.query, keep_blank_values=True)
             request = Request(
                 method=self.command,
                 path=parts.path,
                 params=params,
-                query={k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()},
+                query={k: v[0] for k, v in query_all.items()},
                 headers={k.lower(): v for k, v in self.headers.items()},
                 body=body,
+                query_all=query_all,
+                scheme="https" if isinstance(self.connection, ssl.SSLSocket) else "http",
             )
             if handler is None:
                 allowed = Response(405, {"message": "405 Method Not Allowed"})
@@ -98,6 +140,17 @@ def _make_handler_class(router: Router, not_found: Callable[[str], Response]) ->
 
         def _send(self, response: Response) -> None:
             body = response.body
+            if isinstance(body, Takeover):
+                self.send_response(response.status)
+                for k, v in response.headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.flush()
+                self.close_connection = True
+                # OSError covers a client that went away (reset, broken pipe, TLS alert): nothing to tell it.
+                with contextlib.suppress(OSError):
+                    body.run(Connection(self.connection))
+                return
             if isinstance(body, Iterator):
                 self.send_response(response.status)
                 self.send_header("Content-Type", response.content_type)
@@ -141,12 +194,36 @@ def _make_handler_class(router: Router, not_found: Callable[[str], Response]) ->
     return _Handler
 
 
-class LoopbackServer:
-    """Serve a Router on 127.0.0.1 at an ephemeral port in a daemon thread."""
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer that can speak TLS; the handshake happens in the request's own thread."""
 
-    def __init__(self, router: Router, not_found: Callable[[str], Response], port: int = 0) -> None:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _make_handler_class(router, not_found))
-        self._httpd.daemon_threads = True
+    daemon_threads = True
+    tls: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = super().get_request()
+        if self.tls is not None:
+            # Not at accept time: a slow or broken client must not hold up the accept loop.
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up or fails the TLS handshake (an untrusting client) is not a server error.
+        pass
+
+
+class LoopbackServer:
+    """Serve a Router on 127.0.0.1 at an ephemeral port in a daemon thread, over TLS when given a context."""
+
+    def __init__(
+        self,
+        router: Router,
+        not_found: Callable[[str], Response],
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self._httpd = _Server(("127.0.0.1", port), _make_handler_class(router, not_found))
+        self._httpd.tls = tls
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="httpserve", daemon=True
         )
@@ -154,7 +231,8 @@ class LoopbackServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        scheme = "https" if self._httpd.tls is not None else "http"
+        return f"{scheme}://{host!s}:{port}"
 
     def start(self) -> LoopbackServer:
         self._thread.start()

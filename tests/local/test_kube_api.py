@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from pytest_runnerconf.local.errors import LocalConfigError as ConfigError
 from pytest_runnerconf.local.kstore import BadRequest, Gone, KubeStore
 from pytest_runnerconf.local.kube_api import GIT_VERSION, KubeAPI, write_kubeconfig
+from pytest_runnerconf.local.tlsca import LocalCA
 
 FULL = frozenset({"get", "list", "watch", "delete"})
 NS = "ci"
@@ -61,14 +62,17 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tokens = {"full-token-1": FULL, "restricted-token-2": frozenset({"get", "list"})}
     api = KubeAPI(KubeStore(), tokens)
-    url = api.start().url
+    # Over TLS with verification on, as every client of the local cluster talks to it.
+    ca = LocalCA.create(tmp_path_factory.mktemp("pki"))
+    url = api.start(tls=ca.issue("kube-apiserver").server_context()).url
+    assert url.startswith("https://127.0.0.1:")
     contexts = {
         "runnerconf-local": "full-token-1",
         "runnerconf-local-restricted": "restricted-token-2",
         "wrong-token": "not-a-known-token",
     }
     kubeconfig = write_kubeconfig(
-        tmp_path_factory.mktemp("kube") / "kubeconfig", url, contexts, "runnerconf-local", NS
+        tmp_path_factory.mktemp("kube") / "kubeconfig", url, contexts, "runnerconf-local", NS, ca_pem=ca.pem
     )
     yield Server(api, kubeconfig)
     api.stop()
@@ -218,8 +222,20 @@ def stream_until(w: watch.Watch, iterator: Iterator[dict[str, Any]], count: int)
 def test_version_and_discovery(cluster: Cluster) -> None:
     assert cluster.version().git_version == GIT_VERSION
     resources = cluster.core().get_api_resources()
-    assert {r.name for r in resources.resources} == {"pods", "events", "secrets", "configmaps", "namespaces"}
+    assert {r.name for r in resources.resources} == {
+        "pods",
+        "pods/log",
+        "pods/exec",
+        "events",
+        "secrets",
+        "configmaps",
+        "namespaces",
+    }
     assert next(r for r in resources.resources if r.name == "pods").namespaced is True
+    version = cluster.version()
+    # kubectl's dispatcher runs kubectl.1.<minor>: the emulated API server is 1.32, and says so in semver.
+    assert (version.major, version.minor) == ("1", "32")
+    assert re.fullmatch(r"v1\.32\.0-[a-z-]+", version.git_version)
 
 
 def test_namespace_get_and_not_found(cluster: Cluster) -> None:
