@@ -56,6 +56,9 @@ _FIELDS: dict[str, frozenset[str]] = {
 _META_FIELDS = frozenset({"metadata.name", "metadata.namespace"})
 
 DeleteHook = Callable[[str, str, int], None]
+# Called with (kind, object) before an object is stored: may change it (defaulting) or raise a StoreError
+# (validation, admission), as the API server's create path does.
+AdmissionHook = Callable[[str, dict[str, Any]], None]
 
 
 class StoreError(LocalError):
@@ -83,6 +86,20 @@ class Gone(StoreError):
 class BadRequest(StoreError):
     code = 400
     reason = "BadRequest"
+
+
+class Invalid(StoreError):
+    """The object fails the API server's validation (422)."""
+
+    code = 422
+    reason = "Invalid"
+
+
+class Forbidden(StoreError):
+    """An admission plugin refused the object (403)."""
+
+    code = 403
+    reason = "Forbidden"
 
 
 def rfc3339_now() -> str:
@@ -250,6 +267,8 @@ class KubeStore:
         self._history_limit = history_limit
         # kind -> hook(namespace, name, grace_s) the API's DELETE calls instead of removing at once
         self.on_delete: dict[str, DeleteHook] = {}
+        # run in order on every create (defaulting first, then validation and admission plugins)
+        self.admission: list[AdmissionHook] = []
 
     @property
     def resource_version(self) -> str:
@@ -284,6 +303,8 @@ class KubeStore:
         if kind not in NAMESPACED_KINDS:
             meta.pop("namespace", None)
         obj.setdefault("apiVersion", "v1")
+        for admit in self.admission:
+            admit(kind, obj)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = rfc3339_now()
         with self._cond:

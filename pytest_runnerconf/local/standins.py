@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping
 
-from pytest_runnerconf.local.pods import ImageChoice
+from pytest_runnerconf.local.podstatus import ImageChoice
 
 
 class StandIns:
