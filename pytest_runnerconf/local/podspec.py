@@ -17,6 +17,7 @@ from pytest_runnerconf.local.runner_config import (
     FEATURE_FLAG_DEFAULTS,
     ContainerSecurityContext,
     RunnerConfig,
+    SecurityProfile,
 )
 
 RUNNER_VERSION = "18.11.4"
@@ -47,6 +48,8 @@ fi
 
 """
 BASH_DETECT_SHELL_SCRIPT = _BASH_DETECT_TEMPLATE.replace("$@", "")
+# The copy saved as <scripts>/detect_shell_script keeps "$@": it is run with the stage script as argument.
+BASH_DETECT_WITH_ARGS = _BASH_DETECT_TEMPLATE
 
 PODSPEC_FAULTS = frozenset({"no-host-aliases", "ignore-dns-config", "overrides-ignored"})
 
@@ -106,6 +109,11 @@ class PodPlan:
     @property
     def name(self) -> str:
         return self.pod["metadata"]["name"]
+
+    @property
+    def legacy(self) -> bool:
+        """FF_USE_LEGACY_KUBERNETES_EXECUTION_STRATEGY: stages by exec, no logs volume."""
+        return bool(self.feature_flags.get("FF_USE_LEGACY_KUBERNETES_EXECUTION_STRATEGY"))
 
 
 # --- names and validation --------------------------------------------------------------------------------
@@ -609,9 +617,33 @@ def _security_context(cfg: RunnerConfig, own: ContainerSecurityContext) -> dict[
         "runAsGroup": own.run_as_group,
         "runAsNonRoot": own.run_as_non_root,
         "readOnlyRootFilesystem": own.read_only_root_filesystem,
+        "procMount": _proc_mount(own.proc_mount),
+        "seLinuxOptions": {"type": own.selinux_type} if own.selinux_type else None,
+        "seccompProfile": _profile(own.seccomp_profile),
+        "appArmorProfile": _profile(own.app_armor_profile),
     }
     ctx.update({k: v for k, v in optional.items() if v is not None})
     return ctx
+
+
+def _proc_mount(value: str) -> str | None:
+    """getProcMount: title-cased; only Default and Unmasked reach the spec (others: a manager-log error)."""
+    title = value.strip().title()
+    return title if title in ("Default", "Unmasked") else None
+
+
+_PROFILE_TYPES = ("RuntimeDefault", "Unconfined", "Localhost")
+
+
+def _profile(profile: SecurityProfile | None) -> dict[str, str] | None:
+    """toAPI of seccomp/AppArmor profiles (v18.11): an invalid type, or Localhost without a profile, is dropped."""
+    if profile is None or not profile.type or profile.type not in _PROFILE_TYPES:
+        return None
+    if profile.type == "Localhost":
+        if not profile.localhost_profile:
+            return None
+        return {"type": "Localhost", "localhostProfile": profile.localhost_profile}
+    return {"type": profile.type}
 
 
 def _container(
@@ -640,13 +672,24 @@ def _container(
 
 
 def _init_permissions(
-    cfg: RunnerConfig, logs_dir: str, resources: _Resources, mounts: list[dict[str, str]]
+    cfg: RunnerConfig,
+    logs_dir: str,
+    scripts_dir: str,
+    resources: _Resources,
+    mounts: list[dict[str, str]],
+    *,
+    attach: bool,
+    dumb_init: bool,
 ) -> dict[str, Any]:
+    """buildPermissionsInitContainer: opens output.log to every user (attach) and copies dumb-init (flag)."""
     log_file = f"{logs_dir}/output.log"
+    steps = [f"touch {log_file} && (chmod 777 {log_file} || exit 0)"] if attach else []
+    if dumb_init:
+        steps.append(f"cp /usr/bin/dumb-init {scripts_dir}")
     return {
         "name": "init-permissions",
         "image": _helper_image(cfg),
-        "command": ["sh", "-c", f"touch {log_file} && (chmod 777 {log_file} || exit 0)"],
+        "command": ["sh", "-c", ";\n".join(steps)],
         "resources": resources.as_k8s(),
         "volumeMounts": [dict(m) for m in mounts],
         "securityContext": _security_context(
@@ -752,6 +795,9 @@ def _pod_security_context(cfg: RunnerConfig) -> dict[str, Any] | None:
         "runAsNonRoot": psc.run_as_non_root,
         "runAsUser": psc.run_as_user,
         "supplementalGroups": list(psc.supplemental_groups) or None,
+        "seLinuxOptions": {"type": psc.selinux_type} if psc.selinux_type else None,
+        "seccompProfile": _profile(psc.seccomp_profile),
+        "appArmorProfile": _profile(psc.app_armor_profile),
     }
     return {k: v for k, v in values.items() if v is not None}
 
@@ -830,9 +876,13 @@ def build_pod(
 
     scripts_dir = _base_dir("/scripts", kube.scripts_base_dir, job)
     logs_dir = _base_dir("/logs", kube.logs_base_dir, job)
+    # getVolumeMounts: the attach strategy needs the scripts and logs volumes; the legacy exec strategy only
+    # the scripts one, and that only for dumb-init.
+    attach = not flags["FF_USE_LEGACY_KUBERNETES_EXECUTION_STRATEGY"]
+    dumb_init = flags["FF_USE_DUMB_INIT_WITH_KUBERNETES_EXECUTOR"]
+    with_volumes = [n for n, wanted in (("scripts", attach or dumb_init), ("logs", attach)) if wanted]
     mounts = [
-        {"name": "scripts", "mountPath": scripts_dir},
-        {"name": "logs", "mountPath": logs_dir},
+        *({"name": n, "mountPath": scripts_dir if n == "scripts" else logs_dir} for n in with_volumes),
         {"name": "repo", "mountPath": cfg.builds_dir},
     ]
     all_vars = _all_variables(ctx)
@@ -871,12 +921,21 @@ def build_pod(
         security=_security_context(cfg, kube.helper_container_security_context),
     )
     pod_lines: list[str] = []
-    spec: dict[str, Any] = {
-        "volumes": [{"name": n, "emptyDir": {}} for n in ("repo", "scripts", "logs")],
-        "initContainers": [_init_permissions(cfg, logs_dir, resources.helper, mounts)],
-        "containers": [build, helper, *service_containers],
-        "restartPolicy": "Never",
-    }
+    # buildInitContainers: init-permissions in attach mode, or for dumb-init in legacy mode.
+    inits = (
+        [
+            _init_permissions(
+                cfg, logs_dir, scripts_dir, resources.helper, mounts, attach=attach, dumb_init=dumb_init
+            )
+        ]
+        if attach or dumb_init
+        else []
+    )
+    spec: dict[str, Any] = {"volumes": [{"name": n, "emptyDir": {}} for n in ("repo", *with_volumes)]}
+    if inits:
+        spec["initContainers"] = inits
+    spec["containers"] = [build, helper, *service_containers]
+    spec["restartPolicy"] = "Never"
     if kube.pod_termination_grace_period_seconds is not None:
         spec["terminationGracePeriodSeconds"] = kube.pod_termination_grace_period_seconds
     if flags["FF_USE_POD_ACTIVE_DEADLINE_SECONDS"]:

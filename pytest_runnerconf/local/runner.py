@@ -1,7 +1,14 @@
-"""The emulated Kubernetes-executor runner: one job -> one pod, stages in the real order, cleanup."""
+"""The emulated Kubernetes-executor runner: one job -> one pod, stages in the real order, cleanup.
+
+It follows gitlab-runner v18.11 (`executors/kubernetes`, `common/build.go`): Prepare (retried 3 times), the
+pod created in prepare_script and waited for as `waitForPodRunning` does, every stage run by the attach
+strategy (or the legacy exec one, see strategies.py), after_script, artifacts and cleanup_file_variables
+still run after a failed script, cleanup before the final line. Messages are the runner's own wording.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import shlex
 import tarfile
@@ -13,16 +20,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_runnerconf.local import quantity
 from pytest_runnerconf.local.errors import LocalConfigError
 from pytest_runnerconf.local.faults import ENV_VAR as FAULTS_ENV_VAR
 from pytest_runnerconf.local.faults import parse_faults
-from pytest_runnerconf.local.kstore import NotFound
+from pytest_runnerconf.local.kstore import NotFound, StoreError
 from pytest_runnerconf.local.model import JobPayload, JobSink
-from pytest_runnerconf.local.pods import DockerPods, ImageChoice
 from pytest_runnerconf.local.podspec import PodPlan, PreparationError, build_pod, go_duration
+from pytest_runnerconf.local.podstatus import ImageChoice
 from pytest_runnerconf.local.runner_config import RunnerConfig, short_token
-from pytest_runnerconf.local.tracewriter import GREEN, RED, RESET, TraceWriter
+from pytest_runnerconf.local.strategies import (
+    DOCKER_COMMAND,
+    PodPaths,
+    Strategy,
+    StrategyError,
+    container_for,
+    make_strategy,
+)
+from pytest_runnerconf.local.tracewriter import GREEN, RED, RESET, SCRIPT_STREAM, TraceWriter
 
 BEHAVIOUR_VERSION = "18.11.4"
 PREPARATION_RETRIES = 3
@@ -30,6 +44,8 @@ PREPARATION_RETRY_DELAY_S = 3.0
 # How long after a script exits 137 to wait for the cgroup OOM notice before calling it a plain kill.
 OOM_NOTICE_WAIT_S = 3.0
 SLOW_CLEANUP_DELAY_S = 90.0
+SHELL_PROFILE_HINT = "Check https://docs.gitlab.com/runner/shells/#shell-profile-loading for more information"
+TIMEOUT_DOCS = "https://docs.gitlab.com/ci/runners/configure_runners/#set-script-and-after_script-timeouts"
 
 
 class JobAborted(Exception):
@@ -41,9 +57,21 @@ class JobAborted(Exception):
 
 
 class StageFailed(Exception):
-    def __init__(self, message: str, *, system: bool) -> None:
+    """A failed job. `system` picks the final line's form; `reason` is what GitLab records.
+
+    GitLab has no image_pull_failure reason, so the runner's failure-reason mapper sends
+    runner_system_failure for it while the trace keeps the plain "Job failed:" form.
+    """
+
+    def __init__(self, message: str, *, system: bool, reason: str | None = None) -> None:
         super().__init__(message)
         self.system = system
+        self.reason = reason or ("runner_system_failure" if system else "script_failure")
+
+
+def prepare_failure(inner: str, *, system: bool = True, reason: str | None = None) -> StageFailed:
+    """executePrepareScripts wraps every prepare_script-stage error this way."""
+    return StageFailed(f"prepare environment: {inner}. {SHELL_PROFILE_HINT}", system=system, reason=reason)
 
 
 @dataclass
@@ -53,6 +81,8 @@ class RunningJob:
     cancel: threading.Event = field(default_factory=threading.Event)
     deadline: float = 0.0
     pod: dict[str, Any] | None = None  # the pod object once created, so cleanup happens whatever fails
+    stage: str = ""
+    attempted: set[str] = field(default_factory=set)  # stages started, for what runs after a failure
 
 
 class LocalRunner:
@@ -61,22 +91,24 @@ class LocalRunner:
     def __init__(
         self,
         cfg: RunnerConfig,
-        pods: DockerPods,
+        node: Any,
         store: Any,
         sink: JobSink,
         *,
         tags: frozenset[str],
         resolve_image: Callable[[str], ImageChoice],
+        delete_pod: Callable[[str, str, float], None],
         faults: frozenset[str] = frozenset(),
         manager_hostname: str = "runnerconf-local",
         registry: str | None = None,
     ) -> None:
         self.cfg = cfg
-        self.pods = pods
+        self.node = node  # the kubelet: pods/exec, pods/attach and the pod's containers
         self.store = store
         self.sink = sink
         self.tags = tags
         self.resolve_image = resolve_image
+        self.delete_pod = delete_pod
         self.faults = faults
         self.manager_hostname = manager_hostname
         self.registry = registry
@@ -146,7 +178,7 @@ class LocalRunner:
         self.sink.job_started(p.id, rcfg.name)
         job.deadline = time.time() + p.timeout_s
         concurrency = self._acquire_concurrency_id()
-        plan: PodPlan | None = None
+        strategy: Strategy | None = None
         status, reason, final = "success", None, ""
         try:
             trace.line(
@@ -154,17 +186,20 @@ class LocalRunner:
             )
             trace.line(f"  on {rcfg.name} {short_token(rcfg.token)}, system ID: r_runnerconflocal")
             plan = self._prepare(job, trace, concurrency)
-            self._stages(job, plan, trace)
+            strategy = self._prepare_script(job, plan, trace)
+            self._stages(job, plan, strategy, trace)
         except JobAborted as exc:
             status = exc.status
             reason = None if status == "canceled" else "job_execution_timeout"
             final = f"{RED}ERROR: Job failed: {exc}{RESET}"
         except StageFailed as exc:
             status = "failed"
-            reason = "runner_system_failure" if exc.system else "script_failure"
+            reason = exc.reason
             kind = " (system failure)" if exc.system else ""
             final = f"{RED}ERROR: Job failed{kind}: {exc}{RESET}"
         finally:
+            if strategy is not None:
+                strategy.close()
             if job.pod is not None:
                 self._cleanup(job, trace)
             with self._lock:
@@ -181,6 +216,8 @@ class LocalRunner:
             raise JobAborted(
                 f"execution took longer than {go_duration(job.payload.timeout_s)} seconds", "failed"
             )
+
+    # ---- prepare_executor -------------------------------------------------------------------------------
 
     def _prepare(self, job: RunningJob, trace: TraceWriter, concurrency: int) -> PodPlan:
         p = job.payload
@@ -201,7 +238,7 @@ class LocalRunner:
                 if exc.stage != "prepare_executor":
                     # Errors met while creating the pod are not retried by the runner.
                     trace.section_end("prepare_executor")
-                    raise StageFailed(str(exc), system=True) from None
+                    raise prepare_failure(str(exc)) from None
                 trace.error(f"Preparation failed: {exc}")
                 trace.line(f"Will be retried in {int(PREPARATION_RETRY_DELAY_S)}s ...")
                 if attempt == PREPARATION_RETRIES - 1 or job.cancel.wait(PREPARATION_RETRY_DELAY_S):
@@ -212,11 +249,13 @@ class LocalRunner:
         pod = plan.pod
         trace.info(f"Using Kubernetes namespace: {pod['metadata']['namespace']}")
         trace.info(f"Using Kubernetes executor with image {p.image} ...")
-        trace.info("Using attach strategy to execute scripts...")
+        if not plan.legacy:
+            trace.info("Using attach strategy to execute scripts...")
         for line in plan.executor_log_lines:
             trace.info(line)
         for c in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]:
-            trace.info(f"Using effective pull policy of [IfNotPresent] for container {c['name']}")
+            # No pull_policy configured: [""], printed by Go as [] (the API server then defaults it).
+            trace.info(f"Using effective pull policy of [] for container {c['name']}")
         for c in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]:
             choice = self.resolve_image(c["image"])
             if choice.local and choice.local != c["image"]:
@@ -226,7 +265,7 @@ class LocalRunner:
                 )
         if (
             any((c.get("securityContext") or {}).get("privileged") for c in pod["spec"]["containers"])
-            and self.pods.privileged_mode != "privileged"
+            and self.node.privileged_mode != "privileged"
         ):
             trace.warning(
                 "Local emulation: this host refuses --privileged; privileged containers run pseudo-privileged "
@@ -234,26 +273,97 @@ class LocalRunner:
             )
         healthchecks = self._healthcheck_ports(plan)
         if healthchecks:
-            # The runner creates the pod early when a service must be health-checked.
-            self._create_pod(job, plan, trace)
-            self._wait_services(job, plan, healthchecks, trace)
+            # waitForServices: with a service to health-check the pod is created already in Prepare.
+            try:
+                self._create_pod(job, plan, trace)
+                self._wait_services(job, plan, healthchecks, trace)
+            except StageFailed as exc:
+                trace.section_end("prepare_executor")
+                raise StageFailed(_unwrap_prepare(str(exc)), system=exc.system, reason=exc.reason) from None
         trace.section_end("prepare_executor")
         self._check(job)
-        trace.section_start("prepare_script", "Preparing environment")
-        if not healthchecks:
-            self._create_pod(job, plan, trace)
-        trace.line(f"Running on {pod['metadata']['name']} via {self.manager_hostname}...")
-        trace.section_end("prepare_script")
         return plan
 
+    def _healthcheck_ports(self, plan: PodPlan) -> list[str]:
+        ports = []
+        for service, _name in sorted(plan.service_containers, key=lambda item: item[1]):
+            for var in service.variables:
+                if var.key == "HEALTHCHECK_TCP_PORT" and var.value.strip():
+                    ports.append(var.value.strip())
+        return ports
+
+    def _wait_services(self, job: RunningJob, plan: PodPlan, ports: list[str], trace: TraceWriter) -> None:
+        """`gitlab-runner-helper health-check` exec'd in the helper through its shell, output to the trace."""
+        ns, name = pod_ref(plan)
+        command = "gitlab-runner-helper health-check " + "".join(f"--port '{p}' " for p in ports)
+        try:
+            stream = self.node.exec(ns, name, "helper", DOCKER_COMMAND, stdin=True, tty=False)
+        except StoreError as exc:
+            trace.line(f"Health check aborted due to error: {exc}")
+            raise StageFailed(str(exc), system=True) from None
+        try:
+            stream.write_stdin((command + "\n").encode())
+            stream.close_stdin()
+            done = threading.Event()
+
+            def pump() -> None:
+                try:
+                    for _, chunk in stream.output():
+                        trace.output(chunk)
+                finally:
+                    trace.flush()
+                    done.set()
+
+            threading.Thread(target=pump, daemon=True, name=f"health-{name}").start()
+            while not done.wait(0.2):
+                self._check(job)
+                failure = self._pod_failure(
+                    ns, name, ("build", "helper", *[n for _, n in plan.service_containers])
+                )
+                if failure:
+                    trace.line(f"Health check aborted due to error: {failure}")
+                    raise StageFailed(failure, system=True)
+        finally:
+            stream.close()
+
+    # ---- prepare_script: the pod -----------------------------------------------------------------------
+
+    def _prepare_script(self, job: RunningJob, plan: PodPlan, trace: TraceWriter) -> Strategy:
+        trace.section_start("prepare_script", "Preparing environment")
+        try:
+            if job.pod is None:
+                self._create_pod(job, plan, trace)
+            ns, name = pod_ref(plan)
+            strategy = make_strategy(
+                plan.legacy, self.node, PodPaths(ns, name, plan.scripts_dir, plan.logs_dir), trace
+            )
+            try:
+                strategy.start()
+                body = f'echo "Running on $(hostname) via {self.manager_hostname}..."\n'
+                code = self._run_stage(job, plan, strategy, "prepare_script", body)
+            except StrategyError as exc:
+                strategy.close()
+                raise prepare_failure(str(exc)) from None
+            except StageFailed as exc:  # the pod failed while the prepare script ran
+                strategy.close()
+                raise prepare_failure(str(exc), system=exc.system, reason=exc.reason) from None
+            except BaseException:
+                strategy.close()
+                raise
+            if code != 0:
+                strategy.close()
+                raise prepare_failure(f"command terminated with exit code {code}", system=False)
+            return strategy
+        finally:
+            trace.section_end("prepare_script")
+
     def _create_pod(self, job: RunningJob, plan: PodPlan, trace: TraceWriter) -> None:
-        k8s = self.cfg.runner.kubernetes
         for line in plan.pod_log_lines:
             trace.line(line)
-        invalid = validate_pod(plan.pod)
-        if invalid:
-            raise StageFailed(f"setting up build pod: {invalid}", system=True)
-        stored = self.store.create(plan.pod)
+        try:
+            stored = self.store.create(plan.pod)  # the API server defaults, validates and admits it
+        except StoreError as exc:
+            raise prepare_failure(f"setting up build pod: {exc}") from None
         plan.pod = stored
         job.pod = stored
         if plan.secret is not None:
@@ -274,52 +384,89 @@ class LocalRunner:
 
         def start_pod() -> None:
             try:
-                self.pods.run(stored, job.faults)
-            except Exception as exc:  # surfaced by the wait loop below as the runner would: pod failed
+                self.node.run(stored, job.faults)
+            except Exception as exc:  # surfaced by the wait below as the runner would see it: a failed pod
                 pod_error.append(exc)
 
-        starter = threading.Thread(target=start_pod, daemon=True, name=f"pod-{name}")
-        starter.start()
+        threading.Thread(target=start_pod, daemon=True, name=f"pod-{name}").start()
+        self._wait_for_pod(job, ns, name, trace, pod_error)
+
+    def _wait_for_pod(
+        self, job: RunningJob, ns: str, name: str, trace: TraceWriter, pod_error: list[BaseException]
+    ) -> None:
+        """waitForPodRunning: poll until Running with build Ready; pull failures and ended pods end it."""
+        k8s = self.cfg.runner.kubernetes
         poll = max(0.2, float(k8s.poll_interval))
         attempts = max(1, int(k8s.poll_timeout / poll))
-        for _ in range(attempts):
+        for _ in range(attempts + 1):
             self._check(job)
             if pod_error:
-                raise StageFailed(
-                    f"prepare environment: setting up the pod failed: {pod_error[0]}", system=True
-                )
-            status = self._pod(ns, name).get("status", {})
+                raise prepare_failure(f"waiting for pod running: {pod_error[0]}")
+            pod = self._pod(ns, name)
+            status = pod.get("status", {})
             phase = status.get("phase", "Pending")
-            build = next((s for s in status.get("containerStatuses", []) if s["name"] == "build"), None)
-            waiting = [
-                s
-                for s in status.get("containerStatuses", [])
-                if "waiting" in s.get("state", {})
-                and s["state"]["waiting"].get("reason")
-                in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")
-            ]
-            if waiting:
-                msg = waiting[0]["state"]["waiting"].get("message", "")
-                raise StageFailed(f"prepare environment: image pull failed: {msg}", system=True)
+            statuses = status.get("containerStatuses", [])
+            build = next((s for s in statuses if s["name"] == "build"), None)
             if phase == "Running" and build and build.get("ready"):
                 return
-            if phase in ("Failed", "Succeeded"):
-                raise StageFailed(
-                    "prepare environment: waiting for pod running: pod status is failed. Check "
-                    "https://docs.gitlab.com/runner/shells/#shell-profile-loading for more information",
-                    system=True,
+            if phase == "Succeeded":
+                raise prepare_failure(
+                    "waiting for pod running: pod already succeeded before it begins running"
                 )
-            trace.line(f"Waiting for pod {ns}/{name} to be running on the node <unknown>, status is {phase}")
+            if phase == "Failed":
+                raise prepare_failure("waiting for pod running: pod status is failed")
+            self._check_terminal_container_errors(
+                job, [*statuses, *status.get("initContainerStatuses", [])], trace
+            )
+            node = pod.get("spec", {}).get("nodeName") or "<unknown>"
+            trace.line(
+                f"Waiting for pod {ns}/{name} to be running on the node {node}, status is {phase}",
+                stderr=True,
+            )
             for cond in status.get("conditions", []):
                 if cond.get("reason"):
-                    trace.line(f'\t{cond["reason"]}: "{cond.get("message", "")}"')
+                    trace.line(f'\t{cond["reason"]}: "{cond.get("message", "")}"', stderr=True)
             if job.cancel.wait(poll):
                 self._check(job)
-        raise StageFailed(
-            "prepare environment: waiting for pod running: timed out waiting for pod to start. Check "
-            "https://docs.gitlab.com/runner/shells/#shell-profile-loading for more information",
-            system=True,
-        )
+        raise prepare_failure("waiting for pod running: timed out waiting for pod to start")
+
+    def _check_terminal_container_errors(
+        self, job: RunningJob, statuses: list[dict[str, Any]], trace: TraceWriter
+    ) -> None:
+        """watchers.CheckTerminalContainerErrors, then what Run does with an image pull error."""
+        for st in statuses:
+            waiting = st.get("state", {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if st.get("ready") or reason not in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
+                continue
+            message = f"image pull failed: {waiting.get('message', '')}"
+            self._print_warning_events(job, trace)
+            if reason == "InvalidImageName":  # a BuildError without a reason: script_failure in v18.11
+                raise prepare_failure(f"waiting for pod running: {message}", system=False)
+            trace.warning(
+                f'Failed to pull image "{st.get("image", "")}" for container "{st["name"]}" with policy "": {message}'
+            )
+            raise prepare_failure(
+                f'waiting for pod running: pulling image "{st.get("image", "")}" for container {st["name"]}: {message}',
+                system=False,
+                reason="runner_system_failure",
+            )
+
+    def _print_warning_events(self, job: RunningJob, trace: TraceWriter) -> None:
+        """print_pod_warning_events (default on): each Warning event of the pod, oldest first."""
+        if job.pod is None:
+            return
+        meta = job.pod["metadata"]
+        try:
+            events, _ = self.store.list(
+                "Event", meta["namespace"], field_selector=f"involvedObject.name={meta['name']},type=Warning"
+            )
+        except StoreError:
+            return
+        for ev in sorted(
+            events, key=lambda e: (e.get("lastTimestamp") or "", e["metadata"]["resourceVersion"].zfill(12))
+        ):
+            trace.warning(f"Event retrieved from the cluster: {ev.get('message', '')}")
 
     def _pod(self, namespace: str, name: str) -> dict[str, Any]:
         try:
@@ -327,87 +474,120 @@ class LocalRunner:
         except NotFound:
             return {}
 
-    def _healthcheck_ports(self, plan: PodPlan) -> list[int]:
-        ports = []
-        for service, _name in plan.service_containers:
-            for var in service.variables:
-                if var.key == "HEALTHCHECK_TCP_PORT" and var.value.strip().isdigit():
-                    ports.append(int(var.value))
-        return ports
-
-    def _wait_services(self, job: RunningJob, plan: PodPlan, ports: list[int], trace: TraceWriter) -> None:
-        trace.info(
-            f"Waiting for services to be up and running (timeout {go_duration(job.payload.timeout_s)})..."
-        )
-        script = "\n".join(
-            [
-                f"echo 'waiting for TCP connection to localhost on [{' '.join(map(str, ports))}]...'",
-                *[
-                    f"echo 'dialing localhost:{p}...'; "
-                    f"until nc -z -w 1 127.0.0.1 {p} 2>/dev/null; do sleep 0.2; done; "
-                    f"echo 'dial succeeded on localhost:{p}. Exiting...'"
-                    for p in ports
-                ],
-            ]
-        )
-        code = self._exec(job, plan, "helper", ["sh", "-c", script], trace)
-        if code != 0:
-            trace.warning(f"Health check aborted due to error: exit code {code}")
-
     # ---- stages --------------------------------------------------------------------------------------------
 
-    def _stages(self, job: RunningJob, plan: PodPlan, trace: TraceWriter) -> None:
+    def _run_stage(
+        self,
+        job: RunningJob,
+        plan: PodPlan,
+        strategy: Strategy,
+        stage: str,
+        body: str,
+        *,
+        after_failure: bool = False,
+    ) -> int:
+        """One stage through the strategy, watching the pod as watchPodStatus does meanwhile.
+
+        After a failure the job still goes through its last stages; then only the deadline stops them and only
+        the stage's own container is watched.
+        """
+        ns, name = pod_ref(plan)
+        job.stage = stage
+        job.attempted.add(stage)
+        watched = (container_for(stage),) if after_failure else ("build", "helper")
+
+        def check() -> None:
+            if not after_failure:
+                self._check(job)
+            elif time.time() > job.deadline:
+                raise StageFailed("job timeout exceeded", system=True)
+            failure = self._pod_failure(ns, name, watched)
+            if failure:
+                raise StageFailed(failure, system=True)
+
+        try:
+            return strategy.run(stage, body, check)
+        except StrategyError as exc:
+            raise StageFailed(str(exc), system=True) from None
+        except JobAborted:
+            strategy.cancel(stage)
+            raise
+
+    def _pod_failure(self, ns: str, name: str, watched: tuple[str, ...]) -> str | None:
+        """The runner's pod-status check: a gone pod, a non-Running phase, a terminated build/helper."""
+        pod = self._pod(ns, name)
+        if not pod:
+            return f'pods "{name}" not found'
+        for st in pod.get("status", {}).get("containerStatuses", []):
+            term = st.get("state", {}).get("terminated")
+            if st["name"] in watched and term is not None:
+                return f"Error in container {st['name']}: exit code: {term.get('exitCode')}, reason: '{term.get('reason', '')}'"
+        phase = pod.get("status", {}).get("phase")
+        if phase != "Running":
+            return f'pod "{name}" status is "{phase}"'
+        return None
+
+    def _stages(self, job: RunningJob, plan: PodPlan, strategy: Strategy, trace: TraceWriter) -> None:
         p = job.payload
         order = ["get_sources", "step_script"]
         if "script-before-sources" in job.faults:
             order.reverse()
-        script_error: StageFailed | None = None
+        error: StageFailed | JobAborted | None = None
         for stage in order:
             self._check(job)
-            if stage == "get_sources":
-                self._get_sources(job, plan, trace)
-            else:
-                if order[0] == "step_script":
-                    # The broken runner still creates the project directory, so the script runs (early).
-                    self.pods.exec(*pod_ref(plan), "build", ["mkdir", "-p", plan.project_dir])
-                try:
-                    self._step_script(job, plan, trace)
-                except StageFailed as exc:
-                    if exc.system:
-                        raise
-                    script_error = exc
-                    break
-        if p.after_script:
-            self._check(job)
-            trace.section_start("after_script", "Running after_script")
-            code = self._run_script(job, plan, "after_script", p.after_script, trace)
+            try:
+                if stage == "get_sources":
+                    self._get_sources(job, plan, strategy, trace)
+                else:
+                    self._step_script(job, plan, strategy, trace)
+            except StageFailed as exc:
+                error = exc
+                break
+            except JobAborted as exc:
+                if exc.status != "canceled":
+                    trace.warning(
+                        f"{stage} could not run to completion because the timeout was exceeded. For more "
+                        f"control over job and script timeouts see: {TIMEOUT_DOCS}"
+                    )
+                    raise
+                trace.warning("script canceled externally (UI, API)")
+                error = exc
+                break
+        # after_script belongs to the user scripts: it runs once step_script was started, however that ended.
+        if p.after_script and "step_script" in job.attempted:
+            self._after_script(job, plan, strategy, trace, error)
+        success = error is None
+        art = p.artifacts
+        if art and art.paths and (art.when == "always" or (art.when == "on_failure") != success):
+            self._upload_artifacts(job, plan, strategy, trace, success)
+        self._cleanup_file_variables(job, plan, strategy, trace)
+        if error is not None:
+            raise error
+
+    def _after_script(
+        self, job: RunningJob, plan: PodPlan, strategy: Strategy, trace: TraceWriter, error: Exception | None
+    ) -> None:
+        if time.time() > job.deadline:
+            return  # the job's context has expired: later stages do not run
+        trace.section_start("after_script", "Running after_script")
+        # executeAfterScript: CI_JOB_STATUS says how the script ended (the stage script exports it).
+        state = "success" if error is None else "canceled" if isinstance(error, JobAborted) else "failed"
+        body = f"export CI_JOB_STATUS={state}\n" + self._user_script(plan, job.payload.after_script)
+        try:
+            code = self._run_stage(job, plan, strategy, "after_script", body, after_failure=True)
+        except StageFailed as exc:
+            trace.warning(f"after_script failed, but job will continue unaffected: {exc}")
+        else:
             if code != 0:
                 trace.warning(
                     f"after_script failed, but job will continue unaffected: command terminated with exit code {code}"
                 )
-            trace.section_end("after_script")
-        success = script_error is None
-        art = p.artifacts
-        if art and art.paths and (art.when == "always" or (art.when == "on_failure") != success):
-            name = "upload_artifacts_on_success" if success else "upload_artifacts_on_failure"
-            header = (
-                "Uploading artifacts for successful job" if success else "Uploading artifacts for failed job"
-            )
-            trace.section_start(name, header)
-            self._upload_artifacts(job, plan, trace)
-            trace.section_end(name)
-        trace.section_start(
-            "cleanup_file_variables", "Cleaning up project directory and file based variables"
-        )
-        trace.section_end("cleanup_file_variables")
-        if script_error is not None:
-            raise script_error
+        trace.section_end("after_script")
 
-    def _get_sources(self, job: RunningJob, plan: PodPlan, trace: TraceWriter) -> None:
+    def _get_sources(self, job: RunningJob, plan: PodPlan, strategy: Strategy, trace: TraceWriter) -> None:
         p = job.payload
         d = shlex.quote(plan.project_dir)
-        script = f"""set -e
-echo "Fetching changes with git depth set to 20..."
+        body = f"""echo "Fetching changes with git depth set to 20..."
 mkdir -p {d}
 git -c safe.directory='*' init -q {d}
 echo "Initialized empty Git repository in {plan.project_dir}/.git/"
@@ -421,16 +601,33 @@ echo
 echo "Skipping Git submodules setup"
 """
         trace.section_start("get_sources", "Getting source from Git repository")
-        code = self._exec(job, plan, "helper", ["sh", "-c", script], trace)
-        trace.section_end("get_sources")
+        try:
+            code = self._run_stage(job, plan, strategy, "get_sources", body)
+        finally:
+            trace.section_end("get_sources")
         if code != 0:
             raise StageFailed(f"command terminated with exit code {code}", system=False)
 
-    def _step_script(self, job: RunningJob, plan: PodPlan, trace: TraceWriter) -> None:
+    def _user_script(self, plan: PodPlan, commands: tuple[str, ...]) -> str:
+        lines = [f"cd {shlex.quote(plan.project_dir)}"]
+        for cmd in commands:
+            echo = cmd.replace("\n", " ").strip()
+            lines.append(f"printf '%s\\n' {shlex.quote(GREEN + '$ ' + echo + RESET)}")
+            lines.append(cmd)
+        return "\n".join(lines) + "\n"
+
+    def _step_script(self, job: RunningJob, plan: PodPlan, strategy: Strategy, trace: TraceWriter) -> None:
         p = job.payload
+        if "script-before-sources" in job.faults:
+            # The broken runner still creates the project directory, so the script runs (early).
+            self.node.run_in(*pod_ref(plan), "build", ["mkdir", "-p", plan.project_dir])
         trace.section_start("step_script", 'Executing "step_script" stage of the job script')
-        code = self._run_script(job, plan, "step_script", (*p.before_script, *p.script), trace)
-        trace.section_end("step_script")
+        try:
+            code = self._run_stage(
+                job, plan, strategy, "step_script", self._user_script(plan, (*p.before_script, *p.script))
+            )
+        finally:
+            trace.section_end("step_script")
         if code == 0:
             return
         failure = self._container_failure(job, plan, code)
@@ -439,90 +636,54 @@ echo "Skipping Git submodules setup"
         raise StageFailed(f"command terminated with exit code {code}", system=False)
 
     def _container_failure(self, job: RunningJob, plan: PodPlan, code: int) -> str | None:
-        """The runner's pod-status watch: a terminated build/helper container is a system failure."""
+        """A script that ended by a kill may have died with its container (the OOM case): the pod status says."""
         ns, name = pod_ref(plan)
         deadline = time.time() + (OOM_NOTICE_WAIT_S if code == 137 else 0.5)
         while True:
-            for cname in ("build", "helper"):
-                c = self.pods.container_state(ns, name, cname)
-                if c is not None and c.exit_code is not None:
-                    statuses = self._pod(ns, name).get("status", {}).get("containerStatuses", [])
-                    st: dict[str, Any] = next((s for s in statuses if s["name"] == cname), {})
-                    term = st.get("state", {}).get("terminated", {})
-                    reason = term.get("reason", "Error")
-                    return f"Error in container {cname}: exit code: {c.exit_code}, reason: '{reason}'"
+            failure = self._pod_failure(ns, name, ("build", "helper"))
+            if failure and failure.startswith("Error in container"):
+                return failure
             if time.time() >= deadline or job.cancel.wait(0.1):
                 return None
 
-    def _render_script(self, plan: PodPlan, commands: tuple[str, ...] | list[str]) -> str:
-        lines = ["set -e", f"cd {shlex.quote(plan.project_dir)}"]
-        for cmd in commands:
-            echo = cmd.replace("\n", " ").strip()
-            lines.append(f"printf '%s\\n' {shlex.quote(GREEN + '$ ' + echo + RESET)}")
-            lines.append(cmd)
-        return "\n".join(lines) + "\n"
-
-    def _run_script(
-        self, job: RunningJob, plan: PodPlan, stage: str, commands: tuple[str, ...], trace: TraceWriter
-    ) -> int:
-        ns, name = pod_ref(plan)
-        path = f"{plan.scripts_dir}/{stage}"
-        self.pods.put_file(ns, name, "build", path, self._render_script(plan, commands).encode())
-        return self._exec(job, plan, "build", ["sh", path], trace)
-
-    def _exec(
-        self, job: RunningJob, plan: PodPlan, container: str, cmd: list[str], trace: TraceWriter
-    ) -> int:
-        """Run a command in a pod container, streaming its output into the trace; honour cancel/timeout."""
-        ns, name = pod_ref(plan)
-        try:
-            output, exit_code = self.pods.exec_stream(ns, name, container, cmd)
-        except Exception as exc:
-            raise StageFailed(f"Error in container {container}: {exc}", system=True) from None
-        done = threading.Event()
-
-        def pump() -> None:
-            try:
-                for chunk in output:
-                    trace.output(chunk)
-            except Exception:
-                pass
-            finally:
-                trace.flush()
-                done.set()
-
-        threading.Thread(target=pump, daemon=True, name=f"exec-{name}-{container}").start()
-        while not done.wait(0.2):
-            self._check(job)
-        code = exit_code()
-        return 137 if code is None else int(code)
-
-    def _upload_artifacts(self, job: RunningJob, plan: PodPlan, trace: TraceWriter) -> None:
+    def _upload_artifacts(
+        self, job: RunningJob, plan: PodPlan, strategy: Strategy, trace: TraceWriter, success: bool
+    ) -> None:
         p = job.payload
         assert p.artifacts is not None
-        ns, name = pod_ref(plan)
-        trace.line("Uploading artifacts...")
+        name = "upload_artifacts_on_success" if success else "upload_artifacts_on_failure"
+        header = "Uploading artifacts for successful job" if success else "Uploading artifacts for failed job"
+        trace.section_start(name, header)
+        ns, pod = pod_ref(plan)
+        trace.line("Uploading artifacts...", stream=SCRIPT_STREAM)
         buf = io.BytesIO()
         found_total = 0
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
             for pattern in p.artifacts.paths:
                 script = f'cd {shlex.quote(plan.project_dir)} && for f in {pattern}; do [ -e "$f" ] && echo "$f"; done'
-                output, _ = self.pods.exec(ns, name, "helper", ["sh", "-c", script])
+                try:
+                    output, _ = self.node.run_in(ns, pod, "helper", ["sh", "-c", script])
+                except StoreError:
+                    output = b""
                 listing = [line for line in output.decode().splitlines() if line]
                 for rel in listing:
-                    found_total += self._add_to_zip(zf, ns, name, plan, rel)
-                trace.line(f"{pattern}: found {len(listing)} matching artifact files and directories")
+                    found_total += self._add_to_zip(zf, ns, pod, plan, rel)
+                trace.line(
+                    f"{pattern}: found {len(listing)} matching artifact files and directories",
+                    stream=SCRIPT_STREAM,
+                )
         if found_total == 0:
             trace.warning("No files to upload")
-            return
-        filename = "artifacts.zip"
-        self.sink.store_artifacts(p.id, filename, buf.getvalue())
-        trace.line(
-            f'Uploading artifacts as "archive" to coordinator... 201 Created  id={p.id} responseStatus=201 Created'
-        )
+        else:
+            self.sink.store_artifacts(p.id, "artifacts.zip", buf.getvalue())
+            trace.line(
+                f'Uploading artifacts as "archive" to coordinator... 201 Created  id={p.id} responseStatus=201 Created',
+                stream=SCRIPT_STREAM,
+            )
+        trace.section_end(name)
 
     def _add_to_zip(self, zf: zipfile.ZipFile, ns: str, name: str, plan: PodPlan, rel: str) -> int:
-        data = self.pods.get_archive(ns, name, "helper", f"{plan.project_dir}/{rel}")
+        data = self.node.get_archive(ns, name, "helper", f"{plan.project_dir}/{rel}")
         if data is None:
             return 0
         count = 0
@@ -535,6 +696,20 @@ echo "Skipping Git submodules setup"
                         zf.writestr(base + member.name, fh.read())
                         count += 1
         return count
+
+    def _cleanup_file_variables(
+        self, job: RunningJob, plan: PodPlan, strategy: Strategy, trace: TraceWriter
+    ) -> None:
+        """Always run (removeFileBasedVariables); a failure here is only logged by the manager."""
+        if time.time() > job.deadline:
+            return
+        trace.section_start(
+            "cleanup_file_variables", "Cleaning up project directory and file based variables"
+        )
+        body = f"rm -rf {shlex.quote(plan.project_dir + '.tmp')}\n"
+        with contextlib.suppress(StageFailed):  # the runner logs a failure here to the manager log only
+            self._run_stage(job, plan, strategy, "cleanup_file_variables", body, after_failure=True)
+        trace.section_end("cleanup_file_variables")
 
     # ---- cleanup -------------------------------------------------------------------------------------------
 
@@ -551,7 +726,7 @@ echo "Skipping Git submodules setup"
 
         def delete() -> None:
             try:
-                self.pods.delete(meta["namespace"], meta["name"], float(grace))
+                self.delete_pod(meta["namespace"], meta["name"], float(grace))
             except Exception as exc:
                 trace.error(f"Error cleaning up pod: {exc}")
 
@@ -571,18 +746,9 @@ def pod_ref(plan: PodPlan) -> tuple[str, str]:
     return meta["namespace"], meta["name"]
 
 
-def validate_pod(pod: dict[str, Any]) -> str | None:
-    """The API server's resource validation: a request above its limit makes the pod invalid."""
-    spec = pod["spec"]
-    for group in ("initContainers", "containers"):
-        for i, c in enumerate(spec.get(group, [])):
-            res = c.get("resources") or {}
-            for kind in ("cpu", "memory"):
-                req = (res.get("requests") or {}).get(kind)
-                lim = (res.get("limits") or {}).get(kind)
-                if req and lim and quantity.parse(req).value > quantity.parse(lim).value:
-                    return (
-                        f'Pod "{pod["metadata"]["name"]}" is invalid: spec.{group}[{i}].resources.requests: '
-                        f'Invalid value: "{req}": must be less than or equal to {kind} limit of {lim}'
-                    )
-    return None
+def _unwrap_prepare(message: str) -> str:
+    """Errors of the pod created in Prepare (health checks) carry no prepare-environment wrap."""
+    prefix, suffix = "prepare environment: ", f". {SHELL_PROFILE_HINT}"
+    if message.startswith(prefix) and message.endswith(suffix):
+        return message[len(prefix) : -len(suffix)]
+    return message

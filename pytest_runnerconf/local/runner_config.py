@@ -52,6 +52,7 @@ FEATURE_FLAG_DEFAULTS: dict[str, bool] = {
     "FF_DISABLE_AUTOMATIC_TOKEN_ROTATION": False,
     "FF_USE_LEGACY_GCS_CACHE_ADAPTER": False,
     "FF_DISABLE_UMASK_FOR_KUBERNETES_EXECUTOR": False,
+    "FF_USE_LEGACY_S3_CACHE_ADAPTER": False,
     "FF_GIT_URLS_WITHOUT_TOKENS": False,
     "FF_WAIT_FOR_POD_TO_BE_REACHABLE": False,
     "FF_MASK_ALL_DEFAULT_TOKENS": True,
@@ -101,6 +102,14 @@ class HostAlias:
 
 
 @dataclass(frozen=True)
+class SecurityProfile:
+    """A `seccomp_profile` / `app_armor_profile` table (v18.11): type and, for Localhost, the profile."""
+
+    type: str = ""
+    localhost_profile: str = ""
+
+
+@dataclass(frozen=True)
 class ContainerSecurityContext:
     """One `*_container_security_context` table; None means "not set" (the global value applies)."""
 
@@ -110,6 +119,10 @@ class ContainerSecurityContext:
     run_as_group: int | None = None
     run_as_non_root: bool | None = None
     read_only_root_filesystem: bool | None = None
+    selinux_type: str = ""
+    proc_mount: str = ""
+    seccomp_profile: SecurityProfile | None = None
+    app_armor_profile: SecurityProfile | None = None
     cap_add: tuple[str, ...] | None = None
     cap_drop: tuple[str, ...] | None = None
 
@@ -121,6 +134,9 @@ class PodSecurityContext:
     run_as_group: int | None = None
     run_as_non_root: bool | None = None
     supplemental_groups: tuple[int, ...] = ()
+    selinux_type: str = ""
+    seccomp_profile: SecurityProfile | None = None
+    app_armor_profile: SecurityProfile | None = None
 
     def is_empty(self) -> bool:
         return self == PodSecurityContext()
@@ -383,14 +399,33 @@ def _service(ctx: _Ctx, raw: dict[str, Any]) -> ServiceDef:
     )
 
 
+def _profile(ctx: _Ctx, key: str, raw: Any) -> SecurityProfile | None:
+    if raw is None:
+        return None
+    table = _typed(ctx, key, raw, dict)
+    return SecurityProfile(
+        type=_typed(ctx, f"{key}.type", table.get("type", ""), str),
+        localhost_profile=_typed(ctx, f"{key}.localhost_profile", table.get("localhost_profile", ""), str),
+    )
+
+
+def _security_values(ctx: _Ctx, raw: dict[str, Any], cls: type) -> dict[str, Any]:
+    """The scalar keys of a security-context table, typed; profile tables become SecurityProfile."""
+    values: dict[str, Any] = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        if name.startswith("cap_") or name not in raw:
+            continue
+        if name.endswith("_profile"):
+            values[name] = _profile(ctx, name, raw[name])
+        else:
+            values[name] = _typed(ctx, name, raw[name], hint)
+    return values
+
+
 def _container_security_context(ctx: _Ctx, raw: Any) -> ContainerSecurityContext:
     raw = _typed(ctx, "(table)", raw, dict)
     caps = _typed(ctx, "capabilities", raw.get("capabilities", {}), dict)
-    values = {
-        name: _typed(ctx, name, raw.get(name), hint)
-        for name, hint in typing.get_type_hints(ContainerSecurityContext).items()
-        if not name.startswith("cap_")
-    }
+    values = _security_values(ctx, raw, ContainerSecurityContext)
     return ContainerSecurityContext(
         **values,
         cap_add=_typed(ctx, "capabilities.add", caps.get("add"), tuple[str, ...] | None),
@@ -399,12 +434,7 @@ def _container_security_context(ctx: _Ctx, raw: Any) -> ContainerSecurityContext
 
 
 def _pod_security_context(ctx: _Ctx, raw: dict[str, Any]) -> PodSecurityContext:
-    values = {
-        name: _typed(ctx, name, raw[name], hint)
-        for name, hint in typing.get_type_hints(PodSecurityContext).items()
-        if name in raw
-    }
-    return PodSecurityContext(**values)
+    return PodSecurityContext(**_security_values(ctx, raw, PodSecurityContext))
 
 
 def _check_quantity(ctx: _Ctx, key: str, value: str) -> None:

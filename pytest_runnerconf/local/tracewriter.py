@@ -46,15 +46,16 @@ class TraceWriter:
             text = text.replace(secret, "[MASKED]")
         return text
 
-    def _emit(self, text: str, stream: str) -> None:
+    def _emit(self, text: str, stream: str, kind: str = "O") -> None:
         text = self._mask(text)
         if self._timestamps:
-            text = timestamp_prefix(self._clock(), stream) + text
+            text = timestamp_prefix(self._clock(), stream, kind) + text
         with self._lock:
             self._append((text + "\n").encode())
 
-    def line(self, text: str = "", *, stream: str = EXECUTOR_STREAM) -> None:
-        self._emit(text, stream)
+    def line(self, text: str = "", *, stream: str = EXECUTOR_STREAM, stderr: bool = False) -> None:
+        """A plain line; `stderr` marks lines the runner writes to its stderr stream (E in the prefix)."""
+        self._emit(text, stream, "E" if stderr else "O")
 
     def info(self, text: str) -> None:
         self._emit(f"{CLEAR}{text}{RESET}" if text else "", EXECUTOR_STREAM)

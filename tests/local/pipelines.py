@@ -19,6 +19,15 @@ from pytest_runnerconf.trace import Trace, parse_trace
 FINISHED = ("success", "failed", "canceled")
 
 
+def lines_between(text: str, start: str, end: str) -> list[str]:
+    """The output lines between two marker lines (the echoed command line also names the markers)."""
+    lines = text.splitlines()
+    if start not in lines:
+        return []
+    body = lines[lines.index(start) + 1 :]
+    return body[: body.index(end)] if end in body else body
+
+
 @dataclass
 class PodSeen:
     name: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import re
 import zipfile
@@ -12,7 +13,7 @@ from typing import Any
 import gitlab
 import pytest
 
-from tests.local.pipelines import Cluster, JobRun
+from tests.local.pipelines import Cluster, JobRun, lines_between
 
 TAG = "runnerconf-local"
 
@@ -93,12 +94,7 @@ overcap:
 
 
 def between(text: str, start: str, end: str) -> str:
-    """The output lines between two marker lines (the echoed command line also names the markers)."""
-    lines = text.splitlines()
-    if start not in lines:
-        return ""
-    body = lines[lines.index(start) + 1 :]
-    return "\n".join(body[: body.index(end)] if end in body else body)
+    return "\n".join(lines_between(text, start, end))
 
 
 @pytest.fixture(scope="module")
@@ -283,8 +279,9 @@ def test_wrong_tokens_are_401(local_cluster: Any) -> None:
 
     with pytest.raises(gitlab.exceptions.GitlabAuthenticationError):
         gitlab.Gitlab(local_cluster.gitlab_url, private_token="glpat-wrong").auth()
-    cfg = k8s.Configuration()
-    cfg.host = Cluster(local_cluster).api_client.configuration.host
+    # Same server and CA as the kubeconfig's (TLS verified), another token.
+    cfg = copy.copy(Cluster(local_cluster).api_client.configuration)
+    cfg.refresh_api_key_hook = None  # the kubeconfig loader's hook would put the right token back
     cfg.api_key = {"authorization": "Bearer wrong"}
     with pytest.raises(ApiException) as err:
         k8s.CoreV1Api(k8s.ApiClient(cfg)).list_namespaced_pod(local_cluster.namespace)

@@ -70,7 +70,7 @@ def test_hash_is_stable_and_follows_recipe_files_and_script_version(
 
 
 def test_unknown_or_broken_recipe_is_a_config_error(recipe_copy: Path) -> None:
-    with pytest.raises(ConfigError, match="known images: base, dind, tiny"):
+    with pytest.raises(ConfigError, match="known images: base, dind, helper, tiny"):
         images.load_recipe("nope")
     (recipe_copy / "odd.toml").write_text('builder = "dockerfile"\npackages = []\n')
     with pytest.raises(ConfigError, match="builder 'dockerfile'"):

@@ -93,7 +93,7 @@ def plan_for(job: JobPayload, cfg: RunnerConfig, **kwargs: Any) -> PodPlan:
 
 def container(plan: PodPlan, name: str) -> dict[str, Any]:
     spec = plan.pod["spec"]
-    return next(c for c in spec["initContainers"] + spec["containers"] if c["name"] == name)
+    return next(c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == name)
 
 
 def expected_build_env() -> list[dict[str, str]]:
@@ -764,3 +764,49 @@ def test_plan_does_not_mutate_the_config(cfg: RunnerConfig) -> None:
     before = copy.deepcopy(cfg)
     plan_for(with_vars(make_job(), Variable("KUBERNETES_CPU_LIMIT", "1500m")), cfg)
     assert cfg == before
+
+
+def test_proc_mount_seccomp_apparmor_and_selinux_reach_the_spec() -> None:
+    text = FIXTURE.read_text() + (
+        "\n    [runners.kubernetes.pod_security_context]\n"
+        '      selinux_type = "spc_t"\n'
+        '      seccomp_profile = { type = "RuntimeDefault" }\n'
+        "    [runners.kubernetes.build_container_security_context]\n"
+        '      proc_mount = "unmasked"\n'
+        '      selinux_type = "container_t"\n'
+        '      seccomp_profile = { type = "Localhost", localhost_profile = "profiles/build.json" }\n'
+        '      app_armor_profile = { type = "Unconfined" }\n'
+        "    [runners.kubernetes.helper_container_security_context]\n"
+        '      proc_mount = "Bogus"\n'  # dropped, as the runner drops it (with a manager-log error)
+        '      seccomp_profile = { type = "Localhost" }\n'  # Localhost without a profile: dropped
+        '      app_armor_profile = { type = "NotAType" }\n'
+    )
+    plan = plan_for(make_job(), load_runner_config(text, SUBS))
+    build = container(plan, "build")["securityContext"]
+    assert build["procMount"] == "Unmasked"
+    assert build["seLinuxOptions"] == {"type": "container_t"}
+    assert build["seccompProfile"] == {"type": "Localhost", "localhostProfile": "profiles/build.json"}
+    assert build["appArmorProfile"] == {"type": "Unconfined"}
+    helper = container(plan, "helper")["securityContext"]
+    assert not {"procMount", "seccompProfile", "appArmorProfile", "seLinuxOptions"} & helper.keys()
+    assert plan.pod["spec"]["securityContext"] == {
+        "seLinuxOptions": {"type": "spc_t"},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def test_legacy_execution_strategy_pod_has_no_logs_volume_nor_init_permissions(cfg: RunnerConfig) -> None:
+    job = with_vars(make_job(), Variable("FF_USE_LEGACY_KUBERNETES_EXECUTION_STRATEGY", "true"))
+    plan = plan_for(job, cfg)
+    spec = plan.pod["spec"]
+    assert plan.legacy
+    assert [v["name"] for v in spec["volumes"]] == ["repo"]
+    assert "initContainers" not in spec
+    assert container(plan, "build")["volumeMounts"] == [{"name": "repo", "mountPath": "/builds"}]
+    dumb = plan_for(with_vars(job, Variable("FF_USE_DUMB_INIT_WITH_KUBERNETES_EXECUTOR", "true")), cfg)
+    assert [v["name"] for v in dumb.pod["spec"]["volumes"]] == ["repo", "scripts"]
+    assert dumb.pod["spec"]["initContainers"][0]["command"] == [
+        "sh",
+        "-c",
+        "cp /usr/bin/dumb-init /scripts-42-7",
+    ]

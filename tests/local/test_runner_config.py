@@ -184,7 +184,9 @@ def test_feature_flag_defaults_and_config_override() -> None:
     assert cfg.feature_flag("FF_PRINT_POD_EVENTS") is True
     assert cfg.feature_flag("FF_USE_POD_ACTIVE_DEADLINE_SECONDS") is False
     assert cfg.feature_flag("FF_NO_SUCH_FLAG") is False
-    assert len(FEATURE_FLAG_DEFAULTS) == 50
+    # every flag of helpers/featureflags/flags.go at v18.11.4, FF_USE_LEGACY_S3_CACHE_ADAPTER included
+    assert len(FEATURE_FLAG_DEFAULTS) == 51
+    assert FEATURE_FLAG_DEFAULTS["FF_USE_LEGACY_S3_CACHE_ADAPTER"] is False
 
 
 def test_feature_flags_must_be_booleans() -> None:
