@@ -8,6 +8,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -116,6 +117,9 @@ class GitLabDriver:
     def __init__(self, profile: Profile) -> None:
         self._profile = profile
         self._setting = f"clusters.{profile.name}"
+        ca_file = profile.gitlab_ca_file
+        if ca_file is not None and not Path(ca_file).is_file():
+            raise GitLabError(f"the CA file {ca_file} does not exist; fix {self._setting}.gitlab_ca_file")
         # token() raises ConfigError naming the variable when unset; the token itself is never logged.
         token = profile.token()
         remember(token)
@@ -129,6 +133,8 @@ class GitLabDriver:
             retry_transient_errors=True,
             keep_base_url=True,
             session=SameOriginSession(profile.gitlab_url),
+            # Verification stays on: with a CA file against that CA only, else against the system's.
+            ssl_verify=ca_file or True,
         )
         self._project: Project | None = None
         self.capped: dict[str, str] = {}  # what a size cap cut, by object: said in the evidence notes
@@ -186,6 +192,16 @@ class GitLabDriver:
             raise GitLabError(
                 f"GitLab at {self.url} failed to {action} ({code}: {exc.error_message}); "
                 f"check {self._setting}.gitlab_url and the GitLab server's health"
+            ) from None
+        except requests.exceptions.SSLError:
+            where = (
+                f"the CA in {self._profile.gitlab_ca_file}"
+                if self._profile.gitlab_ca_file
+                else "the system's CAs"
+            )
+            raise GitLabError(
+                f"GitLab at {self.url} presented a certificate that {where} do not verify; set "
+                f"{self._setting}.gitlab_ca_file to the CA bundle that signed it"
             ) from None
         except requests.exceptions.RequestException as exc:
             raise GitLabError(

@@ -139,6 +139,7 @@ class Profile:
     # What the run reads at most of one job's trace and of one artifacts archive; a cut is reported.
     max_trace_bytes: int = DEFAULT_MAX_TRACE_BYTES
     max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
+    gitlab_ca_file: str | None = None  # a PEM bundle to verify GitLab's certificate (an internal CA)
 
     def token_file_warning(self) -> str | None:
         """A sentence when the token file may be read by other users (group or world bits set)."""
@@ -191,6 +192,7 @@ class Profile:
         return {
             "name": self.name,
             "gitlab_url": self.gitlab_url,
+            "gitlab_ca_file": self.gitlab_ca_file,
             "token_env": self.token_env,
             "token_file": self.token_file,
             "project": self.project,
@@ -215,6 +217,7 @@ def profile_from_summary(summary: dict[str, Any]) -> Profile:
     return Profile(
         name=summary["name"],
         gitlab_url=summary["gitlab_url"],
+        gitlab_ca_file=summary.get("gitlab_ca_file"),
         token_env=summary.get("token_env"),
         token_file=summary.get("token_file"),
         project=summary["project"],
@@ -479,6 +482,7 @@ def _expectations(ctx: _Ctx, value: Any) -> Expectations:
 
 _CLUSTER_KEYS = (
     "gitlab_url",
+    "gitlab_ca_file",
     "token_env",
     "token_file",
     "project",
@@ -520,9 +524,15 @@ def _cluster(ctx: _Ctx, name: str, value: Any, base: Path | None = None) -> Prof
             f"{ctx.file}: missing required key {ctx.key}.token_env (or token_file); "
             "it must name the environment variable (or file) that holds the GitLab token"
         )
+    ca_file = _path(_optional_str(ctx, table, "gitlab_ca_file"))
+    if ca_file is not None and not url.startswith("https://"):
+        raise ctx.sub("gitlab_ca_file").error(
+            f"is set but gitlab_url {url!r} is not https://; remove gitlab_ca_file or use the https URL"
+        )
     return Profile(
         name=name,
         gitlab_url=url.rstrip("/"),
+        gitlab_ca_file=ca_file,
         token_env=_optional_str(ctx, table, "token_env"),
         token_file=_path(_optional_str(ctx, table, "token_file"), base),
         project=_str(ctx.sub("project"), _required(ctx, table, "project", "the scratch project path")),

@@ -53,10 +53,12 @@ def cmd_local_up(args: argparse.Namespace) -> int:
         return 1
     setup.require()
     if args.detach:
-        info = cluster.start_detached(home, faults, log=lambda m: print(m, file=sys.stderr))
+        info = cluster.start_detached(
+            home, faults, log=lambda m: print(m, file=sys.stderr), tls_gitlab=args.tls_gitlab
+        )
         print("\n".join(info.shell_lines()))
         return 0
-    return cluster.serve_foreground(home, faults)
+    return cluster.serve_foreground(home, faults, tls_gitlab=args.tls_gitlab)
 
 
 @_guard
@@ -113,6 +115,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--faults",
         default="",
         help=f"comma-separated faults to inject (also ${ENV_VAR}); known: {', '.join(sorted(FAULTS))}",
+    )
+    up.add_argument(
+        "--tls-gitlab",
+        action="store_true",
+        help="serve the local GitLab over HTTPS too (its CA file is printed as GITLAB_CA_FILE)",
     )
     up.set_defaults(func=cmd_local_up)
     lsub.add_parser(

@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,9 +53,12 @@ def read_state(home: Path | None = None) -> ClusterInfo | None:
     return info
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, ca_file: str = "") -> bool:
+    import ssl
+
+    context = ssl.create_default_context(cafile=ca_file) if url.startswith("https:") and ca_file else None
     try:
-        with urllib.request.urlopen(f"{url}/api/v4/version", timeout=2) as resp:
+        with urllib.request.urlopen(f"{url}/api/v4/version", timeout=2, context=context) as resp:
             return resp.status in (200, 401)
     except urllib.error.HTTPError as exc:
         return exc.code == 401
@@ -65,23 +69,34 @@ def _answers(url: str) -> bool:
 class LocalCluster:
     """Everything one local cluster runs, in this process: engine check, images, DNS, registry, APIs, runner."""
 
-    def __init__(self, home: Path, faults: frozenset[str] = frozenset(), config: Path | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        faults: frozenset[str] = frozenset(),
+        config: Path | None = None,
+        *,
+        tls_gitlab: bool = False,
+    ) -> None:
         self.home = home
         self.faults = faults
+        self.tls_gitlab = tls_gitlab
         self.config_path = config or fixtures_path("local", "config.toml")
         self._stops: list[Callable[[], None]] = []
         self.info: ClusterInfo | None = None
 
     def start(self, log: Log = print) -> ClusterInfo:
-        from pytest_runnerconf.local import engine, images, netsvc, setup
+        from pytest_runnerconf.local import admission, engine, images, netsvc, setup
         from pytest_runnerconf.local.gitlab_api import GitLabAPI
         from pytest_runnerconf.local.gitlab_state import GitLabState
         from pytest_runnerconf.local.kstore import KubeStore
-        from pytest_runnerconf.local.kube_api import KubeAPI, write_kubeconfig
-        from pytest_runnerconf.local.pods import DockerPods
+        from pytest_runnerconf.local.kube_api import ALL_VERBS, OPERATOR_VERBS, KubeAPI, write_kubeconfig
+        from pytest_runnerconf.local.kubelet import Kubelet
+        from pytest_runnerconf.local.poddeletion import PodDeletion
         from pytest_runnerconf.local.runner import LocalRunner
         from pytest_runnerconf.local.runner_config import load_runner_config
+        from pytest_runnerconf.local.runtime import Runtime
         from pytest_runnerconf.local.standins import StandIns
+        from pytest_runnerconf.local.tlsca import LocalCA
 
         self.home.mkdir(parents=True, exist_ok=True)
         self._hold_home_lock()
@@ -107,48 +122,57 @@ class LocalCluster:
             f"runnerconf local: DNS {dns.address}, registry {registry.address} ({time.monotonic() - t0:.1f}s)"
         )
 
-        cfg = load_runner_config(
-            self.config_path, substitutions={"@local-dns": gateway, "@gitlab-url": "http://127.0.0.1"}
-        )
+        # One CA per start: clients trust it through the kubeconfig (and gitlab_ca_file for an HTTPS GitLab).
+        ca = LocalCA.create(self.home / "pki")
+        gitlab_tls = ca.issue("gitlab").server_context() if self.tls_gitlab else None
+        gitlab_token = "glpat-" + secrets.token_urlsafe(20)
+        state = GitLabState(self.home / "gitlab", gitlab_token, None)
+        gitlab = GitLabAPI(state, gitlab_token, faults=self.faults).start(tls=gitlab_tls)
+        self._stops.insert(0, gitlab.stop)
+        state.base_url = gitlab.url
+        substitutions = {"@local-dns": gateway, "@gitlab-url": gitlab.url}
+        cfg = load_runner_config(self.config_path, substitutions=substitutions)
         namespace = cfg.runner.kubernetes.namespace
         store = KubeStore()
+        store.admission.append(admission.admit)
         store.create({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": namespace}})
         store.create(
             {
                 "kind": "ConfigMap",
                 "apiVersion": "v1",
                 "metadata": {"name": "gitlab-runner", "namespace": namespace},
-                # The runner's config as deployed; the token is a secret and is not published.
-                "data": {"config.toml": _redact_token(self.config_path.read_text())},
+                # The runner's config as deployed (values filled in); the token is a secret, not published.
+                "data": {"config.toml": deployed_config(self.config_path.read_text(), substitutions)},
             }
         )
         standins = StandIns(settings["standins"], built)
-        gitlab_token = "glpat-" + secrets.token_urlsafe(20)
-        state = GitLabState(self.home / "gitlab", gitlab_token, None)
         project = state.create_project(cl["project"])
 
         def repo_mounts(pod: dict[str, Any]) -> dict[str, dict[str, str]]:
             pid = int(pod["metadata"]["annotations"]["project.runner.gitlab.com/id"])
             return {str(state.repo_path(pid)): {"bind": "/runnerconf/repo.git", "mode": "ro"}}
 
-        pods = DockerPods(
-            client,
+        kubelet = Kubelet(
+            Runtime(client, cluster_id),
             store,
-            cluster_id=cluster_id,
             resolve_image=standins.resolve,
             privileged=engine.privileged_kwargs(client, built["base"]),
             pause_image=built["base"],
             repo_mounts=repo_mounts,
+            state_dir=self.home / "kubelet",
+            node_ip=gateway,  # the node's address on the pods' network
         )
-        self._stops.append(pods.remove_all)
-        store.on_delete["Pod"] = pods.delete
+        self._stops.append(kubelet.remove_all)
+        deletion = PodDeletion(store, kubelet)
+        store.on_delete["Pod"] = deletion.delete
         runner = LocalRunner(
             cfg,
-            pods,
+            kubelet,
             store,
             state,
             tags=frozenset({cl["runner_tag"]}),
             resolve_image=standins.resolve,
+            delete_pod=deletion.delete,
             faults=self.faults,
             registry=f"{cl['registry_host']}:{cl['registry_port']}",
         )
@@ -164,8 +188,9 @@ class LocalCluster:
         kube_api = KubeAPI(
             store,
             {
-                kube_token: frozenset({"get", "list", "watch", "delete"}),
-                restricted: frozenset({"get", "list"}),
+                # the operator's context: what the plugin needs, plus kubectl logs and exec
+                kube_token: OPERATOR_VERBS,
+                restricted: frozenset(ALL_VERBS - {"watch", "delete"}),
                 least: rbac.grants(["secrets"]),
                 no_secrets: rbac.grants([]),
             },
@@ -173,12 +198,10 @@ class LocalCluster:
                 least: f"system:serviceaccount:{namespace}:{rbac.ROLE_NAME}",
                 no_secrets: f"system:serviceaccount:{namespace}:{rbac.ROLE_NAME}-no-secrets",
             },
+            node=kubelet,
         )
-        kube = kube_api.start()
+        kube = kube_api.start(tls=ca.issue("kube-apiserver").server_context())
         self._stops.insert(0, kube_api.stop)  # also ends open watches
-        gitlab = GitLabAPI(state, gitlab_token, faults=self.faults).start()
-        self._stops.insert(0, gitlab.stop)
-        state.base_url = gitlab.url
         kubeconfig = self.home / "kubeconfig"
         write_kubeconfig(
             kubeconfig,
@@ -191,6 +214,7 @@ class LocalCluster:
             },
             "runnerconf-local",
             namespace,
+            ca_pem=ca.pem,
         )
         token_file = self.home / TOKEN_NAME
         _write_private(token_file, gitlab_token + "\n")
@@ -208,6 +232,7 @@ class LocalCluster:
             faults=sorted(self.faults),
             local_dns=gateway,
             token_file=str(token_file),
+            gitlab_ca_file=str(ca.cert_file) if self.tls_gitlab else "",
         )
         _write_private(self.home / STATE_NAME, json.dumps(asdict(self.info)))  # holds the tokens
         log(f"runnerconf local: up in {time.monotonic() - t0:.1f}s")
@@ -245,16 +270,23 @@ def _write_private(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _redact_token(text: str) -> str:
+def deployed_config(text: str, substitutions: dict[str, str]) -> str:
+    """config.toml as the running runner has it: placeholders filled in, the token redacted (a secret)."""
     import re
 
-    return re.sub(r'(?m)^(\s*token\s*=\s*)".*"', r'\1"[REDACTED]"', text)
+    lines = []
+    for line in text.splitlines(keepends=True):
+        if not line.lstrip().startswith("#"):  # comments keep naming the placeholders they explain
+            for key, value in substitutions.items():
+                line = line.replace(key, value)
+        lines.append(line)
+    return re.sub(r'(?m)^(\s*token\s*=\s*)".*"', r'\1"[REDACTED]"', "".join(lines))
 
 
 def cleanup_leftovers(client: Any, home: Path, *, services: bool = True) -> int:
     """Remove every container/volume a local cluster made and stop its DNS/registry processes."""
     from pytest_runnerconf.local import netsvc
-    from pytest_runnerconf.local.pods import CLUSTER_LABEL, remove_labelled
+    from pytest_runnerconf.local.runtime import CLUSTER_LABEL, remove_labelled
 
     removed = remove_labelled(client, CLUSTER_LABEL)
     # Docker creates a bind's named volume on the fly, without labels, when a container names one a
@@ -264,14 +296,18 @@ def cleanup_leftovers(client: Any, home: Path, *, services: bool = True) -> int:
             with contextlib.suppress(Exception):
                 volume.remove(force=True)
                 removed += 1
+    # the kubelet's per-pod files (managed /etc/hosts) of a cluster that did not stop cleanly
+    shutil.rmtree(home / "kubelet", ignore_errors=True)
     if services:
         netsvc.stop_all(home)
     return removed
 
 
-def serve_foreground(home: Path, faults: frozenset[str], log: Log = print) -> int:
+def serve_foreground(
+    home: Path, faults: frozenset[str], log: Log = print, *, tls_gitlab: bool = False
+) -> int:
     """`runnerconf local up`: run until SIGINT/SIGTERM, then remove everything."""
-    cluster = LocalCluster(home, faults)
+    cluster = LocalCluster(home, faults, tls_gitlab=tls_gitlab)
     stopping = {"flag": False}
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -294,7 +330,9 @@ def serve_foreground(home: Path, faults: frozenset[str], log: Log = print) -> in
     return 0
 
 
-def start_detached(home: Path, faults: frozenset[str], log: Log = print) -> ClusterInfo:
+def start_detached(
+    home: Path, faults: frozenset[str], log: Log = print, *, tls_gitlab: bool = False
+) -> ClusterInfo:
     """Start a cluster in the background and wait until it answers."""
     home.mkdir(parents=True, exist_ok=True)
     log_path = home / "cluster.log"
@@ -314,6 +352,7 @@ def start_detached(home: Path, faults: frozenset[str], log: Log = print) -> Clus
                 "up",
                 "--faults",
                 ",".join(sorted(faults)),
+                *(["--tls-gitlab"] if tls_gitlab else []),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -325,7 +364,7 @@ def start_detached(home: Path, faults: frozenset[str], log: Log = print) -> Clus
     offset = log_start
     while time.monotonic() < deadline:
         info = read_state(home)
-        if info is not None and info.pid == proc.pid and _answers(info.gitlab_url):
+        if info is not None and info.pid == proc.pid and _answers(info.gitlab_url, info.gitlab_ca_file):
             return info
         code = proc.poll()
         with open(log_path, "rb") as fh:
@@ -401,7 +440,7 @@ def ensure_running(log: Log = print) -> tuple[ClusterInfo, Callable[[], None] | 
     # Concurrent sessions (xdist workers, parallel runs) must agree on one cluster, not start two.
     with FileLock(str(home / "start.lock"), timeout=START_DEADLINE_S):
         info = read_state(home)
-        if info is not None and _answers(info.gitlab_url):
+        if info is not None and _answers(info.gitlab_url, info.gitlab_ca_file):
             return info, None
         if info is not None:
             raise LocalStartError(

@@ -97,7 +97,7 @@ def paginate(request: Request, items: list[Any]) -> Response:
         "x-next-page": str(page + 1) if page < pages else "",
         "x-prev-page": str(page - 1) if page > 1 else "",
     }
-    base = f"http://{request.headers.get('host', '127.0.0.1')}{request.path}"
+    base = f"{request.scheme}://{request.headers.get('host', '127.0.0.1')}{request.path}"
 
     def link(target: int, rel: str) -> str:
         query = {**request.query, "page": str(target), "per_page": str(per_page)}
@@ -135,8 +135,9 @@ class GitLabAPI:
         self._lost.add((kind, ref))
         return Response(502, BAD_GATEWAY, content_type="text/html")
 
-    def start(self, port: int = 0) -> LoopbackServer:
-        server = LoopbackServer(self.router, _not_found, port).start()
+    def start(self, port: int = 0, tls: Any = None) -> LoopbackServer:
+        """Serve on loopback; with `tls` (an ssl.SSLContext) over HTTPS, as `runnerconf local up --tls-gitlab`."""
+        server = LoopbackServer(self.router, _not_found, port, tls=tls).start()
         self.state.set_base_url(server.url)
         return server
 

@@ -649,10 +649,6 @@ def _watch_renderer(kind: str, wanted: Negotiated, include: str) -> Render:
     return lambda type_, obj: obj
 
 
-
-
-
-
 def _event_line(type_: str, obj: dict[str, Any]) -> bytes:
     return json.dumps({"type": type_, "object": obj}, separators=(",", ":")).encode() + b"\n"
 

@@ -123,6 +123,9 @@ class ClusterInfo:
     faults: list[str] = field(default_factory=list)
     local_dns: str = ""  # address of the cluster's own DNS server (the pods' nameserver)
     token_file: str = ""  # the GitLab token, alone in a 0600 file: what a profile's token_file points at
+    gitlab_ca_file: str = (
+        ""  # the CA that signed an HTTPS local GitLab's certificate (`local up --tls-gitlab`)
+    )
 
     def shell_lines(self) -> list[str]:
         return [
@@ -132,4 +135,5 @@ class ClusterInfo:
             f"PROJECT={self.project}",
             f"RUNNER_TAG={self.runner_tag}",
             f"NAMESPACE={self.namespace}",
+            *([f"GITLAB_CA_FILE={self.gitlab_ca_file}"] if self.gitlab_ca_file else []),
         ]

@@ -69,7 +69,7 @@ def builtin_expect() -> dict[str, Any]:
 
 def local_table(info: ClusterInfo, expect: Mapping[str, Any]) -> dict[str, Any]:
     """The [clusters.local] table of a running cluster: its connection values and the expectations."""
-    return {
+    table: dict[str, Any] = {
         "gitlab_url": info.gitlab_url,
         "token_file": info.token_file,
         "project": info.project,
@@ -80,6 +80,9 @@ def local_table(info: ClusterInfo, expect: Mapping[str, Any]) -> dict[str, Any]:
         "namespace": info.namespace,
         "expect": _fill_dns(_merge(builtin_expect(), expect), info.local_dns or "127.0.0.1"),
     }
+    if info.gitlab_ca_file:  # `runnerconf local up --tls-gitlab`: verify GitLab against the cluster's CA
+        table["gitlab_ca_file"] = info.gitlab_ca_file
+    return table
 
 
 class LocalProvider:

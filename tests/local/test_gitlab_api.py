@@ -543,3 +543,66 @@ def test_state_accepts_token_first_and_a_queue_attached_later(tmp_path: Path) ->
     state.job_queue = queue
     late = state.create_pipeline(project.id, "main")
     assert [p.pipeline_id for p in queue.submitted] == [late.id]
+
+
+# HTTPS (runnerconf local up --tls-gitlab) and the profile's gitlab_ca_file ---------------------------------
+
+
+def test_https_gitlab_verified_with_the_profiles_ca_file(tmp_path: Path) -> None:
+    from pytest_runnerconf.errors import ConfigError, GitLabError
+    from pytest_runnerconf.gitlab_driver import GitLabDriver
+    from pytest_runnerconf.local.tlsca import LocalCA
+    from pytest_runnerconf.profile import profile_from_table
+
+    queue = RecordingQueue()
+    state = GitLabState(tmp_path / "gitlab", queue, token=TOKEN)
+    state.create_project("scratch")
+    ca = LocalCA.create(tmp_path / "pki")
+    server = GitLabAPI(state, TOKEN).start(tls=ca.issue("gitlab").server_context())
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+
+    def driver(**extra: str) -> GitLabDriver:
+        table = {
+            "gitlab_url": server.url,
+            "token_file": str(token_file),
+            "project": "runnerconf/scratch",
+            "namespace": "ci",
+        }
+        return GitLabDriver(profile_from_table("tls", table | extra, "test"))
+
+    try:
+        assert server.url.startswith("https://127.0.0.1:")
+        facts = driver(gitlab_ca_file=str(ca.cert_file)).preflight()
+        assert facts["project_path"] == "runnerconf/scratch"
+        # Pagination links keep the https scheme the client came in with.
+        page = gitlab.Gitlab(server.url, private_token=TOKEN, ssl_verify=str(ca.cert_file))
+        assert page.projects.get("runnerconf/scratch").pipelines.list(get_all=True) == []
+        with pytest.raises(
+            GitLabError,
+            match=r"presented a certificate that the system's CAs do not verify; set clusters\.tls\.gitlab_ca_file",
+        ):
+            driver().preflight()
+        other = LocalCA.create(tmp_path / "other")
+        with pytest.raises(GitLabError, match=r"certificate that the CA in .*other/ca\.crt do not verify"):
+            driver(gitlab_ca_file=str(other.cert_file)).preflight()
+        with pytest.raises(
+            GitLabError, match=r"the CA file .*missing\.pem does not exist; fix clusters\.tls\.gitlab_ca_file"
+        ):
+            driver(gitlab_ca_file=str(tmp_path / "missing.pem"))
+        with pytest.raises(
+            ConfigError, match=r"gitlab_ca_file is set but gitlab_url 'http://x' is not https://"
+        ):
+            profile_from_table(
+                "tls",
+                {
+                    "gitlab_url": "http://x",
+                    "token_env": "T",
+                    "project": "p/q",
+                    "namespace": "ci",
+                    "gitlab_ca_file": "/x",
+                },
+                "test",
+            )
+    finally:
+        server.stop()
