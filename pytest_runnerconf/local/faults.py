@@ -11,6 +11,8 @@ FAULTS: dict[str, str] = {
     "init-not-first": "init containers start after the regular containers instead of before them",
     "script-before-sources": "step_script starts before get_sources has finished",
     "builds-not-shared": "each container gets its own /builds instead of the shared repo emptyDir",
+    "logs-volume-broken": "each container gets its own copy of the logs emptyDir, so the helper never reads "
+    "what the build writes to output.log (the runner waits for the script until the job times out)",
     "no-host-aliases": "the pod gets no hostAliases for its services",
     "ignore-dns-config": "dns_policy/dns_config are not applied to the pod",
     "dind-dns-fallback": "dockerd in DinD hands its containers 8.8.8.8 instead of the pod DNS",
