@@ -524,7 +524,7 @@ def _cluster(ctx: _Ctx, name: str, value: Any, base: Path | None = None) -> Prof
             f"{ctx.file}: missing required key {ctx.key}.token_env (or token_file); "
             "it must name the environment variable (or file) that holds the GitLab token"
         )
-    ca_file = _path(_optional_str(ctx, table, "gitlab_ca_file"))
+    ca_file = _path(_optional_str(ctx, table, "gitlab_ca_file"), base)
     if ca_file is not None and not url.startswith("https://"):
         raise ctx.sub("gitlab_ca_file").error(
             f"is set but gitlab_url {url!r} is not https://; remove gitlab_ca_file or use the https URL"
