@@ -561,6 +561,7 @@ def test_https_gitlab_verified_with_the_profiles_ca_file(tmp_path: Path) -> None
     server = GitLabAPI(state, TOKEN).start(tls=ca.issue("gitlab").server_context())
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
 
     def driver(**extra: str) -> GitLabDriver:
         table = {
@@ -591,12 +592,12 @@ def test_https_gitlab_verified_with_the_profiles_ca_file(tmp_path: Path) -> None
         ):
             driver(gitlab_ca_file=str(tmp_path / "missing.pem"))
         with pytest.raises(
-            ConfigError, match=r"gitlab_ca_file is set but gitlab_url 'http://x' is not https://"
+            ConfigError, match=r"gitlab_ca_file is set but gitlab_url 'http://127\.0\.0\.1:1' is not https://"
         ):
             profile_from_table(
                 "tls",
                 {
-                    "gitlab_url": "http://x",
+                    "gitlab_url": "http://127.0.0.1:1",
                     "token_env": "T",
                     "project": "p/q",
                     "namespace": "ci",
