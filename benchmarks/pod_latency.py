@@ -23,7 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kubernetes import watch  # noqa: E402
+from kubernetes import client, config, watch  # noqa: E402
 from kubernetes.stream import stream  # noqa: E402
 
 from pytest_runnerconf.local.cluster import ensure_running  # noqa: E402
@@ -42,7 +42,7 @@ stages: [test]
 
 def _summary(name: str, values: list[float]) -> str:
     values = sorted(values)
-    p90 = values[max(0, int(round(0.9 * len(values))) - 1)]
+    p90 = values[max(0, round(0.9 * len(values)) - 1)]
     return f"{name}: n={len(values)} median {statistics.median(values) * 1000:.0f} ms, p90 {p90 * 1000:.0f} ms, max {values[-1] * 1000:.0f} ms"
 
 
@@ -79,14 +79,32 @@ def one_pipeline(cluster: Cluster, kubectl: list[str], env: dict[str, str], exec
         time.sleep(0.05)
     name = pod_name["name"]
     kubectl_times, client_times = [], []
+    # stream() patches its ApiClient's request method while it runs: never share one with the watch thread.
+    exec_api = client.CoreV1Api(config.new_client_from_config(config_file=cluster.info.kubeconfig))
     for _ in range(execs):
         t0 = time.monotonic()
-        subprocess.run([*kubectl, "exec", name, "-c", "build", "--", "true"], env=env, check=True, capture_output=True)
+        proc = subprocess.run(
+            [*kubectl, "exec", name, "-c", "build", "--", "true"], env=env, capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"kubectl exec failed ({proc.returncode}): {proc.stderr}")
         kubectl_times.append(time.monotonic() - t0)
         t0 = time.monotonic()
-        stream(cluster.core.connect_get_namespaced_pod_exec, name, ns, container="build", command=["true"], stdout=True, stderr=True, stdin=False, tty=False)
+        stream(
+            exec_api.connect_get_namespaced_pod_exec,
+            name,
+            ns,
+            container="build",
+            command=["true"],
+            stdout=True,
+            stderr=True,
+            stdin=False,
+            tty=False,
+        )
         client_times.append(time.monotonic() - t0)
-    subprocess.run([*kubectl, "exec", name, "-c", "build", "--", "touch", "/builds/release"], env=env, check=True)
+    subprocess.run(
+        [*kubectl, "exec", name, "-c", "build", "--", "touch", "/builds/release"], env=env, check=True
+    )
     runner.join(timeout=240)
     stop.set()
     return {"start": seen["ready"] - seen["added"], "kubectl": kubectl_times, "client": client_times}
