@@ -200,3 +200,13 @@ def test_watch_saw_the_pod_from_pending_to_gone(target: Target) -> None:
     assert statuses[-1] in ("Completed", "Terminating", "Error")
     gone = target.kubectl("get", "pod", target.name)
     assert gone.returncode == 1 and "NotFound" in gone.stderr
+
+
+def test_the_plugins_driver_reaches_the_local_cluster_over_verified_tls(local_cluster: Any) -> None:
+    from pytest_runnerconf.kube_driver import KubeDriver
+    from pytest_runnerconf.local.provider import local_table
+    from pytest_runnerconf.profile import profile_from_table
+
+    driver = KubeDriver(profile_from_table("local", local_table(local_cluster, {}), "test"))
+    assert driver.tls_verified and driver.host.startswith("https://127.0.0.1:")
+    assert driver.list_pods("pod")["kind"] == "PodList"
