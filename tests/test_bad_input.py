@@ -521,8 +521,13 @@ def test_sigkill_leaves_what_sweep_then_removes(
     ), out
     assert local_cluster.gitlab_token not in out
     assert not observer.branch_exists(branch)
-    (pipeline,) = observer.pipelines(branch)
-    assert pipeline.status in FINISHED, "no running pipeline is left"
+    # A running job's cancel completes when its runner reports back (GitLab's "canceling" state), so the
+    # pipeline finishes a moment after sweep's cancel request, not at once.
+    (pipeline,) = _wait_for(
+        lambda: [p for p in observer.pipelines(branch) if p.status in FINISHED],
+        CLEANUP_DEADLINE_S + 30,
+        "the swept pipeline to finish (no running pipeline is left)",
+    )
     assert {j.name: j.status for j in observer.jobs(pipeline)}["cleanup-cancel"] == "canceled"
     job_ids = observer.job_ids(pipeline)
     # The runner deletes the pod of a cancelled job by itself; sweep only listed it.
