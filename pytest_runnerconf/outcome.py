@@ -1,0 +1,42 @@
+"""The four outcomes of a check, and the documented causes of "could not test".
+
+passed: the cluster does what it promises. failed: it does not. could_not_test: the evidence a check needs could
+not be obtained (the cause says why, one sentence says what happened). skipped: the check does not apply. A bug in
+the plugin or a check stays pytest's "error", with its traceback.
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+OUTCOMES = ("passed", "failed", "could_not_test", "skipped", "error")
+
+# cause -> what it means; report.json documents these, and every could_not_test carries one of them.
+CAUSES: dict[str, str] = {
+    "runner-system-failure": "the runner failed the job itself (a system failure) before the probe finished",
+    "pod-not-started": "the job's pod never started: not scheduled, a node not ready, the runner's poll timeout",
+    "image-pull": "an image of the job's pod could not be pulled",
+    "quota": "a ResourceQuota or LimitRange refused the job's pod",
+    "permissions": "the Kubernetes or GitLab API refused a request for lack of rights, or a webhook denied it",
+    "api-error": "the GitLab or Kubernetes API kept failing after retries",
+    "unsupported-runner": "the runner under test is older than the oldest version the suite can judge",
+    "deadline": "the run's deadline passed before the evidence was complete",
+    "no-evidence": "the run holds no evidence for the check (its job is missing from the pipeline or bundle)",
+}
+
+
+class CouldNotTest(Exception):
+    """Raised inside a check when its evidence could not be obtained; the plugin reports could_not_test."""
+
+    def __init__(self, cause: str, sentence: str) -> None:
+        if cause not in CAUSES:
+            raise ValueError(f"cause {cause!r} is not one of {', '.join(CAUSES)}")
+        super().__init__(sentence)
+        self.cause = cause
+        self.sentence = sentence
+
+
+def could_not_test(cause: str, sentence: str) -> NoReturn:
+    """End the current check as could_not_test with CAUSE (one of CAUSES) and one sentence."""
+    __tracebackhide__ = True
+    raise CouldNotTest(cause, sentence)
