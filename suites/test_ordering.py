@@ -52,6 +52,20 @@ def container_times(pod: PodObservation) -> dict[str, tuple[float | None, float 
     return times
 
 
+def _started_before_inits(pod: PodObservation, inits: list[str], regular: list[str]) -> dict[str, Any] | None:
+    """The first status snapshot showing a regular container started while an init container had not ended.
+
+    Container times have one-second resolution, so an init container that ends in the same second as a regular
+    one starts cannot be ordered by time; one pod status holding both states orders them without a clock.
+    """
+    for containers in _pod_states(pod):
+        started = [n for n in regular if {"running", "terminated"} & set(containers.get(n) or {})]
+        unfinished = [n for n in inits if n in containers and "terminated" not in (containers.get(n) or {})]
+        if started and unfinished:
+            return {"started": started, "init containers not terminated": unfinished}
+    return None
+
+
 def _spec_names(pod: PodObservation, key: str) -> list[str]:
     return [c.get("name", "") for c in (pod.spec.get("spec") or {}).get(key) or []]
 
@@ -83,6 +97,14 @@ def test_init_containers_finish_first(runnerconf_evidence: RunEvidence, job_evid
             )
         times = container_times(job.pod)
         regular = _spec_names(job.pod, "containers")
+        snapshot = _started_before_inits(job.pod, inits, regular)
+        if snapshot is not None:
+            fail(
+                "RC-ORD-001",
+                "no pod status with a regular container started before every init container terminated",
+                snapshot,
+                job=job,
+            )
         unfinished = [n for n in inits if times.get(n, (None, None))[1] is None]
         if unfinished:
             fail(

@@ -710,3 +710,47 @@ def test_check_failure_message_names_job_and_pod() -> None:
     message = fails(lambda: als.test_host_aliases_in_spec(get, PROFILE))
     assert f"job: aliases http://gl/aliases  pod: {POD}" in message
     assert "fix: the runner adds one hostAliases entry" in message
+
+
+# ---------------------------------------------------------------- ordering
+
+order = _load("test_ordering")
+SECOND = "2026-01-01T10:00:01Z"  # Kubernetes container times have one-second resolution
+
+
+def _state(kind: str) -> dict[str, Any]:
+    detail: dict[str, Any] = {"startedAt": SECOND}
+    if kind == "terminated":
+        detail |= {"finishedAt": SECOND, "exitCode": 0}
+    return {kind: detail} if kind != "waiting" else {"waiting": {"reason": "PodInitializing"}}
+
+
+def ordering_run(*snapshots: dict[str, str]) -> RunEvidence:
+    spec = {"spec": {"initContainers": [{"name": "init-permissions"}],
+                     "containers": [{"name": "build"}, {"name": "helper"}]}}  # fmt: skip
+    timeline = [{"containers": {n: _state(k) for n, k in snap.items()}} for snap in snapshots]
+    pod = PodObservation(POD, 0.0, spec=spec, timeline=timeline)
+    job = JobEvidence("ordering", {"status": "success"}, "", pod=pod)
+    return RunEvidence(jobs={"ordering": job})
+
+
+def test_init_order_passes_when_every_snapshot_keeps_the_order() -> None:
+    run = ordering_run(
+        {"init-permissions": "running", "build": "waiting", "helper": "waiting"},
+        {"init-permissions": "terminated", "build": "running", "helper": "running"},
+    )
+    order.test_init_containers_finish_first(run, lookup(*run.jobs.values()))
+
+
+def test_init_order_fails_within_one_second_from_the_pod_status() -> None:
+    # Same-second times cannot order the containers; the status holding both states can.
+    run = ordering_run(
+        {"init-permissions": "waiting", "build": "running", "helper": "running"},
+        {"init-permissions": "terminated", "build": "running", "helper": "running"},
+    )
+    fails(
+        lambda: order.test_init_containers_finish_first(run, lookup(*run.jobs.values())),
+        "RC-ORD-001",
+        "init containers not terminated",
+        "init-permissions",
+    )
