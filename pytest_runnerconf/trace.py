@@ -17,7 +17,11 @@ _TIMESTAMP = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z) ([0-
 # The \r\e[0K tail is required so that a script echoing "section_start:..." is not taken as a marker.
 _SECTION = re.compile(r"section_(start|end):(\d+):([A-Za-z0-9_.-]+)(?:\[([^\]]*)\])?\r\x1b\[0K")
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
-_VERSION = re.compile(r"^Running with gitlab-runner (\S+)")
+# The header is `Running with <name> <version> (<revision>)` in every runner from 16.0 to 19.x
+# (AppVersionInfo.Line in common/version.go); a version may hold spaces ("development version") or a
+# pre-release tail ("17.0.0~pre.88.g761ae5dd"), so the revision in brackets is what ends it.
+_VERSION = re.compile(r"^Running with gitlab-runner (?P<version>.+?)(?: \((?P<revision>[^()]*)\))?\s*$")
+_VERSION_NUMBER = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
 _RUNNING_ON = re.compile(r"^Running on (\S+) via ")
 _PROBE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 RECORD_TAG = "RUNNERCONF"
@@ -62,7 +66,9 @@ class Trace:
     sections: list[Section] = field(default_factory=list)
     records: list[ProbeRecord] = field(default_factory=list)
     runner_version: str | None = None
+    runner_revision: str | None = None
     final: str | None = None
+    final_line: int | None = None  # index into lines of the final verdict line
     failure: str | None = None
     system_failure: bool = False
 
@@ -188,17 +194,19 @@ class _Builder:
     def _inspect(self, line: TraceLine, index: int) -> None:
         text = line.text
         if self.trace.runner_version is None and (match := _VERSION.match(text)):
-            self.trace.runner_version = match.group(1)
+            self.trace.runner_version = match.group("version")
+            self.trace.runner_revision = match.group("revision")
         if text.startswith(RECORD_TAG + " "):
             self.trace.records.append(_record(text, index, line.time))
         elif text == "Job succeeded":
             self.trace.final, self.trace.failure, self.trace.system_failure = text, None, False
+            self.trace.final_line = index
         elif text.startswith(_SYSTEM_FAILED):
             self.trace.final, self.trace.failure = text, text[len(_SYSTEM_FAILED) :]
-            self.trace.system_failure = True
+            self.trace.system_failure, self.trace.final_line = True, index
         elif text.startswith(_FAILED):
             self.trace.final, self.trace.failure = text, text[len(_FAILED) :]
-            self.trace.system_failure = False
+            self.trace.system_failure, self.trace.final_line = False, index
 
     def finish(self) -> Trace:
         last = len(self.trace.lines) - 1
@@ -228,6 +236,18 @@ def _record(text: str, index: int, time: float | None) -> ProbeRecord:
             "not a JSON object"
         )
     return ProbeRecord(probe, data, index, time)
+
+
+def version_number(version: str | None) -> tuple[int, int, int] | None:
+    """(major, minor, patch) of a runner version such as "18.11.4" or "17.0.0~pre.88.g761ae5dd".
+
+    None when VERSION is None or has no number, e.g. a runner built from source ("development version").
+    """
+    match = _VERSION_NUMBER.match(version or "")
+    if match is None:
+        return None
+    major, minor, patch = match.groups()
+    return int(major), int(minor), int(patch or 0)
 
 
 def parse_trace(raw: bytes | str) -> Trace:

@@ -177,3 +177,15 @@ def test_empty_section_and_bytes_input() -> None:
     assert trace.section_text("restore_cache") == []
     assert trace.text == "a\nb"
     assert parse_trace("").lines == []
+
+
+def test_final_line_and_revision() -> None:
+    trace = sample("runner-18.3-oom-process.txt")
+    assert trace.runner_revision == "9ba718cd"
+    assert trace.final_line is not None and trace.lines[trace.final_line].text == trace.final
+    # Runners before 18.6 build the failure message with fmt.Sprintln: the colour reset lands on a line
+    # of its own after the final line, which stays the final line.
+    cancel = sample("runner-17.11-cancel.txt")
+    assert cancel.final == "ERROR: Job failed: canceled"
+    assert cancel.final_line == len(cancel.lines) - 2 and cancel.lines[-1].text == ""
+    assert parse_trace("no header\n").final_line is None
