@@ -18,6 +18,9 @@ CAUSES: dict[str, str] = {
     "image-pull": "an image of the job's pod could not be pulled",
     "quota": "a ResourceQuota or LimitRange refused the job's pod",
     "permissions": "the Kubernetes or GitLab API refused a request for lack of rights, or a webhook denied it",
+    "runner-config": "the runner refused the job's configuration (an override above its cap, a pull policy it does "
+    "not allow, a Secret or ConfigMap the pod refers to and cannot find)",
+    "job-timeout": "the job's own timeout, or the runner's prepare timeout, ended it before the probe finished",
     "api-error": "the GitLab or Kubernetes API kept failing after retries",
     "unsupported-runner": "the runner under test is older than the oldest version the suite can judge",
     "deadline": "the run's deadline passed before the evidence was complete",
