@@ -8,7 +8,7 @@ What is decided from what, in this order (the wordings and their runner versions
 tests/data/traces/README.md, which names the runner source file of each):
 
 1. the trace's final line: `Job succeeded`, `ERROR: Job failed (system failure): ...` or `ERROR: Job failed: ...`.
-   The runner writes "(system failure)" only for runner_system_failure; from 16.11 an image pull, and from 19.1
+   The runner writes "(system failure)" only for runner_system_failure; from 16.0 an image pull, and from 19.1
    configuration and external-dependency failures, end in a plain `Job failed:` line although the script never
    ran, so a failure in the prepare stages (the message starts `prepare environment:`, or the job ended inside
    prepare_executor/prepare_script) is infrastructure whatever the line says;
@@ -25,6 +25,7 @@ pod to its job, which unsupported_runner() says in one sentence.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +51,7 @@ _INFRA_REASONS = frozenset(
         "runner_configuration_error",  # runner 19.1+ on a GitLab that knows it
         "runner_external_dependency_failure",  # runner 19.1+
         "runner_interrupted",  # runner 19.1+
-        "image_pull_failure",  # runner 16+, only where GitLab lists it among its failure_reasons
+        "image_pull_failure",  # runner 16.1+, only where GitLab lists it among its failure_reasons
         "unknown_failure",  # what an older GitLab stores for runner_interrupted
         "scheduler_failure",
         "runner_unsupported",
@@ -245,6 +246,16 @@ def unsupported_runner(version: str | None) -> str | None:
         f"The runner under test is gitlab-runner {version}; the suite judges runners from {floor} on, whose job "
         "pods carry the job.runner.gitlab.com/* annotations that map a pod to its job."
     )
+
+
+def unsupported_among(versions: Iterable[str]) -> str | None:
+    """The sentence for the oldest of VERSIONS below SUPPORTED_FLOOR (a run's jobs may meet several runners)."""
+    old = [
+        (number, v)
+        for v in versions
+        if (number := version_number(v)) is not None and number < SUPPORTED_FLOOR
+    ]
+    return unsupported_runner(min(old)[1]) if old else None
 
 
 def cleanup_errors(trace: Trace) -> tuple[CleanupError, ...]:

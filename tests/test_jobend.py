@@ -20,6 +20,7 @@ from pytest_runnerconf.jobend import (
     cause_of,
     classify,
     runner_message,
+    unsupported_among,
     unsupported_runner,
 )
 from pytest_runnerconf.outcome import CAUSES
@@ -156,6 +157,9 @@ def test_runner_version_from_the_header(name: str, version: str, revision: str) 
         ("2026-11-23T00:00:00.100000Z 00O \x1b[0KRunning with gitlab-runner 18.7.0 (aa11bb22)\x1b[0;m",
          "18.7.0", "aa11bb22", (18, 7, 0)),
         ("Running with gitlab-runner 18.2.1", "18.2.1", None, (18, 2, 1)),
+        # the local cluster's emulated runner names itself in the revision's place
+        ("Running with gitlab-runner 18.11.4 (runnerconf local emulation, not a real runner)", "18.11.4",
+         "runnerconf local emulation, not a real runner", (18, 11, 4)),
     ],
 )  # fmt: skip
 def test_header_formats(
@@ -481,3 +485,25 @@ def test_a_state_seen_in_the_last_object_and_the_timeline_is_one_finding() -> No
     assert [f.text for f in end.pod_findings] == [
         'container build waiting: ImagePullBackOff: Back-off pulling image "x:1"'
     ]
+
+
+def test_a_cleanup_error_before_a_script_failure_keeps_the_script_failure() -> None:
+    trace = (
+        "Running with gitlab-runner 18.11.4 (5b1ba4d9)\n"
+        'section_start:1795392005:step_script\r\x1b[0KExecuting "step_script" stage of the job script\n'
+        "Killed\n"
+        "section_end:1795392006:step_script\r\x1b[0K\n"
+        f'\x1b[31;1mERROR: Error cleaning up pod: pods "{POD}" not found\x1b[0;m\n'
+        "\x1b[31;1mERROR: Job failed: command terminated with exit code 137\x1b[0;m\n"
+    )
+    end = classify(job(trace, "failed", "script_failure"))
+    assert (end.kind, end.message) == (SCRIPT_FAILURE, "command terminated with exit code 137")
+    assert end.cleanup_errors == (CleanupError("pod", f'pods "{POD}" not found'),)
+
+
+def test_unsupported_among_names_the_oldest() -> None:
+    assert unsupported_among(["18.11.4", "17.8.5", "16.11.0", "development version"]) == unsupported_runner(
+        "16.11.0"
+    )
+    assert unsupported_among(["18.11.4", "19.3.0", "development version"]) is None
+    assert unsupported_among([]) is None
