@@ -136,7 +136,7 @@ _CAUSE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 # Causes that say only that the pod did not get going; the pod's own status may name the reason.
 _GENERIC_CAUSES = frozenset({"runner-system-failure", "pod-not-started", "job-timeout"})
 # When the pod shows several reasons, the one that explains the others wins.
-_POD_CAUSE_RANK = ("quota", "image-pull", "runner-config", "pod-not-started", "runner-system-failure")
+_POD_CAUSE_RANK = ("quota", "image-pull", "runner-config", "pod-not-started")
 
 # executePrepareScripts (common/build.go) appends this to every prepare-stage error; it is advice about shell
 # profiles, not part of what went wrong, so the quoted message leaves it out.
@@ -302,27 +302,20 @@ def pod_findings(pod: PodObservation | None, trace: Trace | None = None) -> tupl
             seen.add(text)
             found.append(PodFinding(cause, text))
 
+    def waiting(name: object, state: dict[str, Any] | None) -> None:
+        waiting = (state or {}).get("waiting") or {}
+        reason = str(waiting.get("reason") or "")
+        if reason in _WAITING_CAUSES:
+            text = f"container {name} waiting: {reason}: {waiting.get('message') or ''}"
+            add(_WAITING_CAUSES[reason], text.rstrip(": "))
+
     if pod is not None:
         for cs in _container_statuses(pod.last):
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            reason = str(waiting.get("reason") or "")
-            if reason in _WAITING_CAUSES:
-                add(
-                    _WAITING_CAUSES[reason],
-                    f"container {cs.get('name')} waiting: {reason}: {waiting.get('message') or ''}".rstrip(
-                        ": "
-                    ),
-                )
+            waiting(cs.get("name"), cs.get("state"))
         # The timeline keeps states the last object no longer shows (an ImagePullBackOff before a deletion).
         for entry in pod.timeline:
             for name, state in (entry.get("containers") or {}).items():
-                waiting = (state or {}).get("waiting") or {}
-                reason = str(waiting.get("reason") or "")
-                if reason in _WAITING_CAUSES:
-                    add(
-                        _WAITING_CAUSES[reason],
-                        f"container {name} waiting: {reason}: {waiting.get('message') or ''}".rstrip(": "),
-                    )
+                waiting(name, state)
         status = pod.last.get("status") or {}
         if status.get("reason") == "Evicted":
             add("runner-system-failure", f"pod evicted: {status.get('message') or ''}".rstrip(": "))
@@ -358,12 +351,13 @@ def _refine(cause: str, findings: tuple[PodFinding, ...]) -> str:
     """A generic cause made specific by what the pod showed; a specific one stays."""
     if cause not in _GENERIC_CAUSES:
         return cause
-    for candidate in _POD_CAUSE_RANK:
-        if any(f.cause == candidate for f in findings):
-            if candidate == "runner-system-failure" and cause != "runner-system-failure":
-                return cause
-            return candidate
-    return cause
+    shown = {f.cause for f in findings}
+    return next((candidate for candidate in _POD_CAUSE_RANK if candidate in shown), cause)
+
+
+def _explaining(cause: str, findings: tuple[PodFinding, ...]) -> str:
+    """The first finding that points to CAUSE, as a clause for a message ("" when none does)."""
+    return next((f"; {f.text}" for f in findings if f.cause == cause), "")
 
 
 def _before_probe(message: str, stage: str, started: bool) -> bool:
@@ -414,15 +408,13 @@ def classify(job: JobEvidence) -> JobEnd:
         return JobEnd(CANCELED, message="the job was canceled", source="status", **facts)
     if reason in _INFRA_REASONS:
         cause = _refine(_REASON_CAUSES.get(reason, "runner-system-failure"), findings)
-        message = f"GitLab failure_reason {reason}"
-        if findings:
-            message += f"; {findings[0].text}"
+        message = f"GitLab failure_reason {reason}{_explaining(cause, findings)}"
         return JobEnd(INFRASTRUCTURE, cause, message, "failure_reason", **facts)
     if job.status == "failed" and not started and any(f.cause != "runner-system-failure" for f in findings):
         # An older GitLab stores a 19.1+ runner's configuration error as script_failure; without a trace,
         # a pod whose containers never ran says the script did not fail.
         cause = _refine("pod-not-started", findings)
-        message = f"GitLab failure_reason {reason or 'unknown'}; {findings[0].text}"
+        message = f"GitLab failure_reason {reason or 'unknown'}{_explaining(cause, findings)}"
         return JobEnd(INFRASTRUCTURE, cause, message, "pod", **facts)
     if job.status == "success":
         return JobEnd(SUCCEEDED, source="status", **facts)

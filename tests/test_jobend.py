@@ -507,3 +507,13 @@ def test_unsupported_among_names_the_oldest() -> None:
     )
     assert unsupported_among(["18.11.4", "19.3.0", "development version"]) is None
     assert unsupported_among([]) is None
+
+
+def test_every_cause_the_classifier_can_give_is_documented() -> None:
+    from pytest_runnerconf import jobend
+
+    given = {cause for _, cause in jobend._CAUSE_PATTERNS}
+    given |= set(jobend._REASON_CAUSES.values()) | set(jobend._WAITING_CAUSES.values())
+    given |= set(jobend._EVENT_CAUSES.values()) | set(jobend._CONDITION_CAUSES.values())
+    given |= set(jobend._POD_CAUSE_RANK) | {"runner-system-failure", "unsupported-runner"}
+    assert given <= set(CAUSES)
