@@ -166,6 +166,9 @@ _CLUSTER_EVENT = re.compile(r"^WARNING: Event retrieved from the cluster: (?P<me
 # `Waiting for pod ...` line as `\t<Reason>: "<message>"`; ContainersNotReady is only the wait itself.
 _CONDITION = re.compile(r'^\t(?P<reason>[A-Za-z]+): "(?P<message>.*)"$')
 _CONDITION_CAUSES = {"Unschedulable": "pod-not-started"}
+# With FF_PRINT_POD_EVENTS, printPodEvents (executors/kubernetes/kubernetes.go) streams every pod event through
+# a tabwriter (min width 3, padding 3) flushed per event: `<Type>   <Reason>   <Message>`.
+_EVENT_ROW = re.compile(r"^(?P<type>Normal|Warning) {3,}(?P<reason>[A-Za-z]+) {3,}(?P<message>.*)$")
 _WAITING_CAUSES = {
     "ErrImagePull": "image-pull",
     "ImagePullBackOff": "image-pull",
@@ -302,6 +305,15 @@ def pod_findings(pod: PodObservation | None, trace: Trace | None = None) -> tupl
             seen.add(text)
             found.append(PodFinding(cause, text))
 
+    def event(kind: object, reason: str, message: str, label: str) -> None:
+        if kind != "Warning" and reason not in ("Evicted", "Preempted"):
+            return
+        cause = _EVENT_CAUSES.get(reason)
+        if reason == "Failed" and re.search(r"pull|image", message, re.I):
+            cause = "image-pull"
+        if cause is not None:
+            add(cause, f"{label} {reason}: {message}")
+
     def waiting(name: object, state: dict[str, Any] | None) -> None:
         waiting = (state or {}).get("waiting") or {}
         reason = str(waiting.get("reason") or "")
@@ -319,16 +331,8 @@ def pod_findings(pod: PodObservation | None, trace: Trace | None = None) -> tupl
         status = pod.last.get("status") or {}
         if status.get("reason") == "Evicted":
             add("runner-system-failure", f"pod evicted: {status.get('message') or ''}".rstrip(": "))
-        for event in pod.events:
-            reason = str(event.get("reason") or "")
-            message = str(event.get("message") or "")
-            if event.get("type") != "Warning" and reason not in ("Evicted", "Preempted"):
-                continue
-            cause = _EVENT_CAUSES.get(reason)
-            if reason == "Failed" and re.search(r"pull|image", message, re.I):
-                cause = "image-pull"
-            if cause is not None:
-                add(cause, f"event {reason}: {message}")
+        for ev in pod.events:
+            event(ev.get("type"), str(ev.get("reason") or ""), str(ev.get("message") or ""), "event")
     if trace is not None:
         for line in trace.lines:
             if (match := _CONDITION.match(line.text)) and match.group("reason") in _CONDITION_CAUSES:
@@ -336,6 +340,8 @@ def pod_findings(pod: PodObservation | None, trace: Trace | None = None) -> tupl
                     _CONDITION_CAUSES[match.group("reason")],
                     f"condition {match.group('reason')}: {match.group('message')}",
                 )
+            elif match := _EVENT_ROW.match(line.text):
+                event(match.group("type"), match.group("reason"), match.group("message"), "event")
             elif match := _CLUSTER_EVENT.match(line.text):
                 message = match.group("message")
                 cause = cause_of(message)

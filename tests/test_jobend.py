@@ -71,6 +71,8 @@ CASES = [
      'setting up credentials: secrets is forbidden: User "system:serviceaccount:ci:gitlab-runner"',
      "prepare_script"),
     ("runner-17.11-cancel.txt", "canceled", None, CANCELED, None, "canceled", "step_script"),
+    ("runner-17.11-print-pod-events-poll-timeout.txt", "failed", "runner_system_failure", INFRASTRUCTURE,
+     "pod-not-started", "timed out waiting for pod to start", "prepare_script"),
     ("runner-18.3-etcd-timeout.txt", "failed", "runner_system_failure", INFRASTRUCTURE, "api-error",
      "setting up build pod: etcdserver: request timed out", "prepare_script"),
     ("runner-18.3-oom-process.txt", "failed", "script_failure", SCRIPT_FAILURE, None,
@@ -517,3 +519,16 @@ def test_every_cause_the_classifier_can_give_is_documented() -> None:
     given |= set(jobend._EVENT_CAUSES.values()) | set(jobend._CONDITION_CAUSES.values())
     given |= set(jobend._POD_CAUSE_RANK) | {"runner-system-failure", "unsupported-runner"}
     assert given <= set(CAUSES)
+
+
+def test_print_pod_events_rows_are_findings_once() -> None:
+    end = end_of("runner-17.11-print-pod-events-poll-timeout.txt", "failed", "runner_system_failure")
+    assert [f.cause for f in end.pod_findings] == ["pod-not-started"]
+    assert end.pod_findings[0].text.startswith(
+        'event FailedScheduling: 0/3 nodes are available: persistentvolumeclaim "runner-cache" not found.'
+    )
+    # the table's header row and Normal events are not findings
+    trace = (
+        "Type      Reason             Message\nNormal    Scheduled   Successfully assigned ci/p to node-1\n"
+    )
+    assert classify(job(trace, "failed", "runner_system_failure")).pod_findings == ()
