@@ -225,6 +225,21 @@ class JobEnd:
     def infrastructure(self) -> bool:
         return self.kind == INFRASTRUCTURE
 
+    def sentence(self, job: str) -> str:
+        """One sentence on how JOB ended, quoting the runner's or GitLab's words, for a could_not_test."""
+        words = self.message.rstrip(".")
+        if self.kind == INFRASTRUCTURE and not self.probe_started:
+            return f"The runner failed job {job} before its probe ran: {words}."
+        if self.kind == INFRASTRUCTURE:
+            return f"The runner ended job {job} while its probe ran: {words}."
+        if self.kind == CANCELED:
+            return f"Job {job} was canceled before its probe finished."
+        if self.kind == UNFINISHED:
+            return f"Job {job} did not finish: {words}."
+        if self.kind == SCRIPT_FAILURE:
+            return f"The probe of job {job} failed: {words}."
+        return f"Job {job} succeeded."
+
 
 def cause_of(message: str) -> str:
     """The could_not_test cause a runner failure message points to."""

@@ -532,3 +532,25 @@ def test_print_pod_events_rows_are_findings_once() -> None:
         "Type      Reason             Message\nNormal    Scheduled   Successfully assigned ci/p to node-1\n"
     )
     assert classify(job(trace, "failed", "runner_system_failure")).pod_findings == ()
+
+
+def test_sentences_quote_the_runner() -> None:
+    quota = end_of("runner-17.11-quota.txt", "failed", "runner_system_failure")
+    assert quota.sentence("dns") == (
+        "The runner failed job dns before its probe ran: prepare environment: setting up build pod: pods "
+        f'"{POD}" is forbidden: exceeded quota: ci-quota, requested: limits.memory=1Gi, used: '
+        "limits.memory=4Gi, limited: limits.memory=4Gi."
+    )
+    oom = end_of("runner-18.11-timestamps-oom-system-failure.txt", "failed", "runner_system_failure")
+    assert oom.sentence("oom") == (
+        "The runner ended job oom while its probe ran: Error in container build: exit code: 137, reason: "
+        "'OOMKilled'."
+    )
+    assert end_of("runner-17.11-cancel.txt", "canceled", None).sentence("c") == (
+        "Job c was canceled before its probe finished."
+    )
+    assert classify(job("", "running")).sentence("r") == "Job r did not finish: the job is running."
+    assert end_of("runner-16.11-script-failure.txt", "failed", None).sentence("s") == (
+        "The probe of job s failed: command terminated with exit code 1."
+    )
+    assert end_of("runner-19.3-success.txt", "success", None).sentence("ok") == "Job ok succeeded."
