@@ -554,3 +554,9 @@ def test_sentences_quote_the_runner() -> None:
         "The probe of job s failed: command terminated with exit code 1."
     )
     assert end_of("runner-19.3-success.txt", "success", None).sentence("ok") == "Job ok succeeded."
+
+
+def test_every_sample_names_its_source_in_the_readme() -> None:
+    readme = (TRACES / "README.md").read_text(encoding="utf-8")
+    for path in TRACES.glob("*.txt"):
+        assert f"`{path.name}`" in readme, f"{path.name} has no row in data/traces/README.md"
