@@ -4,6 +4,8 @@ The public check API (what the bundled suite and a team's own checks are written
 
 - ``check``: declare a test as a conformance check (stable ID, claim, remediation, area, probes);
 - ``fail``, ``expect_equal``, ``expect_true``: a conformance failure with expected vs observed;
+- ``could_not_test(cause, sentence)``: the evidence a check needs could not be obtained (``CAUSES``);
+  ``job_end(job)`` says how a job ended (``JobEnd``: succeeded, script-failure, infrastructure, ...);
 - ``RunEvidence``, ``JobEvidence``, ``PodObservation``: what the run observed;
 - ``Profile``, ``Expectations``, ``Limits``, ``DnsExpect``: the cluster under test and what its runner
   promises; ``quantity_value`` reads a Kubernetes quantity;
@@ -15,14 +17,20 @@ from __future__ import annotations
 
 from pytest_runnerconf.checks import CheckInfo, check, expect_equal, expect_true, fail
 from pytest_runnerconf.evidence import JobEvidence, PodObservation, RunEvidence
+from pytest_runnerconf.jobend import JobEnd
+from pytest_runnerconf.jobend import classify as job_end
+from pytest_runnerconf.outcome import CAUSES, CouldNotTest, could_not_test
 from pytest_runnerconf.profile import DnsExpect, Expectations, Limits, Profile, quantity_value
 
 __version__ = "0.2.0"
 
 __all__ = [
+    "CAUSES",
     "CheckInfo",
+    "CouldNotTest",
     "DnsExpect",
     "Expectations",
+    "JobEnd",
     "JobEvidence",
     "Limits",
     "PodObservation",
@@ -30,8 +38,10 @@ __all__ = [
     "RunEvidence",
     "__version__",
     "check",
+    "could_not_test",
     "expect_equal",
     "expect_true",
     "fail",
+    "job_end",
     "quantity_value",
 ]

@@ -11,6 +11,7 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 
 from pytest_runnerconf.evidence import JobEvidence
+from pytest_runnerconf.verdict import RECORDER, ConformanceFailure, Expectation, where
 
 MARKER = "runnerconf_check"
 # For the plugin's pytest_configure: config.addinivalue_line("markers", MARKER_HELP).
@@ -31,6 +32,9 @@ class CheckInfo:
     # Kubernetes resources the check reads besides the job pods and their events (which every run watches),
     # e.g. ("secrets",): the run lists them only when a selected check needs them; `runnerconf rbac` grants them.
     reads: tuple[str, ...] = ()
+    # Jobs whose failures are this check's evidence (an OOM kill, a refused override): a runner system failure
+    # of these jobs is judged by the check, not turned into could_not_test by job_evidence.
+    judges_failures: tuple[str, ...] = ()
 
 
 CHECKS: dict[str, CheckInfo] = {}
@@ -60,14 +64,24 @@ def check(
     area: str,
     probes: tuple[str, ...] = (),
     reads: tuple[str, ...] = (),
+    judges_failures: tuple[str, ...] = (),
 ) -> Callable[[F], F]:
-    """Declare that a test function implements check ID; stores the CheckInfo and marks the test."""
+    """Declare that a test function implements check ID; stores the CheckInfo and marks the test.
+
+    judges_failures names the probe jobs whose failed end the check judges itself (see CheckInfo).
+    """
     unknown = sorted(set(reads) - set(KUBE_READS))
     if unknown:
         raise ValueError(f"check {id}: reads={unknown} is not one of {', '.join(KUBE_READS)}")
     info = register(
         CheckInfo(
-            id=id, claim=claim, remediation=remediation, area=area, probes=tuple(probes), reads=tuple(reads)
+            id=id,
+            claim=claim,
+            remediation=remediation,
+            area=area,
+            probes=tuple(probes),
+            reads=tuple(reads),
+            judges_failures=tuple(judges_failures),
         )
     )
 
@@ -111,9 +125,9 @@ def _show(value: Any) -> str:
 
 
 def _job_line(job: JobEvidence) -> str:
-    pod = job.pod.name if job.pod is not None else (job.trace_parsed.pod_name if job.trace else None)
-    url = f" {job.web_url}" if job.web_url else ""
-    return f"  job: {job.name}{url}  pod: {pod or '(none seen)'}"
+    found = where(job)
+    url = f" {found['job_url']}" if found["job_url"] else ""
+    return f"  job: {job.name}{url}  pod: {found['pod'] or '(none seen)'}"
 
 
 def format_failure(
@@ -135,6 +149,17 @@ def format_failure(
     return "\n".join(lines)
 
 
+def _expectation(
+    check_id_or_info: str | CheckInfo,
+    expected: Any,
+    observed: Any,
+    held: bool,
+    job: JobEvidence | None,
+    detail: str,
+) -> Expectation:
+    return Expectation(_info(check_id_or_info).id, expected, observed, held, detail=detail, **where(job))
+
+
 def fail(
     check_id_or_info: str | CheckInfo,
     expected: Any,
@@ -143,7 +168,13 @@ def fail(
     job: JobEvidence | None = None,
     detail: str = "",
 ) -> NoReturn:
-    pytest.fail(format_failure(check_id_or_info, expected, observed, job=job, detail=detail), pytrace=False)
+    """End the check as failed: the message for people, the expectation as data for the reports."""
+    __tracebackhide__ = True
+    expectation = _expectation(check_id_or_info, expected, observed, False, job, detail)
+    RECORDER.add(expectation)
+    raise ConformanceFailure(
+        format_failure(check_id_or_info, expected, observed, job=job, detail=detail), expectation
+    )
 
 
 def expect_equal(
@@ -154,8 +185,11 @@ def expect_equal(
     job: JobEvidence | None = None,
     detail: str = "",
 ) -> None:
+    """Fail unless OBSERVED equals EXPECTED; a pass is recorded with both values too."""
+    __tracebackhide__ = True
     if observed != expected:
         fail(check_id_or_info, expected, observed, job=job, detail=detail)
+    RECORDER.add(_expectation(check_id_or_info, expected, observed, True, job, detail))
 
 
 def expect_true(
@@ -167,5 +201,8 @@ def expect_true(
     job: JobEvidence | None = None,
     detail: str = "",
 ) -> None:
+    """Fail unless CONDITION holds; a pass is recorded with the expected and observed values too."""
+    __tracebackhide__ = True
     if not condition:
         fail(check_id_or_info, expected, observed, job=job, detail=detail)
+    RECORDER.add(_expectation(check_id_or_info, expected, observed, True, job, detail))

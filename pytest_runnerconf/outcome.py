@@ -7,7 +7,10 @@ the plugin or a check stays pytest's "error", with its traceback.
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from pytest_runnerconf.evidence import JobEvidence
 
 OUTCOMES = ("passed", "failed", "could_not_test", "skipped", "error")
 
@@ -25,21 +28,26 @@ CAUSES: dict[str, str] = {
     "unsupported-runner": "the runner under test is older than the oldest version the suite can judge",
     "deadline": "the run's deadline passed before the evidence was complete",
     "no-evidence": "the run holds no evidence for the check (its job is missing from the pipeline or bundle)",
+    "inconclusive": "the probe ran, but what it measured cannot decide (other load on the node, say)",
 }
 
 
 class CouldNotTest(Exception):
     """Raised inside a check when its evidence could not be obtained; the plugin reports could_not_test."""
 
-    def __init__(self, cause: str, sentence: str) -> None:
+    def __init__(self, cause: str, sentence: str, *, job: JobEvidence | None = None) -> None:
         if cause not in CAUSES:
             raise ValueError(f"cause {cause!r} is not one of {', '.join(CAUSES)}")
         super().__init__(sentence)
         self.cause = cause
         self.sentence = sentence
+        self.job = job  # the job whose evidence is missing, when there is one
+
+    def __str__(self) -> str:
+        return f"could not test ({self.cause}): {self.sentence}"
 
 
-def could_not_test(cause: str, sentence: str) -> NoReturn:
-    """End the current check as could_not_test with CAUSE (one of CAUSES) and one sentence."""
+def could_not_test(cause: str, sentence: str, *, job: JobEvidence | None = None) -> NoReturn:
+    """End the current check as could_not_test with CAUSE (one of CAUSES) and one sentence (naming JOB)."""
     __tracebackhide__ = True
-    raise CouldNotTest(cause, sentence)
+    raise CouldNotTest(cause, sentence, job=job)

@@ -13,17 +13,27 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from _pytest.terminal import TerminalReporter
 
-from pytest_runnerconf import interrupts
+from pytest_runnerconf import interrupts, jobend
 from pytest_runnerconf.allure_report import AllureAdapter
 from pytest_runnerconf.checks import MARKER_HELP, info_for
 from pytest_runnerconf.display import ProgressDisplay
 from pytest_runnerconf.errors import ConfigError
 from pytest_runnerconf.evidence import JobEvidence, RunEvidence
+from pytest_runnerconf.outcome import could_not_test
+from pytest_runnerconf.outcome_hooks import (
+    EXIT_COULD_NOT_TEST,
+    OutcomeHooks,
+    could_not_test_details,
+    is_check_bug,
+    is_could_not_test,
+    shape_report,
+)
 from pytest_runnerconf.plan import PROBE_MARKER, plan_for_items
 from pytest_runnerconf.profile import Profile
 from pytest_runnerconf.progress import Progress, ProgressEvent
 from pytest_runnerconf.report import CheckResult
 from pytest_runnerconf.scrub import ScrubbingStream, scrub_data, scrub_text
+from pytest_runnerconf.verdict import expectations_of
 
 if TYPE_CHECKING:
     from xdist.workermanage import WorkerController
@@ -43,6 +53,7 @@ from pytest_runnerconf.session import (
 )
 
 STATE = pytest.StashKey[RunnerConfSession]()
+OUTCOME_HOOKS = pytest.StashKey[OutcomeHooks]()
 RESULTS = pytest.StashKey["_Results"]()
 GATE = pytest.StashKey["_Gate"]()
 REPORT_ERROR = pytest.StashKey[str]()
@@ -78,6 +89,8 @@ def pytest_configure(config: pytest.Config) -> None:
     owns_shared = SHARED_KEY not in workerinput
     shared = make_shared_dir() if owns_shared else Path(workerinput[SHARED_KEY])
     config.stash[STATE] = RunnerConfSession(config, settings, shared, _progress(config))
+    hooks = config.stash[OUTCOME_HOOKS] = OutcomeHooks(config)
+    config.pluginmanager.register(hooks, "runnerconf-outcomes")
     results = _Results()
     config.stash[RESULTS] = results
     if not is_worker(config):
@@ -200,6 +213,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     # Innermost wrapper: JUnit, xdist's transfer to the controller, report.json and allure's captured-output
     # attachments all read this report object after it is scrubbed.
     report = yield
+    shape_report(item, call, report)
     scrub_report(report)
     return report
 
@@ -278,21 +292,36 @@ def runnerconf_profile(runnerconf: RunnerConfSession, runnerconf_evidence: RunEv
 
 @pytest.fixture
 def job_evidence(
-    runnerconf: RunnerConfSession, runnerconf_evidence: RunEvidence
+    request: pytest.FixtureRequest, runnerconf: RunnerConfSession, runnerconf_evidence: RunEvidence
 ) -> Callable[[str], JobEvidence]:
-    """Look up one probe job of the run by name: ``job = job_evidence("builds")``."""
+    """Look up one probe job of the run by name: ``job = job_evidence("builds")``.
+
+    A job the runner failed before its probe finished (a system failure, a pod that never started) is no
+    evidence: the check ends as could_not_test with the runner's words, unless it judges that job's failures
+    itself (``@check(judges_failures=("oom",))``).
+    """
+    info = info_for(request.node)
+    judged = info.judges_failures if info is not None else ()
 
     def get(name: str) -> JobEvidence:
         __tracebackhide__ = True
         job = runnerconf_evidence.jobs.get(name)
-        if job is not None:
-            return job
-        have = ", ".join(sorted(runnerconf_evidence.jobs)) or "none"
-        if runnerconf.settings.replay_dir is not None:
-            pytest.skip(f"the replayed evidence has no job {name!r} (it has: {have})")
-        pytest.fail(f"could not test: the run has no job {name!r} (it has: {have})", pytrace=False)
+        if job is None:
+            have = ", ".join(sorted(runnerconf_evidence.jobs)) or "none"
+            source = "replayed evidence" if runnerconf.settings.replay_dir is not None else "run"
+            could_not_test("no-evidence", f"the {source} has no job {name!r} (it has: {have})")
+        end = jobend.classify(job)
+        if end.infrastructure and name not in judged:
+            could_not_test(end.cause or "runner-system-failure", runner_failed(job, end), job=job)
+        return job
 
     return get
+
+
+def runner_failed(job: JobEvidence, end: jobend.JobEnd) -> str:
+    """One sentence: which job the runner failed, in its own words, and where to see it."""
+    where = f" ({job.web_url})" if job.web_url else ""
+    return f'the runner failed job {job.name}{where} before its probe finished: "{end.message}"'
 
 
 @pytest.fixture
@@ -304,6 +333,10 @@ def probe_record() -> Callable[[JobEvidence, str], dict[str, Any]]:
         records = job.records.get(probe) or []
         if records:
             return records[-1]
+        end = jobend.classify(job)
+        if end.infrastructure:
+            # The probe did not print because the runner ended the job first: no verdict on the cluster.
+            could_not_test(end.cause or "runner-system-failure", runner_failed(job, end), job=job)
         trace = job.trace_parsed
         ending = trace.final or "no final line"
         said = " | ".join(line for line in trace.section_text("step_script")[-3:] if line.strip())
@@ -352,11 +385,39 @@ class _Results:
                 message=message,
                 duration=report.duration,
                 nodeid=report.nodeid,
+                **_verdict_fields(report, outcome),
             )
         )
 
 
+def _verdict_fields(report: pytest.TestReport, outcome: str) -> dict[str, Any]:
+    """The structured verdict the report carries: the deciding expectation, or why it could not be tested."""
+    if outcome == "could_not_test":
+        details = could_not_test_details(report)
+        return {
+            "cause": details.get("cause"),
+            "sentence": str(details.get("sentence") or ""),
+            "job": details.get("job"),
+            "job_url": details.get("job_url"),
+            "pod": details.get("pod"),
+        }
+    judged = expectations_of(report.user_properties)
+    fields: dict[str, Any] = {"expectations": judged}
+    failing = [e for e in judged if not e.get("held")]
+    deciding = failing[-1] if outcome == "failed" and failing else (judged[0] if len(judged) == 1 else None)
+    if outcome in ("passed", "failed") and deciding is not None:
+        fields.update(
+            {name: deciding.get(name) for name in ("expected", "observed", "job", "job_url", "pod")}
+        )
+        fields["detail"] = str(deciding.get("detail") or "")
+    return fields
+
+
 def _outcome(report: pytest.TestReport) -> str | None:
+    if is_could_not_test(report):
+        return "could_not_test"
+    if is_check_bug(report):
+        return "error"
     if report.when == "call":
         return str(report.outcome)
     if report.outcome == "failed":
@@ -385,7 +446,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = EXIT_USAGE
         return
     gate = config.stash.get(GATE, None)
-    if gate is not None and report_json is not None:
+    if gate is not None and report_json is not None and error is None:
         _apply_gate(session, gate, report_json)
 
 
@@ -427,6 +488,7 @@ class _Gate:
     path: Path
     baseline: dict[str, Any]
     regressions: list[str] = field(default_factory=list)  # report.compare() lines
+    not_verified: list[str] = field(default_factory=list)  # report.not_verified() lines
     known: list[str] = field(default_factory=list)  # check IDs failing now and in the baseline
     error: str = ""
     compared: bool = False
@@ -444,57 +506,78 @@ def _load_baseline(baseline: PathValue) -> dict[str, Any]:
 
 
 def _apply_gate(session: pytest.Session, gate: _Gate, report_json: Path) -> None:
-    """Exit 1 only for regressions; a run whose failures all failed in the baseline too exits 0."""
-    from pytest_runnerconf.report import compare, known_failures
+    """Exit 1 for regressions (and failures the baseline does not share), 6 if a check that passed there is not
+    verified now (could not test, skipped, errored, missing) or any could not be tested, else 0."""
+    from pytest_runnerconf.report import compare, known_failures, not_verified
 
-    if session.exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
-        return  # could-not-test, usage errors and interrupts keep their own status
+    if session.exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, EXIT_COULD_NOT_TEST):
+        return  # usage errors and interrupts keep their own status
     try:
         gate.regressions = compare(gate.baseline, report_json)
+        gate.not_verified = not_verified(gate.baseline, report_json)
         gate.known = known_failures(gate.baseline, report_json)
     except ConfigError as exc:
         gate.error = str(exc)
         session.exitstatus = EXIT_USAGE
         return
     gate.compared = True
-    if gate.regressions:
+    config = session.config
+    untested = config.stash[OUTCOME_HOOKS].could_not_test
+    failed = session.testsfailed - untested  # failed and errored tests, checks or not
+    if gate.regressions or (failed > 0 and not _only_known(session, failed, gate.known)):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    elif session.exitstatus == pytest.ExitCode.TESTS_FAILED and _only_known(session, gate.known):
+    elif gate.not_verified or untested:
+        session.exitstatus = EXIT_COULD_NOT_TEST
+    else:
         session.exitstatus = pytest.ExitCode.OK
 
 
-def _only_known(session: pytest.Session, known: list[str]) -> bool:
+def _only_known(session: pytest.Session, failed: int, known: list[str]) -> bool:
     """Every failed test of the session is a check that also failed in the baseline."""
     failing = [r for r in session.config.stash[RESULTS].results if r.outcome in ("failed", "error")]
     # testsfailed also counts failed tests that are not checks; those keep the session failing.
-    return session.testsfailed == len(failing) and all(r.id in known for r in failing)
+    return failed == len(failing) and all(r.id in known for r in failing)
 
 
 _REGRESSED = "passed in baseline, failed now"
 
 
-def _gate_lines(gate: _Gate) -> list[tuple[str, bool]]:
-    """(line, is_bad) for the terminal summary."""
+def _gate_lines(gate: _Gate) -> list[tuple[str, dict[str, bool]]]:
+    """(line, markup) for the terminal summary."""
+    bad, warn = {"red": True, "bold": True}, {"yellow": True, "bold": True}
     if gate.error:
-        return [(f"runnerconf: baseline: {gate.error}", True)]
+        return [(f"runnerconf: baseline: {gate.error}", bad)]
     if not gate.compared:
         return []
     lines = []
     for regression in gate.regressions:
         check_id = regression.split(" ", 1)[0]
         why = regression.partition(_REGRESSED)[2].removeprefix(": ")
-        lines.append((f"runnerconf: regression {check_id}: {_REGRESSED}" + (f": {why}" if why else ""), True))
+        lines.append((f"runnerconf: regression {check_id}: {_REGRESSED}" + (f": {why}" if why else ""), bad))
+    for line in gate.not_verified:
+        check_id, _, rest = line.partition(" ")
+        lines.append((f"runnerconf: not verified {check_id}: {rest.partition(': ')[2]}", warn))
     if gate.known:
         count = len(gate.known)
         noun = "failure" if count == 1 else "failures"
         lines.append(
             (
                 f"runnerconf: {count} known {noun} (also failed in the baseline): {', '.join(gate.known)}",
-                False,
+                {},
             )
         )
-    if not gate.regressions:
-        lines.append((f"runnerconf: no regression against the baseline {gate.path}", False))
+    if not gate.regressions and gate.not_verified:
+        count = len(gate.not_verified)
+        noun = "check" if count == 1 else "checks"
+        lines.append(
+            (
+                f"runnerconf: no regression against the baseline {gate.path}, but {count} {noun} that passed "
+                "there not verified: the upgrade is not approved",
+                warn,
+            )
+        )
+    elif not gate.regressions:
+        lines.append((f"runnerconf: no regression against the baseline {gate.path}", {}))
     return lines
 
 
@@ -519,8 +602,8 @@ def pytest_terminal_summary(
     elif config.stash[RESULTS].results and informative:
         terminalreporter.write_line(f"runnerconf: report in {state.settings.report_dir}")
     gate = config.stash.get(GATE, None)
-    for line, bad in _gate_lines(gate) if gate is not None else ():
-        terminalreporter.write_line(line, red=bad, bold=bad)
+    for line, markup in _gate_lines(gate) if gate is not None else ():
+        terminalreporter.write_line(line, **markup)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:

@@ -6,20 +6,30 @@ import html
 import json
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pytest_runnerconf import safefiles
 from pytest_runnerconf.errors import ConfigError
 from pytest_runnerconf.evidence import RunEvidence
+from pytest_runnerconf.outcome import OUTCOMES
 from pytest_runnerconf.scrub import scrub_data, scrub_json, scrub_text
 
-REPORT_VERSION = 1
-OUTCOMES = ("passed", "failed", "error", "skipped")
+# 2: the outcome could_not_test (with cause and sentence) and the structured verdict fields.
+REPORT_VERSION = 2
 # When one check ID has several results (parametrised tests), the worst one is its verdict.
-_SEVERITY = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
-_VERDICT = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP"}
+_SEVERITY = {"passed": 0, "skipped": 1, "could_not_test": 2, "failed": 3, "error": 4}
+_VERDICT = {
+    "passed": "PASS",
+    "failed": "FAIL",
+    "could_not_test": "COULD NOT TEST",
+    "error": "ERROR",
+    "skipped": "SKIP",
+}
+_WORDS = {"could_not_test": "could not test"}
+# What the upgrade gate cannot count as verified: the check ran no judgement on this cluster.
+UNVERIFIED = ("could_not_test", "skipped", "error")
 
 
 @dataclass
@@ -27,25 +37,48 @@ class CheckResult:
     id: str
     claim: str
     area: str
-    outcome: str  # "passed" | "failed" | "error" | "skipped"
-    message: str = ""
+    outcome: str  # one of outcome.OUTCOMES
+    message: str = ""  # what the terminal showed: the failure message, the skip reason, the traceback
     job: str | None = None
     duration: float = 0.0
     nodeid: str = ""
+    cause: str | None = None  # could_not_test: one of outcome.CAUSES
+    sentence: str = ""  # could_not_test: the one sentence that says why
+    # The deciding expectation: a failure's, or a pass's only one (all of them are in `expectations`).
+    expected: Any = None
+    observed: Any = None
+    pod: str | None = None
+    job_url: str | None = None
+    detail: str = ""
+    expectations: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
             raise ValueError(f"outcome {self.outcome!r} is not one of {', '.join(OUTCOMES)}")
 
+    @property
+    def has_observation(self) -> bool:
+        return bool(self.expectations) and self.outcome in ("passed", "failed")
+
     def why(self) -> str:
-        """One line for a table cell: the observed value of a failure, else the message's first line."""
+        """One line for a table cell: what was observed, why it could not be tested, or the message."""
+        if self.outcome == "could_not_test":
+            return f"{self.cause}: {self.sentence}"
+        if self.has_observation and (self.observed is not None or self.outcome == "failed"):
+            return f"observed: {_one_line(self.observed)}"
         lines = [line.strip() for line in self.message.splitlines() if line.strip()]
-        for line in lines:
-            if line.startswith("observed:"):
-                return line
         if self.outcome == "passed":
             return ""
         return lines[-1] if self.outcome == "skipped" and lines else (lines[0] if lines else "")
+
+
+def _one_line(value: Any) -> str:
+    text = (
+        value
+        if isinstance(value, str)
+        else json.dumps(value, default=repr, sort_keys=isinstance(value, dict))
+    )
+    return " ".join(text.split())
 
 
 def summary_line(run: RunEvidence, evidence: Path | str | None = None) -> str:
@@ -101,7 +134,7 @@ def _facts(doc: dict[str, Any]) -> dict[str, str]:
         "runner version": ", ".join(doc.get("runner_versions") or []) or "unknown",
         "wall time": "-" if wall is None else f"{wall:.1f}s",
         "slowest job": f"{slowest['name']} ({slowest['duration_s']:.1f}s)" if slowest else "-",
-        "result": ", ".join(f"{doc['counts'][o]} {o}" for o in OUTCOMES),
+        "result": ", ".join(f"{doc['counts'][o]} {_WORDS.get(o, o)}" for o in OUTCOMES),
     }
 
 
@@ -119,13 +152,13 @@ def _markdown(doc: dict[str, Any], results: list[CheckResult]) -> str:
 _CSS = (
     "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
     "padding:.3em .6em;vertical-align:top;text-align:left}.passed{color:#176f2c}.failed,.error{color:#b00020}"
-    ".skipped{color:#777}pre{white-space:pre-wrap;margin:0}"
+    ".could_not_test{color:#9a6700}.skipped{color:#777}pre{white-space:pre-wrap;margin:0}"
 )
 
 
 def _html_why(result: CheckResult) -> str:
     if not result.message:
-        return ""
+        return html.escape(result.why())
     summary, full = html.escape(result.why()), html.escape(result.message)
     return f"<details><summary>{summary}</summary><pre>{full}</pre></details>"
 
@@ -208,6 +241,14 @@ def _verdicts(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return worst
 
 
+def _result(doc_result: dict[str, Any]) -> CheckResult:
+    """A report.json result as a CheckResult (fields a version-1 report lacks keep their defaults)."""
+    known = {name: doc_result[name] for name in CheckResult.__dataclass_fields__ if name in doc_result}
+    known.setdefault("claim", "")
+    known.setdefault("area", "")
+    return CheckResult(**known)
+
+
 def compare(
     baseline_json: Path | str | dict[str, Any], current_json: Path | str | dict[str, Any]
 ) -> list[str]:
@@ -219,11 +260,34 @@ def compare(
         before, now = baseline[check_id], current.get(check_id)
         if before["outcome"] == "passed" and now is not None and now["outcome"] == "failed":
             claim = now.get("claim") or before.get("claim") or ""
-            why = CheckResult(
-                check_id, claim, now.get("area") or "", "failed", now.get("message") or ""
-            ).why()
-            regressions.append(f"{check_id} {claim}: passed in baseline, failed now: {why}")
+            regressions.append(f"{check_id} {claim}: passed in baseline, failed now: {_result(now).why()}")
     return regressions
+
+
+def not_verified(
+    baseline_json: Path | str | dict[str, Any], current_json: Path | str | dict[str, Any]
+) -> list[str]:
+    """Checks that passed in the baseline and now could not be tested, were skipped, errored or are missing.
+
+    The upgrade gate approves nothing on evidence it does not have: each of these makes it exit 6.
+    """
+    baseline = _verdicts(load_report(baseline_json))
+    current = _verdicts(load_report(current_json))
+    lines = []
+    for check_id in sorted(baseline):
+        before, now = baseline[check_id], current.get(check_id)
+        if before["outcome"] != "passed":
+            continue
+        claim = (now or {}).get("claim") or before.get("claim") or ""
+        if now is None:
+            lines.append(f"{check_id} {claim}: passed in baseline, not run now")
+        elif now["outcome"] in UNVERIFIED:
+            said = _result(now).why()
+            word = _WORDS.get(now["outcome"], now["outcome"])
+            lines.append(
+                f"{check_id} {claim}: passed in baseline, {word} now" + (f": {said}" if said else "")
+            )
+    return lines
 
 
 def known_failures(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf import JobEvidence, Profile, check, fail
+from pytest_runnerconf import JobEvidence, Profile, check, could_not_test, fail
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]
@@ -54,7 +54,7 @@ def expected_names(profile: Profile) -> list[str]:
 
 def _pod_or_fail(job: JobEvidence) -> dict[str, Any]:
     if job.pod is None:
-        pytest.fail(f"could not test: no pod was seen for job {job.name} ({job.status})", pytrace=False)
+        could_not_test("no-evidence", f"no pod was seen for job {job.name} ({job.status})", job=job)
     return job.pod.spec.get("spec") or {}
 
 
@@ -152,6 +152,7 @@ def test_connect_through_alias(
     "patches that add hostAliases",
     area="aliases",
     probes=("aliases",),
+    judges_failures=("aliases-invalid",),
 )
 def test_invalid_alias_refused(job_evidence: JobLookup) -> None:
     valid_job = job_evidence("aliases")

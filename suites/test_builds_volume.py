@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
-from pytest_runnerconf import JobEvidence, Profile, RunEvidence, check, fail
+from pytest_runnerconf import JobEvidence, Profile, RunEvidence, check, could_not_test, fail
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]
@@ -30,7 +28,7 @@ def _builds_dir(profile: Profile) -> str:
 def test_repo_volume_in_every_container(job_evidence: JobLookup, runnerconf_profile: Profile) -> None:
     job = job_evidence("builds")
     if job.pod is None:
-        pytest.fail(f"could not test: no pod was seen for job {job.name}", pytrace=False)
+        could_not_test("no-evidence", f"no pod was seen for job {job.name}", job=job)
     spec = job.pod.spec.get("spec") or {}
     volume = next((v for v in spec.get("volumes") or [] if v.get("name") == REPO_VOLUME), None)
     if volume is None or "emptyDir" not in volume:

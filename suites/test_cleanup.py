@@ -70,6 +70,7 @@ def test_pod_deleted_after_failure(job_evidence: JobLookup, runnerconf_profile: 
     remediation=REMEDIATION,
     area="cleanup",
     probes=("cleanup", "oom"),
+    judges_failures=("oom",),
 )
 def test_pod_deleted_after_oom(job_evidence: JobLookup, runnerconf_profile: Profile) -> None:
     # Judged whatever the OOM job's outcome: how the kill is reported is RC-OOM-*'s business.
@@ -77,7 +78,12 @@ def test_pod_deleted_after_oom(job_evidence: JobLookup, runnerconf_profile: Prof
 
 
 @check(
-    id="RC-CLN-004", claim=_claim("canceled"), remediation=REMEDIATION, area="cleanup", probes=("cleanup",)
+    id="RC-CLN-004",
+    claim=_claim("canceled"),
+    remediation=REMEDIATION,
+    area="cleanup",
+    probes=("cleanup",),
+    judges_failures=("cleanup-cancel",),
 )
 def test_pod_deleted_after_cancel(job_evidence: JobLookup, runnerconf_profile: Profile) -> None:
     job = job_evidence("cleanup-cancel")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf import DnsExpect, JobEvidence, Profile, check, fail
+from pytest_runnerconf import DnsExpect, JobEvidence, Profile, check, could_not_test, fail
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]
@@ -63,7 +63,7 @@ def _expect_dns(profile: Profile) -> DnsExpect:
 
 def _pod_spec(job: JobEvidence) -> dict[str, Any]:
     if job.pod is None:
-        pytest.fail(f"could not test: no pod was seen for job {job.name} ({job.status})", pytrace=False)
+        could_not_test("no-evidence", f"no pod was seen for job {job.name} ({job.status})", job=job)
     return job.pod.spec.get("spec") or {}
 
 

@@ -9,7 +9,16 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf import JobEvidence, PodObservation, Profile, check, fail, quantity_value
+from pytest_runnerconf import (
+    JobEvidence,
+    PodObservation,
+    Profile,
+    check,
+    could_not_test,
+    fail,
+    job_end,
+    quantity_value,
+)
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]
@@ -29,11 +38,13 @@ def _records(job: JobEvidence) -> list[dict[str, Any]]:
 def _started(job: JobEvidence) -> dict[str, Any]:
     started = [r for r in _records(job) if r.get("phase") == "started"]
     if not started:
-        pytest.fail(
-            f"could not test: job {job.name} ({job.status}) printed no RUNNERCONF oom record; the probe "
-            f"never started ({job.trace_parsed.final or 'no final line'})",
-            pytrace=False,
-        )
+        end = job_end(job)
+        said = f"job {job.name} ({job.status}) printed no RUNNERCONF oom record: the probe never started"
+        if end.infrastructure:  # the runner failed the job before the probe ran: its words, not ours
+            could_not_test(
+                end.cause or "runner-system-failure", f'{said}; the runner said "{end.message}"', job=job
+            )
+        could_not_test("no-evidence", f"{said} ({job.trace_parsed.final or 'no final line'})", job=job)
     return started[-1]
 
 
@@ -43,6 +54,7 @@ def _started(job: JobEvidence) -> dict[str, Any]:
     remediation=f"check {LIMIT_HINT} in [runners.kubernetes], and that the node enforces memory cgroups",
     area="oom_cpu",
     probes=("oom",),
+    judges_failures=("oom",),
 )
 def test_oom_job_fails(job_evidence: JobLookup) -> None:
     job = job_evidence("oom")
@@ -77,6 +89,7 @@ def terminated_states(pod: PodObservation, container: str) -> list[dict[str, Any
     "kill only the process",
     area="oom_cpu",
     probes=("oom",),
+    judges_failures=("oom",),
 )
 def test_oom_in_pod_status(job_evidence: JobLookup, runnerconf_profile: Profile) -> None:
     if runnerconf_profile.expect.oom_report != "container":
@@ -87,7 +100,7 @@ def test_oom_in_pod_status(job_evidence: JobLookup, runnerconf_profile: Profile)
     job = job_evidence("oom")
     _started(job)
     if job.pod is None:
-        pytest.fail(f"could not test: no pod was seen for job {job.name}", pytrace=False)
+        could_not_test("no-evidence", f"no pod was seen for job {job.name}", job=job)
     seen = terminated_states(job.pod, "build")
     if not any(t.get("reason") == "OOMKilled" and t.get("exitCode") == OOM_EXIT for t in seen):
         observed = [f"{t.get('reason')}/{t.get('exitCode')}" for t in seen] or "build never terminated"
@@ -106,6 +119,7 @@ def test_oom_in_pod_status(job_evidence: JobLookup, runnerconf_profile: Profile)
     "OOMKilled, or set expect.oom_report to what the nodes do",
     area="oom_cpu",
     probes=("oom",),
+    judges_failures=("oom",),
 )
 def test_oom_in_job_log(job_evidence: JobLookup, runnerconf_profile: Profile) -> None:
     job = job_evidence("oom")
@@ -127,10 +141,11 @@ def _cpu_record(job: JobEvidence, probe_record: ProbeLookup) -> dict[str, Any]:
     needed = ("usage_usec_start", "usage_usec_end", "nr_throttled_start", "nr_throttled_end", "started_at")
     missing = [k for k in needed if not isinstance(record.get(k), int | float)]
     if missing or not isinstance(record.get("ended_at"), int | float):
-        pytest.fail(
-            f"could not test: the cpu probe of job {job.name} could not read {missing or ['ended_at']} "
+        could_not_test(
+            "no-evidence",
+            f"the cpu probe of job {job.name} could not read {missing or ['ended_at']} "
             f"from its cgroup ({record.get('cgroup')})",
-            pytrace=False,
+            job=job,
         )
     return record
 
@@ -192,7 +207,9 @@ def test_cpu_throttled(job_evidence: JobLookup, probe_record: ProbeLookup) -> No
         )
     if rate < limit * Decimal("0.9"):
         # Other load kept the loops below their limit, so the quota never bit: no verdict either way.
-        pytest.skip(f"could not test: the node was too busy for the loops to reach their limit ({observed})")
+        could_not_test(
+            "inconclusive", f"the node was too busy for the loops to reach their limit ({observed})", job=job
+        )
     fail(
         "RC-CPU-001", f"nr_throttled growing while the loops use their {limit}-core limit", observed, job=job
     )

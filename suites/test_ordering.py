@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf import JobEvidence, PodObservation, RunEvidence, check, fail
+from pytest_runnerconf import JobEvidence, PodObservation, RunEvidence, check, could_not_test, fail
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]
@@ -73,7 +73,7 @@ def _spec_names(pod: PodObservation, key: str) -> list[str]:
 def _jobs_with_pods(run: RunEvidence) -> list[JobEvidence]:
     jobs = [job for job in run.jobs.values() if job.pod is not None]
     if not jobs:
-        pytest.fail("could not test: the watch saw no pod for any job of the run", pytrace=False)
+        could_not_test("no-evidence", "the watch saw no pod for any job of the run")
     return jobs
 
 
@@ -185,7 +185,7 @@ def test_sources_before_script(runnerconf_evidence: RunEvidence, job_evidence: J
 def test_services_started_before_script(job_evidence: JobLookup) -> None:
     job = job_evidence("ordering")
     if job.pod is None:
-        pytest.fail(f"could not test: no pod was seen for job {job.name}", pytrace=False)
+        could_not_test("no-evidence", f"no pod was seen for job {job.name}", job=job)
     script = job.trace_parsed.section("step_script")
     if script is None:
         fail("RC-ORD-003", "a step_script section", f"sections: {job.trace_parsed.section_names()}", job=job)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf import JobEvidence, Limits, Profile, check, fail, quantity_value
+from pytest_runnerconf import JobEvidence, Limits, Profile, check, could_not_test, fail, quantity_value
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]
@@ -84,7 +84,7 @@ def _wants(limits: Limits) -> bool:
 
 def _spec(job: JobEvidence) -> dict[str, Any]:
     if job.pod is None:
-        pytest.fail(f"could not test: no pod was seen for job {job.name} ({job.status})", pytrace=False)
+        could_not_test("no-evidence", f"no pod was seen for job {job.name} ({job.status})", job=job)
     return job.pod.spec.get("spec") or {}
 
 
@@ -212,6 +212,7 @@ _REFUSAL = re.compile(r'the resource "(\w+)" requested "([^"]+)" is higher than 
     remediation="check memory_limit_overwrite_max_allowed in [runners.kubernetes]",
     area="resources",
     probes=("resources",),
+    judges_failures=("resources-above-cap",),
 )
 def test_override_above_cap_refused(job_evidence: JobLookup, runnerconf_profile: Profile) -> None:
     variable, requested = ABOVE_CAP

@@ -11,7 +11,8 @@ import pytest
 from pytest_runnerconf import checks
 from pytest_runnerconf.checks import CHECKS, CheckInfo, check, expect_equal, expect_true, fail, format_failure
 from pytest_runnerconf.evidence import JobEvidence, PodObservation, RunEvidence
-from pytest_runnerconf.report import CheckResult, compare, summary_line, write_reports
+from pytest_runnerconf.report import CheckResult, compare, not_verified, summary_line, write_reports
+from pytest_runnerconf.verdict import RECORDER, ConformanceFailure
 
 TRACES = Path(__file__).resolve().parent / "data" / "traces"
 CLAIM = "get_sources (helper) ends before step_script (build) starts"
@@ -151,6 +152,20 @@ RESULTS = [
         "  fix: set dns_config",
         "probe-dns",
         0.02,
+        expected="10.0.0.2",
+        observed="nameserver 8.8.8.8",
+        expectations=[{"expected": "10.0.0.2", "observed": "nameserver 8.8.8.8", "held": False}],
+    ),
+    CheckResult(
+        "RC-VOL-001",
+        "the repo volume is in every container",
+        "builds_volume",
+        "could_not_test",
+        "could not test (pod-not-started): the runner failed job builds",
+        "builds",
+        0.0,
+        cause="pod-not-started",
+        sentence="the runner failed job builds",
     ),
     CheckResult(
         "RC-CLN-001",
@@ -180,10 +195,23 @@ def test_write_reports(tmp_path: Path) -> None:
     assert set(paths) == {"json", "md", "html"} and all(p.is_file() for p in paths.values())
 
     doc = json.loads(paths["json"].read_text())
-    assert doc["counts"] == {"passed": 1, "failed": 1, "error": 1, "skipped": 1}
+    assert doc["counts"] == {"passed": 1, "failed": 1, "could_not_test": 1, "error": 1, "skipped": 1}
     assert doc["runner_versions"] == ["18.11.4"]
     assert doc["slowest_job"] == {"name": "probe-oom", "duration_s": 22.5}
-    assert [r["id"] for r in doc["results"]] == ["RC-CLN-001", "RC-DNS-002", "RC-OOM-001", "RC-ORD-002"]
+    assert [r["id"] for r in doc["results"]] == [
+        "RC-CLN-001",
+        "RC-DNS-002",
+        "RC-OOM-001",
+        "RC-ORD-002",
+        "RC-VOL-001",
+    ]
+    by_id = {r["id"]: r for r in doc["results"]}
+    assert (by_id["RC-VOL-001"]["outcome"], by_id["RC-VOL-001"]["cause"]) == (
+        "could_not_test",
+        "pod-not-started",
+    )
+    assert by_id["RC-VOL-001"]["sentence"] == "the runner failed job builds"
+    assert by_id["RC-DNS-002"]["observed"] == "nameserver 8.8.8.8" and by_id["RC-DNS-002"]["cause"] is None
 
     md = paths["md"].read_text()
     for line in (
@@ -192,13 +220,15 @@ def test_write_reports(tmp_path: Path) -> None:
         "- runner version: 18.11.4",
         "- wall time: 42.0s",
         "- slowest job: probe-oom (22.5s)",
-        "- result: 1 passed, 1 failed, 1 error, 1 skipped",
+        "- result: 1 passed, 1 failed, 1 could not test, 1 skipped, 1 error",
         "| ID | claim | verdict | observed / why |",
         "| RC-DNS-002 | resolv.conf <matches> dns_config \\| all containers | FAIL "
         "| observed: nameserver 8.8.8.8 |",
         "| RC-ORD-002 | " + CLAIM + " | PASS |  |",
         "| RC-CLN-001 | pods deleted | SKIP | Skipped: cleanup deadline not observed |",
         "| RC-OOM-001 | oom reported | ERROR | KubeError: watch failed |",
+        "| RC-VOL-001 | the repo volume is in every container | COULD NOT TEST "
+        "| pod-not-started: the runner failed job builds |",
     ):
         assert line in md.splitlines(), line
 
@@ -208,6 +238,7 @@ def test_write_reports(tmp_path: Path) -> None:
     )
     assert "resolv.conf &lt;matches&gt; dns_config | all containers" in page
     assert '<td class="failed">FAIL</td>' in page and "observed: nameserver 8.8.8.8" in page
+    assert '<td class="could_not_test">COULD NOT TEST</td>' in page
 
 
 def test_write_reports_without_a_run(tmp_path: Path) -> None:
@@ -227,11 +258,22 @@ def test_compare_reports_regressions_only(tmp_path: Path) -> None:
     ]
     current = [
         CheckResult("RC-ORD-002", CLAIM, "ordering", "passed"),
-        CheckResult("RC-DNS-002", "dns", "dns", "failed", "x\n  observed: nameserver 8.8.8.8"),
+        CheckResult(
+            "RC-DNS-002", "dns", "dns", "failed", "x", observed="nameserver 8.8.8.8", expectations=[{}]
+        ),
         CheckResult("RC-DNS-003", "dns3", "dns", "error", "InfraError"),  # not a conformance regression
         CheckResult("RC-CLN-001", "cleanup", "cleanup", "failed", "observed: 95s"),  # already failing
         CheckResult("RC-RES-001", "limits", "resources", "passed", nodeid="t[build]"),
-        CheckResult("RC-RES-001", "limits", "resources", "failed", "observed: 2", nodeid="t[helper]"),
+        CheckResult(
+            "RC-RES-001",
+            "limits",
+            "resources",
+            "failed",
+            "",
+            observed=2,
+            expectations=[{}],
+            nodeid="t[helper]",
+        ),
     ]
     base_path = write_reports(baseline, None, tmp_path / "base")["json"]
     cur_path = write_reports(current, None, tmp_path / "cur")["json"]
@@ -240,6 +282,67 @@ def test_compare_reports_regressions_only(tmp_path: Path) -> None:
         "RC-RES-001 limits: passed in baseline, failed now: observed: 2",
     ]
     assert compare(cur_path, cur_path) == []
+
+
+def test_why_reads_the_structured_verdict_not_the_message() -> None:
+    # A message that says "observed:" is not read back: only the structured fields count.
+    said = CheckResult("RC-DNS-002", "dns", "dns", "failed", "RC-DNS-002 dns\n  observed: 8.8.8.8")
+    assert said.why() == "RC-DNS-002 dns"
+    judged = CheckResult(
+        "RC-DNS-002", "dns", "dns", "failed", "x", observed={"b": 1, "a": [2]}, expectations=[{}]
+    )
+    assert judged.why() == 'observed: {"a": [2], "b": 1}'
+    passed = CheckResult("RC-DNS-002", "dns", "dns", "passed", observed="10.0.0.2", expectations=[{}])
+    assert passed.why() == "observed: 10.0.0.2"
+
+
+def test_not_verified_lists_what_passed_before_and_is_not_judged_now(tmp_path: Path) -> None:
+    baseline = [
+        CheckResult("RC-ORD-001", "a", "ordering", "passed"),
+        CheckResult("RC-ORD-002", "b", "ordering", "passed"),
+        CheckResult("RC-ORD-003", "c", "ordering", "passed"),
+        CheckResult("RC-ORD-004", "d", "ordering", "passed"),
+        CheckResult("RC-DNS-001", "e", "dns", "failed"),
+        CheckResult("RC-DNS-002", "f", "dns", "passed"),
+    ]
+    current = [
+        CheckResult("RC-ORD-001", "a", "ordering", "could_not_test", cause="quota", sentence="refused"),
+        CheckResult("RC-ORD-002", "b", "ordering", "skipped", "no dns expected"),
+        CheckResult("RC-ORD-003", "c", "ordering", "passed"),
+        CheckResult("RC-DNS-001", "e", "dns", "could_not_test", cause="quota", sentence="refused"),
+        CheckResult("RC-DNS-002", "f", "dns", "failed", "x", observed=1, expectations=[{}]),
+    ]
+    base_path = write_reports(baseline, None, tmp_path / "base")["json"]
+    cur_path = write_reports(current, None, tmp_path / "cur")["json"]
+    assert not_verified(base_path, cur_path) == [
+        "RC-ORD-001 a: passed in baseline, could not test now: quota: refused",
+        "RC-ORD-002 b: passed in baseline, skipped now: no dns expected",
+        "RC-ORD-004 d: passed in baseline, not run now",
+    ]
+    assert compare(base_path, cur_path) == ["RC-DNS-002 f: passed in baseline, failed now: observed: 1"]
+
+
+def test_helpers_record_structured_expectations_on_pass_and_failure() -> None:
+    info = CheckInfo("RC-RES-902", "build memory limit matches", "set memory_limit", "resources")
+    RECORDER.take()
+    expect_equal(info, "1Gi", "1Gi", job=job())
+    with pytest.raises(ConformanceFailure) as failure:
+        expect_true(info, False, "nr_throttled > 0", {"nr_throttled": 0}, detail="cgroup v2")
+    held, failed = RECORDER.take()
+    assert (held.held, held.expected, held.observed, held.job) == (True, "1Gi", "1Gi", "probe-ordering")
+    assert held.pod == "runner-abc-project-42-concurrent-0-x1y2z3w4"
+    assert held.job_url == "http://127.0.0.1:8929/runnerconf/scratch/-/jobs/101"
+    assert failure.value.expectation == failed
+    assert failed.data() == {
+        "check": "RC-RES-902",
+        "expected": "nr_throttled > 0",
+        "observed": {"nr_throttled": 0},
+        "held": False,
+        "job": None,
+        "job_url": None,
+        "pod": None,
+        "detail": "cgroup v2",
+    }
 
 
 def test_result_outcomes_are_validated() -> None:

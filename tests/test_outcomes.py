@@ -1,0 +1,318 @@
+"""The five outcomes seen from outside (pytester, replayed evidence): terminal, JUnit, Allure, report.json, exit.
+
+passed, failed, could_not_test (with its cause and one sentence), skipped, and error for a bug in a check.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_runnerconf.evidence import JobEvidence, RunEvidence, save
+
+pytest_plugins = ["pytester"]
+
+PROFILE = {"name": "prod", "token_env": "RUNNERCONF_OUTCOME_TEST_TOKEN"}
+URL = "https://gitlab.example.test/group/scratch/-/jobs"
+# The runner's poll-timeout system failure (gitlab-runner executors/kubernetes: waitForPodRunning).
+POD_NOT_STARTED = (
+    "ERROR: Job failed (system failure): prepare environment: waiting for pod running: "
+    "timed out waiting for pod to start"
+)
+SCRIPT_FAILED = "ERROR: Job failed: command terminated with exit code 1"
+
+CHECKS = """
+import pytest
+from pytest_runnerconf import check, could_not_test, expect_equal
+
+
+@check(id="RC-OUT-001", claim="the good job succeeds", remediation="look at the good probe", area="out",
+       probes=("ordering",))
+def test_passes(job_evidence):
+    expect_equal("RC-OUT-001", "success", job_evidence("good").status, job=job_evidence("good"))
+
+
+@check(id="RC-OUT-002", claim="the stuck job succeeds", remediation="look at the stuck probe", area="out",
+       probes=("ordering",))
+def test_could_not_test(job_evidence):
+    expect_equal("RC-OUT-002", "success", job_evidence("stuck").status)
+
+
+@check(id="RC-OUT-003", claim="the broken job succeeds", remediation="look at the broken probe", area="out",
+       probes=("ordering",))
+def test_fails(job_evidence):
+    job = job_evidence("broken")
+    expect_equal("RC-OUT-003", "success", job.status, job=job, detail="the probe exits 1")
+
+
+@check(id="RC-OUT-004", claim="dns matches the profile", remediation="set expect.dns", area="out",
+       probes=("ordering",))
+def test_skipped(job_evidence):
+    pytest.skip("the profile sets no expect.dns; nothing to compare with")
+
+
+@check(id="RC-OUT-005", claim="a check with a bug", remediation="fix the check", area="out", probes=("ordering",))
+def test_bug(job_evidence):
+    return job_evidence("good").job["no-such-key"]
+
+
+@check(id="RC-OUT-006", claim="the missing job succeeds", remediation="run the missing probe", area="out",
+       probes=("ordering",))
+def test_missing(job_evidence):
+    job_evidence("missing")
+
+
+@check(id="RC-OUT-007", claim="the stuck job is refused", remediation="look at the cap", area="out",
+       probes=("ordering",), judges_failures=("stuck",))
+def test_judges_failures(job_evidence):
+    job = job_evidence("stuck")
+    assert "timed out waiting for pod to start" in job.trace_parsed.final
+
+
+@check(id="RC-OUT-008", claim="the stuck job's probe prints", remediation="look at the probe", area="out",
+       probes=("ordering",), judges_failures=("stuck",))
+def test_probe_record_of_an_infrastructure_failure(job_evidence, probe_record):
+    probe_record(job_evidence("stuck"), "stuck")
+
+
+@check(id="RC-OUT-009", claim="the broken job's probe prints", remediation="look at the probe", area="out",
+       probes=("ordering",), judges_failures=("broken",))
+def test_probe_record_of_a_script_failure(job_evidence, probe_record):
+    probe_record(job_evidence("broken"), "broken")
+"""
+
+NODE = "test_checks.py::"
+OUTCOMES = {
+    "RC-OUT-001": "passed",
+    "RC-OUT-002": "could_not_test",
+    "RC-OUT-003": "failed",
+    "RC-OUT-004": "skipped",
+    "RC-OUT-005": "error",  # a bug in the check: no verdict on the cluster
+    "RC-OUT-006": "could_not_test",
+    "RC-OUT-007": "passed",
+    "RC-OUT-008": "could_not_test",
+    "RC-OUT-009": "failed",
+}
+
+
+def _job(name: str, status: str, final: str, reason: str | None = None) -> JobEvidence:
+    job: dict[str, Any] = {"name": name, "status": status, "web_url": f"{URL}/{len(name)}"}
+    if reason is not None:
+        job["failure_reason"] = reason
+    trace = f'Running with gitlab-runner 18.11.4 (5b1ba4d9)\nPreparing the "kubernetes" executor\n{final}\n'
+    return JobEvidence(name=name, job=job, trace=trace)
+
+
+def _bundle(directory: Path, *, stuck: bool = True, broken: bool = True) -> Path:
+    jobs = {
+        "good": _job("good", "success", "Job succeeded"),
+        "stuck": _job("stuck", "failed", POD_NOT_STARTED, "runner_system_failure")
+        if stuck
+        else _job("stuck", "success", "Job succeeded"),
+        "broken": _job("broken", "failed", SCRIPT_FAILED, "script_failure")
+        if broken
+        else _job("broken", "success", "Job succeeded"),
+    }
+    save(RunEvidence(run_id="r1", cluster="prod", profile=PROFILE, jobs=jobs), directory)
+    return directory
+
+
+@pytest.fixture
+def checks(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_checks=CHECKS)
+    return pytester
+
+
+def _report(pytester: pytest.Pytester) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((pytester.path / "runnerconf-report" / "report.json").read_text())
+    return doc
+
+
+def _by_id(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["id"]: r for r in doc["results"]}
+
+
+def test_each_outcome_in_the_terminal_and_report_json(checks: pytest.Pytester) -> None:
+    bundle = _bundle(checks.path / "bundle")
+    result = checks.runpytest(f"--runnerconf-replay={bundle}", "-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # a real failure wins over could-not-test
+    result.stdout.fnmatch_lines(["test_checks.py .CFsEC.CF*"])
+    result.stdout.fnmatch_lines(["*= 2 failed, 2 passed, 1 skipped, *1 error, 3 could not test in *"])
+    result.stdout.fnmatch_lines(
+        [
+            "*short test summary info*",
+            f"COULD NOT TEST {NODE}test_could_not_test - pod-not-started: the runner failed job stuck "
+            f'({URL}/5) before its probe finished: "*timed out waiting for pod to start*"',
+            f"COULD NOT TEST {NODE}test_missing - no-evidence: the replayed evidence has no job 'missing' "
+            "(it has: broken, good, stuck)",
+        ]
+    )
+    text = result.stdout.str()
+    # could_not_test is no failure: not under FAILURES, no traceback, not in pytest's FAILED lines.
+    assert f"FAILED {NODE}test_could_not_test" not in text
+    assert "_ test_could_not_test _" not in text
+    assert "KeyError: 'no-such-key'" in text  # the bug keeps its traceback
+
+    doc = _report(checks)
+    assert doc["version"] == 2
+    assert doc["counts"] == {"passed": 2, "failed": 2, "could_not_test": 3, "skipped": 1, "error": 1}
+    results = _by_id(doc)
+    assert {i: r["outcome"] for i, r in results.items()} == OUTCOMES
+    assert results["RC-OUT-002"]["outcome"] == "could_not_test"
+    assert results["RC-OUT-002"]["cause"] == "pod-not-started"
+    assert results["RC-OUT-002"]["job"] == "stuck" and results["RC-OUT-002"]["job_url"] == f"{URL}/5"
+    assert "timed out waiting for pod to start" in results["RC-OUT-002"]["sentence"]
+    assert results["RC-OUT-006"]["cause"] == "no-evidence"
+    assert results["RC-OUT-008"]["cause"] == "pod-not-started"  # probe_record: no record, runner's failure
+    assert results["RC-OUT-009"]["outcome"] == "failed"  # probe_record: no record, the script failed
+    assert results["RC-OUT-007"]["outcome"] == "passed"  # judges the stuck job's failure itself
+    assert results["RC-OUT-004"]["outcome"] == "skipped" and results["RC-OUT-004"]["cause"] is None
+    failed = results["RC-OUT-003"]
+    assert (failed["outcome"], failed["expected"], failed["observed"]) == ("failed", "success", "failed")
+    assert (failed["job"], failed["job_url"], failed["detail"]) == ("broken", f"{URL}/6", "the probe exits 1")
+    passed = results["RC-OUT-001"]
+    assert (passed["expected"], passed["observed"], passed["job"]) == ("success", "success", "good")
+    assert passed["expectations"] == [
+        {
+            "check": "RC-OUT-001",
+            "expected": "success",
+            "observed": "success",
+            "held": True,
+            "job": "good",
+            "job_url": f"{URL}/4",
+            "pod": None,
+            "detail": "",
+        }
+    ]
+
+    md = (checks.path / "runnerconf-report" / "report.md").read_text()
+    assert "- result: 2 passed, 2 failed, 3 could not test, 1 skipped, 1 error" in md
+    assert (
+        "| RC-OUT-002 | the stuck job succeeds | COULD NOT TEST | pod-not-started: the runner failed job"
+        in md
+    )
+    assert "| RC-OUT-003 | the broken job succeeds | FAIL | observed: failed |" in md
+    assert (
+        '<td class="could_not_test">COULD NOT TEST</td>'
+        in (checks.path / "runnerconf-report" / "report.html").read_text()
+    )
+
+
+def test_only_could_not_test_exits_6_and_all_passed_exits_0(checks: pytest.Pytester) -> None:
+    stuck = _bundle(checks.path / "stuck", broken=False)
+    result = checks.runpytest(f"--runnerconf-replay={stuck}", "-k", "test_passes or test_could_not_test")
+    assert result.ret == 6
+    result.stdout.fnmatch_lines(["*= 1 passed, * 1 could not test in *"])
+    assert _report(checks)["counts"]["could_not_test"] == 1
+
+    good = _bundle(checks.path / "good", stuck=False, broken=False)
+    result = checks.runpytest(f"--runnerconf-replay={good}", "-k", "test_passes or test_could_not_test")
+    assert result.ret == 0
+    result.assert_outcomes(passed=2)
+
+
+def test_a_check_bug_is_an_error_with_its_traceback(checks: pytest.Pytester) -> None:
+    bundle = _bundle(checks.path / "bundle")
+    result = checks.runpytest(f"--runnerconf-replay={bundle}", "-k", "test_bug")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*return job_evidence(*no-such-key*", "*", "E       KeyError: *"])
+    result.stdout.fnmatch_lines(["ERROR test_checks.py::test_bug - KeyError: *"])
+    assert _by_id(_report(checks))["RC-OUT-005"]["outcome"] == "error"
+
+
+def test_could_not_test_in_a_fixture_setup_is_still_could_not_test(checks: pytest.Pytester) -> None:
+    checks.makeconftest(
+        """
+import pytest
+from pytest_runnerconf import could_not_test
+
+
+@pytest.fixture
+def quota_refused():
+    could_not_test("quota", "the namespace's ResourceQuota refused the job's pod")
+"""
+    )
+    checks.makepyfile(
+        test_setup="""
+from pytest_runnerconf import check
+
+
+@check(id="RC-OUT-010", claim="a pod fits the quota", remediation="raise the quota", area="out")
+def test_quota(quota_refused):
+    pass
+"""
+    )
+    bundle = _bundle(checks.path / "bundle")
+    result = checks.runpytest(f"--runnerconf-replay={bundle}", "test_setup.py")
+    assert result.ret == 6
+    result.stdout.fnmatch_lines(["test_setup.py C*", "*= *1 could not test in *"])
+    result.stdout.fnmatch_lines(["COULD NOT TEST test_setup.py::test_quota - quota: the namespace's *"])
+    assert "error" not in result.stdout.lines[-1]
+    assert _by_id(_report(checks))["RC-OUT-010"]["cause"] == "quota"
+
+
+def test_junit_reports_could_not_test_as_an_error_with_its_cause(checks: pytest.Pytester) -> None:
+    bundle = _bundle(checks.path / "bundle")
+    checks.runpytest(f"--runnerconf-replay={bundle}", "--junitxml=junit.xml")
+    root = ET.parse(checks.path / "junit.xml").getroot()
+    suite = root if root.tag == "testsuite" else root[0]
+    cases = {case.get("name"): case for case in suite.iter("testcase")}
+    stuck = cases["test_could_not_test"]
+    assert stuck.find("failure") is None
+    error = stuck.find("error")
+    assert error is not None
+    assert error.get("type") == "could_not_test:pod-not-started"
+    assert (error.get("message") or "").startswith(
+        "could not test (pod-not-started): the runner failed job stuck"
+    )
+    assert cases["test_fails"].find("failure") is not None and cases["test_fails"].find("error") is None
+    bug = cases["test_bug"].find("error")
+    assert bug is not None and "KeyError" in (bug.text or "")
+    # 2 failures (two checks that fail), 4 errors (3 could not test, 1 bug in a check).
+    assert (suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("2", "4", "1")
+
+
+def test_allure_marks_could_not_test_broken(checks: pytest.Pytester) -> None:
+    bundle = _bundle(checks.path / "bundle")
+    checks.runpytest(f"--runnerconf-replay={bundle}", "--alluredir=allure")
+    docs = [json.loads(p.read_text()) for p in (checks.path / "allure").glob("*-result.json")]
+    status = {doc["fullName"].rsplit("#", 1)[-1]: doc["status"] for doc in docs}
+    assert status["test_could_not_test"] == "broken"
+    assert status["test_missing"] == "broken"
+    assert status["test_fails"] == "failed"
+    assert status["test_passes"] == "passed"
+    assert status["test_skipped"] == "skipped"
+    details = next(d for d in docs if d["fullName"].endswith("#test_could_not_test"))["statusDetails"]
+    assert "could not test (pod-not-started)" in details["message"]
+
+
+def test_with_xdist_the_controller_sees_could_not_test(checks: pytest.Pytester) -> None:
+    bundle = _bundle(checks.path / "bundle", broken=False)
+    result = checks.runpytest_subprocess(
+        f"--runnerconf-replay={bundle}",
+        "-n",
+        "2",
+        "--junitxml=junit.xml",
+        "-k",
+        "not test_bug and not script_failure",
+    )
+    assert result.ret == 6
+    result.stdout.fnmatch_lines(["*3 could not test*"])
+    result.stdout.fnmatch_lines([f"COULD NOT TEST {NODE}test_could_not_test - pod-not-started: *"])
+    results = _by_id(_report(checks))
+    assert results["RC-OUT-002"]["cause"] == "pod-not-started"
+    assert results["RC-OUT-003"]["observed"] == "success"  # expectations travel from the workers
+    junit = (checks.path / "junit.xml").read_text()
+    assert 'type="could_not_test:pod-not-started"' in junit
+
+
+def test_maxfail_counts_could_not_test_as_it_counts_an_error(checks: pytest.Pytester) -> None:
+    bundle = _bundle(checks.path / "bundle")
+    result = checks.runpytest(f"--runnerconf-replay={bundle}", "-x", "-p", "no:randomly")
+    assert result.ret == 6
+    result.stdout.fnmatch_lines(["*= 1 passed, *1 could not test in *"])
