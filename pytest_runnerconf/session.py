@@ -310,6 +310,7 @@ def is_worker(config: pytest.Config) -> bool:
 
 
 COULD_NOT_TEST = "could not test: "
+STARTED = "run.started"  # written by the worker that produces the run, before it starts anything
 
 
 def stored_error(shared: Path) -> tuple[str, int, str] | None:
@@ -421,6 +422,8 @@ class RunnerConfSession:
             except ConfigError as exc:
                 self.fatal(str(exc), EXIT_USAGE)
         # The xdist recipe: the first worker through the lock runs the pipeline, the others load its bundle.
+        # Whatever ends the producer (an error of any kind, even its process dying), no other worker starts a
+        # second pipeline: it finds the stored error, or the start marker without a bundle.
         with FileLock(str(self.shared / "run.lock")):
             error = stored_error(self.shared)
             if error is not None:
@@ -428,6 +431,15 @@ class RunnerConfSession:
             pointer = self.shared / "evidence.path"
             if pointer.is_file():
                 return load(Path(pointer.read_text(encoding="utf-8")))
+            started = self.shared / STARTED
+            if started.exists():
+                self.fatal(
+                    "the worker that ran the pipeline ended before it finished; its output above says why "
+                    "(rerun without -n to see it in one place)",
+                    int(pytest.ExitCode.TESTS_FAILED),
+                    "",
+                )
+            started.write_text(str(os.getpid()), encoding="utf-8")
             try:
                 run = self._produce()
             except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: the run has cleaned up after itself
@@ -440,6 +452,18 @@ class RunnerConfSession:
                 self.fatal(str(exc), EXIT_USAGE)
             except RunnerConfError as exc:
                 self.fatal(str(exc), EXIT_COULD_NOT_TEST)
+            except BaseException as exc:
+                # A bug (or an error nobody translated): this worker's check shows the traceback; the others
+                # are told, and make no pipeline of their own.
+                what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                _store_error(
+                    self.shared,
+                    scrub_text(f"the run stopped on an unexpected error ({what}); see the traceback of the "
+                               "first check that needed it"),
+                    int(pytest.ExitCode.TESTS_FAILED),
+                    "",
+                )  # fmt: skip
+                raise
             pointer.write_text(run.evidence_dir, encoding="utf-8")
             return run
 

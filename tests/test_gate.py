@@ -39,9 +39,21 @@ def gate(pytester: pytest.Pytester) -> pytest.Pytester:
     return pytester
 
 
+# The runner's own poll-timeout system failure: the job's checks could not be tested.
+POD_NOT_STARTED = (
+    "ERROR: Job failed (system failure): prepare environment: waiting for pod running: "
+    "timed out waiting for pod to start\n"
+)
+
+
 def _bundle(pytester: pytest.Pytester, name: str, **statuses: str) -> Path:
+    """Jobs by status; the status "stuck" is a job the runner failed before its pod started."""
     jobs = {
-        job: JobEvidence(name=job, job={"name": job, "status": status}, trace="Job succeeded\n")
+        job: JobEvidence(
+            name=job,
+            job={"name": job, "status": "failed" if status == "stuck" else status},
+            trace=POD_NOT_STARTED if status == "stuck" else "Job succeeded\n",
+        )
         for job, status in statuses.items()
     }
     directory = pytester.path / name
@@ -140,6 +152,76 @@ def test_regression_with_xdist(gate: pytest.Pytester) -> None:
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["runnerconf: regression RC-GAT-001: passed in baseline, failed now: *"])
     assert result.stdout.str().count("runnerconf: regression") == 1
+
+
+def test_passed_in_the_baseline_and_could_not_test_now_is_not_verified_and_exits_6(
+    gate: pytest.Pytester,
+) -> None:
+    baseline = _baseline(gate, **{"RC-GAT-001": "passed", "RC-GAT-002": "passed"})
+    bundle = _bundle(gate, "stuck", ordering="success", builds="stuck")
+    result = _replay(gate, bundle, f"--runnerconf-baseline={baseline}")
+    assert result.ret == 6
+    result.stdout.fnmatch_lines(
+        [
+            "runnerconf: not verified RC-GAT-002: passed in baseline, could not test now: pod-not-started: "
+            'the runner failed job builds before its probe finished: "*timed out waiting for pod to start"',
+            f"runnerconf: no regression against the baseline {baseline}, but 1 check that passed there not "
+            "verified: the upgrade is not approved",
+        ]
+    )
+    assert "regression RC-" not in result.stdout.str()
+
+
+def test_passed_in_the_baseline_and_skipped_now_exits_6(gate: pytest.Pytester) -> None:
+    gate.makepyfile(
+        test_optional="""
+import pytest
+from pytest_runnerconf.checks import check
+
+
+@check(id="RC-GAT-003", claim="dns matches", remediation="set expect.dns", area="gate", probes=("dns",))
+def test_dns(job_evidence):
+    pytest.skip("the profile sets no expect.dns")
+"""
+    )
+    baseline = _baseline(gate, **{"RC-GAT-001": "passed", "RC-GAT-002": "passed", "RC-GAT-003": "passed"})
+    bundle = _bundle(gate, "good", ordering="success", builds="success")
+    without_gate = _replay(gate, bundle)
+    assert without_gate.ret == 0  # a skip alone is no reason to fail a run
+    result = _replay(gate, bundle, f"--runnerconf-baseline={baseline}")
+    assert result.ret == 6
+    result.stdout.fnmatch_lines(
+        ["runnerconf: not verified RC-GAT-003: passed in baseline, skipped now: *no expect.dns"]
+    )
+
+
+def test_passed_in_the_baseline_and_missing_now_exits_6(gate: pytest.Pytester) -> None:
+    baseline = _baseline(gate, **{"RC-GAT-001": "passed", "RC-GAT-002": "passed"})
+    bundle = _bundle(gate, "good", ordering="success", builds="success")
+    result = _replay(gate, bundle, f"--runnerconf-baseline={baseline}", "-k", "test_ordering")
+    assert result.ret == 6
+    result.stdout.fnmatch_lines(["runnerconf: not verified RC-GAT-002: passed in baseline, not run now"])
+
+
+def test_a_regression_wins_over_not_verified(gate: pytest.Pytester) -> None:
+    baseline = _baseline(gate, **{"RC-GAT-001": "passed", "RC-GAT-002": "passed"})
+    bundle = _bundle(gate, "both", ordering="failed", builds="stuck")
+    result = _replay(gate, bundle, f"--runnerconf-baseline={baseline}")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "runnerconf: regression RC-GAT-001: passed in baseline, failed now: *",
+            "runnerconf: not verified RC-GAT-002: passed in baseline, could not test now: *",
+        ]
+    )
+
+
+def test_a_known_failure_and_a_could_not_test_exit_6(gate: pytest.Pytester) -> None:
+    baseline = _baseline(gate, **{"RC-GAT-001": "failed", "RC-GAT-002": "failed"})
+    bundle = _bundle(gate, "mixed", ordering="failed", builds="stuck")
+    result = _replay(gate, bundle, f"--runnerconf-baseline={baseline}")
+    assert result.ret == 6  # the failure is forgiven, the check that could not be tested is not
+    result.stdout.fnmatch_lines(["runnerconf: 1 known failure (also failed in the baseline): RC-GAT-001"])
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf.evidence import JobEvidence, PodObservation, RunEvidence, save
+from pytest_runnerconf.evidence import JobEvidence, PodObservation, RunEvidence, load, save
 from pytest_runnerconf.profile import Expectations, Profile
 
 pytest_plugins = ["pytester"]
@@ -323,3 +323,41 @@ def test_replay_with_xdist_shares_the_bundle(suite: pytest.Pytester) -> None:
     bundle = _evidence(suite.path / "bundle")
     result = suite.runpytest_subprocess(f"--runnerconf-replay={bundle}", "-n", "2", "suites")
     result.assert_outcomes(passed=CHECK_COUNT)
+
+
+# The runner's own words when a job pod never leaves Pending (executors/kubernetes, waitForPodRunning).
+POLL_TIMEOUT = (
+    "ERROR: Job failed (system failure): prepare environment: waiting for pod running: "
+    "timed out waiting for pod to start"
+)
+
+
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_replay_of_a_job_the_runner_never_started_is_could_not_test_and_exit_6(
+    suite: pytest.Pytester, workers: tuple[str, ...]
+) -> None:
+    bundle = _evidence(suite.path / "bundle")
+    run = load(bundle)
+    url = "https://g.test/group/scratch/-/jobs/12"
+    run.jobs["builds"] = JobEvidence(
+        name="builds",
+        job={"name": "builds", "status": "failed", "failure_reason": "runner_system_failure", "web_url": url},
+        trace=f"Running with gitlab-runner 18.11.4 (5b1ba4d9)\nPreparing environment\n{POLL_TIMEOUT}\n",
+    )
+    save(run, bundle)
+    result = suite.runpytest_subprocess(f"--runnerconf-replay={bundle}", *workers, "suites")
+    assert result.ret == 6
+    result.stdout.fnmatch_lines(["*4 passed*4 could not test in *"])
+    result.stdout.fnmatch_lines(
+        [
+            "COULD NOT TEST suites/test_builds_volume.py::test_* - pod-not-started: the runner failed job builds "
+            f'({url}) before its probe finished: "*timed out waiting for pod to start"'
+        ]
+    )
+    report = json.loads((suite.path / "runnerconf-report" / "report.json").read_text())
+    assert report["counts"] == {"passed": 4, "failed": 0, "could_not_test": 4, "skipped": 0, "error": 0}
+    untested = {r["id"]: r for r in report["results"] if r["outcome"] == "could_not_test"}
+    assert set(untested) == {f"RC-VOL-00{i}" for i in range(1, 5)}
+    assert {r["cause"] for r in untested.values()} == {"pod-not-started"}
+    assert {r["job_url"] for r in untested.values()} == {url}
+    _no_traceback(result)
