@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from pytest_runnerconf.evidence import JobEvidence, PodObservation, RunEvidence
+from pytest_runnerconf.outcome import CouldNotTest
 from pytest_runnerconf.plan import load_probe_jobs
 from pytest_runnerconf.profile import DnsExpect, Expectations, ImagesExpect, Limits, Profile
 
@@ -508,6 +509,22 @@ def test_unreported_oom_fails_status_and_log() -> None:
     )
 
 
+def test_oom_probe_that_never_started_could_not_be_tested_in_the_runners_words() -> None:
+    # The OOM checks judge the job's failures, but a job the runner failed before the probe ran is no OOM.
+    stuck = (
+        "ERROR: Job failed (system failure): prepare environment: waiting for pod running: "
+        "timed out waiting for pod to start"
+    )
+    never = replace(oom_job(trace=stuck), records={})
+    with pytest.raises(CouldNotTest, match="timed out waiting for pod to start") as info:
+        oom.test_oom_job_fails(lookup(never))
+    assert info.value.cause == "pod-not-started"
+    failed = replace(oom_job(trace="ERROR: Job failed: exit code 1"), records={})
+    with pytest.raises(CouldNotTest) as info:
+        oom.test_oom_job_fails(lookup(failed))
+    assert info.value.cause == "no-evidence"
+
+
 def test_process_oom_report_changes_the_assertion() -> None:
     profile = make_profile(oom_report="process")
     get = lookup(oom_job(trace="ERROR: Job failed: command terminated with exit code 137"))
@@ -557,8 +574,9 @@ def test_missing_quota_fails_even_on_a_busy_node() -> None:
 
 def test_busy_node_gives_no_throttling_verdict() -> None:
     # The loops got 0.37 cores of a 1-core limit: the quota never bit, so no throttling was to be expected.
-    with pytest.raises(Skipped, match="too busy"):
+    with pytest.raises(CouldNotTest, match="too busy") as info:
         oom.test_cpu_throttled(lookup(cpu_job(1_480_000, 0, limit="1", quota="100000")), probe_record)
+    assert info.value.cause == "inconclusive"
 
 
 def test_cpu_rate_judged_against_the_spec_limit() -> None:
