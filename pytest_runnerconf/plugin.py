@@ -403,8 +403,9 @@ def _verdict_fields(report: pytest.TestReport, outcome: str) -> dict[str, Any]:
         }
     judged = expectations_of(report.user_properties)
     fields: dict[str, Any] = {"expectations": judged}
-    failing = [e for e in judged if not e.get("held")]
-    deciding = failing[-1] if outcome == "failed" and failing else (judged[0] if len(judged) == 1 else None)
+    failing = [e for e in judged if e.get("held") is False]
+    # A failure's own expectation (none when a plain assert failed), or a pass's only one.
+    deciding = (failing or [None])[-1] if outcome == "failed" else (judged[0] if len(judged) == 1 else None)
     if outcome in ("passed", "failed") and deciding is not None:
         fields.update(
             {name: deciding.get(name) for name in ("expected", "observed", "job", "job_url", "pod")}

@@ -58,13 +58,16 @@ class CheckResult:
 
     @property
     def has_observation(self) -> bool:
-        return bool(self.expectations) and self.outcome in ("passed", "failed")
+        """expected/observed hold the deciding expectation: the one that failed, or a pass's only one."""
+        if self.outcome == "failed":
+            return any(e.get("held") is False for e in self.expectations)
+        return self.outcome == "passed" and len(self.expectations) == 1
 
     def why(self) -> str:
         """One line for a table cell: what was observed, why it could not be tested, or the message."""
         if self.outcome == "could_not_test":
             return f"{self.cause}: {self.sentence}"
-        if self.has_observation and (self.observed is not None or self.outcome == "failed"):
+        if self.has_observation:
             return f"observed: {_one_line(self.observed)}"
         lines = [line.strip() for line in self.message.splitlines() if line.strip()]
         if self.outcome == "passed":

@@ -156,6 +156,7 @@ def test_each_outcome_in_the_terminal_and_report_json(checks: pytest.Pytester) -
     # could_not_test is no failure: not under FAILURES, no traceback, not in pytest's FAILED lines.
     assert f"FAILED {NODE}test_could_not_test" not in text
     assert "_ test_could_not_test _" not in text
+    assert text.count("short test summary info") == 1  # ours joins pytest's section
     assert "KeyError: 'no-such-key'" in text  # the bug keeps its traceback
 
     doc = _report(checks)
@@ -316,3 +317,13 @@ def test_maxfail_counts_could_not_test_as_it_counts_an_error(checks: pytest.Pyte
     result = checks.runpytest(f"--runnerconf-replay={bundle}", "-x", "-p", "no:randomly")
     assert result.ret == 6
     result.stdout.fnmatch_lines(["*= 1 passed, *1 could not test in *"])
+
+
+def test_short_summary_shows_could_not_test_with_C_and_with_failures(checks: pytest.Pytester) -> None:
+    bundle = _bundle(checks.path / "bundle")
+    only = checks.runpytest(f"--runnerconf-replay={bundle}", "-rC")
+    only.stdout.fnmatch_lines(["*short test summary info*", f"COULD NOT TEST {NODE}test_could_not_test - *"])
+    assert "FAILED " not in only.stdout.str() and only.stdout.str().count("short test summary info") == 1
+    skips = checks.runpytest(f"--runnerconf-replay={bundle}", "-rs")
+    assert "COULD NOT TEST " not in skips.stdout.str()
+    skips.stdout.fnmatch_lines(["SKIPPED * the profile sets no expect.dns*"])

@@ -259,7 +259,13 @@ def test_compare_reports_regressions_only(tmp_path: Path) -> None:
     current = [
         CheckResult("RC-ORD-002", CLAIM, "ordering", "passed"),
         CheckResult(
-            "RC-DNS-002", "dns", "dns", "failed", "x", observed="nameserver 8.8.8.8", expectations=[{}]
+            "RC-DNS-002",
+            "dns",
+            "dns",
+            "failed",
+            "x",
+            observed="nameserver 8.8.8.8",
+            expectations=[{"held": False}],
         ),
         CheckResult("RC-DNS-003", "dns3", "dns", "error", "InfraError"),  # not a conformance regression
         CheckResult("RC-CLN-001", "cleanup", "cleanup", "failed", "observed: 95s"),  # already failing
@@ -271,7 +277,7 @@ def test_compare_reports_regressions_only(tmp_path: Path) -> None:
             "failed",
             "",
             observed=2,
-            expectations=[{}],
+            expectations=[{"held": False}],
             nodeid="t[helper]",
         ),
     ]
@@ -289,11 +295,18 @@ def test_why_reads_the_structured_verdict_not_the_message() -> None:
     said = CheckResult("RC-DNS-002", "dns", "dns", "failed", "RC-DNS-002 dns\n  observed: 8.8.8.8")
     assert said.why() == "RC-DNS-002 dns"
     judged = CheckResult(
-        "RC-DNS-002", "dns", "dns", "failed", "x", observed={"b": 1, "a": [2]}, expectations=[{}]
+        "RC-DNS-002", "dns", "dns", "failed", "x", observed={"b": 1, "a": [2]}, expectations=[{"held": False}]
     )
     assert judged.why() == 'observed: {"a": [2], "b": 1}'
-    passed = CheckResult("RC-DNS-002", "dns", "dns", "passed", observed="10.0.0.2", expectations=[{}])
+    passed = CheckResult(
+        "RC-DNS-002", "dns", "dns", "passed", observed="10.0.0.2", expectations=[{"held": True}]
+    )
     assert passed.why() == "observed: 10.0.0.2"
+    # A plain assert after a held expectation: the message, not the held value, says why.
+    asserted = CheckResult(
+        "RC-DNS-002", "dns", "dns", "failed", "AssertionError: x", expectations=[{"held": True}]
+    )
+    assert asserted.why() == "AssertionError: x"
 
 
 def test_not_verified_lists_what_passed_before_and_is_not_judged_now(tmp_path: Path) -> None:
@@ -310,7 +323,7 @@ def test_not_verified_lists_what_passed_before_and_is_not_judged_now(tmp_path: P
         CheckResult("RC-ORD-002", "b", "ordering", "skipped", "no dns expected"),
         CheckResult("RC-ORD-003", "c", "ordering", "passed"),
         CheckResult("RC-DNS-001", "e", "dns", "could_not_test", cause="quota", sentence="refused"),
-        CheckResult("RC-DNS-002", "f", "dns", "failed", "x", observed=1, expectations=[{}]),
+        CheckResult("RC-DNS-002", "f", "dns", "failed", "x", observed=1, expectations=[{"held": False}]),
     ]
     base_path = write_reports(baseline, None, tmp_path / "base")["json"]
     cur_path = write_reports(current, None, tmp_path / "cur")["json"]
