@@ -405,8 +405,12 @@ def _verdict_fields(report: pytest.TestReport, outcome: str) -> dict[str, Any]:
     fields: dict[str, Any] = {"expectations": judged}
     failing = [e for e in judged if e.get("held") is False]
     # A failure's own expectation (none when a plain assert failed), or a pass's only one.
-    deciding = (failing or [None])[-1] if outcome == "failed" else (judged[0] if len(judged) == 1 else None)
-    if outcome in ("passed", "failed") and deciding is not None:
+    deciding: dict[str, Any] | None = None
+    if outcome == "failed" and failing:
+        deciding = failing[-1]
+    elif outcome == "passed" and len(judged) == 1:
+        deciding = judged[0]
+    if deciding is not None:
         fields.update(
             {name: deciding.get(name) for name in ("expected", "observed", "job", "job_url", "pod")}
         )
