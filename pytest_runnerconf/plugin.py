@@ -31,7 +31,7 @@ from pytest_runnerconf.outcome_hooks import (
 from pytest_runnerconf.plan import PROBE_MARKER, plan_for_items
 from pytest_runnerconf.profile import Profile
 from pytest_runnerconf.progress import Progress, ProgressEvent
-from pytest_runnerconf.report import CheckResult
+from pytest_runnerconf.report import CheckResult, GateFinding
 from pytest_runnerconf.scrub import ScrubbingStream, scrub_data, scrub_text
 from pytest_runnerconf.verdict import expectations_of
 
@@ -492,8 +492,8 @@ class _Gate:
 
     path: Path
     baseline: dict[str, Any]
-    regressions: list[str] = field(default_factory=list)  # report.compare() lines
-    not_verified: list[str] = field(default_factory=list)  # report.not_verified() lines
+    regressions: list[GateFinding] = field(default_factory=list)  # passed there, failed now
+    not_verified: list[GateFinding] = field(default_factory=list)  # passed there, not judged now
     known: list[str] = field(default_factory=list)  # check IDs failing now and in the baseline
     error: str = ""
     compared: bool = False
@@ -513,13 +513,14 @@ def _load_baseline(baseline: PathValue) -> dict[str, Any]:
 def _apply_gate(session: pytest.Session, gate: _Gate, report_json: Path) -> None:
     """Exit 1 for regressions (and failures the baseline does not share), 6 if a check that passed there is not
     verified now (could not test, skipped, errored, missing) or any could not be tested, else 0."""
-    from pytest_runnerconf.report import compare, known_failures, not_verified
+    from pytest_runnerconf.report import gate_findings, known_failures
 
     if session.exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, EXIT_COULD_NOT_TEST):
         return  # usage errors and interrupts keep their own status
     try:
-        gate.regressions = compare(gate.baseline, report_json)
-        gate.not_verified = not_verified(gate.baseline, report_json)
+        findings = gate_findings(gate.baseline, report_json)
+        gate.regressions = [f for f in findings if f.regression]
+        gate.not_verified = [f for f in findings if not f.regression]
         gate.known = known_failures(gate.baseline, report_json)
     except ConfigError as exc:
         gate.error = str(exc)
@@ -544,9 +545,6 @@ def _only_known(session: pytest.Session, failed: int, known: list[str]) -> bool:
     return failed == len(failing) and all(r.id in known for r in failing)
 
 
-_REGRESSED = "passed in baseline, failed now"
-
-
 def _gate_lines(gate: _Gate) -> list[tuple[str, dict[str, bool]]]:
     """(line, markup) for the terminal summary."""
     bad, warn = {"red": True, "bold": True}, {"yellow": True, "bold": True}
@@ -555,13 +553,10 @@ def _gate_lines(gate: _Gate) -> list[tuple[str, dict[str, bool]]]:
     if not gate.compared:
         return []
     lines = []
-    for regression in gate.regressions:
-        check_id = regression.split(" ", 1)[0]
-        why = regression.partition(_REGRESSED)[2].removeprefix(": ")
-        lines.append((f"runnerconf: regression {check_id}: {_REGRESSED}" + (f": {why}" if why else ""), bad))
-    for line in gate.not_verified:
-        check_id, _, rest = line.partition(" ")
-        lines.append((f"runnerconf: not verified {check_id}: {rest.partition(': ')[2]}", warn))
+    for finding in gate.regressions:
+        lines.append((f"runnerconf: regression {finding.id}: {finding.change()}", bad))
+    for finding in gate.not_verified:
+        lines.append((f"runnerconf: not verified {finding.id}: {finding.change()}", warn))
     if gate.known:
         count = len(gate.known)
         noun = "failure" if count == 1 else "failures"

@@ -13,7 +13,7 @@ from typing import Any
 from pytest_runnerconf import safefiles
 from pytest_runnerconf.errors import ConfigError
 from pytest_runnerconf.evidence import RunEvidence
-from pytest_runnerconf.outcome import OUTCOMES
+from pytest_runnerconf.outcome import CAUSES, OUTCOMES
 from pytest_runnerconf.scrub import scrub_data, scrub_json, scrub_text
 
 # 2: the outcome could_not_test (with cause and sentence) and the structured verdict fields.
@@ -196,6 +196,8 @@ def write_reports(
             "generated_at": time.time(),
             **_header(run),
             "counts": _counts(results),
+            # What each cause of could_not_test in this report means, so the file explains itself.
+            "causes": {c: CAUSES[c] for c in sorted({r.cause for r in results if r.cause in CAUSES})},
             "results": [asdict(r) for r in results],
         }
     )
@@ -252,45 +254,63 @@ def _result(doc_result: dict[str, Any]) -> CheckResult:
     return CheckResult(**known)
 
 
-def compare(
+@dataclass(frozen=True)
+class GateFinding:
+    """One check the upgrade gate reports: it passed in the baseline and now is NOW (None: did not run)."""
+
+    id: str
+    claim: str
+    now: str | None
+    why: str = ""
+
+    @property
+    def regression(self) -> bool:
+        return self.now == "failed"
+
+    def change(self) -> str:
+        """`passed in baseline, failed now: observed: ...`."""
+        if self.now is None:
+            return "passed in baseline, not run now"
+        said = f": {self.why}" if self.why else ""
+        return f"passed in baseline, {_WORDS.get(self.now, self.now)} now{said}"
+
+    def line(self) -> str:
+        """`RC-X-001 claim: passed in baseline, failed now: observed: ...`."""
+        return f"{self.id} {self.claim}: {self.change()}"
+
+
+def gate_findings(
     baseline_json: Path | str | dict[str, Any], current_json: Path | str | dict[str, Any]
-) -> list[str]:
-    """Regressions for the upgrade gate: checks that passed in the baseline and fail now."""
+) -> list[GateFinding]:
+    """Checks that passed in the baseline and now failed (regressions) or are not verified (UNVERIFIED, or
+    missing): the upgrade gate approves nothing on evidence it does not have."""
     baseline = _verdicts(load_report(baseline_json))
     current = _verdicts(load_report(current_json))
-    regressions = []
-    for check_id in sorted(baseline):
-        before, now = baseline[check_id], current.get(check_id)
-        if before["outcome"] == "passed" and now is not None and now["outcome"] == "failed":
-            claim = now.get("claim") or before.get("claim") or ""
-            regressions.append(f"{check_id} {claim}: passed in baseline, failed now: {_result(now).why()}")
-    return regressions
-
-
-def not_verified(
-    baseline_json: Path | str | dict[str, Any], current_json: Path | str | dict[str, Any]
-) -> list[str]:
-    """Checks that passed in the baseline and now could not be tested, were skipped, errored or are missing.
-
-    The upgrade gate approves nothing on evidence it does not have: each of these makes it exit 6.
-    """
-    baseline = _verdicts(load_report(baseline_json))
-    current = _verdicts(load_report(current_json))
-    lines = []
+    findings = []
     for check_id in sorted(baseline):
         before, now = baseline[check_id], current.get(check_id)
         if before["outcome"] != "passed":
             continue
         claim = (now or {}).get("claim") or before.get("claim") or ""
         if now is None:
-            lines.append(f"{check_id} {claim}: passed in baseline, not run now")
-        elif now["outcome"] in UNVERIFIED:
-            said = _result(now).why()
-            word = _WORDS.get(now["outcome"], now["outcome"])
-            lines.append(
-                f"{check_id} {claim}: passed in baseline, {word} now" + (f": {said}" if said else "")
-            )
-    return lines
+            findings.append(GateFinding(check_id, claim, None))
+        elif now["outcome"] == "failed" or now["outcome"] in UNVERIFIED:
+            findings.append(GateFinding(check_id, claim, now["outcome"], _result(now).why()))
+    return findings
+
+
+def compare(
+    baseline_json: Path | str | dict[str, Any], current_json: Path | str | dict[str, Any]
+) -> list[str]:
+    """Regressions for the upgrade gate: checks that passed in the baseline and fail now."""
+    return [f.line() for f in gate_findings(baseline_json, current_json) if f.regression]
+
+
+def not_verified(
+    baseline_json: Path | str | dict[str, Any], current_json: Path | str | dict[str, Any]
+) -> list[str]:
+    """Checks that passed in the baseline and now could not be tested, were skipped, errored or are missing."""
+    return [f.line() for f in gate_findings(baseline_json, current_json) if not f.regression]
 
 
 def known_failures(

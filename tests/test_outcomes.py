@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pytest_runnerconf.evidence import JobEvidence, RunEvidence, save
+from pytest_runnerconf.outcome import CAUSES
 
 pytest_plugins = ["pytester"]
 
@@ -162,6 +163,7 @@ def test_each_outcome_in_the_terminal_and_report_json(checks: pytest.Pytester) -
     doc = _report(checks)
     assert doc["version"] == 2
     assert doc["counts"] == {"passed": 2, "failed": 2, "could_not_test": 3, "skipped": 1, "error": 1}
+    assert doc["causes"] == {c: CAUSES[c] for c in ("no-evidence", "pod-not-started")}
     results = _by_id(doc)
     assert {i: r["outcome"] for i, r in results.items()} == OUTCOMES
     assert results["RC-OUT-002"]["outcome"] == "could_not_test"
@@ -327,3 +329,11 @@ def test_short_summary_shows_could_not_test_with_C_and_with_failures(checks: pyt
     skips = checks.runpytest(f"--runnerconf-replay={bundle}", "-rs")
     assert "COULD NOT TEST " not in skips.stdout.str()
     skips.stdout.fnmatch_lines(["SKIPPED * the profile sets no expect.dns*"])
+
+
+def test_verbose_rows_say_could_not_test(checks: pytest.Pytester) -> None:
+    bundle = _bundle(checks.path / "bundle")
+    result = checks.runpytest(f"--runnerconf-replay={bundle}", "-v", "-k", "could_not_test or missing")
+    result.stdout.fnmatch_lines(
+        [f"{NODE}test_could_not_test COULD NOT TEST*", f"{NODE}test_missing COULD NOT TEST*"]
+    )
