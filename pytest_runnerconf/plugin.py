@@ -319,9 +319,8 @@ def job_evidence(
 
 
 def runner_failed(job: JobEvidence, end: jobend.JobEnd) -> str:
-    """One sentence: which job the runner failed, in its own words, and where to see it."""
-    where = f" ({job.web_url})" if job.web_url else ""
-    return f'the runner failed job {job.name}{where} before its probe finished: "{end.message}"'
+    """One sentence: which job the runner failed (and where to see it), in the runner's own words."""
+    return end.sentence(f"{job.name} ({job.web_url})" if job.web_url else job.name)
 
 
 @pytest.fixture

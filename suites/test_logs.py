@@ -20,6 +20,7 @@ _LINE = re.compile(r"^runnerconf-logs (\d+)/(\d+) (\S+)$")
     "read what the build writes (chmod 777 by init-permissions, security contexts), and the node's disk",
     area="logs",
     probes=("logs",),
+    judges_failures=("logs",),  # a job that outlives its script runs into its timeout: that is the failure
 )
 def test_build_output_reaches_the_job_log(job_evidence: JobLookup) -> None:
     job = job_evidence("logs")

@@ -164,7 +164,7 @@ def test_passed_in_the_baseline_and_could_not_test_now_is_not_verified_and_exits
     result.stdout.fnmatch_lines(
         [
             "runnerconf: not verified RC-GAT-002: passed in baseline, could not test now: pod-not-started: "
-            'the runner failed job builds before its probe finished: "*timed out waiting for pod to start"',
+            "The runner failed job builds before its probe ran: prepare environment: waiting for pod running: timed out waiting for pod to start.",
             f"runnerconf: no regression against the baseline {baseline}, but 1 check that passed there not "
             "verified: the upgrade is not approved",
         ]

@@ -147,8 +147,8 @@ def test_each_outcome_in_the_terminal_and_report_json(checks: pytest.Pytester) -
     result.stdout.fnmatch_lines(
         [
             "*short test summary info*",
-            f"COULD NOT TEST {NODE}test_could_not_test - pod-not-started: the runner failed job stuck "
-            f'({URL}/5) before its probe finished: "*timed out waiting for pod to start*"',
+            f"COULD NOT TEST {NODE}test_could_not_test - pod-not-started: The runner failed job stuck "
+            f"({URL}/5) before its probe ran: prepare environment: waiting for pod running: timed out waiting for pod to start.",
             f"COULD NOT TEST {NODE}test_missing - no-evidence: the replayed evidence has no job 'missing' "
             "(it has: broken, good, stuck)",
         ]
@@ -196,7 +196,7 @@ def test_each_outcome_in_the_terminal_and_report_json(checks: pytest.Pytester) -
     md = (checks.path / "runnerconf-report" / "report.md").read_text()
     assert "- result: 2 passed, 2 failed, 3 could not test, 1 skipped, 1 error" in md
     assert (
-        "| RC-OUT-002 | the stuck job succeeds | COULD NOT TEST | pod-not-started: the runner failed job"
+        "| RC-OUT-002 | the stuck job succeeds | COULD NOT TEST | pod-not-started: The runner failed job"
         in md
     )
     assert "| RC-OUT-003 | the broken job succeeds | FAIL | observed: failed |" in md
@@ -271,7 +271,7 @@ def test_junit_reports_could_not_test_as_an_error_with_its_cause(checks: pytest.
     assert error is not None
     assert error.get("type") == "could_not_test:pod-not-started"
     assert (error.get("message") or "").startswith(
-        "could not test (pod-not-started): the runner failed job stuck"
+        "could not test (pod-not-started): The runner failed job stuck"
     )
     assert cases["test_fails"].find("failure") is not None and cases["test_fails"].find("error") is None
     bug = cases["test_bug"].find("error")

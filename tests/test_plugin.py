@@ -350,8 +350,8 @@ def test_replay_of_a_job_the_runner_never_started_is_could_not_test_and_exit_6(
     result.stdout.fnmatch_lines(["*4 passed*4 could not test in *"])
     result.stdout.fnmatch_lines(
         [
-            "COULD NOT TEST suites/test_builds_volume.py::test_* - pod-not-started: the runner failed job builds "
-            f'({url}) before its probe finished: "*timed out waiting for pod to start"'
+            "COULD NOT TEST suites/test_builds_volume.py::test_* - pod-not-started: The runner failed job builds "
+            f"({url}) before its probe ran: prepare environment: waiting for pod running: timed out waiting for pod to start."
         ]
     )
     report = json.loads((suite.path / "runnerconf-report" / "report.json").read_text())
