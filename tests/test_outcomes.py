@@ -337,3 +337,9 @@ def test_verbose_rows_say_could_not_test(checks: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [f"{NODE}test_could_not_test COULD NOT TEST*", f"{NODE}test_missing COULD NOT TEST*"]
     )
+
+
+def test_readme_documents_every_cause() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Outcomes", 1)[1].split("Exit codes:", 1)[0]
+    assert [c for c in CAUSES if f"`{c}`" not in section] == []
