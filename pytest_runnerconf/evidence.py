@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -33,14 +33,34 @@ class PodObservation:
 
 
 @dataclass
+class Diagnosis:
+    """Why a job's pod never started, as the run found it before the runner gave up (it then cancels the job).
+
+    cause is one of outcome.CAUSES (pod-not-started, quota, image-pull); sentence names the likely cause and
+    quotes the pod's events, Warnings first, each group by time; events are the ones the sentence used.
+    """
+
+    cause: str
+    sentence: str
+    pod: str = ""
+    pending_s: float = 0.0
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class JobEvidence:
     name: str
     job: dict[str, Any]  # the GitLab job JSON
     trace: str  # raw, as the API returned it
     pod: PodObservation | None = None
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    started_at: float | None = None
-    finished_at: float | None = None
+    started_at: float | None = None  # GitLab's clock
+    finished_at: float | None = None  # GitLab's clock
+    # This machine's clock: when the run first saw the job in a finished status (the one clock the cleanup
+    # checks compare with pod and Secret deletions, which the run also times itself).
+    observed_end: float | None = None
+    observed_start: float | None = None  # this machine's clock: when the run first saw the job running
+    diagnosis: Diagnosis | None = None  # set when the run gave up on a pod that never started
 
     @cached_property
     def trace_parsed(self) -> Trace:
@@ -87,9 +107,13 @@ class RunEvidence:
     jobs: dict[str, JobEvidence] = field(default_factory=dict)
     stray_pods: list[dict[str, Any]] = field(default_factory=list)  # runner pods older than the job timeout
     leftover: dict[str, Any] = field(default_factory=dict)  # pods/secrets still there at the deadline
-    # per-job Secret names -> {"first_seen", "deleted_at"} (metadata only; None when not allowed to list)
+    # per-job Secret names -> {"first_seen", "deleted_at", "before"} (metadata only; None when not allowed to
+    # list); "before": present when the run started, so not this run's
     secrets: dict[str, dict[str, Any]] | None = field(default_factory=dict)
     secrets_skipped: str = ""  # with secrets None: the reason the run was not allowed to list them (RBAC)
+    stray_error: str = ""  # why the namespace's runner pods could not be listed for the stray check
+    # Short tokens of the runner under test (its pods' id-short label or name, the trace's "on NAME TOKEN")
+    runner_tokens: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     evidence_dir: str = ""  # where save() wrote it or load() read it; not part of the saved data
 
@@ -135,6 +159,9 @@ def _save_job(job: JobEvidence, directory: Path, rel: str, secrets: tuple[str, .
         "records": job.records,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
+        "observed_end": job.observed_end,
+        "observed_start": job.observed_start,
+        "diagnosis": None if job.diagnosis is None else asdict(job.diagnosis),
         "pod": None,
     }
     if job.pod is not None:
@@ -177,6 +204,8 @@ def save(run: RunEvidence, directory: Path, *, secrets: Iterable[str] = ()) -> P
         "leftover": run.leftover,
         "secrets": run.secrets,
         "secrets_skipped": run.secrets_skipped,
+        "stray_error": run.stray_error,
+        "runner_tokens": run.runner_tokens,
         "notes": run.notes,
         "jobs": jobs,
     }
@@ -226,6 +255,21 @@ def _load_job(directory: Path, entry: dict[str, Any]) -> JobEvidence:
         records=entry.get("records") or {},
         started_at=entry.get("started_at"),
         finished_at=entry.get("finished_at"),
+        observed_end=entry.get("observed_end"),
+        observed_start=entry.get("observed_start"),
+        diagnosis=_load_diagnosis(entry.get("diagnosis")),
+    )
+
+
+def _load_diagnosis(data: Any) -> Diagnosis | None:
+    if not isinstance(data, dict):
+        return None
+    return Diagnosis(
+        cause=str(data.get("cause") or ""),
+        sentence=str(data.get("sentence") or ""),
+        pod=str(data.get("pod") or ""),
+        pending_s=float(data.get("pending_s") or 0.0),
+        events=list(data.get("events") or []),
     )
 
 
@@ -257,6 +301,8 @@ def load(directory: Path) -> RunEvidence:
         leftover=doc.get("leftover") or {},
         secrets=doc.get("secrets", {}),
         secrets_skipped=str(doc.get("secrets_skipped") or ""),
+        stray_error=str(doc.get("stray_error") or ""),
+        runner_tokens=[str(t) for t in doc.get("runner_tokens") or []],
         notes=list(doc.get("notes") or []),
         evidence_dir=str(directory),
     )

@@ -107,6 +107,8 @@ class Expectations:
     cleanup_deadline_s: float = 60.0
     pickup_deadline_s: float = 300.0
     pending_deadline_s: float = 180.0
+    # The runner's [runners.kubernetes] poll_timeout when known: the pending deadline is then set below it.
+    poll_timeout_s: float | None = None
     run_deadline_s: float = 1800.0
     build: Limits = field(default_factory=Limits)
     helper: Limits = field(default_factory=Limits)
@@ -234,6 +236,7 @@ def profile_from_summary(summary: dict[str, Any]) -> Profile:
             cleanup_deadline_s=exp["cleanup_deadline_s"],
             pickup_deadline_s=exp["pickup_deadline_s"],
             pending_deadline_s=exp["pending_deadline_s"],
+            poll_timeout_s=exp.get("poll_timeout_s"),
             run_deadline_s=exp["run_deadline_s"],
             build=Limits(**exp["build"]),
             helper=Limits(**exp["helper"]),
@@ -277,6 +280,7 @@ def _expect_summary(exp: Expectations) -> dict[str, Any]:
         "cleanup_deadline_s": exp.cleanup_deadline_s,
         "pickup_deadline_s": exp.pickup_deadline_s,
         "pending_deadline_s": exp.pending_deadline_s,
+        "poll_timeout_s": exp.poll_timeout_s,
         "run_deadline_s": exp.run_deadline_s,
         "build": limits(exp.build),
         "helper": limits(exp.helper),
@@ -461,6 +465,7 @@ _EXPECT_FIELDS: dict[str, Callable[[_Ctx, Any], Any]] = {
     "cleanup_deadline_s": _seconds,
     "pickup_deadline_s": _seconds,
     "pending_deadline_s": _seconds,
+    "poll_timeout_s": _seconds,
     "run_deadline_s": _seconds,
     "build": _limits,
     "helper": _limits,

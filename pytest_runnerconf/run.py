@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import re
 import time
 import warnings
 from collections.abc import Mapping
@@ -20,20 +21,27 @@ from pytest_runnerconf.errors import (
     RunnerConfWarning,
     RunTimeout,
 )
-from pytest_runnerconf.evidence import JobEvidence, PodObservation, RunEvidence, records_from_trace, save
+from pytest_runnerconf.evidence import (
+    Diagnosis,
+    JobEvidence,
+    PodObservation,
+    RunEvidence,
+    records_from_trace,
+    save,
+)
 from pytest_runnerconf.gitlab_driver import GitLabDriver, epoch
 from pytest_runnerconf.interrupts import Interrupted, signal_name, since_signal
 from pytest_runnerconf.kube_driver import (
-    PROJECT_ID_LABEL,
     KubeDriver,
     PodEvent,
     PodWatch,
     SecretsForbidden,
     WatchFailed,
-    job_id_of,
 )
 from pytest_runnerconf.marker import commit_message, scratch_branch
+from pytest_runnerconf.pending import diagnose, pending_deadline
 from pytest_runnerconf.plan import RUN_ID_VARIABLE, Plan, job_directives, job_names, render_pipeline
+from pytest_runnerconf.podjob import POD_LABEL, identify, is_runner_pod, same_token, trace_token
 from pytest_runnerconf.profile import Profile
 from pytest_runnerconf.progress import FINISHED, Progress, RunChanges
 from pytest_runnerconf.trace import parse_trace
@@ -43,6 +51,7 @@ BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 3.0
 CANCEL_GRACE_S = 30.0  # how long we watch our pods go away after cancelling on an error
 STRAY_MARGIN_S = 300.0
+DEFAULT_JOB_TIMEOUT_S = 3600.0  # GitLab's default job timeout, for a finished pod that names no bound
 # Secrets are listed (metadata only) at a modest rate: a deletion is timed to within this, well inside any
 # cleanup deadline, and the API server is not asked once a second for the namespace's Secrets.
 SECRET_POLL_S = 5.0
@@ -50,21 +59,33 @@ SECRET_POLL_S = 5.0
 
 @dataclass
 class PodTracker:
-    """Folds pod watch events into one PodObservation per pod (pods of other jobs are kept too)."""
+    """Folds pod watch events into one PodObservation per pod of PROJECT_ID (other jobs' pods are kept too).
+
+    The watch selects on the `pod` label, which every runner since 16.0 sets (the project label only came in
+    17.9), so pods of other projects arrive too and are dropped here.
+    """
 
     pods: dict[str, PodObservation] = field(default_factory=dict)
     job_of: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)  # pod name -> its runner's short token
+    project_id: int | None = None
 
     def apply(self, event: PodEvent) -> None:
         pod = event.pod
         name = event.name
         obs = self.pods.get(name)
         if obs is None:
+            who = identify(pod)
+            if self.project_id is not None and who.project_id != self.project_id:
+                return
+            if not is_runner_pod(pod):
+                return
             obs = PodObservation(name=name, first_seen=event.time, spec=pod)
             self.pods[name] = obs
-            job_id = job_id_of(pod)
-            if job_id is not None:
-                self.job_of[name] = job_id
+            if who.job_id is not None:
+                self.job_of[name] = who.job_id
+            if who.token:
+                self.tokens[name] = who.token
         obs.last = pod
         obs.timeline.append(timeline_entry(event))
         if event.type == "DELETED":
@@ -111,6 +132,7 @@ class _Run:
     pipeline: dict[str, Any] = field(default_factory=dict)
     jobs: dict[int, dict[str, Any]] = field(default_factory=dict)
     seen_status: dict[int, tuple[str, float]] = field(default_factory=dict)
+    seen_running: dict[int, float] = field(default_factory=dict)  # first time each job was seen running
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     directives: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -125,6 +147,8 @@ class _Run:
     secrets_polled: float = 0.0
     secrets_before: set[str] | None = None  # present before the pipeline: not this run's
     secrets_skipped: str = ""  # why Secrets were not looked at although a check could use them (RBAC)
+    stray_error: str = ""  # the stray-pod listing failed: the stray check cannot judge
+    diagnoses: dict[int, Diagnosis] = field(default_factory=dict)  # jobs whose pod never started
 
     def poll_secrets(self) -> None:
         """List the project's runner Secrets' metadata every SECRET_POLL_S (pods have the watch; Secrets a poll)."""
@@ -142,10 +166,11 @@ class _Run:
             self.secrets = None
             return
         present = {str(s["name"]): s for s in listed}
+        first = self.secrets_before is None
         if self.secrets_before is None:
             self.secrets_before = set(present)
         for name, meta in present.items():
-            seen = self.secrets.setdefault(name, {"first_seen": now, "deleted_at": None})
+            seen = self.secrets.setdefault(name, {"first_seen": now, "deleted_at": None, "before": first})
             seen.update({k: v for k, v in meta.items() if k != "name"})
         for name, seen in self.secrets.items():
             if name not in present and seen["deleted_at"] is None:
@@ -229,9 +254,10 @@ def execute(
     run = _Run(profile=profile, run_id=run_id, changes=changes, gitlab=gitlab, kube=kube)
     run.variables = {**dict(variables or {}), RUN_ID_VARIABLE: run_id}
     run.directives = job_directives(plan, profile, run_id)
-    selector = f"{PROJECT_ID_LABEL}={gitlab.project_id}"
+    run.tracker.project_id = int(gitlab.project_id)
+    selector = POD_LABEL  # set by every runner version; the project is matched per pod (PodTracker)
     resource_version = kube.preflight(selector)
-    stray = stray_pods(kube, run.notes)
+    stray, run.stray_error = stray_pods(kube, run.notes)
     _warn_leftovers(run)
     branch = run.branch = scratch_branch(run_id)
     planned = job_names(ci_yaml)
@@ -352,6 +378,9 @@ def _interrupted(
             pod=run.tracker.for_job(job_id),
             started_at=epoch(job.get("started_at")),
             finished_at=epoch(job.get("finished_at")),
+            observed_end=observed_end(run, job_id),
+            observed_start=run.seen_running.get(job_id),
+            diagnosis=run.diagnoses.get(job_id),
         )
         for job_id, job in sorted(run.jobs.items())
     }
@@ -377,6 +406,8 @@ def _refresh_jobs(run: _Run) -> bool:
         if run.seen_status.get(job_id, ("", 0.0))[0] != status:
             run.seen_status[job_id] = (status, time.time())
             changed = True
+        if status not in NOT_STARTED:
+            run.seen_running.setdefault(job_id, run.seen_status[job_id][1])
         run.jobs[job_id] = job
     return changed
 
@@ -452,19 +483,28 @@ def _check_pipeline_alive(run: _Run) -> None:
 
 
 def _check_pending_pods(run: _Run) -> None:
-    limit = run.profile.expect.pending_deadline_s
+    """Give up on a job whose pod stays Pending: diagnose it from its events, cancel that job, go on.
+
+    The deadline lies below the runner's poll_timeout when the profile gives it, so the pod and its events
+    are still there to read; the job's checks then say could not test, with the diagnosis as the reason.
+    """
+    limit, why = pending_deadline(run.profile.expect)
     now = time.time()
     for name in run.tracker.alive(run.job_ids()):
+        job_id = run.tracker.job_of[name]
         obs = run.tracker.pods[name]
-        if run.tracker.phase(name) == "Pending" and now - obs.first_seen > limit:
-            events = run.kube.pod_events(name)
-            said = "; ".join(f"{e.get('reason')}: {e.get('message')}" for e in events[-5:]) or "no events"
-            raise RunTimeout(
-                f"pod {name} stayed Pending for more than {limit:g}s ({said}); check node capacity, quotas "
-                f"and image pulls (clusters.{run.profile.name}.expect.pending_deadline_s)",
-                now - obs.first_seen,
-                "Pending",
-            )
+        if job_id in run.diagnoses or run.tracker.phase(name) != "Pending" or now - obs.first_seen <= limit:
+            continue
+        events = run.kube.pod_events(name)
+        diagnosis = diagnose(name, obs.last, events, now - obs.first_seen, limit, why)
+        run.diagnoses[job_id] = diagnosis
+        run.notes.append(f"job {run.jobs[job_id].get('name')}: {diagnosis.sentence}; the run cancelled it")
+        if run.jobs[job_id].get("status") not in FINISHED:
+            try:
+                run.gitlab.cancel_job(job_id)
+            except GitLabError as exc:
+                run.notes.append(f"job {run.jobs[job_id].get('name')} could not be cancelled: {exc}")
+            run.cancelled.add(job_id)
 
 
 def _await_cleanup(run: _Run) -> dict[str, Any]:
@@ -485,30 +525,78 @@ def _await_cleanup(run: _Run) -> dict[str, Any]:
     return {"pods": alive, "deadline_s": deadline_s} if alive else {}
 
 
-def stray_pods(kube: KubeDriver, notes: list[str]) -> list[dict[str, Any]]:
-    """Runner pods in the namespace that outlived their own deadline (a leak from earlier jobs)."""
+def stray_pods(kube: KubeDriver, notes: list[str]) -> tuple[list[dict[str, Any]], str]:
+    """Runner pods in the namespace that outlived their own deadline, and why none could be listed ("" ok).
+
+    Every runner's pods are listed (the `pod` label, from 16.0 on); each keeps its short token so that the
+    cleanup check judges only the runner under test's, once the run has seen which runner that is.
+    """
     try:
-        body = kube.list_pods(PROJECT_ID_LABEL)
+        body = kube.list_pods(POD_LABEL)
     except KubeError as exc:
         # Only the cleanup checks need this; the run itself can go on without it.
         notes.append(f"stray runner pods could not be listed: {exc}")
-        return []
+        return [], str(exc)
     now = time.time()
     stray: list[dict[str, Any]] = []
     for pod in body.get("items") or []:
+        if not is_runner_pod(pod):
+            continue
         meta = pod.get("metadata", {})
         created = epoch(meta.get("creationTimestamp"))
-        limit = float(pod.get("spec", {}).get("activeDeadlineSeconds") or 3600) + STRAY_MARGIN_S
+        bound = _job_timeout(pod)
+        if bound is None and pod.get("status", {}).get("phase") in ("Pending", "Running"):
+            continue  # no deadline on it: a live pod may be any project's long job, not a leak
+        limit = (bound or DEFAULT_JOB_TIMEOUT_S) + STRAY_MARGIN_S
         if created is not None and now - created > limit:
+            who = identify(pod)
             stray.append(
                 {
                     "name": meta.get("name"),
                     "creationTimestamp": meta.get("creationTimestamp"),
                     "phase": pod.get("status", {}).get("phase"),
-                    "job_id": job_id_of(pod),
+                    "job_id": who.job_id,
+                    "project_id": who.project_id,
+                    "token": who.token,
                 }
             )
-    return stray
+    return stray, ""
+
+
+def _job_timeout(pod: dict[str, Any]) -> float | None:
+    """The pod's own bound: activeDeadlineSeconds, else the job timeout annotation (17.11+); None: neither."""
+    deadline = pod.get("spec", {}).get("activeDeadlineSeconds")
+    if deadline:
+        return float(deadline)
+    annotation = (pod.get("metadata", {}).get("annotations") or {}).get("job.runner.gitlab.com/timeout")
+    return go_seconds(str(annotation)) if annotation is not None else None
+
+
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
+_GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def go_seconds(text: str) -> float | None:
+    """A Go time.Duration string ("1h0m0s", "90m", "3600s") in seconds; None when it is not one."""
+    text = text.strip()
+    parts = _GO_DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * _GO_UNITS[u] for n, u in parts)
+
+
+def runner_tokens(run: _Run, jobs: dict[str, JobEvidence]) -> list[str]:
+    """Short tokens of the runner under test: from this run's pods, else from its jobs' trace headers."""
+    tokens = {
+        run.tracker.tokens[n]
+        for n, j in run.tracker.job_of.items()
+        if j in run.jobs and n in run.tracker.tokens
+    }
+    for job in jobs.values():
+        token = trace_token(job.trace)
+        if token and not any(same_token(token, t) for t in tokens):
+            tokens.add(token)
+    return sorted(tokens)
 
 
 def _collect(
@@ -523,7 +611,9 @@ def _collect(
     for job_id, summary in sorted(run.jobs.items()):
         jobs[str(summary.get("name"))] = _job_evidence(run, job_id)
     run.notes.extend(run.gitlab.capped.values())  # size caps that were hit, once per object
-    return _evidence(run, facts, branch, planned, stray, leftover, jobs)
+    evidence = _evidence(run, facts, branch, planned, stray, leftover, jobs)
+    evidence.runner_tokens = runner_tokens(run, jobs)
+    return evidence
 
 
 def _evidence(
@@ -549,6 +639,7 @@ def _evidence(
         jobs=jobs,
         stray_pods=stray,
         leftover=leftover,
+        stray_error=run.stray_error,
         notes=run.notes,
     )
 
@@ -579,4 +670,13 @@ def _job_evidence(run: _Run, job_id: int) -> JobEvidence:
         records=_records(run, str(job.get("name")), trace),
         started_at=epoch(job.get("started_at")),
         finished_at=epoch(job.get("finished_at")),
+        observed_end=observed_end(run, job_id),
+        observed_start=run.seen_running.get(job_id),
+        diagnosis=run.diagnoses.get(job_id),
     )
+
+
+def observed_end(run: _Run, job_id: int) -> float | None:
+    """This machine's time at which the run first saw the job finished (None: it never did)."""
+    status, at = run.seen_status.get(job_id, ("", 0.0))
+    return at if status in FINISHED else None

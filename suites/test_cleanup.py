@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from pytest_runnerconf import JobEvidence, Profile, RunEvidence, check, fail
+from pytest_runnerconf.outcome import could_not_test
+from pytest_runnerconf.podjob import POD_NAME_IN_TEXT, name_prefix, same_token
 
 JobLookup = Callable[[str], JobEvidence]
 REMEDIATION = (
@@ -16,17 +19,32 @@ REMEDIATION = (
 )
 
 
+# How far after a Secret's creation the run may first see it: it lists Secrets every few seconds and GitLab's
+# job status (when the job was seen running) every few more.
+SECRET_SEEN_SLACK_S = 10.0
+
+
+def job_end(job: JobEvidence) -> float | None:
+    """When the job ended on this machine's clock: the run's own observation of it.
+
+    Pod and Secret deletions are timed on this machine, so the end must be too; GitLab's finished_at is on
+    GitLab's clock, which may be minutes off. Bundles from before the run observed it fall back to it.
+    """
+    return job.observed_end if job.observed_end is not None else job.finished_at
+
+
 def deletion_delay(job: JobEvidence) -> float | None:
     """Seconds from the job's end to its pod's DELETED event (None: not deleted, or end unknown)."""
-    if job.pod is None or job.pod.deleted_at is None or job.finished_at is None:
+    end = job_end(job)
+    if job.pod is None or job.pod.deleted_at is None or end is None:
         return None
-    return job.pod.deleted_at - job.finished_at
+    return job.pod.deleted_at - end
 
 
 def judge_deleted(check_id: str, job: JobEvidence, deadline_s: float) -> None:
     if job.pod is None:
         pytest.fail(f"could not test: no pod was seen for job {job.name} ({job.status})", pytrace=False)
-    if job.finished_at is None:
+    if job_end(job) is None:
         pytest.fail(f"could not test: job {job.name} ({job.status}) has no finished time", pytrace=False)
     delay = deletion_delay(job)
     if delay is None or delay > deadline_s:
@@ -99,10 +117,34 @@ def job_secret_names(job: JobEvidence) -> list[str]:
     """The per-job Secrets of a pod: imagePullSecrets named like the pod (same prefix, own random suffix)."""
     if job.pod is None:
         return []
-    prefix = job.pod.name.rsplit("-", 1)[0] + "-"
+    prefix = name_prefix(job.pod.name)
     pulls = (job.pod.spec.get("spec") or {}).get("imagePullSecrets") or []
     names = [str(p.get("name") or "") for p in pulls]
     return [n for n in names if n.startswith(prefix) and len(n) == len(job.pod.name)]
+
+
+def refused_pod_secrets(job: JobEvidence, secrets: dict[str, dict[str, Any]]) -> list[str]:
+    """Per-job Secrets of a pod the API server refused: the runner creates the Secret first, then the pod.
+
+    No pod was seen, but the runner's error names the pod it tried ("setting up build pod: pods "NAME" is
+    forbidden: ..."); the Secret shares that name's prefix. Only Secrets new since the run started and first
+    seen while the job ran count, so another run's Secret in the same concurrency slot is not taken for ours.
+    """
+    prefixes = {name_prefix(n) for n in POD_NAME_IN_TEXT.findall(job.trace)}
+    if job.pod is not None:
+        prefixes.discard(name_prefix(job.pod.name))
+    start, end = job.observed_start, job_end(job)
+    found = []
+    for name, seen in secrets.items():
+        if seen.get("before") or not any(name.startswith(p) for p in prefixes):
+            continue
+        first = seen.get("first_seen")
+        if start is not None and isinstance(first, int | float) and first < start - SECRET_SEEN_SLACK_S:
+            continue
+        if end is not None and isinstance(first, int | float) and first > end + SECRET_SEEN_SLACK_S:
+            continue
+        found.append(name)
+    return found
 
 
 @check(
@@ -129,8 +171,7 @@ def test_secrets_deleted(runnerconf_evidence: RunEvidence, runnerconf_profile: P
     owned = {
         name: job
         for job in runnerconf_evidence.jobs.values()
-        if job.pod is not None
-        for name in job_secret_names(job)
+        for name in [*job_secret_names(job), *refused_pod_secrets(job, secrets)]
     }
     if not owned:
         pytest.skip(
@@ -140,12 +181,13 @@ def test_secrets_deleted(runnerconf_evidence: RunEvidence, runnerconf_profile: P
     for name, job in sorted(owned.items()):
         seen = secrets.get(name)
         deleted = seen.get("deleted_at") if seen else None
-        end = job.finished_at
+        end = job_end(job)
         if seen is None:
             # The Secret watch starts before the pipeline, so a referenced Secret it never saw is an anomaly.
             late[name] = f"job {job.name}: referenced by the pod but never observed"
         elif deleted is None:
-            late[name] = f"job {job.name}: still present"
+            refused = "" if job.pod is not None else " (its pod was refused)"
+            late[name] = f"job {job.name}: still present{refused}"
         elif end is not None and deleted - end > deadline:
             late[name] = f"job {job.name}: deleted {deleted - end:.1f}s after the job ended"
     if late:
@@ -166,15 +208,22 @@ def test_secrets_deleted(runnerconf_evidence: RunEvidence, runnerconf_profile: P
     probes=("cleanup",),
 )
 def test_no_stray_pods(runnerconf_evidence: RunEvidence) -> None:
-    left = list((runnerconf_evidence.leftover or {}).get("pods") or [])
-    stray = [
-        f"{p.get('name')} (created {p.get('creationTimestamp')}, job {p.get('job_id')})"
-        for p in runnerconf_evidence.stray_pods
-    ]
+    run = runnerconf_evidence
+    if run.stray_error:
+        could_not_test("api-error", f"the namespace's runner pods could not be listed: {run.stray_error}")
+    left = list((run.leftover or {}).get("pods") or [])
+    ours = [p for p in run.stray_pods if any(same_token(p.get("token"), t) for t in run.runner_tokens)]
+    if run.stray_pods and not run.runner_tokens and not left:
+        could_not_test(
+            "no-evidence",
+            f"{len(run.stray_pods)} old runner pods are in the namespace, but no job of this run showed which "
+            "runner is under test (no pod seen, no trace header), so none of them can be judged",
+        )
+    stray = [f"{p.get('name')} (created {p.get('creationTimestamp')}, job {p.get('job_id')})" for p in ours]
     if left or stray:
         fail(
             "RC-CLN-006",
-            "no pod of this run left at the deadline and no stray runner pods",
+            "no pod of this run left at the deadline and no stray pods of the runner under test",
             {"left by this run": left, "stray (older than their timeout)": stray},
-            detail=f"deadline {runnerconf_evidence.leftover.get('deadline_s', '?')}s",
+            detail=f"deadline {run.leftover.get('deadline_s', '?')}s; runner tokens {', '.join(run.runner_tokens) or '?'}",
         )

@@ -201,3 +201,24 @@ def _container_errors(path: str, c: dict[str, Any], volumes: set[str], names: se
                 f'{path}.resources.requests: Invalid value: "{req}": must be less than or equal to {kind} limit of {lim}'
             )
     return errors
+
+
+# ---------------------------------------------------------------- ResourceQuota (the quota-exceeded fault)
+
+FULL_QUOTA = "runnerconf-jobs"  # the namespace's pod-count quota under quota-exceeded
+FULL_QUOTA_PODS = 10
+
+
+def refuse_over_quota(pod: dict[str, Any], quota: str = FULL_QUOTA, pods: int = FULL_QUOTA_PODS) -> Forbidden:
+    """The ResourceQuota admission plugin's refusal for a namespace whose pod quota is used up.
+
+    Wording of plugin/pkg/admission/resourcequota (`exceeded quota: %s, requested: %s, used: %s, limited:
+    %s`, resources as sorted name=quantity lists) inside the API server's Forbidden status, e.g. public
+    kubectl output `pods "test-pod" is forbidden: exceeded quota: money-claims-quota, requested:
+    requests.cpu=20,requests.memory=60Gi, used: ..., limited: ...` (hmcts/cnp-flux-config#2122).
+    """
+    name = pod["metadata"].get("name") or pod["metadata"].get("generateName", "")
+    return Forbidden(
+        f'pods "{name}" is forbidden: exceeded quota: {quota}, requested: pods=1, used: pods={pods}, '
+        f"limited: pods={pods}"
+    )

@@ -22,11 +22,17 @@ FAULTS: dict[str, str] = {
     "leak-pods": "job pods are not deleted after the job",
     "leak-secrets": "the per-job registry-credentials secret is left behind",
     "slow-cleanup": "job pods are deleted long after the job ended",
+    "pod-pending-timeout": "job pods are never scheduled (FailedScheduling: Insufficient cpu) and stay Pending "
+    "until the runner's poll_timeout, shortened for the run, fails the job",
+    "quota-exceeded": "the API server refuses job pods with a ResourceQuota error after the runner created "
+    "the per-job Secret",
     # GitLab's side: a proxy that fails after GitLab did the work (the run must reconcile, not repeat).
     "gitlab-lost-response": "GitLab performs a run's first commit and pipeline POST, then answers 502",
 }
 
 ENV_VAR = "RUNNERCONF_LOCAL_FAULTS"
+# The runner's poll_timeout under pod-pending-timeout: short, so that a full run under it takes minutes.
+PENDING_POLL_TIMEOUT_S = 30
 
 
 def parse_faults(names: Iterable[str] | str | None) -> frozenset[str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from pytest_runnerconf.errors import ConfigError, InfraError
 from pytest_runnerconf.local.errors import LocalConfigError, LocalError
-from pytest_runnerconf.local.faults import ENV_VAR, parse_faults
+from pytest_runnerconf.local.faults import ENV_VAR, PENDING_POLL_TIMEOUT_S, parse_faults
 from pytest_runnerconf.local.model import LEAST_CONTEXT, ClusterInfo
 from pytest_runnerconf.profile import profile_from_table
 from pytest_runnerconf.resources import fixtures_path
@@ -103,6 +103,10 @@ class LocalProvider:
         from pytest_runnerconf.local.cluster import ensure_running
 
         expect, faults = user_settings(table, source)
+        if "pod-pending-timeout" in faults and "poll_timeout_s" not in expect:
+            # The fault's runner waits PENDING_POLL_TIMEOUT_S for a pod: the profile says so, as an operator's
+            # would, so the run gives up on the pod (and diagnoses it) before the runner does.
+            expect = {**expect, "poll_timeout_s": PENDING_POLL_TIMEOUT_S}
         try:
             info, stop = ensure_running(log=log)
         except LocalError as exc:

@@ -20,14 +20,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_runnerconf.local.admission import refuse_over_quota
 from pytest_runnerconf.local.errors import LocalConfigError
 from pytest_runnerconf.local.faults import ENV_VAR as FAULTS_ENV_VAR
-from pytest_runnerconf.local.faults import parse_faults
+from pytest_runnerconf.local.faults import PENDING_POLL_TIMEOUT_S, parse_faults
 from pytest_runnerconf.local.kstore import NotFound, StoreError
 from pytest_runnerconf.local.model import JobPayload, JobSink
 from pytest_runnerconf.local.podspec import PodPlan, PreparationError, build_pod, go_duration
 from pytest_runnerconf.local.podstatus import ImageChoice
 from pytest_runnerconf.local.runner_config import RunnerConfig, short_token
+from pytest_runnerconf.local.scheduling import keep_unschedulable
 from pytest_runnerconf.local.strategies import (
     DOCKER_COMMAND,
     PodPaths,
@@ -81,6 +83,8 @@ class RunningJob:
     cancel: threading.Event = field(default_factory=threading.Event)
     deadline: float = 0.0
     pod: dict[str, Any] | None = None  # the pod object once created, so cleanup happens whatever fails
+    secret: dict[str, Any] | None = None  # the per-job registry Secret once created (before the pod)
+    ended: threading.Event = field(default_factory=threading.Event)  # the job is over: helpers stop
     stage: str = ""
     attempted: set[str] = field(default_factory=set)  # stages started, for what runs after a failure
 
@@ -200,7 +204,8 @@ class LocalRunner:
         finally:
             if strategy is not None:
                 strategy.close()
-            if job.pod is not None:
+            job.ended.set()
+            if job.pod is not None or job.secret is not None:
                 self._cleanup(job, trace)
             with self._lock:
                 self._concurrency_ids.discard(concurrency)
@@ -360,30 +365,45 @@ class LocalRunner:
     def _create_pod(self, job: RunningJob, plan: PodPlan, trace: TraceWriter) -> None:
         for line in plan.pod_log_lines:
             trace.line(line)
+        if plan.secret is not None and job.secret is None:
+            # setupCredentials runs before setupBuildPod: a refused pod leaves a Secret for Cleanup to delete.
+            try:
+                job.secret = self.store.create(plan.secret)
+            except StoreError as exc:
+                raise prepare_failure(f"setting up credentials: {exc}") from None
         try:
+            if "quota-exceeded" in job.faults:
+                raise refuse_over_quota(plan.pod)
             stored = self.store.create(plan.pod)  # the API server defaults, validates and admits it
         except StoreError as exc:
             raise prepare_failure(f"setting up build pod: {exc}") from None
         plan.pod = stored
         job.pod = stored
-        if plan.secret is not None:
-            secret = dict(plan.secret)
-            if "leak-secrets" not in job.faults:
-                secret["metadata"] = dict(secret["metadata"])
-                secret["metadata"]["ownerReferences"] = [
-                    {
-                        "apiVersion": "v1",
-                        "kind": "Pod",
-                        "name": stored["metadata"]["name"],
-                        "uid": stored["metadata"]["uid"],
-                    }
-                ]
-            self.store.create(secret)
+        if job.secret is not None and "leak-secrets" not in job.faults:
+            # setOwnerReferencesForResources: the garbage collector then deletes the Secret with its pod.
+            owner = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": stored["metadata"]["name"],
+                "uid": stored["metadata"]["uid"],
+            }
+
+            def own(obj: dict[str, Any]) -> None:
+                obj["metadata"]["ownerReferences"] = [owner]
+
+            secret_meta = job.secret["metadata"]
+            try:
+                job.secret = self.store.update("Secret", secret_meta["namespace"], secret_meta["name"], own)
+            except StoreError as exc:
+                raise prepare_failure(f"setting up build pod: error setting ownerReferences: {exc}") from None
         ns, name = stored["metadata"]["namespace"], stored["metadata"]["name"]
         pod_error: list[BaseException] = []
 
         def start_pod() -> None:
             try:
+                if "pod-pending-timeout" in job.faults:
+                    keep_unschedulable(self.store, stored, job.ended)  # no node ever takes it
+                    return
                 self.node.run(stored, job.faults)
             except Exception as exc:  # surfaced by the wait below as the runner would see it: a failed pod
                 pod_error.append(exc)
@@ -397,7 +417,9 @@ class LocalRunner:
         """waitForPodRunning: poll until Running with build Ready; pull failures and ended pods end it."""
         k8s = self.cfg.runner.kubernetes
         poll = max(0.2, float(k8s.poll_interval))
-        attempts = max(1, int(k8s.poll_timeout / poll))
+        # The fault stands for a cluster whose runner has a short poll_timeout, so the run ends in minutes.
+        timeout = PENDING_POLL_TIMEOUT_S if "pod-pending-timeout" in job.faults else k8s.poll_timeout
+        attempts = max(1, int(timeout / poll))
         for _ in range(attempts + 1):
             self._check(job)
             if pod_error:
@@ -428,6 +450,7 @@ class LocalRunner:
                     trace.line(f'\t{cond["reason"]}: "{cond.get("message", "")}"', stderr=True)
             if job.cancel.wait(poll):
                 self._check(job)
+        self._print_warning_events(job, trace)  # Run logs the pod's Warning events on any error
         raise prepare_failure("waiting for pod running: timed out waiting for pod to start")
 
     def _check_terminal_container_errors(
@@ -714,7 +737,23 @@ echo "Skipping Git submodules setup"
     # ---- cleanup -------------------------------------------------------------------------------------------
 
     def _cleanup(self, job: RunningJob, trace: TraceWriter) -> None:
-        """Deferred in the real runner, so it runs before the final Job succeeded/failed line."""
+        """Deferred in the real runner, so it runs before the final Job succeeded/failed line.
+
+        cleanupResources: the pod, if one was created; the Secret only when it has no ownerReference (the
+        garbage collector removes an owned one with its pod), as when its pod was refused.
+        """
+        if job.pod is not None:
+            self._cleanup_pod(job, trace)
+        secret = job.secret
+        if secret is None or secret["metadata"].get("ownerReferences") or "leak-secrets" in job.faults:
+            return
+        meta = secret["metadata"]
+        try:
+            self.store.delete("Secret", meta["namespace"], meta["name"])
+        except StoreError as exc:
+            trace.error(f"Error cleaning up secrets: {exc}")
+
+    def _cleanup_pod(self, job: RunningJob, trace: TraceWriter) -> None:
         pod = job.pod
         assert pod is not None
         meta = pod["metadata"]
