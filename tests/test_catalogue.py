@@ -672,7 +672,12 @@ def test_stray_and_leftover_pods_fail() -> None:
     fails(lambda: cln.test_no_stray_pods(left), "RC-CLN-006", POD, "deadline 30s")
     stray = RunEvidence(
         stray_pods=[
-            {"name": "runner-old", "creationTimestamp": "2026-01-01T00:00:00Z", "job_id": 7, "token": "runnercon"}
+            {
+                "name": "runner-old",
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+                "job_id": 7,
+                "token": "runnercon",
+            }
         ],
         runner_tokens=["runnercon"],
     )
