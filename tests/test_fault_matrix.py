@@ -39,6 +39,13 @@ MATRIX: dict[str, set[str]] = {
 }
 
 
+# Faults that leave the cluster untestable rather than non-conformant: no check fails, the run exits 6 and every
+# check they touch is could_not_test with this cause (report.json results[].outcome and results[].cause).
+UNTESTABLE: dict[str, str] = {"pod-pending-timeout": "pod-not-started", "quota-exceeded": "quota"}
+# Faults combined with an untestable one: these checks (and only these) still fail.
+COMBINED: dict[str, set[str]] = {"quota-exceeded,leak-secrets": {"RC-CLN-005"}}
+EXIT_COULD_NOT_TEST = 6
+
 # Faults that must change no verdict: the run copes with them (GitLab losing a write's answer: the run must
 # reconcile, not repeat the write). Each runs alone, like the clean run, so its verdicts can be compared.
 HARMLESS = ("gitlab-lost-response",)
@@ -95,8 +102,9 @@ def matrix(
     docs = {"": run_suite("", out)}
     docs.update({fault: run_suite(fault, out) for fault in HARMLESS})
     # Fault runs share the running cluster; faults travel with each pipeline, so the runs may overlap.
+    faults = [*MATRIX, *UNTESTABLE, *COMBINED]
     with ThreadPoolExecutor(3) as pool:
-        docs.update(zip(MATRIX, pool.map(lambda f: run_suite(f, out), MATRIX), strict=True))
+        docs.update(zip(faults, pool.map(lambda f: run_suite(f, out), faults), strict=True))
     yield docs
 
 
@@ -153,3 +161,22 @@ def test_harmless_fault_changes_no_verdict_and_makes_one_pipeline(
     gl = gitlab.Gitlab(local_cluster.gitlab_url, private_token=local_cluster.gitlab_token)
     pipelines = gl.projects.get(local_cluster.project).pipelines.list(ref=evidence["branch"], get_all=True)
     assert [p.id for p in pipelines] == [evidence["pipeline"]["id"]], "GitLab holds one pipeline for the run"
+
+
+@pytest.mark.parametrize("fault", list(UNTESTABLE))
+def test_untestable_fault_fails_nothing_and_says_why(fault: str, matrix: dict[str, dict[str, Any]]) -> None:
+    doc = matrix[fault]
+    assert failing_areas(doc) == {}, doc["output"]
+    untested = [r for r in doc["results"] if r["outcome"] == "could_not_test"]
+    assert untested, f"{fault}: no check said it could not test\n{doc['output']}"
+    causes = {r["id"]: r.get("cause") for r in untested}
+    assert set(causes.values()) == {UNTESTABLE[fault]}, causes
+    assert doc["exit"] == EXIT_COULD_NOT_TEST, doc["output"]
+
+
+@pytest.mark.parametrize("faults", list(COMBINED))
+def test_leak_under_an_untestable_fault_still_fails(faults: str, matrix: dict[str, dict[str, Any]]) -> None:
+    doc = matrix[faults]
+    failed = {r["id"] for r in doc["results"] if r["outcome"] in ("failed", "error")}
+    assert failed == COMBINED[faults], doc["output"]
+    assert doc["exit"] == 1
