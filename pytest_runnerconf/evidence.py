@@ -114,6 +114,9 @@ class RunEvidence:
     stray_error: str = ""  # why the namespace's runner pods could not be listed for the stray check
     # Short tokens of the runner under test (its pods' id-short label or name, the trace's "on NAME TOKEN")
     runner_tokens: list[str] = field(default_factory=list)
+    # Other pipelines of the project that may have run alongside (None: could not be listed): their jobs use
+    # the same runner slots, so a Secret without a pod cannot be told apart from theirs by its name.
+    other_pipelines: list[int] | None = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     evidence_dir: str = ""  # where save() wrote it or load() read it; not part of the saved data
 
@@ -206,6 +209,7 @@ def save(run: RunEvidence, directory: Path, *, secrets: Iterable[str] = ()) -> P
         "secrets_skipped": run.secrets_skipped,
         "stray_error": run.stray_error,
         "runner_tokens": run.runner_tokens,
+        "other_pipelines": run.other_pipelines,
         "notes": run.notes,
         "jobs": jobs,
     }
@@ -261,6 +265,10 @@ def _load_job(directory: Path, entry: dict[str, Any]) -> JobEvidence:
     )
 
 
+def _ints(data: Any) -> list[int] | None:
+    return None if data is None else [int(x) for x in data]
+
+
 def _load_diagnosis(data: Any) -> Diagnosis | None:
     if not isinstance(data, dict):
         return None
@@ -303,6 +311,7 @@ def load(directory: Path) -> RunEvidence:
         secrets_skipped=str(doc.get("secrets_skipped") or ""),
         stray_error=str(doc.get("stray_error") or ""),
         runner_tokens=[str(t) for t in doc.get("runner_tokens") or []],
+        other_pipelines=_ints(doc.get("other_pipelines", [])),
         notes=list(doc.get("notes") or []),
         evidence_dir=str(directory),
     )

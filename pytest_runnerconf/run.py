@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gitlab.exceptions
+import requests
+
 from pytest_runnerconf import sweep
 from pytest_runnerconf.errors import (
     GitLabError,
@@ -149,6 +152,7 @@ class _Run:
     secrets_skipped: str = ""  # why Secrets were not looked at although a check could use them (RBAC)
     stray_error: str = ""  # the stray-pod listing failed: the stray check cannot judge
     diagnoses: dict[int, Diagnosis] = field(default_factory=dict)  # jobs whose pod never started
+    unfinished_at_start: set[int] | None = None  # the project's other pipelines still going when we began
 
     def poll_secrets(self) -> None:
         """List the project's runner Secrets' metadata every SECRET_POLL_S (pods have the watch; Secrets a poll)."""
@@ -258,6 +262,8 @@ def execute(
     selector = POD_LABEL  # set by every runner version; the project is matched per pod (PodTracker)
     resource_version = kube.preflight(selector)
     stray, run.stray_error = stray_pods(kube, run.notes)
+    with contextlib.suppress(GitLabError):
+        run.unfinished_at_start = {int(p["id"]) for p in gitlab.unfinished_pipelines()}
     _warn_leftovers(run)
     branch = run.branch = scratch_branch(run_id)
     planned = job_names(ci_yaml)
@@ -613,7 +619,24 @@ def _collect(
     run.notes.extend(run.gitlab.capped.values())  # size caps that were hit, once per object
     evidence = _evidence(run, facts, branch, planned, stray, leftover, jobs)
     evidence.runner_tokens = runner_tokens(run, jobs)
+    evidence.other_pipelines = other_pipelines(run)
     return evidence
+
+
+def other_pipelines(run: _Run) -> list[int] | None:
+    """The project's pipelines that may have run alongside ours: unfinished when it began, or newer than it.
+
+    GitLab lists a project's pipelines newest first, so one page holds any created since ours.
+    """
+    if run.unfinished_at_start is None or not run.pipeline:
+        return None
+    ours = int(run.pipeline["id"])
+    try:
+        newest = run.gitlab.project.pipelines.list(per_page=100, get_all=False)
+    except (gitlab.exceptions.GitlabError, requests.RequestException, RunnerConfError):
+        return None
+    later = {int(p.id) for p in newest if int(p.id) > ours}
+    return sorted((later | run.unfinished_at_start) - {ours})
 
 
 def _evidence(

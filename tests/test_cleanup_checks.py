@@ -224,3 +224,49 @@ def test_new_fields_survive_the_bundle(tmp_path: Path) -> None:
     got = loaded.jobs["j"]
     assert (got.observed_end, got.observed_start, got.diagnosis) == (12.5, 2.5, diagnosis)
     assert (loaded.stray_error, loaded.runner_tokens) == ("boom", ["tok"])
+
+
+@pytest.mark.parametrize("others", [[77], None])
+def test_refused_pods_secret_alongside_other_pipelines_is_could_not_test(others: list[int] | None) -> None:
+    run = refused_run({SECRET: {"first_seen": 997.0, "deleted_at": None, "before": False}})
+    run.other_pipelines = others
+    with pytest.raises(CouldNotTest) as info:
+        cln.test_secrets_deleted(run, PROFILE)
+    assert info.value.cause == "no-evidence" and "same runner slots" in info.value.sentence
+
+
+def test_refused_pods_secret_deleted_alongside_other_pipelines_is_nothing_to_judge() -> None:
+    run = refused_run({SECRET: {"first_seen": 997.0, "deleted_at": 1001.0, "before": False}})
+    run.other_pipelines = [77]
+    with pytest.raises(Skipped):
+        cln.test_secrets_deleted(run, PROFILE)
+
+
+class FakePipelines:
+    def __init__(self, ids: list[int], error: Exception | None = None) -> None:
+        self.ids, self.error = ids, error
+
+    def list(self, **kw: Any) -> list[Any]:
+        if self.error:
+            raise self.error
+        return [type("P", (), {"id": i})() for i in self.ids]
+
+
+def test_other_pipelines_of_the_project() -> None:
+    import gitlab.exceptions
+
+    from pytest_runnerconf.run import other_pipelines
+
+    class Run:
+        pipeline = {"id": 50}
+        unfinished_at_start: set[int] | None = {40, 50}
+        gitlab = type(
+            "G", (), {"project": type("Pr", (), {"pipelines": FakePipelines([52, 51, 50, 49])})()}
+        )()
+
+    run = Run()
+    assert other_pipelines(run) == [40, 51, 52]  # type: ignore[arg-type]
+    run.gitlab.project.pipelines = FakePipelines([], gitlab.exceptions.GitlabListError("boom"))
+    assert other_pipelines(run) is None  # type: ignore[arg-type]
+    run.unfinished_at_start = None
+    assert other_pipelines(run) is None  # type: ignore[arg-type]
