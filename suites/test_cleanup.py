@@ -22,6 +22,7 @@ REMEDIATION = (
 # How far after a Secret's creation the run may first see it: it lists Secrets every few seconds and GitLab's
 # job status (when the job was seen running) every few more.
 SECRET_SEEN_SLACK_S = 10.0
+SECRET_POLL_S = 5.0  # run.SECRET_POLL_S: how often the run lists the namespace's Secrets
 
 
 def job_end(job: JobEvidence) -> float | None:
@@ -181,6 +182,16 @@ def test_secrets_deleted(runnerconf_evidence: RunEvidence, runnerconf_profile: P
         refused = {}
     owned.update(refused)
     if not owned and not unattributed:
+        refused_pods = [
+            j.name
+            for j in runnerconf_evidence.jobs.values()
+            if j.pod is None and POD_NAME_IN_TEXT.search(j.trace)
+        ]
+        if refused_pods:
+            pytest.skip(
+                f"no per-job Secret of this run was seen: the pods of {len(refused_pods)} jobs were refused and "
+                f"any Secret made for them was gone before the run's next look (every {SECRET_POLL_S:g}s)"
+            )
         pytest.skip(
             "no job pod referenced a per-job Secret (GitLab sent no registry credentials); nothing to clean"
         )
