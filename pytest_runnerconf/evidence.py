@@ -45,6 +45,9 @@ class Diagnosis:
     pod: str = ""
     pending_s: float = 0.0
     events: list[dict[str, Any]] = field(default_factory=list)
+    # True: the run gave up on the pod and cancelled the job; False: the runner failed the job first and the
+    # run read the pod's events afterwards.
+    cancelled: bool = True
 
 
 @dataclass
@@ -278,6 +281,7 @@ def _load_diagnosis(data: Any) -> Diagnosis | None:
         pod=str(data.get("pod") or ""),
         pending_s=float(data.get("pending_s") or 0.0),
         events=list(data.get("events") or []),
+        cancelled=bool(data.get("cancelled", True)),
     )
 
 

@@ -130,15 +130,38 @@ def likely_cause(pod: dict[str, Any], events: list[dict[str, Any]]) -> tuple[str
     return "pod-not-started", "no event explains it"
 
 
+def never_ran(timeline: list[dict[str, Any]]) -> bool:
+    """Whether a pod's watch timeline shows it Pending from first sight to the end (never Running)."""
+    phases = [entry.get("phase") for entry in timeline if entry.get("type") != "DELETED"]
+    return bool(phases) and all(phase in (None, "Pending") for phase in phases)
+
+
 def diagnose(
-    name: str, pod: dict[str, Any], events: list[dict[str, Any]], pending_s: float, limit_s: float, why: str
+    name: str,
+    pod: dict[str, Any],
+    events: list[dict[str, Any]],
+    pending_s: float,
+    limit_s: float | None,
+    why: str,
 ) -> Diagnosis:
-    """The diagnosis of pod NAME, Pending for PENDING_S (past LIMIT_S, as WHY says) with EVENTS."""
+    """The diagnosis of pod NAME, Pending for PENDING_S with EVENTS.
+
+    LIMIT_S is the deadline past which the run gave up on it (WHY says where it comes from); None when the
+    runner gave up first and the run diagnoses the pod afterwards (WHY then says how the job ended).
+    """
     cause, phrase = likely_cause(pod, events)
     used = [_kept(e) for e in ordered_events(events)[:QUOTED_EVENTS]]
     quoted = "; ".join(f"{e['type']} {e['reason']}: {e['message']}" for e in used) or "no events"
+    when = f"the run gives up after {limit_s:g}s, {why}" if limit_s is not None else why
     sentence = (
-        f"pod {name} stayed Pending for {pending_s:.0f}s (the run gives up after {limit_s:g}s, {why}); "
-        f"likely cause: {phrase}; events, Warnings first: {quoted}"
+        f"pod {name} stayed Pending for {pending_s:.0f}s ({when}); likely cause: {phrase}; "
+        f"events, Warnings first: {quoted}"
     )
-    return Diagnosis(cause=cause, sentence=sentence, pod=name, pending_s=round(pending_s, 1), events=used)
+    return Diagnosis(
+        cause=cause,
+        sentence=sentence,
+        pod=name,
+        pending_s=round(pending_s, 1),
+        events=used,
+        cancelled=limit_s is not None,
+    )

@@ -42,7 +42,7 @@ from pytest_runnerconf.kube_driver import (
     WatchFailed,
 )
 from pytest_runnerconf.marker import commit_message, scratch_branch
-from pytest_runnerconf.pending import diagnose, pending_deadline
+from pytest_runnerconf.pending import diagnose, never_ran, pending_deadline
 from pytest_runnerconf.plan import RUN_ID_VARIABLE, Plan, job_directives, job_names, render_pipeline
 from pytest_runnerconf.podjob import POD_LABEL, identify, is_runner_pod, same_token, trace_token
 from pytest_runnerconf.profile import Profile
@@ -685,6 +685,14 @@ def _job_evidence(run: _Run, job_id: int) -> JobEvidence:
     pod = run.tracker.for_job(job_id)
     if pod is not None:
         pod.events = run.kube.pod_events(pod.name)
+    diagnosis = run.diagnoses.get(job_id)
+    if diagnosis is None and pod is not None and job.get("status") == "failed" and never_ran(pod.timeline):
+        # The runner gave up on the pod before the run did (no poll_timeout_s, or a longer pending deadline):
+        # its events are still there to say why.
+        end = pod.deleted_at if pod.deleted_at is not None else time.time()
+        diagnosis = diagnose(
+            pod.name, pod.last, pod.events, end - pod.first_seen, None, "until the runner gave up on it"
+        )
     return JobEvidence(
         name=str(job.get("name")),
         job=job,
@@ -695,7 +703,7 @@ def _job_evidence(run: _Run, job_id: int) -> JobEvidence:
         finished_at=epoch(job.get("finished_at")),
         observed_end=observed_end(run, job_id),
         observed_start=run.seen_running.get(job_id),
-        diagnosis=run.diagnoses.get(job_id),
+        diagnosis=diagnosis,
     )
 
 

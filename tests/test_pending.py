@@ -114,3 +114,38 @@ def test_diagnosis_sentence_quotes_the_events() -> None:
     assert d.sentence.startswith("pod runner-a-project-1-concurrent-0-abcdefgh stayed Pending for 26s")
     assert d.sentence.index("Warning FailedScheduling") < d.sentence.index("Normal Scheduled")
     assert [e["reason"] for e in d.events] == ["FailedScheduling", "Scheduled"]
+
+
+def test_every_diagnosed_cause_is_a_documented_one() -> None:
+    from pytest_runnerconf.outcome import CAUSES
+
+    pods = [
+        PENDING,
+        {"status": {"phase": "Pending", "containerStatuses": [{"name": "b", "state": {"running": {}}}]}},
+    ]
+    events = [
+        [event("FailedScheduling", SCHEDULER, "t")],
+        [event("FailedCreate", "exceeded quota: q", "t")],
+        [event("Failed", "Failed to pull image x", "t")],
+        [event("NodeNotReady", "Node is not ready", "t")],
+        [],
+    ]
+    assert {likely_cause(p, e)[0] for p in pods for e in events} <= set(CAUSES)
+
+
+def test_never_ran() -> None:
+    from pytest_runnerconf.pending import never_ran
+
+    assert never_ran([{"type": "ADDED", "phase": "Pending"}, {"type": "DELETED", "phase": "Running"}])
+    assert not never_ran([{"type": "ADDED", "phase": "Pending"}, {"type": "MODIFIED", "phase": "Running"}])
+    assert not never_ran([])
+
+
+def test_diagnosis_after_the_runner_gave_up() -> None:
+    d = diagnose(
+        "p", PENDING, [event("FailedScheduling", SCHEDULER, "t")], 31.0, None, "until the runner gave up"
+    )
+    assert not d.cancelled and d.sentence.startswith(
+        "pod p stayed Pending for 31s (until the runner gave up)"
+    )
+    assert diagnose("p", PENDING, [], 26.0, 25.0, "why").cancelled
