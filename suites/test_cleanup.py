@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
-from pytest_runnerconf import JobEvidence, Profile, RunEvidence, check, fail
+from pytest_runnerconf import JobEvidence, Profile, RunEvidence, check, fail, jobend
 from pytest_runnerconf.outcome import could_not_test
 from pytest_runnerconf.podjob import POD_NAME_IN_TEXT, name_prefix, same_token
 
@@ -42,11 +42,22 @@ def deletion_delay(job: JobEvidence) -> float | None:
     return job.pod.deleted_at - end
 
 
+def untestable(job: JobEvidence, why: str) -> NoReturn:
+    """End the check as could_not_test: the runner's failure, the run's diagnosis of a stuck pod, else WHY."""
+    __tracebackhide__ = True
+    end = jobend.classify(job)
+    if end.infrastructure:
+        could_not_test(end.cause or "runner-system-failure", end.sentence(job.name))
+    if job.diagnosis is not None:
+        could_not_test(job.diagnosis.cause, job.diagnosis.sentence)
+    could_not_test("no-evidence", why)
+
+
 def judge_deleted(check_id: str, job: JobEvidence, deadline_s: float) -> None:
     if job.pod is None:
-        pytest.fail(f"could not test: no pod was seen for job {job.name} ({job.status})", pytrace=False)
+        untestable(job, f"no pod was seen for job {job.name} ({job.status})")
     if job_end(job) is None:
-        pytest.fail(f"could not test: job {job.name} ({job.status}) has no finished time", pytrace=False)
+        untestable(job, f"job {job.name} ({job.status}) has no finished time")
     delay = deletion_delay(job)
     if delay is None or delay > deadline_s:
         observed = (
@@ -71,7 +82,7 @@ def _claim(case: str) -> str:
 def test_pod_deleted_after_success(job_evidence: JobLookup, runnerconf_profile: Profile) -> None:
     job = job_evidence("cleanup-ok")
     if job.status != "success":
-        pytest.fail(f"could not test: job {job.name} should succeed but is {job.status}", pytrace=False)
+        untestable(job, f"job {job.name} should succeed but is {job.status}")
     judge_deleted("RC-CLN-001", job, runnerconf_profile.expect.cleanup_deadline_s)
 
 
@@ -79,7 +90,7 @@ def test_pod_deleted_after_success(job_evidence: JobLookup, runnerconf_profile: 
 def test_pod_deleted_after_failure(job_evidence: JobLookup, runnerconf_profile: Profile) -> None:
     job = job_evidence("cleanup-fail")
     if job.status != "failed":
-        pytest.fail(f"could not test: job {job.name} should fail (exit 1) but is {job.status}", pytrace=False)
+        untestable(job, f"job {job.name} should fail (exit 1) but is {job.status}")
     judge_deleted("RC-CLN-002", job, runnerconf_profile.expect.cleanup_deadline_s)
 
 
@@ -107,10 +118,9 @@ def test_pod_deleted_after_oom(job_evidence: JobLookup, runnerconf_profile: Prof
 def test_pod_deleted_after_cancel(job_evidence: JobLookup, runnerconf_profile: Profile) -> None:
     job = job_evidence("cleanup-cancel")
     if job.status != "canceled":
-        pytest.fail(
-            f"could not test: job {job.name} should have been canceled by the run but is {job.status}",
-            pytrace=False,
-        )
+        untestable(job, f"job {job.name} should have been canceled by the run but is {job.status}")
+    if job.diagnosis is not None:
+        untestable(job, "")  # the run cancelled it because its pod never started, not as the probe asks
     judge_deleted("RC-CLN-004", job, runnerconf_profile.expect.cleanup_deadline_s)
 
 

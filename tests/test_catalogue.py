@@ -631,10 +631,12 @@ def test_leaked_or_slow_pods_fail(check: str, check_id: str) -> None:
 
 
 def test_uncancelled_job_cannot_be_judged() -> None:
+    from pytest_runnerconf.outcome import CouldNotTest
+
     get = lookup(cleanup_job("cleanup-cancel", "failed", 2001.0))
-    fails(
-        lambda: cln.test_pod_deleted_after_cancel(get, PROFILE), "could not test", "should have been canceled"
-    )
+    with pytest.raises(CouldNotTest, match="should have been canceled") as info:
+        cln.test_pod_deleted_after_cancel(get, PROFILE)
+    assert info.value.cause == "no-evidence"
 
 
 SECRET = "runner-runnercon-project-1-concurrent-0-zzzz9999"

@@ -270,3 +270,18 @@ def test_other_pipelines_of_the_project() -> None:
     assert other_pipelines(run) is None  # type: ignore[arg-type]
     run.unfinished_at_start = None
     assert other_pipelines(run) is None  # type: ignore[arg-type]
+
+
+def test_cleanup_checks_say_why_a_job_could_not_be_judged() -> None:
+    # The OOM job's failures are the check's own to judge, but a pod the API server refused leaves nothing.
+    refused = JobEvidence(name="oom", job={"status": "failed"}, trace=QUOTA_TRACE, observed_end=1000.0)
+    with pytest.raises(CouldNotTest) as info:
+        cln.test_pod_deleted_after_oom(lookup(refused), PROFILE)
+    assert info.value.cause == "quota" and "exceeded quota" in info.value.sentence
+    # A job the run cancelled because its pod never started is not the cancel the probe asked for.
+    stuck = ok_job(1003.0, 0.0)
+    stuck.job["status"] = "canceled"
+    stuck.diagnosis = Diagnosis("pod-not-started", "pod p stayed Pending for 26s (...)")
+    with pytest.raises(CouldNotTest) as info:
+        cln.test_pod_deleted_after_cancel(lookup(stuck), PROFILE)
+    assert info.value.cause == "pod-not-started" and info.value.sentence.startswith("pod p stayed Pending")
