@@ -228,6 +228,8 @@ class JobEnd:
     def sentence(self, job: str) -> str:
         """One sentence on how JOB ended, quoting the runner's or GitLab's words, for a could_not_test."""
         words = self.message.rstrip(".")
+        if self.source == "diagnosis":
+            return f"The run cancelled job {job} because its pod never started: {words}."
         if self.kind == INFRASTRUCTURE and not self.probe_started:
             return f"The runner failed job {job} before its probe ran: {words}."
         if self.kind == INFRASTRUCTURE:
@@ -409,6 +411,11 @@ def classify(job: JobEvidence) -> JobEnd:
         "pod_findings": findings,
         "unsupported": unsupported_runner(trace.runner_version) or "",
     }
+    diagnosis = job.diagnosis
+    if diagnosis is not None and diagnosis.cancelled:
+        # The run gave up on a pod that never started and cancelled its job before the runner's own poll
+        # timeout: the trace says "canceled", the diagnosis says why.
+        return JobEnd(INFRASTRUCTURE, diagnosis.cause, diagnosis.sentence, "diagnosis", **facts)
     if trace.final is not None:
         if trace.succeeded:
             return JobEnd(SUCCEEDED, source="trace", **facts)
@@ -422,6 +429,8 @@ def classify(job: JobEvidence) -> JobEnd:
                 cause = _REASON_CAUSES[reason]
             if not started:
                 cause = _refine(cause, findings)
+                if diagnosis is not None and cause in _GENERIC_CAUSES:
+                    cause = diagnosis.cause  # the runner failed first; the pod's events said why
             source = "trace" if trace.system_failure or before else "failure_reason"
             return JobEnd(INFRASTRUCTURE, cause, message, source, **facts)
         return JobEnd(SCRIPT_FAILURE, message=message, source="trace", **facts)

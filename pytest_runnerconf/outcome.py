@@ -32,6 +32,13 @@ CAUSES: dict[str, str] = {
 }
 
 
+# Causes that leave a job without a run of its probe on a working pod: even a check that judges that job's
+# failures itself (an OOM kill, a refused override, a job timeout) has nothing to judge.
+NEVER_RAN = frozenset(
+    {"pod-not-started", "image-pull", "quota", "permissions", "api-error", "unsupported-runner", "deadline"}
+)
+
+
 class CouldNotTest(Exception):
     """Raised inside a check when its evidence could not be obtained; the plugin reports could_not_test."""
 

@@ -19,7 +19,7 @@ from pytest_runnerconf.checks import MARKER_HELP, info_for
 from pytest_runnerconf.display import ProgressDisplay
 from pytest_runnerconf.errors import ConfigError
 from pytest_runnerconf.evidence import JobEvidence, RunEvidence
-from pytest_runnerconf.outcome import could_not_test
+from pytest_runnerconf.outcome import NEVER_RAN, could_not_test
 from pytest_runnerconf.outcome_hooks import (
     EXIT_COULD_NOT_TEST,
     OutcomeHooks,
@@ -298,7 +298,7 @@ def job_evidence(
 
     A job the runner failed before its probe finished (a system failure, a pod that never started) is no
     evidence: the check ends as could_not_test with the runner's words, unless it judges that job's failures
-    itself (``@check(judges_failures=("oom",))``).
+    itself (``@check(judges_failures=("oom",))``) and the job's pod did run (outcome.NEVER_RAN).
     """
     info = info_for(request.node)
     judged = info.judges_failures if info is not None else ()
@@ -311,7 +311,7 @@ def job_evidence(
             source = "replayed evidence" if runnerconf.settings.replay_dir is not None else "run"
             could_not_test("no-evidence", f"the {source} has no job {name!r} (it has: {have})")
         end = jobend.classify(job)
-        if end.infrastructure and name not in judged:
+        if end.infrastructure and (name not in judged or end.cause in NEVER_RAN):
             could_not_test(end.cause or "runner-system-failure", runner_failed(job, end), job=job)
         return job
 

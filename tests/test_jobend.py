@@ -560,3 +560,39 @@ def test_every_sample_names_its_source_in_the_readme() -> None:
     readme = (TRACES / "README.md").read_text(encoding="utf-8")
     for path in TRACES.glob("*.txt"):
         assert f"`{path.name}`" in readme, f"{path.name} has no row in data/traces/README.md"
+
+
+def _diagnosed(trace: str, status: str, reason: str | None, *, cancelled: bool, cause: str) -> JobEvidence:
+    from pytest_runnerconf.evidence import Diagnosis
+
+    evidence = job(trace, status, reason)
+    evidence.diagnosis = Diagnosis(
+        cause,
+        "0/1 nodes are available: 1 Insufficient cpu (Warning FailedScheduling)",
+        POD,
+        25.0,
+        [],
+        cancelled,
+    )
+    return evidence
+
+
+def test_a_job_the_run_cancelled_for_its_pending_pod_is_infrastructure_with_the_diagnosis() -> None:
+    evidence = _diagnosed(sample("runner-17.11-cancel.txt"), "canceled", None, cancelled=True, cause="quota")
+    end = classify(evidence)
+    assert (end.kind, end.cause, end.source) == (INFRASTRUCTURE, "quota", "diagnosis")
+    assert end.sentence("probe").startswith(
+        "The run cancelled job probe because its pod never started: 0/1 nodes"
+    )
+
+
+def test_a_diagnosis_after_the_runner_failed_first_makes_a_generic_cause_specific() -> None:
+    trace = sample("runner-16.11-poll-timeout.txt")
+    evidence = _diagnosed(trace, "failed", "runner_system_failure", cancelled=False, cause="image-pull")
+    end = classify(evidence)
+    assert (end.kind, end.cause, end.source) == (INFRASTRUCTURE, "image-pull", "trace")
+    assert "timed out waiting for pod to start" in end.message
+
+
+def test_without_a_diagnosis_a_canceled_job_stays_canceled() -> None:
+    assert classify(job(sample("runner-17.11-cancel.txt"), "canceled")).kind == CANCELED

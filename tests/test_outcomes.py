@@ -25,6 +25,11 @@ POD_NOT_STARTED = (
     "timed out waiting for pod to start"
 )
 SCRIPT_FAILED = "ERROR: Job failed: command terminated with exit code 1"
+# An override above its cap, as runner 19.2+ refuses it (executors/kubernetes: Prepare, couldn't prepare overwrites).
+CAPPED = (
+    'ERROR: Job failed: couldn\'t prepare overwrites: provided value "2" for CPU limit is higher than limit '
+    'allowed "1500m"'
+)
 
 CHECKS = """
 import pytest
@@ -67,11 +72,17 @@ def test_missing(job_evidence):
     job_evidence("missing")
 
 
-@check(id="RC-OUT-007", claim="the stuck job is refused", remediation="look at the cap", area="out",
-       probes=("ordering",), judges_failures=("stuck",))
+@check(id="RC-OUT-007", claim="the capped job is refused", remediation="look at the cap", area="out",
+       probes=("ordering",), judges_failures=("capped",))
 def test_judges_failures(job_evidence):
-    job = job_evidence("stuck")
-    assert "timed out waiting for pod to start" in job.trace_parsed.final
+    job = job_evidence("capped")
+    assert "couldn't prepare overwrites" in job.trace_parsed.final
+
+
+@check(id="RC-OUT-011", claim="the stuck job is refused", remediation="look at the cap", area="out",
+       probes=("ordering",), judges_failures=("stuck",))
+def test_judges_failures_of_a_pod_that_never_ran(job_evidence):
+    job_evidence("stuck")  # its pod never started: nothing to judge, whatever the check judges
 
 
 @check(id="RC-OUT-008", claim="the stuck job's probe prints", remediation="look at the probe", area="out",
@@ -97,6 +108,7 @@ OUTCOMES = {
     "RC-OUT-007": "passed",
     "RC-OUT-008": "could_not_test",
     "RC-OUT-009": "failed",
+    "RC-OUT-011": "could_not_test",  # judges the stuck job's failures, but its pod never started
 }
 
 
@@ -111,6 +123,7 @@ def _job(name: str, status: str, final: str, reason: str | None = None) -> JobEv
 def _bundle(directory: Path, *, stuck: bool = True, broken: bool = True) -> Path:
     jobs = {
         "good": _job("good", "success", "Job succeeded"),
+        "capped": _job("capped", "failed", CAPPED, "runner_configuration_error"),
         "stuck": _job("stuck", "failed", POD_NOT_STARTED, "runner_system_failure")
         if stuck
         else _job("stuck", "success", "Job succeeded"),
@@ -142,15 +155,15 @@ def test_each_outcome_in_the_terminal_and_report_json(checks: pytest.Pytester) -
     bundle = _bundle(checks.path / "bundle")
     result = checks.runpytest(f"--runnerconf-replay={bundle}", "-p", "no:randomly")
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # a real failure wins over could-not-test
-    result.stdout.fnmatch_lines(["test_checks.py .CFsEC.CF*"])
-    result.stdout.fnmatch_lines(["*= 2 failed, 2 passed, 1 skipped, *1 error, 3 could not test in *"])
+    result.stdout.fnmatch_lines(["test_checks.py .CFsEC.CCF*"])
+    result.stdout.fnmatch_lines(["*= 2 failed, 2 passed, 1 skipped, *1 error, 4 could not test in *"])
     result.stdout.fnmatch_lines(
         [
             "*short test summary info*",
             f"COULD NOT TEST {NODE}test_could_not_test - pod-not-started: The runner failed job stuck "
             f"({URL}/5) before its probe ran: prepare environment: waiting for pod running: timed out waiting for pod to start.",
             f"COULD NOT TEST {NODE}test_missing - no-evidence: the replayed evidence has no job 'missing' "
-            "(it has: broken, good, stuck)",
+            "(it has: broken, capped, good, stuck)",
         ]
     )
     text = result.stdout.str()
@@ -162,7 +175,7 @@ def test_each_outcome_in_the_terminal_and_report_json(checks: pytest.Pytester) -
 
     doc = _report(checks)
     assert doc["version"] == 2
-    assert doc["counts"] == {"passed": 2, "failed": 2, "could_not_test": 3, "skipped": 1, "error": 1}
+    assert doc["counts"] == {"passed": 2, "failed": 2, "could_not_test": 4, "skipped": 1, "error": 1}
     assert doc["causes"] == {c: CAUSES[c] for c in ("no-evidence", "pod-not-started")}
     results = _by_id(doc)
     assert {i: r["outcome"] for i, r in results.items()} == OUTCOMES
@@ -173,7 +186,8 @@ def test_each_outcome_in_the_terminal_and_report_json(checks: pytest.Pytester) -
     assert results["RC-OUT-006"]["cause"] == "no-evidence"
     assert results["RC-OUT-008"]["cause"] == "pod-not-started"  # probe_record: no record, runner's failure
     assert results["RC-OUT-009"]["outcome"] == "failed"  # probe_record: no record, the script failed
-    assert results["RC-OUT-007"]["outcome"] == "passed"  # judges the stuck job's failure itself
+    assert results["RC-OUT-007"]["outcome"] == "passed"  # judges the capped job's refusal itself
+    assert results["RC-OUT-011"]["cause"] == "pod-not-started"  # judged, but the pod never ran
     assert results["RC-OUT-004"]["outcome"] == "skipped" and results["RC-OUT-004"]["cause"] is None
     failed = results["RC-OUT-003"]
     assert (failed["outcome"], failed["expected"], failed["observed"]) == ("failed", "success", "failed")
@@ -194,7 +208,7 @@ def test_each_outcome_in_the_terminal_and_report_json(checks: pytest.Pytester) -
     ]
 
     md = (checks.path / "runnerconf-report" / "report.md").read_text()
-    assert "- result: 2 passed, 2 failed, 3 could not test, 1 skipped, 1 error" in md
+    assert "- result: 2 passed, 2 failed, 4 could not test, 1 skipped, 1 error" in md
     assert (
         "| RC-OUT-002 | the stuck job succeeds | COULD NOT TEST | pod-not-started: The runner failed job"
         in md
@@ -276,8 +290,8 @@ def test_junit_reports_could_not_test_as_an_error_with_its_cause(checks: pytest.
     assert cases["test_fails"].find("failure") is not None and cases["test_fails"].find("error") is None
     bug = cases["test_bug"].find("error")
     assert bug is not None and "KeyError" in (bug.text or "")
-    # 2 failures (two checks that fail), 4 errors (3 could not test, 1 bug in a check).
-    assert (suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("2", "4", "1")
+    # 2 failures (two checks that fail), 5 errors (4 could not test, 1 bug in a check).
+    assert (suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("2", "5", "1")
 
 
 def test_allure_marks_could_not_test_broken(checks: pytest.Pytester) -> None:
@@ -305,7 +319,7 @@ def test_with_xdist_the_controller_sees_could_not_test(checks: pytest.Pytester) 
         "not test_bug and not script_failure",
     )
     assert result.ret == 6
-    result.stdout.fnmatch_lines(["*3 could not test*"])
+    result.stdout.fnmatch_lines(["*4 could not test*"])
     result.stdout.fnmatch_lines([f"COULD NOT TEST {NODE}test_could_not_test - pod-not-started: *"])
     results = _by_id(_report(checks))
     assert results["RC-OUT-002"]["cause"] == "pod-not-started"
