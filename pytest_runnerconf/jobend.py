@@ -38,9 +38,10 @@ INFRASTRUCTURE = "infrastructure"
 CANCELED = "canceled"
 UNFINISHED = "unfinished"
 
-# The oldest runner whose job pods the suite can map to their jobs: 17.9.0 added the job.runner.gitlab.com/*
-# annotations (executors/kubernetes/kubernetes.go@v17.9.0); before it a pod carries only the `pod` label.
-SUPPORTED_FLOOR = (17, 9, 0)
+# The oldest runner the suite judges. Its pods are mapped to their jobs from 16.0 on (podjob.py: runners before
+# 17.9 set only the `pod` label, but the job.runner.gitlab.com/id annotation, the build env and the pod name are
+# there since 16.0, executors/kubernetes/kubernetes.go@v16.0.0), and its traces are parsed from 16.x samples.
+SUPPORTED_FLOOR = (16, 0, 0)
 
 # GitLab's failure_reason values that mean the runner or GitLab, not the script, ended the job.
 _INFRA_REASONS = frozenset(
@@ -264,7 +265,7 @@ def unsupported_runner(version: str | None) -> str | None:
     floor = ".".join(str(n) for n in SUPPORTED_FLOOR)
     return (
         f"The runner under test is gitlab-runner {version}; the suite judges runners from {floor} on, whose job "
-        "pods carry the job.runner.gitlab.com/* annotations that map a pod to its job."
+        "pods and traces it knows how to read."
     )
 
 

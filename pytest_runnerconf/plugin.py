@@ -311,6 +311,9 @@ def job_evidence(
             source = "replayed evidence" if runnerconf.settings.replay_dir is not None else "run"
             could_not_test("no-evidence", f"the {source} has no job {name!r} (it has: {have})")
         end = jobend.classify(job)
+        if end.unsupported:
+            # Below the oldest runner the suite knows, its verdicts would be guesses: one sentence instead.
+            could_not_test("unsupported-runner", end.unsupported, job=job)
         if end.infrastructure and (name not in judged or end.cause in NEVER_RAN):
             could_not_test(end.cause or "runner-system-failure", runner_failed(job, end), job=job)
         return job

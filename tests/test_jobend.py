@@ -182,10 +182,12 @@ def test_only_the_first_header_counts() -> None:
 @pytest.mark.parametrize(
     ("version", "unsupported"),
     [
-        ("16.11.0", True),
-        ("17.8.5", True),
-        ("17.0.0~pre.88.g761ae5dd", True),
-        ("17.9.0", False),
+        ("15.11.0", True),
+        ("15.9.2~pre.12.gabcdef01", True),
+        ("16.0.0", False),
+        ("16.11.0", False),
+        ("17.0.0~pre.88.g761ae5dd", False),
+        ("17.8.5", False),
         ("18.11.4", False),
         ("19.3.0", False),
         ("development version", False),  # built from source: nothing to judge it by
@@ -196,14 +198,16 @@ def test_unsupported_runner(version: str | None, unsupported: bool) -> None:
     sentence = unsupported_runner(version)
     assert (sentence is not None) == unsupported
     if sentence is not None:
-        assert f"gitlab-runner {version}" in sentence and "17.9.0" in sentence
+        assert f"gitlab-runner {version}" in sentence and "16.0.0" in sentence
         assert sentence.endswith(".") and sentence.count(". ") == 0  # one sentence
 
 
 def test_an_old_runners_job_says_so_and_keeps_its_kind() -> None:
-    end = end_of("runner-16.11-success.txt", "success", None)
+    assert end_of("runner-16.11-success.txt", "success", None).unsupported == ""
+    older = sample("runner-16.11-success.txt").replace("gitlab-runner 16.11.0", "gitlab-runner 15.11.0", 1)
+    end = classify(job(older, "success"))
     assert end.kind == SUCCEEDED
-    assert "gitlab-runner 16.11.0" in end.unsupported
+    assert "gitlab-runner 15.11.0" in end.unsupported
     assert end_of("runner-19.3-success.txt", "success", None).unsupported == ""
 
 
@@ -504,9 +508,10 @@ def test_a_cleanup_error_before_a_script_failure_keeps_the_script_failure() -> N
 
 
 def test_unsupported_among_names_the_oldest() -> None:
-    assert unsupported_among(["18.11.4", "17.8.5", "16.11.0", "development version"]) == unsupported_runner(
-        "16.11.0"
+    assert unsupported_among(["18.11.4", "15.11.0", "15.2.1", "development version"]) == unsupported_runner(
+        "15.2.1"
     )
+    assert unsupported_among(["18.11.4", "17.8.5", "16.11.0"]) is None
     assert unsupported_among(["18.11.4", "19.3.0", "development version"]) is None
     assert unsupported_among([]) is None
 

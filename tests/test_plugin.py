@@ -361,3 +361,23 @@ def test_replay_of_a_job_the_runner_never_started_is_could_not_test_and_exit_6(
     assert {r["cause"] for r in untested.values()} == {"pod-not-started"}
     assert {r["job_url"] for r in untested.values()} == {url}
     _no_traceback(result)
+
+
+def test_replay_of_a_runner_older_than_the_suite_knows_is_one_sentence_per_check(
+    suite: pytest.Pytester,
+) -> None:
+    bundle = _evidence(suite.path / "bundle")
+    run = load(bundle)
+    for job in run.jobs.values():
+        job.trace = job.trace.replace("gitlab-runner 18.11.4", "gitlab-runner 15.11.0", 1)
+    save(run, bundle)
+    result = suite.runpytest_subprocess(f"--runnerconf-replay={bundle}", "suites")
+    assert result.ret == 6
+    report = json.loads((suite.path / "runnerconf-report" / "report.json").read_text())
+    assert report["counts"]["could_not_test"] == CHECK_COUNT and report["counts"]["failed"] == 0
+    sentences = {(r["cause"], r["sentence"]) for r in report["results"]}
+    assert len(sentences) == 1
+    ((cause, sentence),) = sentences
+    assert cause == "unsupported-runner"
+    assert "gitlab-runner 15.11.0" in sentence and "16.0.0" in sentence
+    _no_traceback(result)
