@@ -6,7 +6,8 @@ The public check API (what the bundled suite and a team's own checks are written
 - ``fail``, ``expect_equal``, ``expect_true``: a conformance failure with expected vs observed;
 - ``could_not_test(cause, sentence)``: the evidence a check needs could not be obtained (``CAUSES``);
   ``job_end(job)`` says how a job ended (``JobEnd``: succeeded, script-failure, infrastructure, ...);
-- ``RunEvidence``, ``JobEvidence``, ``PodObservation``: what the run observed;
+- ``RunEvidence``, ``JobEvidence``, ``PodObservation``: what the run observed; ``pod_name_prefix``,
+  ``same_runner_token`` and ``POD_NAME_IN_TEXT`` tell which runner and job slot a pod name belongs to;
 - ``Profile``, ``Expectations``, ``Limits``, ``DnsExpect``: the cluster under test and what its runner
   promises; ``quantity_value`` reads a Kubernetes quantity;
 - fixtures ``runnerconf_evidence``, ``runnerconf_profile``, ``job_evidence``, ``probe_record``;
@@ -20,12 +21,16 @@ from pytest_runnerconf.evidence import JobEvidence, PodObservation, RunEvidence
 from pytest_runnerconf.jobend import JobEnd
 from pytest_runnerconf.jobend import classify as job_end
 from pytest_runnerconf.outcome import CAUSES, CouldNotTest, could_not_test
+from pytest_runnerconf.podjob import POD_NAME_IN_TEXT
+from pytest_runnerconf.podjob import name_prefix as pod_name_prefix
+from pytest_runnerconf.podjob import same_token as same_runner_token
 from pytest_runnerconf.profile import DnsExpect, Expectations, Limits, Profile, quantity_value
 
 __version__ = "0.2.0"
 
 __all__ = [
     "CAUSES",
+    "POD_NAME_IN_TEXT",
     "CheckInfo",
     "CouldNotTest",
     "DnsExpect",
@@ -43,5 +48,7 @@ __all__ = [
     "expect_true",
     "fail",
     "job_end",
+    "pod_name_prefix",
     "quantity_value",
+    "same_runner_token",
 ]

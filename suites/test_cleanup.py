@@ -7,9 +7,18 @@ from typing import Any, NoReturn
 
 import pytest
 
-from pytest_runnerconf import JobEvidence, Profile, RunEvidence, check, fail, jobend
-from pytest_runnerconf.outcome import could_not_test
-from pytest_runnerconf.podjob import POD_NAME_IN_TEXT, name_prefix, same_token
+from pytest_runnerconf import (
+    POD_NAME_IN_TEXT,
+    JobEvidence,
+    Profile,
+    RunEvidence,
+    check,
+    could_not_test,
+    fail,
+)
+from pytest_runnerconf import job_end as classify_end
+from pytest_runnerconf import pod_name_prefix as name_prefix
+from pytest_runnerconf import same_runner_token as same_token
 
 JobLookup = Callable[[str], JobEvidence]
 REMEDIATION = (
@@ -45,7 +54,7 @@ def deletion_delay(job: JobEvidence) -> float | None:
 def untestable(job: JobEvidence, why: str) -> NoReturn:
     """End the check as could_not_test: the runner's failure, the run's diagnosis of a stuck pod, else WHY."""
     __tracebackhide__ = True
-    end = jobend.classify(job)
+    end = classify_end(job)
     if end.infrastructure:
         could_not_test(end.cause or "runner-system-failure", end.sentence(job.name))
     if job.diagnosis is not None:
