@@ -62,6 +62,8 @@ def test_wheel_carries_suite_probes_and_local_data(wheel: Path) -> None:
     for path in _repo_files("suites"):
         assert f"pytest_runnerconf/{path}" in names, path
     assert "pytest_runnerconf/py.typed" in names
+    for path in _repo_files("pytest_runnerconf/templates"):
+        assert path in names, path  # report.html is rendered from these
     assert not any(n.startswith(("tests/", "suites/", "fixtures/")) for n in names)
 
 
