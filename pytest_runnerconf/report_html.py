@@ -289,6 +289,18 @@ def _counts(doc: dict[str, Any]) -> list[tuple[str, int]]:
     return [(o, int(counts[o])) for o in order]
 
 
+def _cgroup_versions(run: RunEvidence) -> list[str]:
+    """The cgroup versions the probes reported from inside the build containers ("v1", "v2")."""
+    found = {
+        str(record["cgroup"])
+        for job in run.jobs.values()
+        for records in job.records.values()
+        for record in records
+        if isinstance(record, dict) and record.get("cgroup")
+    }
+    return sorted(found)
+
+
 def _facts(doc: dict[str, Any], run: RunEvidence | None, command: str | None) -> list[dict[str, Any]]:
     facts: list[dict[str, Any]] = []
 
@@ -302,6 +314,8 @@ def _facts(doc: dict[str, Any], run: RunEvidence | None, command: str | None) ->
     add("Kubernetes version", doc.get("kubernetes_version"))
     add("project", doc.get("project"))
     add("runner version", ", ".join(doc.get("runner_versions") or []) or "not in the traces")
+    if run is not None:
+        add("cgroup", ", ".join(_cgroup_versions(run)))
     pipeline = doc.get("pipeline_url")
     add("pipeline", pipeline, safe_url(pipeline))
     wall, slowest = doc.get("wall_s"), doc.get("slowest_job")

@@ -331,6 +331,9 @@ def job_spans(job: JobEvidence, *, pushed_at: float, watched_until: float) -> li
     started, finished = job.started_at, job.finished_at
     if started is not None:
         spans.append(Span(QUEUED, QUEUED, queued_from, max(started, queued_from)))
+    elif finished is not None:
+        # Ended without ever starting (refused, cancelled while queued): it waited the whole time.
+        spans.append(Span(QUEUED, QUEUED, queued_from, max(finished, queued_from), "never started"))
     pod = job.pod
     running = _running_since(pod) if pod is not None else None
     if started is not None and running is not None and running > started:

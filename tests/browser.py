@@ -7,8 +7,11 @@ that work on a closed network: without the background-networking ones Chromium k
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -73,6 +76,7 @@ class Browser:
              "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its renderer and zygote processes go with it, by this group's id
         )  # fmt: skip
         port = self._wait_for_port()
         targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
@@ -89,13 +93,18 @@ class Browser:
         if self._ws is not None:
             self._ws.close()
         if self._proc is not None:
-            self._proc.terminate()
+            self._signal(signal.SIGTERM)
             try:
                 self._proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self._proc.kill()
+                self._signal(signal.SIGKILL)
                 self._proc.wait(timeout=10)
         shutil.rmtree(self._profile, ignore_errors=True)
+
+    def _signal(self, signum: int) -> None:
+        assert self._proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, signum)
 
     def _wait_for_port(self) -> int:
         active = self._profile / "DevToolsActivePort"

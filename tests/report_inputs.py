@@ -107,6 +107,7 @@ def failing(directory: Path) -> tuple[dict[str, Any], RunEvidence]:
         _job("aliases-invalid", "failed", pod=False),
         _job("dns", "success"),
     ]
+    jobs[0].records = {"oom": [{"cgroup": "v2", "killed": False}]}
     jobs[0].pod.events.append(  # type: ignore[union-attr]
         {"type": "Warning", "reason": "BackOff", "message": INJECTED, "lastTimestamp": "2026-11-23T00:00:05Z"}
     )

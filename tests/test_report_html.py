@@ -78,6 +78,7 @@ def test_header(tmp_path: Path) -> None:
     assert 'href="http://gitlab.example/runnerconf/scratch/-/pipelines/7"' in page
     assert "11.0s wall, slowest job oom 7.2s" in page
     assert "18.11.4" in page  # the runner version, from the traces
+    assert '<dd data-fact="cgroup">v2</dd>' in page  # from the probe records
     assert "cleanup_deadline_s" in page  # the profile's expectations
     assert report_html.reproduce_command(None) is None
     assert report_html.reproduce_command(["/x/pytest/__main__.py", "-q"]) == "python -m pytest -q"

@@ -203,6 +203,18 @@ def test_job_spans_without_a_pod_have_no_pending_or_cleanup() -> None:
     assert pod_timeline(make_job(None)) is None
 
 
+def test_a_job_that_never_started_was_queued_until_it_ended() -> None:
+    job = make_job(None)
+    job.started_at = None
+    (queued,) = job_spans(job, pushed_at=T0, watched_until=T0 + 20)
+    assert (queued.kind, round(queued.start - T0, 2), round(queued.end - T0, 2), queued.detail) == (
+        QUEUED,
+        0.4,
+        8.1,
+        "never started",
+    )
+
+
 def test_run_picture_spans_push_to_last_pod_gone_in_plan_order() -> None:
     late = make_job(make_pod(deleted=12.0))
     late.name = "late"
