@@ -20,7 +20,7 @@ from typing import Any
 import jinja2
 
 from pytest_runnerconf.evidence import EVIDENCE_FILE, RunEvidence
-from pytest_runnerconf.timeline import Timeline, cleanup_tail, pod_timeline, run_picture
+from pytest_runnerconf.timeline import Timeline, cleanup_tail, job_spans, pod_timeline, run_picture
 
 # The outcomes the page styles, worst last; another outcome still renders, unstyled.
 OUTCOMES = ("passed", "skipped", "could_not_test", "failed", "error")
@@ -224,6 +224,10 @@ def _details(result: dict[str, Any]) -> list[tuple[str, str]]:
     return shown
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
@@ -326,6 +330,10 @@ def _facts(doc: dict[str, Any], run: RunEvidence | None, command: str | None) ->
         add("time", timing)
     if run is not None and (tail := cleanup_tail(run)) is not None:
         add("cleanup tail", f"{tail:.1f}s from the last job's end to the last pod gone")
+    if run is not None:
+        pods = [job.pod for job in run.jobs.values() if job.pod is not None]
+        gone = sum(pod.deleted_at is not None for pod in pods)
+        add("pods", f"{len(pods)} seen, {gone} seen deleted" if pods else "none seen")
     add("jobs", doc.get("jobs"))
     if run is not None and run.profile:
         add("profile", f"{run.profile.get('name') or '-'} ({run.profile.get('source') or 'unknown source'})")
@@ -369,6 +377,7 @@ def render(
     if run is not None and run.jobs:
         job_dirs = _job_dirs(run)
         names = [n for n in run.plan if n in run.jobs] + [n for n in run.jobs if n not in run.plan]
+        watched_until = max(run.finished_at, run.started_at)
         for name in names:
             job = run.jobs[name]
             line = pod_timeline(job, watched_until=run.finished_at or None)
@@ -384,6 +393,10 @@ def render(
                     "pod": line.pod,
                     "duration": job.duration_s,
                     "svg": svg_view(line, anchor("svg", name)),
+                    "spans": [
+                        (span.kind, span.duration, span.open_end)
+                        for span in job_spans(job, pushed_at=run.started_at, watched_until=watched_until)
+                    ],
                 }
             )
         links = {t["name"]: "#" + t["anchor"] for t in timelines}
@@ -393,7 +406,7 @@ def render(
     counts = _counts(doc)
     areas = _check_rows(doc, run, pods, job_dirs, evidence)
     not_passing = [
-        {**check, "anchor_to": anchor("check", check["id"])}
+        {**check, "anchor_to": anchor("check", check["id"]), "observed": _clip(check["observed"], 160)}
         for area in areas
         for check in area["checks"]
         if check["outcome"] not in ("passed", "skipped")

@@ -79,7 +79,9 @@ def test_header(tmp_path: Path) -> None:
     assert "11.0s wall, slowest job oom 7.2s" in page
     assert "18.11.4" in page  # the runner version, from the traces
     assert '<dd data-fact="cgroup">v2</dd>' in page  # from the probe records
+    assert '<dd data-fact="pods">3 seen, 2 seen deleted</dd>' in page
     assert "cleanup_deadline_s" in page  # the profile's expectations
+    assert 'href="#check-RC-OOM-002"' in page.split('id="not-passing"')[1].split("</ul>")[0]
     assert report_html.reproduce_command(None) is None
     assert report_html.reproduce_command(["/x/pytest/__main__.py", "-q"]) == "python -m pytest -q"
 
@@ -90,6 +92,11 @@ def test_every_pod_has_a_timeline_and_the_run_picture_every_job(tmp_path: Path) 
     assert page.count('<svg class="timeline"') == 1 + sum(j.pod is not None for j in run.jobs.values())
     picture = page.split('id="run-picture"')[1].split("</svg>")[0]
     assert all(f'data-row="{name}"' in picture for name in run.jobs)
+    # Each pod's heading sums up its job's spans; a pod never seen deleted says so.
+    oom = page.split('id="pod-oom"')[1].split("</p>")[0]
+    assert "queued 0.5s" in oom and "pending 2.9s" in oom and "running 4.3s" in oom and "cleanup 1.3s" in oom
+    failing = page.split('id="pod-cleanup-fail"')[1].split("</p>")[0]
+    assert "cleanup 2.9s+ (not seen to end)" in failing
     # The Warning event stands out, and its hover text holds the exact time.
     assert 'class="mark m-warning"><title>BackOff at 00:00:05.000 UTC' in page
 
