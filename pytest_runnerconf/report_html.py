@@ -244,6 +244,42 @@ def _short_observed(result: dict[str, Any]) -> str:
     return ""
 
 
+def _job_names(result: dict[str, Any]) -> list[str]:
+    """The job(s) a result names: "job" as one name or a list of names."""
+    named = result.get("job")
+    if isinstance(named, str) and named:
+        return [named]
+    if isinstance(named, list):
+        return [str(n) for n in named if n]
+    return []
+
+
+def _job_links(
+    name: str,
+    run: RunEvidence | None,
+    pods: set[str],
+    job_dirs: dict[str, str],
+    evidence: str | None,
+    *,
+    named: bool,
+) -> list[dict[str, str]]:
+    """Links to a job in GitLab, to its pod's timeline and to its files in the bundle."""
+    job = run.jobs.get(name) if run is not None else None
+    prefix = f"{name}: " if named else ""
+    links = []
+    if job is not None and safe_url(job.web_url):
+        links.append({"label": f"{prefix}job", "href": job.web_url})
+    if name in pods:
+        links.append({"label": "timeline", "href": "#" + anchor("pod", name)})
+    if evidence is not None and name in job_dirs:
+        folder = f"{evidence}/{job_dirs[name]}"
+        links.append({"label": "trace", "href": f"{folder}/trace.txt"})
+        if name in pods:
+            links.append({"label": "pod", "href": f"{folder}/pod.json"})
+            links.append({"label": "events", "href": f"{folder}/events.json"})
+    return links
+
+
 def _check_rows(
     doc: dict[str, Any],
     run: RunEvidence | None,
@@ -254,18 +290,10 @@ def _check_rows(
     areas: dict[str, list[dict[str, Any]]] = {}
     seen_ids: set[str] = set()
     for result in doc.get("results") or []:
-        job_name = result.get("job")
-        job = run.jobs.get(job_name) if run is not None and job_name else None
+        names = _job_names(result)
         links = []
-        if job is not None and safe_url(job.web_url):
-            links.append({"label": "job", "href": job.web_url})
-        if job_name in pods:
-            links.append({"label": "timeline", "href": "#" + anchor("pod", str(job_name))})
-        if evidence is not None and job_name in job_dirs:
-            links.append({"label": "trace", "href": f"{evidence}/{job_dirs[job_name]}/trace.txt"})
-            if job_name in pods:
-                links.append({"label": "pod", "href": f"{evidence}/{job_dirs[job_name]}/pod.json"})
-                links.append({"label": "events", "href": f"{evidence}/{job_dirs[job_name]}/events.json"})
+        for job_name in names:
+            links += _job_links(job_name, run, pods, job_dirs, evidence, named=len(names) > 1)
         check_id = str(result.get("id") or "")
         row = {
             "id": check_id,
@@ -276,7 +304,7 @@ def _check_rows(
             "observed": _short_observed(result),
             "summary": _first_line(str(result.get("sentence") or result.get("message") or "")),
             "details": _details(result),
-            "job": job_name,
+            "jobs": names,
             "links": links,
             "nodeid": str(result.get("nodeid") or ""),
         }

@@ -91,24 +91,32 @@ def _bounds(rows: list[Row], *floor: float | None) -> tuple[float, float]:
 # ---------------------------------------------------------------- the pod
 
 
+def _observed(pod: PodObservation) -> list[tuple[float, dict[str, Any]]]:
+    """The watch events with their times; an entry a damaged bundle holds without one is passed over."""
+    return [
+        (float(e["time"]), e)
+        for e in pod.timeline
+        if isinstance(e, dict) and isinstance(e.get("time"), int | float) and not isinstance(e["time"], bool)
+    ]
+
+
 def _running_since(pod: PodObservation) -> float | None:
     """When the watch first saw the pod Running (its containers started)."""
-    return next((float(e["time"]) for e in pod.timeline if e.get("phase") == "Running"), None)
+    return next((at for at, e in _observed(pod) if e.get("phase") == "Running"), None)
 
 
 def _last_seen(pod: PodObservation, fallback: float) -> float:
     if pod.deleted_at is not None:
         return pod.deleted_at
-    times = [float(e["time"]) for e in pod.timeline if e.get("time") is not None]
-    return max([fallback, *times])
+    return max([fallback, *(at for at, _ in _observed(pod))])
 
 
 def _phase_row(pod: PodObservation, end: float) -> Row:
     """The pod's phases as the watch saw them change, then its creation, scheduling and deletion."""
     spans: list[Span] = []
     current: tuple[str, float] | None = None
-    for entry in pod.timeline:
-        phase, at = entry.get("phase"), float(entry["time"])
+    for at, entry in _observed(pod):
+        phase = entry.get("phase")
         if entry.get("type") == "DELETED" or not phase:
             continue
         if current is None or current[0] != phase:
@@ -132,11 +140,9 @@ def _phase_row(pod: PodObservation, end: float) -> Row:
             node = (source.get("spec") or {}).get("nodeName") or ""
             marks.append(Mark("scheduled", SCHEDULED, when, f"on node {node}" if node else ""))
             break
-    asked = next((e for e in pod.timeline if e.get("deletionTimestamp")), None)
+    asked = next(((at, e) for at, e in _observed(pod) if e.get("deletionTimestamp")), None)
     if asked is not None:
-        marks.append(
-            Mark("deletion requested", DELETION, float(asked["time"]), str(asked["deletionTimestamp"]))
-        )
+        marks.append(Mark("deletion requested", DELETION, asked[0], str(asked[1]["deletionTimestamp"])))
     if pod.deleted_at is not None:
         marks.append(Mark("pod deleted", DELETED, pod.deleted_at))
     return Row("pod", tuple(spans), tuple(marks))
@@ -148,8 +154,9 @@ def _container_names(pod: PodObservation) -> list[tuple[str, bool]]:
     names = [(str(c.get("name")), True) for c in spec.get("initContainers") or []]
     names += [(str(c.get("name")), False) for c in spec.get("containers") or []]
     known = {n for n, _ in names}
-    for entry in pod.timeline:
-        for name in entry.get("containers") or {}:
+    for _, entry in _observed(pod):
+        containers = entry.get("containers")
+        for name in containers if isinstance(containers, dict) else ():
             if name not in known:
                 known.add(name)
                 names.append((name, False))
@@ -186,9 +193,9 @@ def _container_row(pod: PodObservation, name: str, init: bool, end: float) -> Ro
             spans.append(Span(label, WAITING, waiting[1], max(at, waiting[1])))
             waiting = None
 
-    for entry in pod.timeline:
-        at = float(entry["time"])
-        state = (entry.get("containers") or {}).get(name)
+    for at, entry in _observed(pod):
+        containers = entry.get("containers")
+        state = containers.get(name) if isinstance(containers, dict) else None
         if not isinstance(state, dict):
             continue
         last_at = at
@@ -245,7 +252,11 @@ def _event_time(event: dict[str, Any]) -> float | None:
 
 def _event_row(pod: PodObservation) -> Row | None:
     marks = []
-    for event in pod.events:
+    # Typed as dicts, but read from a bundle someone may have edited.
+    events: list[Any] = list(pod.events)
+    for event in events:
+        if not isinstance(event, dict):
+            continue
         at = _event_time(event)
         if at is None:
             continue

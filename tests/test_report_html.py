@@ -43,6 +43,11 @@ def test_links_to_job_timeline_and_evidence(tmp_path: Path) -> None:
         and (tmp_path / "evidence/jobs/oom/trace.txt").is_file()
     )
     assert 'href="../evidence/jobs/oom/events.json"' in page
+    # A check that used several jobs links to each.
+    doc["results"][0]["job"] = ["oom", "dns"]
+    page = report_html.render(doc, run, report_dir=tmp_path / "report")
+    row = page.split('data-check="RC-OOM-002"')[1].split("</tr>")[0]
+    assert ">oom: job</a>" in row and ">dns: job</a>" in row and 'href="#pod-dns"' in row
     # The job without a pod has no timeline to link to, and says so.
     assert 'id="pod-aliases-invalid"' not in page and "No pod was seen for: aliases-invalid." in page
 

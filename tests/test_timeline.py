@@ -350,3 +350,19 @@ def test_nested_sections_get_a_lane_of_their_own() -> None:
 
 def test_span_duration() -> None:
     assert Span("x", RUNNING, 1.0, 3.5).duration == 2.5
+
+
+def test_a_damaged_timeline_is_drawn_from_what_is_readable() -> None:
+    pod = make_pod()
+    pod.timeline[1:1] = [
+        {"type": "MODIFIED"},
+        {"time": "soon", "phase": "Running"},
+        "junk",
+        {"time": T0 + 1.3, "containers": []},
+    ]  # type: ignore[list-item]
+    pod.events.append("junk")  # type: ignore[arg-type]
+    timeline = pod_timeline(make_job(pod))
+    assert timeline is not None
+    assert spans_of(row(timeline.rows, "pod")) == spans_of(
+        row(pod_timeline(make_job(make_pod())).rows, "pod")
+    )  # type: ignore[union-attr]
