@@ -342,8 +342,11 @@ def _facts(doc: dict[str, Any], run: RunEvidence | None, command: str | None) ->
 
     add("cluster", doc.get("cluster"))
     add("GitLab", doc.get("gitlab_url"), safe_url(doc.get("gitlab_url")))
-    add("GitLab version", doc.get("gitlab_version"))
-    add("Kubernetes version", doc.get("kubernetes_version"))
+    known = ("", "unknown")
+    gitlab_version = doc.get("gitlab_version") or (run.gitlab_version if run is not None else "")
+    kube_version = doc.get("kubernetes_version") or (run.kubernetes_version if run is not None else "")
+    add("GitLab version", None if gitlab_version in known else gitlab_version)
+    add("Kubernetes version", None if kube_version in known else kube_version)
     add("project", doc.get("project"))
     add("runner version", ", ".join(doc.get("runner_versions") or []) or "not in the traces")
     if run is not None:

@@ -35,6 +35,8 @@ def run_of(jobs: list[JobEvidence], directory: Path) -> RunEvidence:
         cluster="local",
         gitlab_url="http://gitlab.example",
         project="runnerconf/scratch",
+        gitlab_version="18.0.0",
+        kubernetes_version="v1.31.0-runnerconf-local",
         pipeline={"web_url": "http://gitlab.example/runnerconf/scratch/-/pipelines/7"},
         plan=[j.name for j in jobs],
         started_at=T0,

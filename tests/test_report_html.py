@@ -85,6 +85,10 @@ def test_header(tmp_path: Path) -> None:
     assert "18.11.4" in page  # the runner version, from the traces
     assert '<dd data-fact="cgroup">v2</dd>' in page  # from the probe records
     assert '<dd data-fact="pods">3 seen, 2 seen deleted</dd>' in page
+    assert '<dd data-fact="GitLab version">18.0.0</dd>' in page
+    assert '<dd data-fact="Kubernetes version">v1.31.0-runnerconf-local</dd>' in page
+    run.gitlab_version = "unknown"  # python-gitlab's word when /version could not be read
+    assert 'data-fact="GitLab version"' not in report_html.render(doc, run)
     assert "cleanup_deadline_s" in page  # the profile's expectations
     assert 'href="#check-RC-OOM-002"' in page.split('id="not-passing"')[1].split("</ul>")[0]
     assert report_html.reproduce_command(None) is None
