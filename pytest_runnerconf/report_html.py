@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shlex
+import urllib.parse
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,8 +46,6 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["url"] = safe_url
-    env.filters["value"] = _value
     return env
 
 
@@ -124,7 +123,7 @@ def svg_view(timeline: Timeline, view_id: str, links: dict[str, str] | None = No
         for span in row.spans:
             x0, x1 = axis.x(span.start), axis.x(span.end)
             width = max(x1 - x0, 2.0)
-            end = "still there when watching stopped" if span.open_end else _when(span.end, axis)
+            end = _when(span.end, axis) + (" (not seen to end; watched until then)" if span.open_end else "")
             detail = f" — {span.detail}" if span.detail else ""
             spans.append(
                 {
@@ -213,7 +212,7 @@ def _evidence_href(run: RunEvidence | None, report_dir: Path | None) -> str | No
     where = Path(run.evidence_dir).resolve()
     if report_dir is None:
         return where.as_uri()
-    return Path(os.path.relpath(where, Path(report_dir).resolve())).as_posix()
+    return urllib.parse.quote(Path(os.path.relpath(where, Path(report_dir).resolve())).as_posix(), safe="/")
 
 
 def _details(result: dict[str, Any]) -> list[tuple[str, str]]:

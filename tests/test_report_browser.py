@@ -8,6 +8,7 @@ where CI keeps artifacts ($RUNNERCONF_ARTIFACTS), else in pytest's temporary dir
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,7 @@ def test_the_links_lead_somewhere(browser: Browser, tmp_path: Path) -> None:
     files = [h for h in hrefs if h.startswith("file://")]
     assert files, hrefs
     for href in files:
-        target = Path(href.removeprefix("file://").split("#")[0])
+        target = Path(urllib.parse.unquote(urllib.parse.urlsplit(href).path))
         assert target.is_file(), href
     anchors = {h.split("#", 1)[1] for h in hrefs if "#" in h}
     present = set(browser.evaluate("[...document.querySelectorAll('[id]')].map((e) => e.id)"))

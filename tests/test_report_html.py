@@ -52,6 +52,12 @@ def test_links_to_job_timeline_and_evidence(tmp_path: Path) -> None:
     assert 'id="pod-aliases-invalid"' not in page and "No pod was seen for: aliases-invalid." in page
 
 
+def test_evidence_links_survive_odd_folder_names(tmp_path: Path) -> None:
+    doc, run = report_inputs.failing(tmp_path / "run #1 evidence")
+    page = report_html.render(doc, run, report_dir=tmp_path / "report")
+    assert 'href="../run%20%231%20evidence/jobs/oom/trace.txt"' in page
+
+
 def test_only_http_links_are_links() -> None:
     assert report_html.safe_url("https://gitlab.example/-/jobs/1") == "https://gitlab.example/-/jobs/1"
     assert report_html.safe_url("javascript:alert(1)") is None
