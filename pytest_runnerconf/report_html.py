@@ -26,9 +26,11 @@ from pytest_runnerconf.timeline import Timeline, cleanup_tail, job_spans, pod_ti
 # The outcomes the page styles, worst last; another outcome still renders, unstyled.
 OUTCOMES = ("passed", "skipped", "could_not_test", "failed", "error")
 # The fields of a result shown under its row, in this order, whenever the result has them.
-DETAIL_FIELDS = ("observed", "expected", "cause", "sentence", "remediation", "message")
-# Fields that are the row itself (or bookkeeping) rather than something to read under it.
-_ROW_FIELDS = frozenset({"id", "claim", "area", "outcome", "job", "duration", "nodeid"})
+DETAIL_FIELDS = ("observed", "expected", "cause", "sentence", "detail", "remediation", "message")
+# Fields that are the row itself, its links or bookkeeping rather than something to read under it.
+_ROW_FIELDS = frozenset(
+    {"id", "claim", "area", "outcome", "job", "job_url", "pod", "duration", "nodeid", "expectations"}
+)
 
 SVG_WIDTH = 1100
 LABEL_WIDTH = 230
@@ -215,12 +217,37 @@ def _evidence_href(run: RunEvidence | None, report_dir: Path | None) -> str | No
     return urllib.parse.quote(Path(os.path.relpath(where, Path(report_dir).resolve())).as_posix(), safe="/")
 
 
+def _present(value: object) -> bool:
+    return value not in (None, "", [], {})
+
+
 def _details(result: dict[str, Any]) -> list[tuple[str, str]]:
     """Every field worth reading, known ones first, then whatever else a newer report.json carries."""
-    shown = [(key, _value(result[key])) for key in DETAIL_FIELDS if result.get(key) not in (None, "", [], {})]
+    shown = [(key, _value(result[key])) for key in DETAIL_FIELDS if _present(result.get(key))]
     extra = sorted(k for k in result if k not in _ROW_FIELDS and k not in DETAIL_FIELDS)
-    shown += [(key, _value(result[key])) for key in extra if result[key] not in (None, "", [], {})]
+    shown += [(key, _value(result[key])) for key in extra if _present(result[key])]
     return shown
+
+
+def _expectations_of(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each expectation the check judged (report.json's `expectations`): held or not, expected, observed."""
+    judged = result.get("expectations")
+    rows = []
+    for item in judged if isinstance(judged, list) else []:
+        if not isinstance(item, dict):
+            continue
+        held = item.get("held")
+        rows.append(
+            {
+                "held": "held" if held is True else ("did not hold" if held is False else "not judged"),
+                "class": "passed" if held is True else ("failed" if held is False else "skipped"),
+                "expected": _value(item.get("expected")) if _present(item.get("expected")) else "",
+                "observed": _value(item.get("observed")) if _present(item.get("observed")) else "",
+                "job": str(item.get("job") or ""),
+                "detail": str(item.get("detail") or ""),
+            }
+        )
+    return rows
 
 
 def _clip(text: str, limit: int) -> str:
@@ -232,10 +259,14 @@ def _first_line(text: str) -> str:
 
 
 def _short_observed(result: dict[str, Any]) -> str:
-    """The observed value in one line: the field when there is one, else a message's "observed:" line."""
+    """The observed value in one line: the field, else every judged expectation's, else the message's
+    "observed:" line (a report.json from before structured verdicts)."""
     observed = result.get("observed")
-    if observed not in (None, "", [], {}):
+    if _present(observed):
         return _value(observed)
+    seen = [e["observed"] for e in _expectations_of(result) if e["observed"]]
+    if seen:
+        return "; ".join(seen)
     message = str(result.get("message") or "")
     for line in message.splitlines():
         if line.strip().startswith("observed:"):
@@ -244,13 +275,14 @@ def _short_observed(result: dict[str, Any]) -> str:
 
 
 def _job_names(result: dict[str, Any]) -> list[str]:
-    """The job(s) a result names: "job" as one name or a list of names."""
+    """The jobs a result names: its "job" (one name or a list), then those its expectations name."""
     named = result.get("job")
-    if isinstance(named, str) and named:
-        return [named]
-    if isinstance(named, list):
-        return [str(n) for n in named if n]
-    return []
+    names = [named] if isinstance(named, str) else [str(n) for n in named] if isinstance(named, list) else []
+    judged = result.get("expectations")
+    for item in judged if isinstance(judged, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("job"), str):
+            names.append(item["job"])
+    return [n for n in dict.fromkeys(names) if n]
 
 
 def _job_links(
@@ -293,6 +325,9 @@ def _check_rows(
         links = []
         for job_name in names:
             links += _job_links(job_name, run, pods, job_dirs, evidence, named=len(names) > 1)
+        url = safe_url(result.get("job_url"))
+        if url is not None and not any(link["href"] == url for link in links):
+            links.insert(0, {"label": "job", "href": url})
         check_id = str(result.get("id") or "")
         row = {
             "id": check_id,
@@ -303,6 +338,7 @@ def _check_rows(
             "observed": _short_observed(result),
             "summary": _first_line(str(result.get("sentence") or result.get("message") or "")),
             "details": _details(result),
+            "expectations": _expectations_of(result),
             "jobs": names,
             "links": links,
             "nodeid": str(result.get("nodeid") or ""),

@@ -88,6 +88,19 @@ def result(check_id: str, area: str, outcome: str, job: str | None, **fields: An
     }
 
 
+def _expectation(check: str, expected: Any, observed: Any, held: bool, job: str) -> dict[str, Any]:
+    return {
+        "check": check,
+        "expected": expected,
+        "observed": observed,
+        "held": held,
+        "job": job,
+        "job_url": f"http://gitlab.example/runnerconf/scratch/-/jobs/{job}",
+        "pod": None,
+        "detail": "",
+    }
+
+
 def clean(directory: Path) -> tuple[dict[str, Any], RunEvidence]:
     run = run_of(
         [_job("builds", "success"), _job("dns", "success"), _job("cleanup-ok", "success")], directory
@@ -97,6 +110,17 @@ def clean(directory: Path) -> tuple[dict[str, Any], RunEvidence]:
         result("RC-DNS-002", "dns", "passed", "dns", observed={"nameservers": ["10.0.0.2"]}),
         result(
             "RC-CLN-001", "cleanup", "passed", "cleanup-ok", observed="pod deleted 1.3s after the job ended"
+        ),
+        # As the structured verdicts record a check that judged two jobs: no single observed, two expectations.
+        result(
+            "RC-RES-002",
+            "resources",
+            "passed",
+            None,
+            expectations=[
+                _expectation("RC-RES-002", "helper cpu 100m", "helper cpu 100m", True, "builds"),
+                _expectation("RC-RES-002", "init cpu 100m", "init cpu 100m", True, "dns"),
+            ],
         ),
     ]
     return _doc(run, results), run
@@ -124,6 +148,11 @@ def failing(directory: Path) -> tuple[dict[str, Any], RunEvidence]:
             observed="terminated with reason Error, exit code 1",
             expected="reason OOMKilled, exit code 137",
             remediation="check the build container's memory limit",
+            job_url="http://gitlab.example/runnerconf/scratch/-/jobs/oom",
+            pod="runner-x-project-1-concurrent-3-oom",
+            expectations=[
+                _expectation("RC-OOM-002", "reason OOMKilled, exit code 137", "Error/1", False, "oom"),
+            ],
         ),
         result(
             "RC-CLN-002",

@@ -57,9 +57,9 @@ DOM = """(() => {
     picture: [...document.querySelectorAll('#run-picture g.row')].map((g) => g.dataset.row),
     checks: [...document.querySelectorAll('tr.check')].map((r) => ({
       id: r.dataset.check,
-      outcome: r.querySelector('.outcome').innerText.trim(),
+      outcome: r.querySelector('td.outcome-cell .outcome').innerText.trim(),
       observed: r.querySelector('td.observed').innerText.trim(),
-      shown: box(r)[1] > 0 && box(r.querySelector('.outcome'))[0] > 0,
+      shown: box(r)[1] > 0 && box(r.querySelector('td.outcome-cell .outcome'))[0] > 0,
     })),
   };
 })()"""
@@ -94,6 +94,9 @@ def _assert_reads(doc: dict[str, Any], run: RunEvidence, dom: dict[str, Any]) ->
         assert row["outcome"] == result["outcome"].replace("_", " ")
         if "observed" in result:
             assert row["observed"] == report_html._value(result["observed"]), row
+        else:  # no deciding observation: every judged one is summed up
+            for judged in result.get("expectations") or []:
+                assert report_html._value(judged["observed"]) in row["observed"], row
 
 
 def test_clean_report_in_the_browser(browser: Browser, tmp_path: Path, shots: Path) -> None:

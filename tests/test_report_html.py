@@ -26,6 +26,17 @@ def test_every_result_field_is_rendered(tmp_path: Path) -> None:
     assert ">could not test</span>" in page
 
 
+def test_expectations_are_a_table_and_the_observed_cell_sums_them_up(tmp_path: Path) -> None:
+    doc, run = report_inputs.clean(tmp_path / "evidence")
+    page = report_html.render(doc, run, report_dir=tmp_path / "report")
+    row = page.split('data-check="RC-RES-002"')[1].split('<tr class="check')[0]
+    assert '<td class="observed">helper cpu 100m; init cpu 100m</td>' in row
+    assert row.count('<span class="outcome passed">held</span>') == 2
+    # Its two jobs, from the expectations, each with their links.
+    assert ">builds: job</a>" in row and ">dns: job</a>" in row and 'href="#pod-builds"' in row
+    assert 'data-field="job_url"' not in page and 'data-field="pod"' not in page  # links, not text
+
+
 def test_text_from_the_cluster_is_escaped(tmp_path: Path) -> None:
     doc, run = report_inputs.failing(tmp_path / "evidence")
     page = report_html.render(doc, run)
@@ -46,7 +57,7 @@ def test_links_to_job_timeline_and_evidence(tmp_path: Path) -> None:
     # A check that used several jobs links to each.
     doc["results"][0]["job"] = ["oom", "dns"]
     page = report_html.render(doc, run, report_dir=tmp_path / "report")
-    row = page.split('data-check="RC-OOM-002"')[1].split("</tr>")[0]
+    row = page.split('data-check="RC-OOM-002"')[1].split('<tr class="check')[0]
     assert ">oom: job</a>" in row and ">dns: job</a>" in row and 'href="#pod-dns"' in row
     # The job without a pod has no timeline to link to, and says so.
     assert 'id="pod-aliases-invalid"' not in page and "No pod was seen for: aliases-invalid." in page
