@@ -175,10 +175,11 @@ def anchor(kind: str, name: str) -> str:
 
 
 def verdict(counts: dict[str, int]) -> str:
-    """The run in words: a failure is a finding; an error or a could-not-test leaves the cluster untested."""
-    if counts.get("failed"):
+    """The run in words, as its exit status says it: a failure or an error (exit 1) is not conformant; with
+    neither, a check that could not be tested (exit 6), or no check that passed, leaves it untested."""
+    if counts.get("failed") or counts.get("error"):
         return "not conformant"
-    if counts.get("error") or counts.get("could_not_test") or not counts.get("passed"):
+    if counts.get("could_not_test") or not counts.get("passed"):
         return "could not test"
     return "conformant"
 

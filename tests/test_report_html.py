@@ -82,7 +82,8 @@ def test_only_http_links_are_links() -> None:
         ({"passed": 3, "skipped": 1}, "conformant"),
         ({"passed": 3, "failed": 1, "could_not_test": 2}, "not conformant"),
         ({"passed": 3, "could_not_test": 1}, "could not test"),
-        ({"passed": 3, "error": 1}, "could not test"),
+        ({"passed": 3, "error": 1}, "not conformant"),  # exit 1, as for a failure
+        ({"passed": 3, "error": 1, "could_not_test": 1}, "not conformant"),
         ({"skipped": 2}, "could not test"),
     ],
 )
