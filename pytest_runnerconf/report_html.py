@@ -251,6 +251,23 @@ def _expectations_of(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _expectation_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The expectations table under a check: left out when it would only repeat the deciding one."""
+    rows = _expectations_of(result)
+    if len(rows) == 1 and _present(result.get("observed")):
+        return []
+    return rows
+
+
+def _summary(result: dict[str, Any]) -> str:
+    """What the closed details say: the could-not-test sentence, a skip's reason, else just "details"."""
+    if result.get("sentence"):
+        return str(result["sentence"])
+    if result.get("outcome") == "skipped":
+        return _first_line(str(result.get("message") or "")) or "details"
+    return "details"
+
+
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -337,9 +354,9 @@ def _check_rows(
             "outcome": str(result.get("outcome") or ""),
             "outcome_text": str(result.get("outcome") or "").replace("_", " "),
             "observed": _short_observed(result),
-            "summary": _first_line(str(result.get("sentence") or result.get("message") or "")),
+            "summary": _summary(result),
             "details": _details(result),
-            "expectations": _expectations_of(result),
+            "expectations": _expectation_rows(result),
             "jobs": names,
             "links": links,
             "nodeid": str(result.get("nodeid") or ""),

@@ -35,6 +35,10 @@ def test_expectations_are_a_table_and_the_observed_cell_sums_them_up(tmp_path: P
     # Its two jobs, from the expectations, each with their links.
     assert ">builds: job</a>" in row and ">dns: job</a>" in row and 'href="#pod-builds"' in row
     assert 'data-field="job_url"' not in page and 'data-field="pod"' not in page  # links, not text
+    # One expectation that only repeats the deciding observed/expected gets no table of its own.
+    doc, run = report_inputs.failing(tmp_path / "failing")
+    oom = report_html.render(doc, run).split('data-check="RC-OOM-002"')[1].split('<tr class="check')[0]
+    assert 'data-field="observed"' in oom and 'data-field="expectations"' not in oom
 
 
 def test_text_from_the_cluster_is_escaped(tmp_path: Path) -> None:
@@ -143,7 +147,9 @@ def test_write_reports_produces_this_page(tmp_path: Path) -> None:
         tmp_path,
     )
     page = paths["html"].read_text()
-    assert 'data-outcome="failed"' in page and "3 &lt;b&gt;" in page and "could not test" not in page
+    assert (
+        'data-outcome="failed"' in page and "3 &lt;b&gt;" in page and 'id="verdict">not conformant<' in page
+    )
 
 
 def test_render_time_for_a_full_suite(tmp_path: Path) -> None:
