@@ -102,6 +102,8 @@ class RunEvidence:
     profile: dict[str, Any] = field(default_factory=dict)  # Profile.summary(): never the token
     gitlab_url: str = ""
     project: str = ""
+    gitlab_version: str = ""  # GitLab's /version; "" (or "unknown") when it could not be read
+    kubernetes_version: str = ""  # the API server's gitVersion
     branch: str = ""
     pipeline: dict[str, Any] = field(default_factory=dict)
     plan: list[str] = field(default_factory=list)  # probe job names
@@ -201,6 +203,8 @@ def save(run: RunEvidence, directory: Path, *, secrets: Iterable[str] = ()) -> P
         "profile": run.profile,
         "gitlab_url": run.gitlab_url,
         "project": run.project,
+        "gitlab_version": run.gitlab_version,
+        "kubernetes_version": run.kubernetes_version,
         "branch": run.branch,
         "pipeline": run.pipeline,
         "plan": run.plan,
@@ -303,6 +307,8 @@ def load(directory: Path) -> RunEvidence:
         profile=doc.get("profile") or {},
         gitlab_url=doc.get("gitlab_url", ""),
         project=doc.get("project", ""),
+        gitlab_version=str(doc.get("gitlab_version") or ""),
+        kubernetes_version=str(doc.get("kubernetes_version") or ""),
         branch=doc.get("branch", ""),
         pipeline=doc.get("pipeline") or {},
         plan=list(doc.get("plan") or []),

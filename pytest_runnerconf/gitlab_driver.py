@@ -230,6 +230,8 @@ class GitLabDriver:
             "project_id": self._project.id,
             "project_path": self._project.path_with_namespace,
             "default_branch": self._project.attributes.get("default_branch"),
+            # For the report's header only: python-gitlab answers "unknown" when /version cannot be read.
+            "gitlab_version": self._gl.version()[0],
         }
 
     @property

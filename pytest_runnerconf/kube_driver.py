@@ -261,6 +261,15 @@ class KubeDriver:
         self._check_watch(selector, version)
         return version
 
+    def server_version(self) -> str:
+        """The API server's gitVersion ("v1.31.2") for the report's header; "" when it cannot be read."""
+        try:
+            with self._translate("read the server version"):
+                body = self._raw(client.VersionApi(self._api_client).get_code)
+        except KubeError:
+            return ""
+        return str(body.get("gitVersion") or "")
+
     def _check_watch(self, selector: str, resource_version: str) -> None:
         """Open one watch and drop it at once: a missing watch grant must stop the run before any push."""
         with self._translate(

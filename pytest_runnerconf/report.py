@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import html
 import json
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_runnerconf import safefiles
+from pytest_runnerconf import report_html, safefiles
 from pytest_runnerconf.errors import ConfigError
 from pytest_runnerconf.evidence import RunEvidence
 from pytest_runnerconf.outcome import CAUSES, OUTCOMES
@@ -204,7 +205,7 @@ def write_reports(
     texts = {
         "json": scrub_json(doc) + "\n",
         "md": scrub_text(_markdown(doc, results)),
-        "html": scrub_text(_html(doc, results)),
+        "html": scrub_text(report_html.render(doc, run, report_dir=directory, argv=sys.argv)),
     }
     return {kind: safefiles.write_text(directory, f"report.{kind}", text) for kind, text in texts.items()}
 

@@ -261,6 +261,7 @@ def execute(
     run.tracker.project_id = int(gitlab.project_id)
     selector = POD_LABEL  # set by every runner version; the project is matched per pod (PodTracker)
     resource_version = kube.preflight(selector)
+    facts["kubernetes_version"] = kube.server_version()
     stray, run.stray_error = stray_pods(kube, run.notes)
     with contextlib.suppress(GitLabError):
         run.unfinished_at_start = {int(p["id"]) for p in gitlab.unfinished_pipelines()}
@@ -654,6 +655,8 @@ def _evidence(
         profile=run.profile.summary(),
         gitlab_url=run.profile.gitlab_url,
         project=str(facts.get("project_path") or run.profile.project),
+        gitlab_version=str(facts.get("gitlab_version") or ""),
+        kubernetes_version=str(facts.get("kubernetes_version") or ""),
         branch=branch,
         pipeline=run.pipeline,
         plan=planned,

@@ -102,6 +102,8 @@ def make_run() -> RunEvidence:
         profile={"name": "local", "token_env": "RUNNERCONF_LOCAL_TOKEN"},
         gitlab_url="http://127.0.0.1:8929",
         project="runnerconf/scratch",
+        gitlab_version="18.0.0",
+        kubernetes_version="v1.31.0",
         branch="runnerconf/run-1",
         pipeline={"id": 7, "web_url": "http://127.0.0.1:8929/runnerconf/scratch/-/pipelines/7"},
         plan=["probe: ordering/dns", "probe-oom"],
@@ -137,6 +139,7 @@ def test_round_trip(tmp_path: Path) -> None:
         and loaded.leftover == run.leftover
     )
     assert loaded.notes == run.notes and loaded.profile == run.profile
+    assert (loaded.gitlab_version, loaded.kubernetes_version) == ("18.0.0", "v1.31.0")
     assert list(loaded.jobs) == list(run.jobs)
     job, original = loaded.jobs["probe: ordering/dns"], run.jobs["probe: ordering/dns"]
     assert job.pod is not None and original.pod is not None

@@ -88,6 +88,13 @@ def clean(tmp_path: Path, token: None) -> Iterator[Local]:
 # ---------------------------------------------------------------- writes that happen once
 
 
+def test_preflight_reads_the_gitlab_version_for_the_report(clean: Local) -> None:
+    from pytest_runnerconf.local.gitlab_api import VERSION
+
+    facts = GitLabDriver(_profile(clean.server.url)).preflight()
+    assert facts["gitlab_version"] == VERSION["version"]
+
+
 def test_lost_commit_answer_is_reconciled_to_the_one_commit(lossy: Local) -> None:
     driver = lossy.driver()
     sha = driver.push_files(BRANCH, {".gitlab-ci.yml": CI}, commit_message(RUN_ID))

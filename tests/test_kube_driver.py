@@ -106,6 +106,16 @@ def test_no_rbac_for_secrets_is_a_reason_to_skip(kube: tuple[KubeStore, Path]) -
     assert driver.list_pods("project.runner.gitlab.com/id=42")["items"] == []  # the rest is granted
 
 
+def test_the_server_version_is_read_for_the_report(kube: tuple[KubeStore, Path], tmp_path: Path) -> None:
+    from pytest_runnerconf.local.kube_api import GIT_VERSION
+
+    _store, kubeconfig = kube
+    assert KubeDriver(_profile(kubeconfig, "least")).server_version() == GIT_VERSION
+    # A server that cannot be read leaves the header without a version; the run goes on.
+    gone = write_kubeconfig(tmp_path / "gone", "https://127.0.0.1:9", {"least": "t"}, "least", NS)
+    assert KubeDriver(_profile(gone, "least")).server_version() == ""
+
+
 def test_the_kubeconfig_bearer_token_is_masked_in_output(kube: tuple[KubeStore, Path]) -> None:
     _store, kubeconfig = kube
     KubeDriver(_profile(kubeconfig, "least"))

@@ -214,10 +214,13 @@ def test_each_outcome_in_the_terminal_and_report_json(checks: pytest.Pytester) -
         in md
     )
     assert "| RC-OUT-003 | the broken job succeeds | FAIL | observed: failed |" in md
+    page = (checks.path / "runnerconf-report" / "report.html").read_text()
+    row = page.split('data-check="RC-OUT-002"')[1].split("</tr>")[0]
     assert (
-        '<td class="could_not_test">COULD NOT TEST</td>'
-        in (checks.path / "runnerconf-report" / "report.html").read_text()
+        'data-outcome="could_not_test"' in row
+        and '<span class="outcome could_not_test">could not test</span>' in row
     )
+    assert "pod-not-started" in page.split('data-detail-of="RC-OUT-002"')[1].split("</tr>")[0]
 
 
 def test_only_could_not_test_exits_6_and_all_passed_exits_0(checks: pytest.Pytester) -> None:

@@ -315,7 +315,7 @@ SINKS: dict[str, tuple[str, ...]] = {
     "allure-attachment": ("in-trace", "in-stdout", "PLANTED_0"),
     "report.json": ("in-failure", "in-notes"),
     "report.md": ("in-failure", "in-notes"),
-    "report.html": ("in-failure",),  # the HTML form shows no notes
+    "report.html": ("in-failure", "in-notes"),
     "evidence": ("in-trace", "in-notes", "PLANTED_0"),
 }
 

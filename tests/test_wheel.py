@@ -62,6 +62,8 @@ def test_wheel_carries_suite_probes_and_local_data(wheel: Path) -> None:
     for path in _repo_files("suites"):
         assert f"pytest_runnerconf/{path}" in names, path
     assert "pytest_runnerconf/py.typed" in names
+    for path in _repo_files("pytest_runnerconf/templates"):
+        assert path in names, path  # report.html is rendered from these
     assert not any(n.startswith(("tests/", "suites/", "fixtures/")) for n in names)
 
 
@@ -122,6 +124,23 @@ def test_installed_package_is_not_the_checkout(installed: Path, tmp_path: Path) 
         [str(installed / "runnerconf"), "--version"], env=_clean_env(), capture_output=True, text=True
     )
     assert version.returncode == 0 and version.stdout.startswith("runnerconf "), version
+
+
+def test_installed_package_renders_report_html_from_its_templates(installed: Path, tmp_path: Path) -> None:
+    script = (
+        "from pytest_runnerconf import report_html; "
+        "doc = {'counts': {'passed': 1}, 'results': [{'id': 'RC-X-001', 'outcome': 'passed', 'area': 'x'}]}; "
+        "print(report_html.render(doc, None))"
+    )
+    page = subprocess.run(
+        [str(installed / "python"), "-c", script],
+        cwd=tmp_path,
+        env=_clean_env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert page.startswith("<!DOCTYPE html>") and 'data-check="RC-X-001"' in page and "conformant" in page
 
 
 def test_installed_suite_passes_on_the_local_cluster_from_an_empty_directory(

@@ -1,0 +1,135 @@
+"""report.html in a real browser (headless Debian Chromium): what a person opening the artifact sees.
+
+The DOM after load must hold a timeline for every job pod and, for every check, its outcome and observed
+value; nothing may fail to load and no script may run. Screenshots of a clean and of a failing report are kept
+where CI keeps artifacts ($RUNNERCONF_ARTIFACTS), else in pytest's temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_runnerconf import report_html
+from pytest_runnerconf.evidence import RunEvidence
+from tests import report_inputs
+from tests.browser import Browser, chromium_path
+
+ARTIFACTS = "RUNNERCONF_ARTIFACTS"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    if chromium_path() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is not installed; scripts/test installs Debian's chromium package")
+        pytest.skip("chromium is not installed (apt-get install chromium, or run scripts/test)")
+    with Browser(width=1280, height=900) as opened:
+        yield opened
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    where = os.environ.get(ARTIFACTS)
+    folder = Path(where) / "report-screenshots" if where else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+# Read from the page as the browser laid it out, not from the HTML text.
+DOM = """(() => {
+  const box = (el) => { const r = el.getBoundingClientRect(); return [r.width, r.height]; };
+  return {
+    verdict: document.getElementById('verdict').textContent.trim(),
+    scripts: document.scripts.length,
+    pwned: window.__pwned === undefined ? null : window.__pwned,
+    pods: [...document.querySelectorAll('div.pod')].map((d) => ({
+      job: d.dataset.job,
+      svg: d.querySelector('svg.timeline') ? box(d.querySelector('svg.timeline')) : null,
+      bars: [...d.querySelectorAll('svg .span rect')].filter((r) => r.getBBox().width > 0).length,
+      titles: [...d.querySelectorAll('svg .span > title')].map((t) => t.textContent),
+    })),
+    picture: [...document.querySelectorAll('#run-picture g.row')].map((g) => g.dataset.row),
+    checks: [...document.querySelectorAll('tr.check')].map((r) => ({
+      id: r.dataset.check,
+      outcome: r.querySelector('td.outcome-cell .outcome').innerText.trim(),
+      observed: r.querySelector('td.observed').innerText.trim(),
+      shown: box(r)[1] > 0 && box(r.querySelector('td.outcome-cell .outcome'))[0] > 0,
+    })),
+  };
+})()"""
+
+
+def _open(
+    browser: Browser, tmp_path: Path, build: Callable[[Path], tuple[dict[str, Any], RunEvidence]]
+) -> tuple[dict[str, Any], RunEvidence, dict[str, Any], Path]:
+    doc, run = build(tmp_path / "evidence")
+    page = tmp_path / "report" / "report.html"
+    page.parent.mkdir()
+    page.write_text(report_html.render(doc, run, report_dir=page.parent, argv=["pytest", "suites"]))
+    seen = browser.load(page.as_uri())
+    assert seen.problems == [], seen.problems
+    assert seen.requests == [page.as_uri()]  # the page alone: no stylesheet, font, image or script fetched
+    return doc, run, browser.evaluate(DOM), page
+
+
+def _assert_reads(doc: dict[str, Any], run: RunEvidence, dom: dict[str, Any]) -> None:
+    with_pod = [name for name, job in run.jobs.items() if job.pod is not None]
+    assert [p["job"] for p in dom["pods"]] == with_pod
+    for pod in dom["pods"]:
+        assert pod["svg"] is not None and pod["svg"][0] > 600 and pod["svg"][1] > 100, pod
+        assert pod["bars"] >= 5, pod  # phases, containers, sections
+        assert all(" UTC (+" in title for title in pod["titles"])  # hover text with exact times
+    assert dom["picture"] == list(run.jobs)
+    assert len(dom["checks"]) == len(doc["results"])
+    by_id = {r["id"]: r for r in doc["results"]}
+    for row in dom["checks"]:
+        result = by_id[row["id"]]
+        assert row["shown"], row
+        assert row["outcome"] == result["outcome"].replace("_", " ")
+        if "observed" in result:
+            assert row["observed"] == report_html._value(result["observed"]), row
+        else:  # no deciding observation: every judged one is summed up
+            for judged in result.get("expectations") or []:
+                assert report_html._value(judged["observed"]) in row["observed"], row
+
+
+def test_clean_report_in_the_browser(browser: Browser, tmp_path: Path, shots: Path) -> None:
+    doc, run, dom, _ = _open(browser, tmp_path, report_inputs.clean)
+    assert dom["verdict"] == "conformant"
+    _assert_reads(doc, run, dom)
+    shot = browser.screenshot(shots / "report-clean.png")
+    assert shot.stat().st_size > 20_000
+    print(f"screenshot: {shot}")
+
+
+def test_failing_report_in_the_browser(browser: Browser, tmp_path: Path, shots: Path) -> None:
+    doc, run, dom, _ = _open(browser, tmp_path, report_inputs.failing)
+    assert dom["verdict"] == "not conformant"
+    _assert_reads(doc, run, dom)
+    # Text from traces and events that looks like markup stayed text: nothing ran, nothing was loaded.
+    assert dom["scripts"] == 0 and dom["pwned"] is None
+    shot = browser.screenshot(shots / "report-failing.png")
+    assert shot.stat().st_size > 20_000
+    print(f"screenshot: {shot}")
+
+
+def test_the_links_lead_somewhere(browser: Browser, tmp_path: Path) -> None:
+    _, _, _, _page = _open(browser, tmp_path, report_inputs.failing)
+    # SVG links too (their .href is not a string): resolve every href attribute against the page.
+    hrefs = browser.evaluate(
+        "[...document.querySelectorAll('a[href]')].map((a) => new URL(a.getAttribute('href'), document.baseURI).href)"
+    )
+    files = [h for h in hrefs if h.startswith("file://")]
+    assert files, hrefs
+    for href in files:
+        target = Path(urllib.parse.unquote(urllib.parse.urlsplit(href).path))
+        assert target.is_file(), href
+    anchors = {h.split("#", 1)[1] for h in hrefs if "#" in h}
+    present = set(browser.evaluate("[...document.querySelectorAll('[id]')].map((e) => e.id)"))
+    assert anchors <= present, anchors - present
