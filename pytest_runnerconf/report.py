@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 import sys
 import time
@@ -151,37 +150,6 @@ def _markdown(doc: dict[str, Any], results: list[CheckResult]) -> str:
     for note in doc.get("notes") or []:
         lines.append(f"\n> {_md_cell(note)}")
     return "\n".join(lines) + "\n"
-
-
-_CSS = (
-    "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-    "padding:.3em .6em;vertical-align:top;text-align:left}.passed{color:#176f2c}.failed,.error{color:#b00020}"
-    ".could_not_test{color:#9a6700}.skipped{color:#777}pre{white-space:pre-wrap;margin:0}"
-)
-
-
-def _html_why(result: CheckResult) -> str:
-    if not result.message:
-        return html.escape(result.why())
-    summary, full = html.escape(result.why()), html.escape(result.message)
-    return f"<details><summary>{summary}</summary><pre>{full}</pre></details>"
-
-
-def _html(doc: dict[str, Any], results: list[CheckResult]) -> str:
-    e = html.escape
-    facts = _facts(doc)
-    rows = "\n".join(
-        f'<tr><td>{e(r.id)}</td><td>{e(r.claim)}</td><td class="{r.outcome}">{_VERDICT[r.outcome]}</td>'
-        f"<td>{_html_why(r)}</td></tr>"
-        for r in results
-    )
-    items = "".join(f"<li><b>{e(k)}</b>: {e(str(v))}</li>" for k, v in facts.items())
-    return (
-        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>runnerconf conformance report</title>'
-        f"<style>{_CSS}</style></head><body>\n<h1>runnerconf conformance report</h1>\n<ul>{items}</ul>\n"
-        "<table><tr><th>ID</th><th>claim</th><th>verdict</th><th>observed / why</th></tr>\n"
-        f"{rows}\n</table>\n</body></html>\n"
-    )
 
 
 def write_reports(
