@@ -199,6 +199,7 @@ class LocalCluster:
                 no_secrets: f"system:serviceaccount:{namespace}:{rbac.ROLE_NAME}-no-secrets",
             },
             node=kubelet,
+            faults=self.faults,
         )
         kube = kube_api.start(tls=ca.issue("kube-apiserver").server_context())
         self._stops.insert(0, kube_api.stop)  # also ends open watches
