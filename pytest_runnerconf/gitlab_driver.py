@@ -89,7 +89,7 @@ class RetryingSession(SameOriginSession):
     def __init__(self, base_url: str, deadline: float) -> None:
         super().__init__(base_url)
         self.deadline = deadline
-        self.retries: dict[str, int] = {}  # by kind ("502", "429", "connection"): survived transient faults
+        self.retries: dict[str, int] = {}  # by kind ("502", "429", "connection", "timeout"): faults survived
         self._lock = threading.Lock()
 
     def _count(self, kind: str) -> None:
@@ -117,11 +117,13 @@ class RetryingSession(SameOriginSession):
             except (
                 requests.exceptions.ConnectionError,
                 requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.Timeout,
             ) as exc:
                 if not retryable or last or isinstance(exc, requests.exceptions.SSLError):
                     raise
-                self._count("connection")
-                self._wait(request, None, _backoff(attempt), "the connection failed")
+                kind = "timeout" if isinstance(exc, requests.exceptions.Timeout) else "connection"
+                self._count(kind)
+                self._wait(request, None, _backoff(attempt), f"the {kind} failed")
                 continue
             status = response.status_code
             if status not in RETRY_STATUS or not (retryable or status == 429):

@@ -316,9 +316,13 @@ class Flaky:
 
     script: list[Response] = field(default_factory=list)
     seen: list[tuple[str, float]] = field(default_factory=list)
+    stall_once_s: float = 0.0
 
     def handle(self, request: Request) -> Response:
         self.seen.append((request.method, time.monotonic()))
+        if self.stall_once_s:
+            stall, self.stall_once_s = self.stall_once_s, 0.0
+            time.sleep(stall)  # the server's own slowness, not the test waiting
         if self.script:
             return self.script.pop(0)
         if request.path.endswith("/user"):
@@ -446,3 +450,19 @@ def test_a_runs_api_flaky_fault_is_met_and_survived(clean: Local) -> None:
     injected = clean.api.api_faults.injected
     assert injected["gitlab-429"] == 1 and injected["gitlab-502"] >= 3, injected
     assert driver.retries == {"429": 1, "502": injected["gitlab-502"]}
+    # The Kubernetes API finds the run's pods by their job id annotation: GitLab told it the pipeline's jobs.
+    (job,) = clean.state.jobs(clean.state.pipeline("runnerconf/scratch", pipeline["id"]))
+    pod = {"metadata": {"annotations": {"job.runner.gitlab.com/id": str(job.id)}}}
+    assert clean.api.run_faults.of_pod(pod) == {"api-flaky"}
+    assert clean.api.run_faults.of_pod({"metadata": {"annotations": {}}}) == frozenset()
+
+
+def test_a_read_past_the_client_timeout_is_asked_again(
+    flaky: tuple[Flaky, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, url = flaky
+    monkeypatch.setattr(gitlab_driver, "REQUEST_TIMEOUT_S", 0.5)
+    fake.stall_once_s = 1.5  # the fake server is slow once; the client gives up at 0.5 s
+    driver = GitLabDriver(_profile(url))
+    assert driver.preflight()["project_id"] == 5
+    assert driver.retries == {"timeout": 1}

@@ -494,11 +494,15 @@ def test_a_refusal_is_not_retried(fake: tuple[FakeKube, KubeDriver]) -> None:
 
 @pytest.fixture
 def faulted(tmp_path: Path, fast_retries: None) -> Iterator[tuple[KubeStore, KubeAPI, KubeDriver]]:
-    """The local Kubernetes API with a run's faults: the pods carry RUNNERCONF_LOCAL_FAULTS in their env."""
+    """The local Kubernetes API with runs' faults, as GitLab tells them: job 7 asked for watch-expired and
+    api-flaky, job 8 for api-flaky, job 9 for none."""
     store = KubeStore()
     store.create({"kind": "Namespace", "metadata": {"name": NS}})
     api = KubeAPI(store, {"full-token-0000001": rbac.grants(["secrets"])})
     api.api_faults.log = lambda line: None
+    api.run_faults.add([7], frozenset({"watch-expired", "api-flaky"}))
+    api.run_faults.add([8], frozenset({"api-flaky"}))
+    api.run_faults.add([9], frozenset())
     url = api.start().url
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", url, {"full": "full-token-0000001"}, "full", NS)
     try:
@@ -508,12 +512,16 @@ def faulted(tmp_path: Path, fast_retries: None) -> Iterator[tuple[KubeStore, Kub
         KNOWN.clear()
 
 
-def _job_pod(name: str, faults: str) -> dict[str, Any]:
-    env = [{"name": "CI_JOB_ID", "value": "7"}, {"name": "RUNNERCONF_LOCAL_FAULTS", "value": faults}]
+def _job_pod(name: str, job_id: int) -> dict[str, Any]:
     return {
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": NS, "labels": {PROJECT_ID_LABEL: "42"}},
-        "spec": {"containers": [{"name": "build", "image": "alpine", "env": env}]},
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "labels": {PROJECT_ID_LABEL: "42"},
+            "annotations": {"job.runner.gitlab.com/id": str(job_id)},
+        },
+        "spec": {"containers": [{"name": "build", "image": "alpine"}]},
         "status": {"phase": "Pending"},
     }
 
@@ -546,7 +554,7 @@ def test_under_the_local_faults_the_watch_ends_with_the_stores_state(
 
         for n in range(6):
             name = f"pod-{n}"
-            store.create(_job_pod(name, "watch-expired,api-flaky"))
+            store.create(_job_pod(name, 7))
             for phase in ("Running", "Succeeded"):
                 _phase(store, name, phase)
                 settle(lambda name=name, phase=phase: last.get(name) == phase)
@@ -569,11 +577,11 @@ def test_a_runs_api_faults_stay_with_its_pods(faulted: tuple[KubeStore, KubeAPI,
     store, api, driver = faulted
     for _ in range(10):
         driver.list_pods("")
-    store.create(_job_pod("other-run", ""))
+    store.create(_job_pod("other-run", 9))
     for _ in range(10):
         driver.list_pods("")
     assert api.api_faults.injected == {} and driver.retries == {}
-    store.create(_job_pod("flaky-run", "api-flaky"))
+    store.create(_job_pod("flaky-run", 8))
     for _ in range(10):
         driver.list_pods("")
     assert sum(api.api_faults.injected.values()) == 2 and sum(driver.retries.values()) == 2

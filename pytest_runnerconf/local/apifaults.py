@@ -1,16 +1,15 @@
 """The API faults a run must survive with its verdicts unchanged: `watch-expired` and `api-flaky`.
 
-A run's faults travel with its pipeline (RUNNERCONF_LOCAL_FAULTS). GitLab sees them on the pipeline; the
-Kubernetes API sees them on the run's pods, whose build containers carry the pipeline's variables in their
-env as the runner puts them there. So a fault is in force on the Kubernetes side while a pod of a faulted run
-lives, and on the GitLab side while a faulted pipeline is unfinished. Each fault comes every few requests
+A run's faults travel with its pipeline (RUNNERCONF_LOCAL_FAULTS). GitLab sees them on the pipeline and tells
+`RunFaults` the pipeline's job ids; the Kubernetes API finds a pod's run by the job id annotation the runner
+puts on it. So a fault is in force on the Kubernetes side while a pod of a faulted run lives, and on the
+GitLab side while a faulted pipeline is unfinished. Each fault comes every few requests
 or changes (counted, not drawn), so a run certainly meets it and the next attempt certainly passes; every
 injection is counted in `injected` and written to the cluster's log as a "runnerconf local: fault" line.
 """
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import threading
 import time
@@ -20,8 +19,6 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
-from pytest_runnerconf.local.errors import LocalConfigError
-from pytest_runnerconf.local.faults import ENV_VAR, parse_faults
 from pytest_runnerconf.local.httpserve import Response
 
 WATCH_EXPIRED = "watch-expired"
@@ -44,15 +41,31 @@ def log_to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def pod_faults(pod: dict[str, Any]) -> frozenset[str]:
-    """The faults a pod's run asked for: RUNNERCONF_LOCAL_FAULTS in any of its containers' env."""
-    spec = pod.get("spec") or {}
-    for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
-        for entry in container.get("env") or []:
-            if entry.get("name") == ENV_VAR:
-                with contextlib.suppress(LocalConfigError):
-                    return parse_faults(str(entry.get("value") or ""))
-    return frozenset()
+JOB_ID_ANNOTATION = "job.runner.gitlab.com/id"  # on every pod the runner makes for a job
+
+
+class RunFaults:
+    """job id -> the faults its pipeline asked for; GitLab adds each pipeline's jobs as it creates them.
+
+    A plain registry on purpose: the Kubernetes store consults it under its own lock, so it must not reach
+    into GitLab's state (and its lock) from there.
+    """
+
+    def __init__(self) -> None:
+        self._by_job: dict[int, frozenset[str]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, job_ids: list[int], faults: frozenset[str]) -> None:
+        if faults:
+            with self._lock:
+                self._by_job.update(dict.fromkeys(job_ids, faults))
+
+    def of_pod(self, pod: dict[str, Any]) -> frozenset[str]:
+        value = str(((pod.get("metadata") or {}).get("annotations") or {}).get(JOB_ID_ANNOTATION, ""))
+        if not value.isdigit():
+            return frozenset()
+        with self._lock:
+            return self._by_job.get(int(value), frozenset())
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -72,6 +85,7 @@ class KubeFaults:
     """The Kubernetes API's side: watch-cache resets, keep-alives, failed lists and watches."""
 
     own: frozenset[str] = frozenset()  # the cluster's own faults (`runnerconf local up --faults`)
+    runs: RunFaults = field(default_factory=RunFaults)
     log: Callable[[str], None] = log_to_stderr
     injected: Counter[str] = field(default_factory=Counter)
     _live: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)  # faulted pods alive
@@ -94,7 +108,7 @@ class KubeFaults:
             return False
         meta = obj.get("metadata") or {}
         key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
-        faults = self.own | pod_faults(obj)
+        faults = self.own | self.runs.of_pod(obj)
         with self._lock:
             if type_ == "DELETED":
                 self._live.pop(key, None)
@@ -114,7 +128,7 @@ class KubeFaults:
 
     def keep_alive(self, obj: dict[str, Any]) -> bool:
         """Whether a blank keep-alive line follows this watch event (an event about a watch-expired pod)."""
-        if WATCH_EXPIRED not in self.own | pod_faults(obj):
+        if WATCH_EXPIRED not in self.own | self.runs.of_pod(obj):
             return False
         with self._lock:
             self.injected["keep-alive"] += 1

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 # BAD_GATEWAY: what nginx in front of GitLab answers when the application dies after doing the work.
-from pytest_runnerconf.local.apifaults import API_FLAKY, BAD_GATEWAY, GitLabFaults
+from pytest_runnerconf.local.apifaults import API_FLAKY, BAD_GATEWAY, GitLabFaults, RunFaults
 from pytest_runnerconf.local.errors import LocalConfigError
 from pytest_runnerconf.local.faults import ENV_VAR as FAULTS_ENV_VAR
 from pytest_runnerconf.local.faults import parse_faults
@@ -115,7 +115,11 @@ class GitLabAPI:
     """Routes of the local GitLab; `start()` serves them on loopback and tells the state its URL."""
 
     def __init__(
-        self, state: GitLabState, token: str | None = None, faults: frozenset[str] = frozenset()
+        self,
+        state: GitLabState,
+        token: str | None = None,
+        faults: frozenset[str] = frozenset(),
+        run_faults: RunFaults | None = None,
     ) -> None:
         self.state = state
         self.token = token if token is not None else state.token
@@ -124,6 +128,8 @@ class GitLabAPI:
         self.faults = faults  # the cluster's own; a run's faults come with its pipeline's variables
         self._lost: set[tuple[str, str]] = set()  # (POST kind, ref) whose answer was already lost once
         self.api_faults = GitLabFaults(self._flaky_pipeline, own=faults)
+        # Where the Kubernetes API learns which pods belong to a faulted run (by their job ids).
+        self.run_faults = run_faults if run_faults is not None else RunFaults()
         self.router = Router()
         self._add_routes()
 
@@ -516,6 +522,7 @@ class GitLabAPI:
         if not isinstance(variables, list) or not all(isinstance(v, dict) for v in variables):
             return Response(400, {"error": "variables is invalid"})
         pipeline = self.state.create_pipeline(project, str(ref), variables)
+        self.run_faults.add(list(pipeline.job_ids), _run_faults(variables))
         lost = self._lose_answer("pipeline", str(ref), self.faults | _run_faults(variables))
         if lost is not None:
             return lost

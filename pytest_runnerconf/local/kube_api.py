@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import yaml
 
 from pytest_runnerconf.local import kube_exec, kube_proto, kube_tables
-from pytest_runnerconf.local.apifaults import KubeFaults, truncated
+from pytest_runnerconf.local.apifaults import KubeFaults, RunFaults, truncated
 from pytest_runnerconf.local.errors import LocalConfigError
 from pytest_runnerconf.local.httpserve import LoopbackServer, Request, Response, Router, Takeover
 from pytest_runnerconf.local.kstore import BadRequest, Gone, KubeStore, NotFound, StoreError, plural
@@ -153,13 +153,14 @@ class KubeAPI:
     users: dict[str, str] = field(default_factory=dict)  # token -> user name shown in 403 messages
     node: NodeAPI | None = None
     bookmark_interval_s: float = 60.0
-    faults: frozenset[str] = frozenset()  # the cluster's own; a run's come with its pods (apifaults)
+    faults: frozenset[str] = frozenset()  # the cluster's own; a run's are found by its pods' job ids
+    run_faults: RunFaults = field(default_factory=RunFaults)  # shared with the GitLab API
     api_faults: KubeFaults = field(init=False, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _server: LoopbackServer | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.api_faults = KubeFaults(own=self.faults)
+        self.api_faults = KubeFaults(own=self.faults, runs=self.run_faults)
         self.store.expire_history = self.api_faults.on_record
 
     # -- lifecycle
