@@ -53,6 +53,9 @@ class PodEvent:
     type: str  # ADDED | MODIFIED | DELETED | RELISTED (state re-read after the watch expired)
     pod: dict[str, Any]
     time: float
+    # Made by a relist, not sent by the watch: a RELISTED state, or the DELETED of a pod that vanished while
+    # the watch was expired (its pod is the last state seen; what came between, and when it went, is unknown).
+    relisted: bool = False
 
     @property
     def name(self) -> str:
@@ -617,13 +620,13 @@ class PodWatch:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _emit(self, kind: str, pod: dict[str, Any]) -> None:
+    def _emit(self, kind: str, pod: dict[str, Any], relisted: bool = False) -> None:
         name = pod.get("metadata", {}).get("name", "")
         if kind == "DELETED":
             self._known.pop(name, None)
         else:
             self._known[name] = pod
-        self.events.put(PodEvent(kind, pod, time.time()))
+        self.events.put(PodEvent(kind, pod, time.time(), relisted))
 
     def _fail(self, error: KubeError) -> None:
         self.events.put(WatchFailed(error, time.time()))
@@ -647,8 +650,10 @@ class PodWatch:
         expiries = 0
         while not self._stop.is_set():
             try:
-                if self._watch_once():
-                    failures = expiries = 0
+                delivered = self._watch_once()
+                failures = 0  # a window that ended as windows end: the failures were not in a row
+                if delivered:
+                    expiries = 0
                 else:
                     self._stop.wait(0.2)  # an empty window: do not spin if the server ends streams at once
             except _Expired:
@@ -699,9 +704,9 @@ class PodWatch:
         self._rv = str(body.get("metadata", {}).get("resourceVersion", ""))
         current = {p.get("metadata", {}).get("name", ""): p for p in body.get("items") or []}
         for name in [n for n in self._known if n not in current]:
-            self._emit("DELETED", self._known[name])
+            self._emit("DELETED", self._known[name], relisted=True)
         for name, pod in current.items():
             seen = self._known.get(name)
             version = pod.get("metadata", {}).get("resourceVersion")
             if seen is None or seen.get("metadata", {}).get("resourceVersion") != version:
-                self._emit("RELISTED", pod)
+                self._emit("RELISTED", pod, relisted=True)

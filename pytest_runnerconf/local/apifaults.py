@@ -3,9 +3,9 @@
 A run's faults travel with its pipeline (RUNNERCONF_LOCAL_FAULTS). GitLab sees them on the pipeline and tells
 `RunFaults` the pipeline's job ids; the Kubernetes API finds a pod's run by the job id annotation the runner
 puts on it. So a fault is in force on the Kubernetes side while a pod of a faulted run lives, and on the
-GitLab side while a faulted pipeline is unfinished. Each fault comes every few requests
-or changes (counted, not drawn), so a run certainly meets it and the next attempt certainly passes; every
-injection is counted in `injected` and written to the cluster's log as a "runnerconf local: fault" line.
+GitLab side while a faulted pipeline is unfinished. Each fault comes every few requests or changes (counted,
+not drawn), so a run certainly meets it and the next attempt certainly passes; every injection is counted in
+`injected` and written to the cluster's log as a "runnerconf local: fault" line.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ from pytest_runnerconf.local.httpserve import Response
 
 WATCH_EXPIRED = "watch-expired"
 API_FLAKY = "api-flaky"
-EXPIRE_EVERY = 6  # changes of a faulted run's pods between two watch-cache resets
-KUBE_FLAKY_EVERY = 5  # Kubernetes list/watch requests between two failures (500, 503, truncated in turn)
+EXPIRE_EVERY = 25  # changes of a faulted run's pods between two watch-cache resets (a few per run)
+# While a faulted run's pods live, its 1st, 3rd and 5th Kubernetes list/watch requests fail (500, 503, a
+# truncated body: each is met within the first three reads, whose retries succeed), then every 4th in turn.
+KUBE_FLAKY_EVERY = 4
+KUBE_FLAKY_FIRST = 5
 GITLAB_FLAKY_EVERY = 5  # GitLab reads between two 502s
-RATE_LIMIT_AT = 3  # the faulted pipeline's 3rd GitLab read is answered 429 (once per pipeline)
+RATE_LIMIT_AT = 3  # the 3rd GitLab read while a faulted pipeline runs is answered 429 (once per pipeline)
 RATE_LIMIT_WAIT_S = 2  # how far ahead the 429's Retry-After date lies
 LOG_PREFIX = "runnerconf local: fault"
 # What nginx in front of GitLab answers when the application is down for a moment.
@@ -135,22 +138,28 @@ class KubeFaults:
         return True
 
     def failed_request(self, path: str, watch: bool) -> Response | str | None:
-        """api-flaky: every KUBE_FLAKY_EVERY-th list/watch answers 500, 503 or (the string "truncated") a
-        body cut short; None: answer as usual."""
+        """api-flaky: some lists/watches answer 500, 503 or (the string "truncated") a body cut short, in
+        turn (see KUBE_FLAKY_FIRST); None: answer as usual."""
         if not self.in_force(API_FLAKY):
             return None
         with self._lock:
             self._requests += 1
             n = self._requests
-        if n % KUBE_FLAKY_EVERY:
+        if n <= KUBE_FLAKY_FIRST:
+            if n % 2 == 0:
+                return None
+            turn = n // 2
+        elif n % KUBE_FLAKY_EVERY:
             return None
+        else:
+            turn = n // KUBE_FLAKY_EVERY
         verb = "watch" if watch else "list"
-        match (n // KUBE_FLAKY_EVERY) % 3:
-            case 1:
+        match turn % 3:
+            case 0:
                 self._inject(API_FLAKY, "kube-500", f"answered 500 to the {verb} {path}")
                 message = "Internal error occurred: etcdserver: request timed out"
                 return Response(500, _status(500, "InternalError", message))
-            case 2:
+            case 1:
                 self._inject(API_FLAKY, "kube-503", f"answered 503 to the {verb} {path}")
                 message = "the server is currently unable to handle the request"
                 return Response(503, _status(503, "ServiceUnavailable", message), {"Retry-After": "1"})
