@@ -466,3 +466,16 @@ def test_a_read_past_the_client_timeout_is_asked_again(
     driver = GitLabDriver(_profile(url))
     assert driver.preflight()["project_id"] == 5
     assert driver.retries == {"timeout": 1}
+
+
+def test_a_read_whose_connection_drops_mid_body_is_asked_again(flaky: tuple[Flaky, str]) -> None:
+    fake, url = flaky
+
+    def dies_mid_body() -> Iterator[bytes]:
+        yield b'{"id": 1, "user'
+        raise RuntimeError("the proxy went away")  # no last chunk: the client sees the connection end
+
+    fake.script.append(Response(200, dies_mid_body()))
+    driver = GitLabDriver(_profile(url))
+    assert driver.preflight()["project_id"] == 5
+    assert driver.retries == {"connection": 1}

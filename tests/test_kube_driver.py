@@ -595,3 +595,16 @@ def test_a_runs_api_faults_stay_with_its_pods(faulted: tuple[KubeStore, KubeAPI,
     for _ in range(10):
         driver.list_pods("")
     assert api.api_faults.injected == before, "no fault once the faulted run's pods are gone"
+
+
+def test_a_list_whose_connection_drops_mid_body_is_retried(fake: tuple[FakeKube, KubeDriver]) -> None:
+    script, driver = fake
+    whole = json.dumps(_pod_list(5, ("a", 4, "Running"))).encode()
+
+    def dies_mid_body() -> Iterator[bytes]:
+        yield whole[:20]
+        raise RuntimeError("the proxy went away")  # no last chunk: the client sees the connection end
+
+    script.lists += [lambda r: Response(200, dies_mid_body()), _answer(200, whole)]
+    assert [p["metadata"]["name"] for p in driver.list_pods("x=1")["items"]] == ["a"]
+    assert driver.retries == {"dropped": 1}
