@@ -598,6 +598,7 @@ class PodWatch:
         self._rv = resource_version
         self._stop = threading.Event()
         self._resp: Any = None
+        self._delivered = False  # the current window has delivered an event (however it then ended)
         self._known: dict[str, dict[str, Any]] = {}
         self.events: queue.Queue[PodEvent | WatchFailed] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="runnerconf-pod-watch", daemon=True)
@@ -658,7 +659,8 @@ class PodWatch:
                     self._stop.wait(0.2)  # an empty window: do not spin if the server ends streams at once
             except _Expired:
                 self._driver.count_retry("watch 410")
-                expiries += 1
+                # Only expiries right after a relist, with nothing delivered between, are in a row.
+                expiries = 1 if self._delivered else expiries + 1
                 if expiries > MAX_EXPIRIES:
                     raise KubeAPIFailing(
                         f"the pod watch on namespace {self._driver.namespace} expired {expiries} times in a "
@@ -680,7 +682,7 @@ class PodWatch:
 
     def _watch_once(self) -> bool:
         """One watch window; True when it delivered any event about a pod."""
-        delivered = False
+        delivered = self._delivered = False
         self._resp = self._driver.open_watch(self._selector, self._rv)
         try:
             for event in self._driver.watch_events(self._resp):
@@ -692,7 +694,7 @@ class PodWatch:
                 if rv:
                     self._rv = str(rv)
                 if kind in ("ADDED", "MODIFIED", "DELETED"):
-                    delivered = True
+                    delivered = self._delivered = True
                     self._emit(str(kind), obj)
         finally:
             self._resp = None

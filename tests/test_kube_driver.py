@@ -608,3 +608,18 @@ def test_a_list_whose_connection_drops_mid_body_is_retried(fake: tuple[FakeKube,
     script.lists += [lambda r: Response(200, dies_mid_body()), _answer(200, whole)]
     assert [p["metadata"]["name"] for p in driver.list_pods("x=1")["items"]] == ["a"]
     assert driver.retries == {"dropped": 1}
+
+
+def test_windows_that_deliver_before_expiring_are_not_expiries_in_a_row(
+    fake: tuple[FakeKube, KubeDriver],
+) -> None:
+    """Each window delivers an event, then expires: a relist at once every time, never a give-up."""
+    script, driver = fake
+    rounds = kube_driver.MAX_EXPIRIES + 4
+    for n in range(rounds):
+        script.watches.append(_stream(_line("MODIFIED", "a", 10 * n + 2), _error_line(410, "Expired")))
+        script.lists.append(_answer(200, _pod_list(10 * n + 3, ("a", 10 * n + 2, "Running"))))
+    with driver.watch_pods("x=1", "1") as watch:
+        events = _take(watch, rounds)
+    assert [e.type for e in events] == ["MODIFIED"] * rounds, "the relists found nothing new"
+    assert driver.retries == {"watch 410": rounds}
