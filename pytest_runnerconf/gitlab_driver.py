@@ -92,7 +92,7 @@ class RetryingSession(SameOriginSession):
         self.retries: dict[str, int] = {}  # by kind ("502", "429", "connection", "timeout"): faults survived
         self._lock = threading.Lock()
 
-    def _count(self, kind: str) -> None:
+    def count(self, kind: str) -> None:
         with self._lock:
             self.retries[kind] = self.retries.get(kind, 0) + 1
 
@@ -122,7 +122,7 @@ class RetryingSession(SameOriginSession):
                 if not retryable or last or isinstance(exc, requests.exceptions.SSLError):
                     raise
                 kind = "timeout" if isinstance(exc, requests.exceptions.Timeout) else "connection"
-                self._count(kind)
+                self.count(kind)
                 self._wait(request, None, _backoff(attempt), f"the {kind} failed")
                 continue
             status = response.status_code
@@ -136,7 +136,7 @@ class RetryingSession(SameOriginSession):
                 response.close()
                 raise GitLabBusy(str(request.method), _path(request), status, f"{why} {attempt} times")
             response.close()
-            self._count(str(status))
+            self.count(str(status))
             self._wait(request, status, asked if asked is not None else _backoff(attempt), why)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -546,21 +546,37 @@ class GitLabDriver:
         """The job's trace, read as a stream and cut at the profile's max_trace_bytes (noted in `capped`)."""
         limit = self._profile.max_trace_bytes
         with self._translate(f"read the trace of job {job_id}"):
-            chunks = self.project.jobs.get(job_id, lazy=True).trace(streamed=True, iterator=True)
-            raw, cut = _read_capped(chunks, limit)
+            raw, cut = self._streamed(
+                lambda: self.project.jobs.get(job_id, lazy=True).trace(streamed=True, iterator=True), limit
+            )
         if cut:
             self.capped[f"trace of job {job_id}"] = (
                 f"the trace of job {job_id} was cut at {limit} bytes ({self._setting}.max_trace_bytes)"
             )
         return raw.decode("utf-8", errors="replace")
 
+    def _streamed(self, open_stream: Callable[[], Iterable[bytes]], limit: int) -> tuple[bytes, bool]:
+        """Read a streamed download within LIMIT, from the start again when its connection drops mid-body
+        (the session retries only what fails before the body)."""
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return _read_capped(open_stream(), limit)
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
+                if attempt == READ_ATTEMPTS:
+                    raise
+                self._session.count("dropped")
+                time.sleep(_backoff(attempt))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
     def artifacts(self, job_id: int) -> dict[str, str]:
         """The job's artifacts archive as {path: text}; {} when the job uploaded none or it is too big."""
         limit = self._profile.max_artifact_bytes
         with self._translate(f"download the artifacts of job {job_id}"):
             try:
-                chunks = self.project.jobs.get(job_id, lazy=True).artifacts(streamed=True, iterator=True)
-                data, cut = _read_capped(chunks, limit)
+                data, cut = self._streamed(
+                    lambda: self.project.jobs.get(job_id, lazy=True).artifacts(streamed=True, iterator=True),
+                    limit,
+                )
             except gitlab.exceptions.GitlabError as exc:
                 if exc.response_code == 404:
                     return {}

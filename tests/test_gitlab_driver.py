@@ -479,3 +479,34 @@ def test_a_read_whose_connection_drops_mid_body_is_asked_again(flaky: tuple[Flak
     driver = GitLabDriver(_profile(url))
     assert driver.preflight()["project_id"] == 5
     assert driver.retries == {"connection": 1}
+
+
+def test_a_trace_whose_connection_drops_mid_body_is_read_again_from_the_start(token: None) -> None:
+    answers: list[Response] = []
+
+    def dies_mid_body() -> Iterator[bytes]:
+        yield b"Running with gitlab-runner 18.0.0\n"
+        raise RuntimeError("the proxy went away")  # no last chunk: the client sees the connection end
+
+    answers += [Response(200, dies_mid_body(), content_type="text/plain")]
+    whole = b"Running with gitlab-runner 18.0.0\nJob succeeded\n"
+    router = Router()
+    router.add("GET", "/api/v4/user", lambda r: Response(200, {"id": 1, "username": "me"}))
+    router.add(
+        "GET",
+        "/api/v4/projects/(?P<p>[^/]+)",
+        lambda r: Response(200, {"id": 5, "path_with_namespace": "g/p", "default_branch": "main"}),
+    )
+    router.add(
+        "GET",
+        "/api/v4/projects/5/jobs/9/trace",
+        lambda r: answers.pop(0) if answers else Response(200, whole, content_type="text/plain"),
+    )
+    server = LoopbackServer(router, lambda p: Response(404, {"message": "404 Not Found"})).start()
+    try:
+        driver = GitLabDriver(_profile(server.url))
+        driver.preflight()
+        assert driver.trace(9) == whole.decode(), "the whole trace, not the first part twice"
+        assert driver.retries == {"dropped": 1}
+    finally:
+        server.stop()
