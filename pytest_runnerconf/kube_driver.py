@@ -672,7 +672,7 @@ class PodWatch:
                 self._relist()
             except _Broken as exc:
                 self._driver.count_retry("watch broken")
-                failures += 1
+                failures = 1 if self._delivered else failures + 1  # in a row: with nothing delivered between
                 if failures >= MAX_WATCH_FAILURES:
                     raise KubeAPIFailing(
                         f"the pod watch on namespace {self._driver.namespace} failed {failures} times in a "
