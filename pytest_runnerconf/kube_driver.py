@@ -34,7 +34,7 @@ RUNNER_SECRET_TYPE = "kubernetes.io/dockercfg"  # the runner's per-job registry-
 JOB_ID_ANNOTATION = "job.runner.gitlab.com/id"
 PROJECT_ID_LABEL = "project.runner.gitlab.com/id"
 WATCH_WINDOW_S = 10  # server-side watch timeout: how often the thread notices a stop request
-REQUEST_TIMEOUT_S = 30
+REQUEST_TIMEOUT_S = 30  # an int: kubernetes 29 ignores a float request timeout
 MAX_WATCH_FAILURES = 5  # watch windows in a row that broke before delivering anything
 MAX_EXPIRIES = 8  # relists in a row whose watch expired again before delivering anything
 # A read (list, get) that answers one of these, drops its connection or sends a body that does not parse is
@@ -324,11 +324,13 @@ class KubeDriver:
                     raise
                 self.count_retry("malformed")
                 time.sleep(retry_wait(attempt))
-            except urllib3.exceptions.ProtocolError:
-                # The connection died mid-answer (a proxy restarting); refused or unresolvable is not retried.
+            except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError) as exc:
+                # The connection died mid-answer (a proxy restarting) or the answer was too slow; refused or
+                # unresolvable is not retried.
                 if last:
                     raise
-                self.count_retry("dropped")
+                slow = isinstance(exc, urllib3.exceptions.ReadTimeoutError)
+                self.count_retry("timeout" if slow else "dropped")
                 time.sleep(retry_wait(attempt))
         raise AssertionError("unreachable: the last attempt returns or raises")
 

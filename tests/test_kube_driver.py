@@ -623,3 +623,19 @@ def test_windows_that_deliver_before_expiring_are_not_expiries_in_a_row(
         events = _take(watch, rounds)
     assert [e.type for e in events] == ["MODIFIED"] * rounds, "the relists found nothing new"
     assert driver.retries == {"watch 410": rounds}
+
+
+def test_a_list_slower_than_the_read_timeout_is_asked_again(
+    fake: tuple[FakeKube, KubeDriver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script, driver = fake
+    # Whole seconds: kubernetes 29 ignores a float request timeout (the driver's own is an int).
+    monkeypatch.setattr(kube_driver, "REQUEST_TIMEOUT_S", 1)
+
+    def slow(request: Request) -> Response:
+        script.stop.wait(2.5)  # the server's own slowness: the client gives up after a second
+        return Response(200, _pod_list(2, ("a", 2, "Running")))
+
+    script.lists += [slow, _answer(200, _pod_list(3, ("a", 3, "Running")))]
+    assert driver.list_pods("x=1")["metadata"]["resourceVersion"] == "3"
+    assert driver.retries == {"timeout": 1}
