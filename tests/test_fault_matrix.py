@@ -126,7 +126,7 @@ def selected_faults(session: pytest.Session) -> set[str]:
     selected: set[str] = set()
     for item in session.items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if getattr(item, "module", None) is not None and item.module.__name__ == __name__:  # type: ignore[attr-defined]
+        if getattr(item, "module", None) is not None and item.module.__name__ == __name__:
             selected.update(str(params[key]) for key in ("fault", "faults") if key in params)
     return selected
 
