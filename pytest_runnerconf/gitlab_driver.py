@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from datetime import datetime
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -31,6 +34,14 @@ MAX_ARTIFACT_BYTES = 5 * 1024 * 1024  # one artifact file: probes upload tiny fi
 # connection died) is reconciled before it is sent again, at most this many times in all.
 WRITE_ATTEMPTS = 3
 _LOST_STATUS = frozenset({500, 502, 503, 504, 520, 521, 522, 523, 524})
+# A read that answers one of these (or loses its connection) is asked again, this many times in all, after
+# the server's Retry-After or a doubling back-off; a 429 is asked again for any method (GitLab refused it
+# unperformed). Other writes are never repeated here: _write_once reconciles them.
+READ_ATTEMPTS = 5
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+RETRY_BASE_S = 0.5
+RETRY_MAX_S = 8.0  # back-off without a Retry-After; a Retry-After is honoured up to the run's deadline
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 class CrossOriginRedirect(requests.exceptions.RequestException):
@@ -65,6 +76,127 @@ class SameOriginSession(requests.Session):
         if origin(str(prepared_request.url)) != self._origin:
             raise CrossOriginRedirect(str(response.url), str(prepared_request.url))
         super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]
+
+
+class RetryingSession(SameOriginSession):
+    """Asks a read again when GitLab (or its proxy) answers 429/502/503/504/500 or drops the connection.
+
+    python-gitlab's own retry cannot be used: it reads Retry-After as an integer only (an HTTP date raises
+    ValueError), it would sleep as long as the server asks, and it repeats POSTs whose answer was lost.
+    Waits are bounded by DEADLINE (time.monotonic()); past it the read fails with GitLabBusy.
+    """
+
+    def __init__(self, base_url: str, deadline: float) -> None:
+        super().__init__(base_url)
+        self.deadline = deadline
+        self.retries: dict[str, int] = {}  # by kind ("502", "429", "connection", "timeout"): faults survived
+        self._lock = threading.Lock()
+
+    def count(self, kind: str) -> None:
+        with self._lock:
+            self.retries[kind] = self.retries.get(kind, 0) + 1
+
+    def _wait(self, request: requests.PreparedRequest, status: int | None, seconds: float, why: str) -> None:
+        if time.monotonic() + seconds > self.deadline:
+            raise GitLabBusy(
+                str(request.method),
+                _path(request),
+                status,
+                f"{why}, and waiting {seconds:.0f}s more would pass the run's deadline",
+            )
+        time.sleep(seconds)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        if kwargs.get("allow_redirects") is False:  # a redirect hop of a request already being retried
+            return super().send(request, **kwargs)
+        retryable = _retryable(request)
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            last = attempt == READ_ATTEMPTS
+            try:
+                response = super().send(request, **kwargs)
+            except (
+                requests.exceptions.ConnectionError,
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.Timeout,
+            ) as exc:
+                if not retryable or last or isinstance(exc, requests.exceptions.SSLError):
+                    raise
+                kind = "timeout" if isinstance(exc, requests.exceptions.Timeout) else "connection"
+                self.count(kind)
+                self._wait(request, None, _backoff(attempt), f"the {kind} failed")
+                continue
+            status = response.status_code
+            if status not in RETRY_STATUS or not (retryable or status == 429):
+                return response
+            asked = retry_after_s(response.headers.get("Retry-After"), response.headers.get("Date"))
+            why = f"GitLab answered {status}" + (
+                f" with Retry-After {asked:.0f}s" if asked is not None else ""
+            )
+            if last:
+                response.close()
+                raise GitLabBusy(str(request.method), _path(request), status, f"{why} {attempt} times")
+            response.close()
+            self.count(str(status))
+            self._wait(request, status, asked if asked is not None else _backoff(attempt), why)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(RETRY_BASE_S * 2.0 ** (attempt - 1), RETRY_MAX_S))
+
+
+def _path(request: requests.PreparedRequest) -> str:
+    """The request's path without its query (which may carry a token) for messages."""
+    return urlsplit(str(request.url or "")).path
+
+
+class GitLabBusy(requests.exceptions.RequestException):
+    """GitLab kept answering a read with 429/5xx (or asked to wait past the run's deadline)."""
+
+    def __init__(self, method: str, url: str, status: int | None, why: str) -> None:
+        super().__init__(f"{method} {url}: {why}")
+        self.status = status
+        self.why = why
+
+
+class GitLabAPIFailing(GitLabError):
+    """GitLab kept failing after the retries: the checks that needed it could not be tested."""
+
+    cause = "api-error"
+
+
+def retry_after_s(
+    value: str | None, server_date: str | None = None, now: float | None = None
+) -> float | None:
+    """A Retry-After header as seconds to wait: delta-seconds or an HTTP date (RFC 9110 10.2.3).
+
+    A date is measured against the answer's own Date header when it has one (GitLab's clock against GitLab's
+    clock), else against this machine's; a date in the past means at once. None: no usable value.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    base = now if now is not None else time.time()
+    if server_date:
+        with suppress(TypeError, ValueError, IndexError):
+            base = parsedate_to_datetime(server_date).timestamp()
+    return max(0.0, when.timestamp() - base)
+
+
+def _retryable(request: requests.PreparedRequest) -> bool:
+    method = str(request.method or "").upper()
+    # Cancelling twice is cancelling once: the cancel endpoints are POSTs that can safely be asked again.
+    return method in _IDEMPOTENT or (
+        method == "POST" and str(request.url or "").split("?")[0].endswith("/cancel")
+    )
 
 
 def _lost(exc: BaseException) -> bool:
@@ -126,13 +258,18 @@ class GitLabDriver:
         loose = profile.token_file_warning()
         if loose:
             warnings.warn(RunnerConfWarning(loose), stacklevel=2)
+        # Retries are the session's (bounded by the run's whole life: its deadline, then its cleanup).
+        expect = profile.expect
+        self._session = RetryingSession(
+            profile.gitlab_url, time.monotonic() + expect.run_deadline_s + expect.cleanup_deadline_s
+        )
         self._gl = gitlab.Gitlab(
             profile.gitlab_url,
             private_token=token,
             timeout=REQUEST_TIMEOUT_S,
-            retry_transient_errors=True,
+            retry_transient_errors=False,
             keep_base_url=True,
-            session=SameOriginSession(profile.gitlab_url),
+            session=self._session,
             # Verification stays on: with a CA file against that CA only, else against the system's.
             ssl_verify=ca_file or True,
         )
@@ -142,6 +279,11 @@ class GitLabDriver:
     @property
     def url(self) -> str:
         return self._profile.gitlab_url
+
+    @property
+    def retries(self) -> dict[str, int]:
+        """Transient failures survived so far, by kind ("502", "429", "connection")."""
+        return dict(self._session.retries)
 
     def _token_source(self) -> str:
         if self._profile.token_env:
@@ -169,6 +311,11 @@ class GitLabDriver:
     def _translate_errors(self, action: str, not_found: str | None) -> Iterator[None]:
         try:
             yield
+        except GitLabBusy as exc:
+            raise GitLabAPIFailing(
+                f"GitLab at {self.url} failed to {action}: {exc.why}; check the GitLab server's health "
+                "(and its rate limits for the token's user)"
+            ) from None
         except CrossOriginRedirect as exc:
             raise GitLabError(
                 f"GitLab at {self.url} redirected a request to another origin ({exc.target}) and the token was "
@@ -212,13 +359,8 @@ class GitLabDriver:
 
     def preflight(self) -> dict[str, Any]:
         """Authenticate and open the project; nothing is created. Returns facts for the evidence."""
-        # An unreachable GitLab should fail in seconds, not after python-gitlab's ~100 s of transient retries.
-        self._gl.retry_transient_errors = False
-        try:
-            with self._translate("authenticate"):
-                self._gl.auth()
-        finally:
-            self._gl.retry_transient_errors = True
+        with self._translate("authenticate"):
+            self._gl.auth()
         with self._translate(
             f"open project {self._profile.project}",
             not_found=f"project {self._profile.project} not found on {self.url}; "
@@ -404,21 +546,37 @@ class GitLabDriver:
         """The job's trace, read as a stream and cut at the profile's max_trace_bytes (noted in `capped`)."""
         limit = self._profile.max_trace_bytes
         with self._translate(f"read the trace of job {job_id}"):
-            chunks = self.project.jobs.get(job_id, lazy=True).trace(streamed=True, iterator=True)
-            raw, cut = _read_capped(chunks, limit)
+            raw, cut = self._streamed(
+                lambda: self.project.jobs.get(job_id, lazy=True).trace(streamed=True, iterator=True), limit
+            )
         if cut:
             self.capped[f"trace of job {job_id}"] = (
                 f"the trace of job {job_id} was cut at {limit} bytes ({self._setting}.max_trace_bytes)"
             )
         return raw.decode("utf-8", errors="replace")
 
+    def _streamed(self, open_stream: Callable[[], Iterable[bytes]], limit: int) -> tuple[bytes, bool]:
+        """Read a streamed download within LIMIT, from the start again when its connection drops mid-body
+        (the session retries only what fails before the body)."""
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return _read_capped(open_stream(), limit)
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
+                if attempt == READ_ATTEMPTS:
+                    raise
+                self._session.count("dropped")
+                time.sleep(_backoff(attempt))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
     def artifacts(self, job_id: int) -> dict[str, str]:
         """The job's artifacts archive as {path: text}; {} when the job uploaded none or it is too big."""
         limit = self._profile.max_artifact_bytes
         with self._translate(f"download the artifacts of job {job_id}"):
             try:
-                chunks = self.project.jobs.get(job_id, lazy=True).artifacts(streamed=True, iterator=True)
-                data, cut = _read_capped(chunks, limit)
+                data, cut = self._streamed(
+                    lambda: self.project.jobs.get(job_id, lazy=True).artifacts(streamed=True, iterator=True),
+                    limit,
+                )
             except gitlab.exceptions.GitlabError as exc:
                 if exc.response_code == 404:
                     return {}

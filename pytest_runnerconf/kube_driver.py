@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import urllib3.exceptions
 import yaml
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
@@ -33,8 +34,16 @@ RUNNER_SECRET_TYPE = "kubernetes.io/dockercfg"  # the runner's per-job registry-
 JOB_ID_ANNOTATION = "job.runner.gitlab.com/id"
 PROJECT_ID_LABEL = "project.runner.gitlab.com/id"
 WATCH_WINDOW_S = 10  # server-side watch timeout: how often the thread notices a stop request
-REQUEST_TIMEOUT_S = 30
-MAX_WATCH_FAILURES = 5
+REQUEST_TIMEOUT_S = 30  # an int: kubernetes 29 ignores a float request timeout
+MAX_WATCH_FAILURES = 5  # watch windows in a row that broke before delivering anything
+MAX_EXPIRIES = 8  # relists in a row whose watch expired again before delivering anything
+# A read (list, get) that answers one of these, drops its connection or sends a body that does not parse is
+# asked again, this many times in all, waiting RETRY_BASE_S doubled each time (or the server's Retry-After)
+# and at most RETRY_MAX_S: an API server behind a load balancer does this now and then.
+READ_ATTEMPTS = 4
+RETRY_BASE_S = 0.25
+RETRY_MAX_S = 5.0
+TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,9 @@ class PodEvent:
     type: str  # ADDED | MODIFIED | DELETED | RELISTED (state re-read after the watch expired)
     pod: dict[str, Any]
     time: float
+    # Made by a relist, not sent by the watch: a RELISTED state, or the DELETED of a pod that vanished while
+    # the watch was expired (its pod is the last state seen; what came between, and when it went, is unknown).
+    relisted: bool = False
 
     @property
     def name(self) -> str:
@@ -98,8 +110,47 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _guard_pool(api_client: client.ApiClient) -> None:
+    """No redirects and no hidden retries in the client's connection pool.
+
+    urllib3 follows redirects by default: a Kubernetes API never redirects, so any 3xx is answered as the
+    response it is (and refused in _translate) instead of carrying the credentials elsewhere. Nor does urllib3
+    retry here: it would sleep whatever a Retry-After asks, unbounded; the retries are the driver's own
+    (counted, bounded, reads only).
+    """
+    pool = api_client.rest_client.pool_manager
+    urlopen = pool.urlopen
+
+    def guarded(method: str, url: str, redirect: bool = True, **kw: Any) -> Any:
+        kw["retries"] = False
+        return urlopen(method, url, redirect=False, **kw)
+
+    pool.urlopen = guarded  # type: ignore[method-assign]
+
+
 class SecretsForbidden(KubeError):
     """RBAC does not allow listing Secrets: the check that needs them is skipped, the run goes on."""
+
+
+class KubeAPIFailing(KubeError):
+    """The Kubernetes API kept failing (5xx, malformed answers, broken watches) after the retries."""
+
+    cause = "api-error"
+
+
+class _Malformed(Exception):
+    """A body or a watch line that is not the JSON the API promises (a truncated answer)."""
+
+
+def retry_wait(attempt: int, headers: Any = None) -> float:
+    """How long to wait before retry ATTEMPT (1, 2, ...): the server's Retry-After seconds, else back-off."""
+    value = headers.get("Retry-After") if headers is not None and hasattr(headers, "get") else None
+    try:
+        asked = float(value) if value is not None else None
+    except ValueError:
+        asked = None
+    wait = asked if asked is not None and asked >= 0 else RETRY_BASE_S * 2 ** (attempt - 1)
+    return min(wait, RETRY_MAX_S)
 
 
 class KubeDriver:
@@ -112,6 +163,20 @@ class KubeDriver:
         self._api_client = self._load_client()
         self._guard_client()
         self._core = client.CoreV1Api(self._api_client)
+        # Metadata-only lists go through a client of their own whose default Accept asks for them: a per-call
+        # header (`_headers`) exists only in recent clients, and the shared client's Accept is the watch's.
+        meta_client = client.ApiClient(self._api_client.configuration)
+        meta_client.set_default_header("Accept", METADATA_LIST_ACCEPT)
+        _guard_pool(meta_client)
+        self._meta = client.CoreV1Api(meta_client)
+        # Transient failures met and survived, by kind ("503", "malformed", "watch 410", ...): evidence that
+        # a run coped, and what the fault tests count.
+        self.retries: dict[str, int] = {}
+        self._retries_lock = threading.Lock()
+
+    def count_retry(self, kind: str) -> None:
+        with self._retries_lock:
+            self.retries[kind] = self.retries.get(kind, 0) + 1
 
     def _guard_client(self) -> None:
         """No clear-text credentials to another machine, no redirects, and the bearer token kept out of output."""
@@ -126,15 +191,7 @@ class KubeDriver:
         for value in (configuration.api_key or {}).values():
             remember(str(value).removeprefix("Bearer ").strip())
         remember(configuration.password)
-        # urllib3 follows redirects by default: a Kubernetes API never redirects, so any 3xx is answered as
-        # the response it is (and refused in _translate) instead of carrying the credentials elsewhere.
-        pool = self._api_client.rest_client.pool_manager
-        urlopen = pool.urlopen
-
-        def no_redirects(method: str, url: str, redirect: bool = True, **kw: Any) -> Any:
-            return urlopen(method, url, redirect=False, **kw)
-
-        pool.urlopen = no_redirects  # type: ignore[method-assign]
+        _guard_pool(self._api_client)
 
     @property
     def host(self) -> str:
@@ -207,6 +264,8 @@ class KubeDriver:
         try:
             yield
         except ApiException as exc:
+            if exc.status == 0:  # the client's wrapping of a transport failure (TLS) that urllib3 raised
+                raise KubeError(self._unreachable(exc)) from None
             if exc.status == 403 and forbidden:
                 raise KubeError(forbidden) from None
             if exc.status == 404 and not_found:
@@ -222,21 +281,75 @@ class KubeDriver:
                     f"the Kubernetes API at {self.host} rejected the kubeconfig credentials (401); "
                     f"check {self._setting}.kubeconfig and {self._setting}.kube_context"
                 ) from None
+            if exc.status in TRANSIENT_STATUS:
+                raise KubeAPIFailing(
+                    f"the Kubernetes API at {self.host} failed to {action} {READ_ATTEMPTS} times in a row "
+                    f"(last: {exc.status} {exc.reason}); check the API server's health"
+                ) from None
             raise KubeError(
                 f"the Kubernetes API at {self.host} failed to {action} ({exc.status} {exc.reason}); "
                 f"check {self._setting}.namespace and the service account's RBAC"
             ) from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise KubeError(
-                f"cannot reach the Kubernetes API at {self.host} ({_reason(exc)}); "
-                f"check {self._setting}.kubeconfig and {self._setting}.kube_context"
+        except _Malformed as exc:
+            raise KubeAPIFailing(
+                f"the Kubernetes API at {self.host} answered {READ_ATTEMPTS} requests to {action} with a "
+                f"malformed body (last: {exc}); check the API server and any proxy in front of it"
             ) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise KubeError(self._unreachable(exc)) from None
+
+    def _unreachable(self, exc: BaseException) -> str:
+        return (
+            f"cannot reach the Kubernetes API at {self.host} ({_reason(exc)}); "
+            f"check {self._setting}.kubeconfig and {self._setting}.kube_context"
+        )
+
+    def _retrying(self, attempt_once: Callable[[], Any]) -> Any:
+        """ATTEMPT_ONCE() again after a transient failure (5xx/429, a dropped connection, a malformed body),
+        READ_ATTEMPTS times in all; the last failure is raised as it came, for _translate to phrase.
+
+        Only for reads: asking again cannot do anything twice.
+        """
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            last = attempt == READ_ATTEMPTS
+            try:
+                return attempt_once()
+            except ApiException as exc:
+                if exc.status not in TRANSIENT_STATUS or last:
+                    raise
+                self.count_retry(str(exc.status))
+                time.sleep(retry_wait(attempt, exc.headers))
+            except _Malformed:
+                if last:
+                    raise
+                self.count_retry("malformed")
+                time.sleep(retry_wait(attempt))
+            except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError) as exc:
+                # The connection died mid-answer (a proxy restarting) or the answer was too slow; refused or
+                # unresolvable is not retried.
+                if last:
+                    raise
+                slow = isinstance(exc, urllib3.exceptions.ReadTimeoutError)
+                self.count_retry("timeout" if slow else "dropped")
+                time.sleep(retry_wait(attempt))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _raw(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Call the API and return the JSON as the server sent it (camelCase, RFC 3339 times)."""
-        resp = call(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S, **kwargs)
-        body: dict[str, Any] = json.loads(resp.data)
-        return body
+        """Call the API and return the JSON as the server sent it (camelCase, RFC 3339 times), retried."""
+
+        def once() -> dict[str, Any]:
+            resp = call(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S, **kwargs)
+            data = resp.data
+            try:
+                body = json.loads(data)
+            except ValueError:
+                raise _Malformed(f"{len(data)} bytes that are not JSON") from None
+            if not isinstance(body, dict):
+                raise _Malformed(f"a JSON {type(body).__name__}, not an object")
+            return body
+
+        result: dict[str, Any] = self._retrying(once)
+        return result
 
     def _no_rbac(self, what: str) -> str:
         return (
@@ -276,14 +389,16 @@ class KubeDriver:
             f"watch pods in namespace {self.namespace}", forbidden=self._no_rbac("watch pods")
         ):
             # Unread (_preload_content=False), the call returns with the status line: no wait for events.
-            resp: Any = self._core.list_namespaced_pod(  # unread: a urllib3 response, not a V1PodList
-                self.namespace,
-                label_selector=selector,
-                watch=True,
-                timeout_seconds=1,
-                resource_version=resource_version or None,
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT_S,
+            resp: Any = self._retrying(
+                lambda: self._core.list_namespaced_pod(  # unread: a urllib3 response, not a V1PodList
+                    self.namespace,
+                    label_selector=selector,
+                    watch=True,
+                    timeout_seconds=1,
+                    resource_version=resource_version or None,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT_S,
+                )
             )
             resp.close()
 
@@ -323,10 +438,9 @@ class KubeDriver:
         with self._translate(f"list secret metadata in namespace {self.namespace}"):
             try:
                 body = self._raw(
-                    self._core.list_namespaced_secret,
+                    self._meta.list_namespaced_secret,
                     self.namespace,
                     field_selector=f"type={RUNNER_SECRET_TYPE}",
-                    _headers={"Accept": METADATA_LIST_ACCEPT},
                 )
             except ApiException as exc:
                 if exc.status == 403:
@@ -355,43 +469,129 @@ class KubeDriver:
     def watch_pods(self, selector: str, resource_version: str) -> PodWatch:
         return PodWatch(self, selector, resource_version)
 
-    # the watch thread's only entry into the SDK
-    def _stream(self, w: watch.Watch, selector: str, resource_version: str) -> Iterator[dict[str, Any]]:
+    # the watch thread's only entries into the SDK
+
+    def open_watch(self, selector: str, resource_version: str) -> Any:
+        """Open one watch window on the job pods; returns the unread urllib3 response.
+
+        The stream is parsed here, not by the client's Watch: its deserialize=False path fails on ERROR events
+        (KeyError 'raw_object' in some releases) before a caller can relist.
+
+        Raises:
+            _Expired: the resourceVersion is too old (410): relist, then watch again.
+            _Broken: a transient failure (5xx, 429, no connection): open again after a back-off.
+            KubeError: anything else (RBAC, credentials), phrased by _translate.
+        """
         kwargs: dict[str, Any] = {
             "label_selector": selector,
+            "watch": True,
             "timeout_seconds": WATCH_WINDOW_S,
             "allow_watch_bookmarks": True,
-            "deserialize": False,
+            "_preload_content": False,
             "_request_timeout": (REQUEST_TIMEOUT_S, WATCH_WINDOW_S + REQUEST_TIMEOUT_S),
         }
         if resource_version:
             kwargs["resource_version"] = resource_version
+        action = f"watch pods in namespace {self.namespace}"
         try:
-            yield from w.stream(self._core.list_namespaced_pod, self.namespace, **kwargs)
-        except urllib3.exceptions.ProtocolError:
-            # The server closed the stream without its final chunk: a watch window ending, not a failure.
-            return
+            return self._core.list_namespaced_pod(self.namespace, **kwargs)
         except ApiException as exc:
             if exc.status == 410:
                 raise _Expired from None
-            with self._translate(
-                f"watch pods in namespace {self.namespace}", forbidden=self._no_rbac("watch pods")
-            ):
+            if exc.status in TRANSIENT_STATUS:
+                raise _Broken(f"{exc.status} {exc.reason}") from None
+            with self._translate(action, forbidden=self._no_rbac("watch pods")):
                 raise
-        except (urllib3.exceptions.HTTPError, OSError):
-            with self._translate(f"watch pods in namespace {self.namespace}"):
-                raise
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _Broken(_reason(exc)) from None
+
+    def watch_events(self, resp: Any) -> Iterator[dict[str, Any]]:
+        """The ADDED/MODIFIED/DELETED/BOOKMARK events of one open watch window, parsed line by line.
+
+        Blank lines are keep-alives; a connection that ends (mid-line or between events) ends the window,
+        and the caller resumes from the last resourceVersion it saw.
+
+        Raises:
+            _Expired: an ERROR event with code 410 (the watch cache was reset or the version compacted).
+            _Broken: an ERROR event with a transient code, a line that is not JSON, a read that timed out.
+            KubeAPIFailing: an ERROR event with any other code.
+        """
+        try:
+            for line in _lines(resp):
+                if not line.strip():
+                    continue  # a keep-alive
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    raise _Broken(f"a malformed watch event ({len(line)} bytes)") from None
+                if not isinstance(event, dict):
+                    raise _Broken("a watch event that is not a JSON object")
+                if event.get("type") == "ERROR":
+                    self._watch_error(event.get("object") or {})
+                yield event
+        except urllib3.exceptions.ProtocolError:
+            return  # the server ended the stream without its last chunk: a window ending, or a dropped line
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _Broken(_reason(exc)) from None
+        finally:
+            resp.close()
+
+    def _watch_error(self, status: dict[str, Any]) -> None:
+        code = status.get("code")
+        if code == 410:
+            raise _Expired
+        if code in TRANSIENT_STATUS or code is None:
+            raise _Broken(f"an ERROR event ({code} {status.get('reason', '')})".replace(" )", ")"))
+        raise KubeAPIFailing(
+            f"the pod watch on namespace {self.namespace} ended with an error from the Kubernetes API at "
+            f"{self.host} ({code} {status.get('reason', '')}: {status.get('message', '')}); check the API "
+            "server's health and the service account's RBAC"
+        )
+
+
+def _lines(resp: Any) -> Iterator[bytes]:
+    """The lines of a streamed body, without their newline; a last line without one is not a whole event."""
+    buffer = b""
+    for chunk in resp.stream(amt=None, decode_content=False):
+        buffer += chunk if isinstance(chunk, bytes) else str(chunk).encode()
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            yield line
+    if buffer.strip():
+        raise _Broken(f"a truncated watch event ({len(buffer)} bytes without a line end)")
+
+
+def _shutdown(resp: Any) -> None:
+    """Unblock a thread reading RESP: close its socket under it (urllib3 2.3+ has shutdown() for this)."""
+    shutdown = getattr(resp, "shutdown", None)
+    try:
+        if callable(shutdown):
+            shutdown()
+            return
+        conn = getattr(resp, "connection", None) or getattr(resp, "_connection", None)
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 class _Expired(Exception):
     """The watch's resourceVersion is too old (410 Gone): relist, then watch again."""
 
 
+class _Broken(Exception):
+    """A watch window broke in a way that asking again can cure (5xx, a malformed line, no connection)."""
+
+
 class PodWatch:
     """ONE watch on the job pods, in a thread, feeding `events`; restarts from the last resourceVersion.
 
-    When the server says the resourceVersion is too old (410) the thread relists and queues the current
-    state of every pod as RELISTED, and a DELETED event for pods that vanished meanwhile.
+    When the server says the resourceVersion is too old (410, at the start or as an ERROR event in the stream)
+    the thread relists and queues what changed meanwhile: RELISTED for each pod that is new or has a newer
+    resourceVersion than the last event about it, DELETED for each pod that vanished. A pod whose state did
+    not change is not queued again, so the run sees every state once. Windows that break (5xx, malformed or
+    truncated lines, a dropped connection) are reopened from the last resourceVersion after a back-off.
     """
 
     def __init__(self, driver: KubeDriver, selector: str, resource_version: str) -> None:
@@ -399,7 +599,8 @@ class PodWatch:
         self._selector = selector
         self._rv = resource_version
         self._stop = threading.Event()
-        self._watch: watch.Watch | None = None
+        self._resp: Any = None
+        self._delivered = False  # the current window has delivered an event (however it then ended)
         self._known: dict[str, dict[str, Any]] = {}
         self.events: queue.Queue[PodEvent | WatchFailed] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="runnerconf-pod-watch", daemon=True)
@@ -410,8 +611,9 @@ class PodWatch:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._watch is not None:
-            self._watch.stop()
+        resp = self._resp
+        if resp is not None:
+            _shutdown(resp)
         # The stream returns within WATCH_WINDOW_S; the thread is a daemon, so do not wait for all of it.
         self._thread.join(timeout=1.0)
 
@@ -421,68 +623,94 @@ class PodWatch:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _emit(self, kind: str, pod: dict[str, Any]) -> None:
+    def _emit(self, kind: str, pod: dict[str, Any], relisted: bool = False) -> None:
         name = pod.get("metadata", {}).get("name", "")
         if kind == "DELETED":
             self._known.pop(name, None)
         else:
             self._known[name] = pod
-        self.events.put(PodEvent(kind, pod, time.time()))
+        self.events.put(PodEvent(kind, pod, time.time(), relisted))
+
+    def _fail(self, error: KubeError) -> None:
+        self.events.put(WatchFailed(error, time.time()))
+        self._stop.set()
 
     def _run(self) -> None:
         # Whatever ends this thread must reach the run as a queued WatchFailed, never as a lost traceback.
         try:
             self._loop()
+        except KubeError as exc:
+            self._fail(exc)
         except Exception as exc:
-            error = KubeError(
-                f"the pod watch on namespace {self._driver.namespace} stopped unexpectedly: {exc!r}"
+            self._fail(
+                KubeError(
+                    f"the pod watch on namespace {self._driver.namespace} stopped unexpectedly: {exc!r}"
+                )
             )
-            self.events.put(WatchFailed(error, time.time()))
 
     def _loop(self) -> None:
         failures = 0
+        expiries = 0
         while not self._stop.is_set():
             try:
-                if self._watch_once():
-                    failures = 0
+                delivered = self._watch_once()
+                failures = 0  # a window that ended as windows end: the failures were not in a row
+                if delivered:
+                    expiries = 0
                 else:
                     self._stop.wait(0.2)  # an empty window: do not spin if the server ends streams at once
             except _Expired:
+                self._driver.count_retry("watch 410")
+                # Only expiries right after a relist, with nothing delivered between, are in a row.
+                expiries = 1 if self._delivered else expiries + 1
+                if expiries > MAX_EXPIRIES:
+                    raise KubeAPIFailing(
+                        f"the pod watch on namespace {self._driver.namespace} expired {expiries} times in a "
+                        f"row right after a fresh list; the Kubernetes API at {self._driver.host} keeps "
+                        "resetting its watch cache"
+                    ) from None
+                if expiries > 1:  # the first relist is at once; a server that keeps expiring gets a back-off
+                    self._stop.wait(min(RETRY_BASE_S * 2 ** (expiries - 2), RETRY_MAX_S))
                 self._relist()
-            except KubeError as exc:
-                failures += 1
+            except _Broken as exc:
+                self._driver.count_retry("watch broken")
+                failures = 1 if self._delivered else failures + 1  # in a row: with nothing delivered between
                 if failures >= MAX_WATCH_FAILURES:
-                    self.events.put(WatchFailed(exc, time.time()))
-                    return
-                self._stop.wait(min(0.5 * 2**failures, 5.0))
+                    raise KubeAPIFailing(
+                        f"the pod watch on namespace {self._driver.namespace} failed {failures} times in a "
+                        f"row (last: {exc}); the Kubernetes API at {self._driver.host} is not serving watches"
+                    ) from None
+                self._stop.wait(min(0.5 * 2**failures, RETRY_MAX_S))
 
     def _watch_once(self) -> bool:
-        """One watch window; True when it delivered any event."""
-        self._watch = watch.Watch()
-        delivered = False
-        for event in self._driver._stream(self._watch, self._selector, self._rv):
-            delivered = True
-            if self._stop.is_set():
-                return delivered
-            kind = event.get("type")
-            obj = event.get("object") or {}
-            rv = obj.get("metadata", {}).get("resourceVersion")
-            if rv:
-                self._rv = str(rv)
-            if kind in ("ADDED", "MODIFIED", "DELETED"):
-                self._emit(kind, obj)
+        """One watch window; True when it delivered any event about a pod."""
+        delivered = self._delivered = False
+        self._resp = self._driver.open_watch(self._selector, self._rv)
+        try:
+            for event in self._driver.watch_events(self._resp):
+                if self._stop.is_set():
+                    return delivered
+                kind = event.get("type")
+                obj = event.get("object") or {}
+                rv = obj.get("metadata", {}).get("resourceVersion")
+                if rv:
+                    self._rv = str(rv)
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    delivered = self._delivered = True
+                    self._emit(str(kind), obj)
+        finally:
+            self._resp = None
         return delivered
 
     def _relist(self) -> None:
-        try:
-            body = self._driver.list_pods(self._selector)
-        except KubeError as exc:
-            self.events.put(WatchFailed(exc, time.time()))
-            self._stop.set()
-            return
+        """Read the current state (retried) and queue what changed since the last event about each pod."""
+        body = self._driver.list_pods(self._selector)
         self._rv = str(body.get("metadata", {}).get("resourceVersion", ""))
         current = {p.get("metadata", {}).get("name", ""): p for p in body.get("items") or []}
         for name in [n for n in self._known if n not in current]:
-            self._emit("DELETED", self._known[name])
-        for pod in current.values():
-            self._emit("RELISTED", pod)
+            self._emit("DELETED", self._known[name], relisted=True)
+        for name, pod in current.items():
+            seen = self._known.get(name)
+            version = pod.get("metadata", {}).get("resourceVersion")
+            if seen is None or seen.get("metadata", {}).get("resourceVersion") != version:
+                self._emit("RELISTED", pod, relisted=True)

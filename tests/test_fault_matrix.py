@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,8 +49,25 @@ COMBINED: dict[str, set[str]] = {"quota-exceeded,leak-secrets": {"RC-CLN-005"}}
 EXIT_COULD_NOT_TEST = 6
 
 # Faults that must change no verdict: the run copes with them (GitLab losing a write's answer: the run must
-# reconcile, not repeat the write). Each runs alone, like the clean run, so its verdicts can be compared.
-HARMLESS = ("gitlab-lost-response",)
+# reconcile, not repeat the write; an expiring watch, flaky APIs: the run must retry and relist). Each runs
+# alone, like the clean run, so its verdicts can be compared and the cluster's log lines are its own.
+HARMLESS = (
+    "gitlab-lost-response",
+    "watch-expired",
+    "api-flaky",
+)
+# What each harmless fault must have done during its run: patterns of the cluster's "fault" log lines.
+MET: dict[str, tuple[str, ...]] = {
+    "gitlab-lost-response": (),  # said in the evidence notes instead
+    "watch-expired": (r"fault watch-expired: watch history reset",),
+    "api-flaky": (
+        r"fault api-flaky: answered 500 to the (list|watch)",
+        r"fault api-flaky: answered 503 to the (list|watch)",
+        r"fault api-flaky: cut short the body",
+        r"fault api-flaky: answered 502 to GET",
+        r"fault api-flaky: answered 429 \(Retry-After: \w{3}, ",
+    ),
+}
 
 # The spine's faults break get_sources or /builds, which every probe script depends on (they come from the
 # clone): run them against the modules the issue names, where each must make its matching checks fail.
@@ -57,7 +76,10 @@ SPINE_MODULES = ["suites/test_ordering.py", "suites/test_builds_volume.py"]
 MODULES = {fault: SPINE_MODULES for fault in SOURCES_FAULTS} | {"logs-volume-broken": ["suites/test_logs.py"]}
 
 
-def run_suite(fault: str, out: Path) -> dict[str, Any]:
+def run_suite(fault: str, out: Path, cluster_log: Path | None = None) -> dict[str, Any]:
+    """Run the suite under FAULT; with CLUSTER_LOG, keep the lines the cluster logged meanwhile."""
+    offset = cluster_log.stat().st_size if cluster_log is not None and cluster_log.exists() else 0
+    started = time.monotonic()
     env = dict(os.environ)
     env.pop("RUNNERCONF_LOCAL_FAULTS", None)
     if fault:
@@ -90,25 +112,46 @@ def run_suite(fault: str, out: Path) -> dict[str, Any]:
     doc = json.loads(path.read_text())
     doc["exit"] = proc.returncode
     doc["output"] = proc.stdout[-3000:]
+    doc["wall_s"] = round(time.monotonic() - started, 1)
+    doc["cluster_log"] = ""
+    if cluster_log is not None and cluster_log.exists():
+        with cluster_log.open("rb") as fh:
+            fh.seek(offset)
+            doc["cluster_log"] = fh.read().decode(errors="replace")
     return doc
+
+
+def selected_faults(session: pytest.Session) -> set[str]:
+    """The faults whose rows this session runs (`-k api-flaky` runs the clean run and that row only)."""
+    selected: set[str] = set()
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if getattr(item, "module", None) is not None and item.module.__name__ == __name__:
+            selected.update(str(params[key]) for key in ("fault", "faults") if key in params)
+    return selected
 
 
 @pytest.fixture(scope="module")
 def matrix(
-    local_cluster: Any, tmp_path_factory: pytest.TempPathFactory
+    local_cluster: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[dict[str, dict[str, Any]]]:
     out = tmp_path_factory.mktemp("matrix")
+    wanted = selected_faults(request.session)
+    cluster_log = Path(local_cluster.home) / "cluster.log"
     # The clean run goes alone: its CPU check needs the node not to be saturated by other runs' jobs.
     docs = {"": run_suite("", out)}
-    docs.update({fault: run_suite(fault, out) for fault in HARMLESS})
+    docs.update({fault: run_suite(fault, out, cluster_log) for fault in HARMLESS if fault in wanted})
     # Fault runs share the running cluster; faults travel with each pipeline, so the runs may overlap.
-    faults = [*MATRIX, "pod-pending-timeout"]
+    faults = [f for f in [*MATRIX, "pod-pending-timeout"] if f in wanted]
     with ThreadPoolExecutor(3) as pool:
         docs.update(zip(faults, pool.map(lambda f: run_suite(f, out), faults), strict=True))
     # Runs whose pods are refused go one at a time: a Secret without a pod is this run's only when no other
     # pipeline of the project ran alongside (otherwise RC-CLN-005 says it could not tell).
-    for fault in [f for f in [*UNTESTABLE, *COMBINED] if f not in docs]:
+    for fault in [f for f in [*UNTESTABLE, *COMBINED] if f not in docs and f in wanted]:
         docs[fault] = run_suite(fault, out)
+    print(
+        "\nfault matrix wall times: " + ", ".join(f"{f or 'clean'} {d['wall_s']}s" for f, d in docs.items())
+    )
     yield docs
 
 
@@ -161,7 +204,11 @@ def test_harmless_fault_changes_no_verdict_and_makes_one_pipeline(
     assert verdicts(doc) == verdicts(clean), doc["output"]
     assert doc["exit"] == clean["exit"]
     evidence = json.loads((Path(doc["evidence"]) / "evidence.json").read_text())
-    assert any("lost the answer" in note for note in evidence["notes"]), evidence["notes"]
+    if fault == "gitlab-lost-response":
+        assert any("lost the answer" in note for note in evidence["notes"]), evidence["notes"]
+    met = {pattern: len(re.findall(pattern, doc["cluster_log"])) for pattern in MET[fault]}
+    print(f"\n{fault}: {doc['wall_s']}s (clean {clean['wall_s']}s); injected {met}")
+    assert all(met.values()), f"{fault} was not met during its run: {met}"
     gl = gitlab.Gitlab(local_cluster.gitlab_url, private_token=local_cluster.gitlab_token)
     pipelines = gl.projects.get(local_cluster.project).pipelines.list(ref=evidence["branch"], get_all=True)
     assert [p.id for p in pipelines] == [evidence["pipeline"]["id"]], "GitLab holds one pipeline for the run"

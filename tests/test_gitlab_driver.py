@@ -1,4 +1,5 @@
-"""GitLab writes happen once, tokens go only to GitLab's origin, big answers are read with a cap.
+"""GitLab writes happen once, reads survive 5xx and rate limits, tokens go only to GitLab's origin, big
+answers are read with a cap.
 
 Against the local GitLab API in-process (loopback, no Docker) and small loopback fakes for what it cannot do
 (redirect to another origin, hang past the client timeout).
@@ -304,3 +305,208 @@ def test_artifacts_past_their_cap_are_not_read(clean: Local) -> None:
     clean.state.store_artifacts(job_id, "artifacts.zip", blob.getvalue())
     assert driver.artifacts(job_id) == {"small.txt": "ok"}
     assert "bomb.txt exceed 4096 bytes unpacked" in driver.capped[f"artifacts of job {job_id}"]
+
+
+# ---------------------------------------------------------------- reads survive 5xx and rate limits
+
+
+@dataclass
+class Flaky:
+    """A fake GitLab whose /user and project reads take their answers from a script (then succeed)."""
+
+    script: list[Response] = field(default_factory=list)
+    seen: list[tuple[str, float]] = field(default_factory=list)
+    stall_once_s: float = 0.0
+
+    def handle(self, request: Request) -> Response:
+        self.seen.append((request.method, time.monotonic()))
+        if self.stall_once_s:
+            stall, self.stall_once_s = self.stall_once_s, 0.0
+            time.sleep(stall)  # the server's own slowness, not the test waiting
+        if self.script:
+            return self.script.pop(0)
+        if request.path.endswith("/user"):
+            return Response(200, {"id": 1, "username": "me"})
+        return Response(200, {"id": 5, "path_with_namespace": "runnerconf/scratch", "default_branch": "main"})
+
+
+@pytest.fixture
+def flaky(token: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Flaky, str]]:
+    monkeypatch.setattr(gitlab_driver, "RETRY_BASE_S", 0.01)
+    fake = Flaky()
+    router = Router()
+    router.add("GET", "/api/v4/user", fake.handle)
+    router.add("GET", "/api/v4/projects/(?P<p>[^/]+)", fake.handle)
+    router.add("POST", "/api/v4/projects/(?P<p>[^/]+)/repository/commits", fake.handle)
+    server = LoopbackServer(router, lambda p: Response(404, {"message": "404 Not Found"})).start()
+    yield fake, server.url
+    server.stop()
+
+
+def test_reads_answering_502_503_504_are_retried(flaky: tuple[Flaky, str]) -> None:
+    fake, url = flaky
+    fake.script += [
+        Response(502, "<html>502 Bad Gateway</html>", content_type="text/html"),
+        Response(503, {"message": "503"}),
+        Response(504, "<html>504 Gateway Time-out</html>", content_type="text/html"),
+    ]
+    driver = GitLabDriver(_profile(url))
+    facts = driver.preflight()
+    assert facts["project_id"] == 5
+    assert driver.retries == {"502": 1, "503": 1, "504": 1}
+
+
+def test_retry_after_is_honoured_in_seconds_and_as_an_http_date(flaky: tuple[Flaky, str]) -> None:
+    from email.utils import formatdate
+
+    fake, url = flaky
+    fake.script += [
+        Response(429, "Retry later\n", {"Retry-After": "1"}, content_type="text/plain"),
+        Response(
+            429,
+            "Retry later\n",
+            {"Retry-After": formatdate(time.time() + 2, usegmt=True)},
+            content_type="text/plain",
+        ),
+    ]
+    driver = GitLabDriver(_profile(url))
+    driver.preflight()
+    (_, first), (_, second), (_, third) = fake.seen[:3]
+    assert second - first >= 0.95, "Retry-After: 1 means a second"
+    assert 0.95 <= third - second < 3.5, (
+        "an HTTP date two seconds ahead of the answer's Date: a second or two"
+    )
+    assert driver.retries == {"429": 2}
+
+
+def test_retry_after_parses_both_forms() -> None:
+    # A date is read against the answer's own Date header: GitLab's clock an hour off changes nothing.
+    stamp = "Wed, 02 Dec 2026 05:00:10 GMT"
+    assert gitlab_driver.retry_after_s("30") == 30.0
+    assert gitlab_driver.retry_after_s(stamp, server_date="Wed, 02 Dec 2026 05:00:07 GMT") == 3.0
+    now = gitlab_driver.retry_after_s(stamp, now=1_796_187_600.0)  # 2026-12-02T05:00:00Z
+    assert now == 10.0
+    assert gitlab_driver.retry_after_s(stamp, server_date="Wed, 02 Dec 2026 06:00:00 GMT") == 0.0
+    assert gitlab_driver.retry_after_s("soon") is None and gitlab_driver.retry_after_s(None) is None
+
+
+def test_a_rate_limit_wait_past_the_run_deadline_fails_at_once_with_one_sentence(
+    flaky: tuple[Flaky, str],
+) -> None:
+    fake, url = flaky
+    fake.script += [Response(429, "Retry later\n", {"Retry-After": "3600"}, content_type="text/plain")]
+    driver = GitLabDriver(_profile(url, expect={"run_deadline_s": 60, "cleanup_deadline_s": 30}))
+    started = time.monotonic()
+    with pytest.raises(GitLabError) as info:
+        driver.preflight()
+    assert time.monotonic() - started < 5
+    assert getattr(info.value, "cause", None) == "api-error"
+    assert str(info.value) == (
+        f"GitLab at {url} failed to authenticate: GitLab answered 429 with Retry-After 3600s, and waiting "
+        "3600s more would pass the run's deadline; check the GitLab server's health (and its rate limits "
+        "for the token's user)"
+    )
+
+
+def test_a_read_that_keeps_failing_is_one_api_error_sentence(flaky: tuple[Flaky, str]) -> None:
+    fake, url = flaky
+    fake.script += [Response(503, {"message": "503"}) for _ in range(gitlab_driver.READ_ATTEMPTS)]
+    driver = GitLabDriver(_profile(url))
+    with pytest.raises(GitLabError) as info:
+        driver.preflight()
+    assert getattr(info.value, "cause", None) == "api-error"
+    assert str(info.value) == (
+        f"GitLab at {url} failed to authenticate: GitLab answered 503 5 times; check the GitLab server's "
+        "health (and its rate limits for the token's user)"
+    )
+    assert len(fake.seen) == gitlab_driver.READ_ATTEMPTS
+
+
+def test_a_write_answering_503_is_never_sent_again_blindly(flaky: tuple[Flaky, str]) -> None:
+    fake, url = flaky
+    driver = GitLabDriver(_profile(url))
+    driver.preflight()
+    fake.seen.clear()
+    fake.script += [Response(503, {"message": "503"}) for _ in range(10)]
+    with pytest.raises(GitLabError):
+        driver._write_once(
+            "push",
+            lambda: driver.project.commits.create({"branch": "b", "commit_message": "m", "actions": []}),
+            lambda: fake.seen.append(("reconcile", 0.0)),
+        )
+    # One POST per reconciliation round (which found nothing), never the session's or python-gitlab's repeats.
+    assert [m for m, _ in fake.seen] == ["POST", "reconcile"] * gitlab_driver.WRITE_ATTEMPTS
+
+
+def test_a_runs_api_flaky_fault_is_met_and_survived(clean: Local) -> None:
+    clean.api.api_faults.log = lambda line: None
+    driver = clean.driver()
+    driver.push_files(BRANCH, {".gitlab-ci.yml": CI}, commit_message(RUN_ID))
+    variables = {"RUNNERCONF_LOCAL_FAULTS": "api-flaky", "RUNNERCONF_RUN_ID": RUN_ID}
+    pipeline = driver.create_pipeline(BRANCH, variables, [])
+    for _ in range(12):
+        assert driver.pipeline(pipeline["id"])["id"] == pipeline["id"]
+        assert [j["name"] for j in driver.pipeline_jobs(pipeline["id"])] == ["probe"]
+    injected = clean.api.api_faults.injected
+    assert injected["gitlab-429"] == 1 and injected["gitlab-502"] >= 3, injected
+    assert driver.retries == {"429": 1, "502": injected["gitlab-502"]}
+    # The Kubernetes API finds the run's pods by their job id annotation: GitLab told it the pipeline's jobs.
+    (job,) = clean.state.jobs(clean.state.pipeline("runnerconf/scratch", pipeline["id"]))
+    pod = {"metadata": {"annotations": {"job.runner.gitlab.com/id": str(job.id)}}}
+    assert clean.api.run_faults.of_pod(pod) == {"api-flaky"}
+    assert clean.api.run_faults.of_pod({"metadata": {"annotations": {}}}) == frozenset()
+
+
+def test_a_read_past_the_client_timeout_is_asked_again(
+    flaky: tuple[Flaky, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, url = flaky
+    monkeypatch.setattr(gitlab_driver, "REQUEST_TIMEOUT_S", 0.5)
+    fake.stall_once_s = 1.5  # the fake server is slow once; the client gives up at 0.5 s
+    driver = GitLabDriver(_profile(url))
+    assert driver.preflight()["project_id"] == 5
+    assert driver.retries == {"timeout": 1}
+
+
+def test_a_read_whose_connection_drops_mid_body_is_asked_again(flaky: tuple[Flaky, str]) -> None:
+    fake, url = flaky
+
+    def dies_mid_body() -> Iterator[bytes]:
+        yield b'{"id": 1, "user'
+        raise RuntimeError("the proxy went away")  # no last chunk: the client sees the connection end
+
+    fake.script.append(Response(200, dies_mid_body()))
+    driver = GitLabDriver(_profile(url))
+    assert driver.preflight()["project_id"] == 5
+    assert driver.retries == {"connection": 1}
+
+
+def test_a_trace_whose_connection_drops_mid_body_is_read_again_from_the_start(token: None) -> None:
+    answers: list[Response] = []
+
+    def dies_mid_body() -> Iterator[bytes]:
+        yield b"Running with gitlab-runner 18.0.0\n"
+        raise RuntimeError("the proxy went away")  # no last chunk: the client sees the connection end
+
+    answers += [Response(200, dies_mid_body(), content_type="text/plain")]
+    whole = b"Running with gitlab-runner 18.0.0\nJob succeeded\n"
+    router = Router()
+    router.add("GET", "/api/v4/user", lambda r: Response(200, {"id": 1, "username": "me"}))
+    router.add(
+        "GET",
+        "/api/v4/projects/(?P<p>[^/]+)",
+        lambda r: Response(200, {"id": 5, "path_with_namespace": "g/p", "default_branch": "main"}),
+    )
+    router.add(
+        "GET",
+        "/api/v4/projects/5/jobs/9/trace",
+        lambda r: answers.pop(0) if answers else Response(200, whole, content_type="text/plain"),
+    )
+    server = LoopbackServer(router, lambda p: Response(404, {"message": "404 Not Found"})).start()
+    try:
+        driver = GitLabDriver(_profile(server.url))
+        driver.preflight()
+        assert driver.trace(9) == whole.decode(), "the whole trace, not the first part twice"
+        assert driver.retries == {"dropped": 1}
+    finally:
+        server.stop()

@@ -86,6 +86,7 @@ class LocalCluster:
 
     def start(self, log: Log = print) -> ClusterInfo:
         from pytest_runnerconf.local import admission, engine, images, netsvc, setup
+        from pytest_runnerconf.local.apifaults import RunFaults
         from pytest_runnerconf.local.gitlab_api import GitLabAPI
         from pytest_runnerconf.local.gitlab_state import GitLabState
         from pytest_runnerconf.local.kstore import KubeStore
@@ -127,7 +128,10 @@ class LocalCluster:
         gitlab_tls = ca.issue("gitlab").server_context() if self.tls_gitlab else None
         gitlab_token = "glpat-" + secrets.token_urlsafe(20)
         state = GitLabState(self.home / "gitlab", gitlab_token, None)
-        gitlab = GitLabAPI(state, gitlab_token, faults=self.faults).start(tls=gitlab_tls)
+        run_faults = RunFaults()  # a run's API faults: told by GitLab, looked up by the Kubernetes API
+        gitlab = GitLabAPI(state, gitlab_token, faults=self.faults, run_faults=run_faults).start(
+            tls=gitlab_tls
+        )
         self._stops.insert(0, gitlab.stop)
         state.base_url = gitlab.url
         substitutions = {"@local-dns": gateway, "@gitlab-url": gitlab.url}
@@ -199,6 +203,8 @@ class LocalCluster:
                 no_secrets: f"system:serviceaccount:{namespace}:{rbac.ROLE_NAME}-no-secrets",
             },
             node=kubelet,
+            faults=self.faults,
+            run_faults=run_faults,
         )
         kube = kube_api.start(tls=ca.issue("kube-apiserver").server_context())
         self._stops.insert(0, kube_api.stop)  # also ends open watches

@@ -28,6 +28,11 @@ FAULTS: dict[str, str] = {
     "the per-job Secret",
     # GitLab's side: a proxy that fails after GitLab did the work (the run must reconcile, not repeat).
     "gitlab-lost-response": "GitLab performs a run's first commit and pipeline POST, then answers 502",
+    # Faults the run must survive with the same verdicts (a real API server and its proxies do these).
+    "watch-expired": "the Kubernetes API's watch history resets every 25 changes of the run's pods: watches "
+    "get ERROR 410 events (and 410 when reopened from their last resourceVersion) and blank keep-alive lines",
+    "api-flaky": "every few Kubernetes list/watch requests answer 500, 503 or a truncated body; GitLab answers "
+    "502 to every few reads and 429 with an HTTP-date Retry-After once",
 }
 
 ENV_VAR = "RUNNERCONF_LOCAL_FAULTS"

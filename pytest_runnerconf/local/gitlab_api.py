@@ -12,10 +12,13 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
+# BAD_GATEWAY: what nginx in front of GitLab answers when the application dies after doing the work.
+from pytest_runnerconf.local.apifaults import API_FLAKY, BAD_GATEWAY, GitLabFaults, RunFaults
 from pytest_runnerconf.local.errors import LocalConfigError
 from pytest_runnerconf.local.faults import ENV_VAR as FAULTS_ENV_VAR
 from pytest_runnerconf.local.faults import parse_faults
 from pytest_runnerconf.local.gitlab_state import (
+    FINISHED,
     NAMESPACE,
     NAMESPACE_ID,
     RUNNER_ID,
@@ -53,11 +56,6 @@ def _params(request: Request) -> dict[str, Any]:
 
 
 LOST_RESPONSE = "gitlab-lost-response"
-# What nginx in front of GitLab answers when the application dies after doing the work.
-BAD_GATEWAY = (
-    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
-    "</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
-)
 
 
 def _run_faults(variables: list[dict[str, Any]]) -> frozenset[str]:
@@ -117,7 +115,11 @@ class GitLabAPI:
     """Routes of the local GitLab; `start()` serves them on loopback and tells the state its URL."""
 
     def __init__(
-        self, state: GitLabState, token: str | None = None, faults: frozenset[str] = frozenset()
+        self,
+        state: GitLabState,
+        token: str | None = None,
+        faults: frozenset[str] = frozenset(),
+        run_faults: RunFaults | None = None,
     ) -> None:
         self.state = state
         self.token = token if token is not None else state.token
@@ -125,6 +127,9 @@ class GitLabAPI:
             raise ValueError("the local GitLab API needs a non-empty token")
         self.faults = faults  # the cluster's own; a run's faults come with its pipeline's variables
         self._lost: set[tuple[str, str]] = set()  # (POST kind, ref) whose answer was already lost once
+        self.api_faults = GitLabFaults(self._flaky_pipeline, own=faults)
+        # Where the Kubernetes API learns which pods belong to a faulted run (by their job ids).
+        self.run_faults = run_faults if run_faults is not None else RunFaults()
         self.router = Router()
         self._add_routes()
 
@@ -134,6 +139,17 @@ class GitLabAPI:
             return None
         self._lost.add((kind, ref))
         return Response(502, BAD_GATEWAY, content_type="text/html")
+
+    def _flaky_pipeline(self) -> int | None:
+        """An unfinished pipeline whose run asked for api-flaky (its reads are the faulted ones), or None."""
+        for project in self.state.projects():
+            for pipeline in self.state.pipelines(project):
+                if pipeline.status in FINISHED:
+                    continue
+                variables = [{"key": v.key, "value": v.value} for v in pipeline.variables]
+                if API_FLAKY in _run_faults(variables):
+                    return pipeline.id
+        return None
 
     def start(self, port: int = 0, tls: Any = None) -> LoopbackServer:
         """Serve on loopback; with `tls` (an ssl.SSLContext) over HTTPS, as `runnerconf local up --tls-gitlab`."""
@@ -154,6 +170,9 @@ class GitLabAPI:
         def guarded(request: Request) -> Response:
             if not self._authorised(request):
                 return Response(401, {"message": "401 Unauthorized"})
+            failed = self.api_faults.read(request.method, request.path)
+            if failed is not None:
+                return failed
             try:
                 return handler(request)
             except (StateError, RepoError) as exc:
@@ -503,6 +522,7 @@ class GitLabAPI:
         if not isinstance(variables, list) or not all(isinstance(v, dict) for v in variables):
             return Response(400, {"error": "variables is invalid"})
         pipeline = self.state.create_pipeline(project, str(ref), variables)
+        self.run_faults.add(list(pipeline.job_ids), _run_faults(variables))
         lost = self._lose_answer("pipeline", str(ref), self.faults | _run_faults(variables))
         if lost is not None:
             return lost

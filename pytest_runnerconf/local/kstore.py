@@ -59,6 +59,7 @@ DeleteHook = Callable[[str, str, int], None]
 # Called with (kind, object) before an object is stored: may change it (defaulting) or raise a StoreError
 # (validation, admission), as the API server's create path does.
 AdmissionHook = Callable[[str, dict[str, Any]], None]
+ExpireHook = Callable[[str, str, dict[str, Any]], bool]
 
 
 class StoreError(LocalError):
@@ -269,6 +270,9 @@ class KubeStore:
         self.on_delete: dict[str, DeleteHook] = {}
         # run in order on every create (defaulting first, then validation and admission plugins)
         self.admission: list[AdmissionHook] = []
+        # Called under the lock with (type, kind, object) as each change is recorded; True drops the whole
+        # history, that change included, as a watch cache re-initialised then: watches behind it get 410.
+        self.expire_history: ExpireHook | None = None
 
     @property
     def resource_version(self) -> str:
@@ -282,6 +286,9 @@ class KubeStore:
         while len(self._history) > self._history_limit:
             del self._history[self._oldest]
             self._oldest += 1
+        if self.expire_history is not None and self.expire_history(type_, kind, obj):
+            self._history.clear()
+            self._oldest = self._rv + 1
         self._cond.notify_all()
 
     def _bump(self, obj: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import yaml
 
 from pytest_runnerconf.local import kube_exec, kube_proto, kube_tables
+from pytest_runnerconf.local.apifaults import KubeFaults, RunFaults, truncated
 from pytest_runnerconf.local.errors import LocalConfigError
 from pytest_runnerconf.local.httpserve import LoopbackServer, Request, Response, Router, Takeover
 from pytest_runnerconf.local.kstore import BadRequest, Gone, KubeStore, NotFound, StoreError, plural
@@ -152,8 +153,15 @@ class KubeAPI:
     users: dict[str, str] = field(default_factory=dict)  # token -> user name shown in 403 messages
     node: NodeAPI | None = None
     bookmark_interval_s: float = 60.0
+    faults: frozenset[str] = frozenset()  # the cluster's own; a run's are found by its pods' job ids
+    run_faults: RunFaults = field(default_factory=RunFaults)  # shared with the GitLab API
+    api_faults: KubeFaults = field(init=False, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _server: LoopbackServer | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.api_faults = KubeFaults(own=self.faults, runs=self.run_faults)
+        self.store.expire_history = self.api_faults.on_record
 
     # -- lifecycle
 
@@ -439,13 +447,22 @@ class KubeAPI:
     def _collection(self, kind: str, all_ns: bool) -> Callable[[Request], Response]:
         def handle(request: Request) -> Response:
             namespace = None if all_ns else request.params["ns"]
-            if _flag(request.query.get("watch")):
+            watching = _flag(request.query.get("watch"))
+            failed = self.api_faults.failed_request(request.path, watching)
+            if isinstance(failed, Response):
+                return failed
+            if watching:
+                if failed == "truncated":  # the stream ends inside its first event
+                    return Response(200, iter([b'{"type":"ADDED","object":{"kind":"Pod","metadata":{"na']))
                 return self._watch(kind, namespace, request)
             items, rv = self.store.list(
                 kind, namespace, request.query.get("labelSelector"), request.query.get("fieldSelector")
             )
             wanted = negotiate(request.headers.get("accept"), is_list=True)
-            return Response(200, self._render_list(kind, items, rv, wanted, request.query))
+            body = self._render_list(kind, items, rv, wanted, request.query)
+            if failed == "truncated":
+                return Response(200, truncated(json.dumps(body).encode()))
+            return Response(200, body)
 
         return handle
 
@@ -626,7 +643,7 @@ class KubeAPI:
         except Gone as exc:  # the real API reports an expired version inside a 200 watch stream
             return Response(200, iter([_event_line("ERROR", status(410, exc.reason, str(exc)))]))
         render = _watch_renderer(kind, wanted, query.get("includeObject", "Metadata"))
-        return Response(200, _encode_events(kind, events, render))
+        return Response(200, _encode_events(kind, events, render, self.api_faults.keep_alive))
 
 
 Render = Callable[[str, dict[str, Any]], dict[str, Any]]
@@ -654,16 +671,22 @@ def _event_line(type_: str, obj: dict[str, Any]) -> bytes:
 
 
 def _encode_events(
-    kind: str, events: Iterator[tuple[str, dict[str, Any]]], render: Render | None = None
+    kind: str,
+    events: Iterator[tuple[str, dict[str, Any]]],
+    render: Render | None = None,
+    keep_alive: Callable[[dict[str, Any]], bool] | None = None,
 ) -> Iterator[bytes]:
+    """Watch events as JSON lines; a blank keep-alive line follows each event KEEP_ALIVE(object) asks for."""
     render = render or (lambda type_, obj: obj)
     try:
-        for type_, obj in events:
+        for type_, raw in events:
             if type_ == "BOOKMARK":
-                obj = {"kind": kind, "apiVersion": "v1", "metadata": obj["metadata"]}
+                obj = {"kind": kind, "apiVersion": "v1", "metadata": raw["metadata"]}
             else:
-                obj = render(type_, obj)
+                obj = render(type_, raw)
             yield _event_line(type_, obj)
+            if keep_alive is not None and type_ != "BOOKMARK" and keep_alive(raw):
+                yield b"\n"
     except Gone as exc:  # the watcher fell behind the bounded history
         yield _event_line("ERROR", status(410, exc.reason, str(exc)))
     finally:
