@@ -9,7 +9,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -211,16 +211,6 @@ def _lost(exc: BaseException) -> bool:
         | requests.exceptions.Timeout
         | requests.exceptions.ChunkedEncodingError,
     )
-
-
-def epoch(stamp: Any) -> float | None:
-    """A GitLab timestamp ("2026-11-23T00:00:04.123Z") as seconds since the epoch; None when absent."""
-    if not isinstance(stamp, str) or not stamp:
-        return None
-    try:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _reason(exc: BaseException) -> str:

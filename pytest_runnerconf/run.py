@@ -32,7 +32,7 @@ from pytest_runnerconf.evidence import (
     records_from_trace,
     save,
 )
-from pytest_runnerconf.gitlab_driver import GitLabDriver, epoch
+from pytest_runnerconf.gitlab_driver import GitLabDriver
 from pytest_runnerconf.interrupts import Interrupted, signal_name, since_signal
 from pytest_runnerconf.kube_driver import (
     KubeDriver,
@@ -47,6 +47,7 @@ from pytest_runnerconf.plan import RUN_ID_VARIABLE, Plan, job_directives, job_na
 from pytest_runnerconf.podjob import POD_LABEL, identify, is_runner_pod, same_token, trace_token
 from pytest_runnerconf.profile import Profile
 from pytest_runnerconf.progress import FINISHED, Progress, RunChanges
+from pytest_runnerconf.rfc3339 import epoch
 from pytest_runnerconf.trace import parse_trace
 
 NOT_STARTED = frozenset({"created", "pending", "waiting_for_resource", "preparing", "scheduled"})

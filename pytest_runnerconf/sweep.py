@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_runnerconf.errors import ConfigError, RunnerConfError
-from pytest_runnerconf.gitlab_driver import GitLabDriver, epoch
+from pytest_runnerconf.gitlab_driver import GitLabDriver
 from pytest_runnerconf.kube_driver import PROJECT_ID_LABEL, KubeDriver, job_id_of
 from pytest_runnerconf.marker import BRANCH_PREFIX, is_ours, run_id_of
 from pytest_runnerconf.progress import FINISHED
+from pytest_runnerconf.rfc3339 import epoch
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

@@ -9,10 +9,10 @@ on one cluster they agree to well under a second, which is the resolution a pict
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from pytest_runnerconf.evidence import JobEvidence, PodObservation, RunEvidence
+from pytest_runnerconf.rfc3339 import epoch
 from pytest_runnerconf.trace import Trace
 
 # Span kinds (the report styles them by these names).
@@ -63,18 +63,6 @@ class Timeline:
     @property
     def duration(self) -> float:
         return self.end - self.start
-
-
-def epoch(stamp: object) -> float | None:
-    """A Kubernetes or GitLab RFC 3339 time as epoch seconds; None when absent or unreadable."""
-    if isinstance(stamp, int | float):
-        return float(stamp)
-    if not isinstance(stamp, str) or not stamp:
-        return None
-    try:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _bounds(rows: list[Row], *floor: float | None) -> tuple[float, float]:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from pytest_runnerconf.evidence import JobEvidence, PodObservation, RunEvidence
+from pytest_runnerconf.rfc3339 import epoch
 from pytest_runnerconf.timeline import (
     CLEANUP,
     DELETED,
@@ -26,7 +27,6 @@ from pytest_runnerconf.timeline import (
     Row,
     Span,
     cleanup_tail,
-    epoch,
     job_spans,
     pod_timeline,
     run_picture,
