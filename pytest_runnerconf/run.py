@@ -180,6 +180,24 @@ class _Run:
         for name, seen in self.secrets.items():
             if name not in present and seen["deleted_at"] is None:
                 seen["deleted_at"] = now
+        # A Secret that lived between two polls is never listed. One our pod references existed when the pod
+        # was made (the runner creates it first), so it was gone by now: an upper bound on its deletion time.
+        for name in self.referenced_secrets() - present.keys() - self.secrets.keys():
+            self.secrets[name] = {
+                "first_seen": None,
+                "deleted_at": now,
+                "before": False,
+                "never_listed": True,
+            }
+
+    def referenced_secrets(self) -> set[str]:
+        """The Secrets our job pods name in imagePullSecrets."""
+        return {
+            str(ref.get("name"))
+            for name, job_id in self.tracker.job_of.items()
+            if job_id in self.jobs
+            for ref in self.tracker.pods[name].spec.get("spec", {}).get("imagePullSecrets") or []
+        }
 
     def pending_secrets(self) -> list[str]:
         """This run's per-job Secrets (named in its pods' imagePullSecrets) not deleted yet.
@@ -188,12 +206,7 @@ class _Run:
         """
         if self.secrets is None:
             return []
-        ours = {
-            ref.get("name")
-            for name, job_id in self.tracker.job_of.items()
-            if job_id in self.jobs
-            for ref in self.tracker.pods[name].spec.get("spec", {}).get("imagePullSecrets") or []
-        }
+        ours = self.referenced_secrets()
         before = self.secrets_before or set()
         return [
             n for n, s in self.secrets.items() if s["deleted_at"] is None and n in ours and n not in before

@@ -220,13 +220,15 @@ def test_secrets_deleted(runnerconf_evidence: RunEvidence, runnerconf_profile: P
         deleted = seen.get("deleted_at") if seen else None
         end = job_end(job)
         if seen is None:
-            # The Secret watch starts before the pipeline, so a referenced Secret it never saw is an anomaly.
+            # The run records every referenced Secret, listed or not: one missing from the evidence is an anomaly.
             late[name] = f"job {job.name}: referenced by the pod but never observed"
         elif deleted is None:
             why = "" if job.pod is not None else " (its pod was refused)"
             late[name] = f"job {job.name}: still present{why}"
         elif end is not None and deleted - end > deadline:
-            late[name] = f"job {job.name}: deleted {deleted - end:.1f}s after the job ended"
+            # never_listed: it lived between two polls; deleted_at is the poll that no longer found it.
+            bound = "at most " if seen.get("never_listed") else ""
+            late[name] = f"job {job.name}: deleted {bound}{deleted - end:.1f}s after the job ended"
     if not late and unattributed:
         which = "could not be listed" if others is None else f"#{', #'.join(map(str, others))}"
         could_not_test(

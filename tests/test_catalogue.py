@@ -658,6 +658,13 @@ def test_secret_check() -> None:
         "still present",
     )
     fails(lambda: cln.test_secrets_deleted(secrets_run({}), PROFILE), "never observed")
+    # Lived between two polls: the poll that no longer found it bounds its deletion.
+    between = {"first_seen": None, "deleted_at": 2004.0, "never_listed": True}
+    cln.test_secrets_deleted(secrets_run({SECRET: between}), PROFILE)
+    late = {"first_seen": None, "deleted_at": 2095.0, "never_listed": True}
+    fails(
+        lambda: cln.test_secrets_deleted(secrets_run({SECRET: late}), PROFILE), "deleted at most 95.0s after"
+    )
     fails(lambda: cln.test_secrets_deleted(secrets_run(None), PROFILE), "could not test")
 
 
