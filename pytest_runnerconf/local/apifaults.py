@@ -24,10 +24,12 @@ from pytest_runnerconf.local.httpserve import Response
 WATCH_EXPIRED = "watch-expired"
 API_FLAKY = "api-flaky"
 EXPIRE_EVERY = 25  # changes of a faulted run's pods between two watch-cache resets (a few per run)
-# While a faulted run's pods live, its 1st, 3rd and 5th Kubernetes list/watch requests fail (500, 503, a
-# truncated body: each is met within the first three reads, whose retries succeed), then every 4th in turn.
+# While a faulted run's pods live, its first three Kubernetes lists fail in a row (500, 503, a truncated
+# body: one read and its retries, so a run surely meets all three, and the read's fourth attempt succeeds);
+# then every 4th list or watch fails in turn. Watches are not among the first three: a run's watch may
+# reconnect only once or twice, and a list's retries come at once.
 KUBE_FLAKY_EVERY = 4
-KUBE_FLAKY_FIRST = 5
+KUBE_FLAKY_FIRST = 3
 GITLAB_FLAKY_EVERY = 5  # GitLab reads between two 502s
 RATE_LIMIT_AT = 3  # the 3rd GitLab read while a faulted pipeline runs is answered 429 (once per pipeline)
 RATE_LIMIT_WAIT_S = 2  # how far ahead the 429's Retry-After date lies
@@ -143,16 +145,16 @@ class KubeFaults:
         if not self.in_force(API_FLAKY):
             return None
         with self._lock:
+            if watch and self._requests < KUBE_FLAKY_FIRST:
+                return None
             self._requests += 1
             n = self._requests
         if n <= KUBE_FLAKY_FIRST:
-            if n % 2 == 0:
-                return None
-            turn = n // 2
-        elif n % KUBE_FLAKY_EVERY:
+            turn = n - 1
+        elif (n - KUBE_FLAKY_FIRST) % KUBE_FLAKY_EVERY:
             return None
         else:
-            turn = n // KUBE_FLAKY_EVERY
+            turn = (n - KUBE_FLAKY_FIRST) // KUBE_FLAKY_EVERY - 1
         verb = "watch" if watch else "list"
         match turn % 3:
             case 0:
