@@ -206,6 +206,7 @@ class GitLabAPI:
             ("GET", _P + r"/jobs/(?P<job>\d+)/trace", self._get_trace),
             ("GET", _P + r"/jobs/(?P<job>\d+)/artifacts", self._get_artifacts),
             ("POST", _P + r"/jobs/(?P<job>\d+)/cancel", self._cancel_job),
+            ("POST", _P + r"/jobs/(?P<job>\d+)/retry", self._retry_job),
         ]
         for method, pattern, handler in routes:
             self._add(method, pattern, handler)
@@ -565,11 +566,13 @@ class GitLabAPI:
         return paginate(request, [self._job_json(j, now) for j in jobs])
 
     def _list_pipeline_jobs(self, request: Request) -> Response:
-        return self._jobs_response(request, self.state.jobs(self._pipeline(request)))
+        # GitLab lists only the latest attempt of each job unless asked for the retried ones too.
+        retried = str(_params(request).get("include_retried", "")).lower() == "true"
+        return self._jobs_response(request, self.state.jobs(self._pipeline(request), include_retried=retried))
 
     def _list_project_jobs(self, request: Request) -> Response:
-        project = self._project(request)
-        jobs = [j for p in self.state.pipelines(project) for j in self.state.jobs(p)]
+        project = self._project(request)  # the project's builds: retried ones included, as on GitLab
+        jobs = [j for p in self.state.pipelines(project) for j in self.state.jobs(p, include_retried=True)]
         return self._jobs_response(request, jobs)
 
     def _job(self, request: Request) -> Job:
@@ -595,4 +598,9 @@ class GitLabAPI:
 
     def _cancel_job(self, request: Request) -> Response:
         job = self.state.cancel_job(self._job(request).id)
+        return Response(201, self._job_json(job, time.time()))
+
+    def _retry_job(self, request: Request) -> Response:
+        """POST .../jobs/:job_id/retry: 201 with the new job; 403 when the job cannot be retried."""
+        job = self.state.retry_job(self._job(request).id)
         return Response(201, self._job_json(job, time.time()))

@@ -27,6 +27,9 @@ DEFAULT_TIMEOUT_S = 3600
 CI_CONFIG_PATH = ".gitlab-ci.yml"
 FINISHED = frozenset({"success", "failed", "canceled", "skipped"})
 _SINK_STATUSES = frozenset({"success", "failed", "canceled"})
+# Ci::Processable#retryable?: a finished build that was not retried already (skipped ones are not retryable).
+_RETRYABLE = frozenset({"success", "failed", "canceled"})
+NOT_RETRYABLE = "403 Forbidden - Job is not retryable"  # the API's forbidden!('Job is not retryable')
 
 
 class StateError(LocalAPIError):
@@ -85,6 +88,9 @@ class Job:
     submitted: bool = False
     cancel_requested: bool = False
     payload: JobPayload | None = field(default=None, repr=False)
+    # A retry replaced it: GitLab keeps the job (its page, the project's job list) but no longer counts it
+    # for the pipeline's status, and lists it among the pipeline's jobs only with include_retried.
+    retried: bool = False
 
     @property
     def name(self) -> str:
@@ -272,9 +278,11 @@ class GitLabState:
                 raise StateError("404 Job Not Found", 404)
             return job
 
-    def jobs(self, pipeline: Pipeline) -> list[Job]:
+    def jobs(self, pipeline: Pipeline, *, include_retried: bool = False) -> list[Job]:
+        """The pipeline's jobs; retried ones only with INCLUDE_RETRIED (as GitLab's `latest` relation)."""
         with self.lock:
-            return [self._jobs[j] for j in pipeline.job_ids if j in self._jobs]
+            found = [self._jobs[j] for j in pipeline.job_ids if j in self._jobs]
+        return found if include_retried else [j for j in found if not j.retried]
 
     def trace(self, job_id: int) -> bytes:
         with self.lock:
@@ -356,6 +364,26 @@ class GitLabState:
         self._tell_runner(tell)
         self._advance(pipeline)
         return job
+
+    def retry_job(self, job_id: int, project: int | str | Project | None = None) -> Job:
+        """Ci::RetryJobService: a new job (new id and token, same definition) replaces a finished one.
+
+        The old job is marked retried; the new one is created and processed like any other, so it is queued
+        for the runner and the pipeline goes back to running. A job that is unfinished, skipped or already
+        retried is refused with GitLab's 403.
+        """
+        old = self.job(job_id, project)
+        with self.lock:
+            if old.retried or old.status not in _RETRYABLE:
+                raise StateError(NOT_RETRYABLE, 403)
+            pipeline = self._pipelines[old.pipeline_id]
+            new = Job(next(self._job_ids), pipeline.id, old.project_id, old.definition, _job_token(), time.time())
+            self._jobs[new.id] = new
+            pipeline.job_ids.append(new.id)
+            old.retried = True
+            self._refresh(pipeline)
+        self._advance(pipeline)
+        return new
 
     # JobSink ----------------------------------------------------------------------------------------
 

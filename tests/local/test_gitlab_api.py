@@ -441,6 +441,54 @@ later: {stage: two, script: x}
     assert job_id in local.queue.canceled
 
 
+def test_retry_job_replaces_a_failed_job_and_the_runner_gets_the_new_one(local: Local) -> None:
+    pipeline = local.pipeline("solid: {script: x}\nflaky: {script: x}\n")
+    ids = {p.name: p.id for p in local.queue.submitted}
+    local.finish(ids["solid"])
+    local.finish(ids["flaky"], "failed", "runner_system_failure")
+    pipeline.refresh()
+    assert pipeline.status == "failed"
+
+    answer = local.project.jobs.get(ids["flaky"]).retry()  # python-gitlab: POST .../jobs/:id/retry
+    assert answer["id"] not in ids.values()
+    assert (answer["name"], answer["stage"], answer["status"]) == ("flaky", "test", "pending")
+    assert local.queue.submitted[-1].id == answer["id"]  # the runner is handed the new job like any other
+    assert local.queue.submitted[-1].token != next(p.token for p in local.queue.submitted if p.id == ids["flaky"])
+    pipeline.refresh()
+    assert pipeline.status == "running"  # the pipeline is going again
+
+    latest = {j.name: j.id for j in pipeline.jobs.list(get_all=True)}
+    assert latest == {"solid": ids["solid"], "flaky": answer["id"]}  # the retried job is left out...
+    everything = sorted(j.id for j in pipeline.jobs.list(get_all=True, include_retried=True))
+    assert everything == sorted([ids["solid"], ids["flaky"], answer["id"]])  # ...unless asked for
+    assert ids["flaky"] in {j.id for j in local.project.jobs.list(get_all=True)}
+    assert local.project.jobs.get(ids["flaky"]).status == "failed"  # the old attempt keeps its end
+
+    local.finish(answer["id"])
+    pipeline.refresh()
+    assert pipeline.status == "success"  # judged on the latest attempts only
+
+
+@pytest.mark.parametrize("which", ["retried", "running", "success"])
+def test_retry_of_a_job_that_cannot_be_retried_is_403(local: Local, which: str) -> None:
+    local.pipeline("a: {script: x}\n")
+    job_id = local.queue.submitted[0].id
+    if which == "running":
+        local.state.job_started(job_id, "test runner")
+    else:
+        local.finish(job_id, "failed" if which == "retried" else "success", "script_failure")
+    if which == "retried":
+        local.project.jobs.get(job_id).retry()
+    if which == "success":  # a finished job that succeeded can be retried once, as on GitLab
+        local.project.jobs.get(job_id).retry()
+    submitted = len(local.queue.submitted)
+    with pytest.raises(gitlab.exceptions.GitlabJobRetryError) as raised:
+        local.project.jobs.get(job_id).retry()
+    assert raised.value.response_code == 403
+    assert "Job is not retryable" in raised.value.error_message
+    assert len(local.queue.submitted) == submitted  # nothing was queued
+
+
 def test_delete_pipeline(local: Local) -> None:
     pipeline = local.pipeline("a: {script: x}\n")
     job_id = local.queue.submitted[0].id
