@@ -227,6 +227,10 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class JobNotRetryable(GitLabError):
+    """GitLab refused to retry a job (403): it is unfinished, was retried already, or retries are not allowed."""
+
+
 class _LostAnswer(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
@@ -527,6 +531,41 @@ class GitLabDriver:
     def cancel_job(self, job_id: int) -> None:
         with self._translate(f"cancel job {job_id}"):
             self.project.jobs.get(job_id, lazy=True).cancel()
+
+    def retry_job(self, job_id: int) -> dict[str, Any]:
+        """Retry a finished job through GitLab's job retry API; the new job's JSON (a new id, the same name).
+
+        The POST is sent once (a second would make a second new job); after a lost answer the pipeline's
+        latest jobs say whether it took effect: a job of the same name newer than JOB_ID is the retry.
+
+        Raises:
+            JobNotRetryable: GitLab answered 403 (the job cannot be retried).
+        """
+        old: dict[str, Any] = {}
+
+        def post() -> dict[str, Any]:
+            try:
+                return dict(self.project.jobs.get(job_id, lazy=True).retry())
+            except gitlab.exceptions.GitlabError as exc:
+                if exc.response_code == 403:
+                    raise JobNotRetryable(
+                        f"GitLab at {self.url} refused to retry job {job_id} (403: {exc.error_message}); "
+                        "a job can be retried once it has finished, and only its latest attempt"
+                    ) from None
+                raise
+
+        def happened() -> dict[str, Any] | None:
+            if not old:
+                old.update(self.job(job_id))
+            pipeline = int((old.get("pipeline") or {}).get("id") or 0)
+            newer = [
+                j
+                for j in self.pipeline_jobs(pipeline)
+                if j.get("name") == old.get("name") and int(j["id"]) > job_id
+            ]
+            return min(newer, key=lambda j: int(j["id"])) if newer else None
+
+        return self._write_once(f"retry job {job_id}", post, happened)
 
     def job(self, job_id: int) -> dict[str, Any]:
         with self._translate(f"read job {job_id}"):

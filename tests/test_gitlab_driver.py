@@ -133,6 +133,50 @@ def test_the_fault_bites_a_blind_retry(lossy: Local) -> None:
     assert len(lossy.pipelines()) == 2
 
 
+def _failed_job(local: Local, driver: GitLabDriver) -> int:
+    driver.push_files(BRANCH, {".gitlab-ci.yml": CI}, commit_message(RUN_ID))
+    pipeline = driver.create_pipeline(BRANCH, {"RUNNERCONF_RUN_ID": RUN_ID})
+    job_id = int(driver.pipeline_jobs(int(pipeline["id"]))[0]["id"])
+    local.state.job_started(job_id, "test runner")
+    local.state.job_finished(job_id, "failed", "runner_system_failure")
+    return job_id
+
+
+def test_retry_job_answers_the_new_job(clean: Local) -> None:
+    driver = clean.driver()
+    job_id = _failed_job(clean, driver)
+    new = driver.retry_job(job_id)
+    assert new["id"] != job_id and new["name"] == "probe" and new["status"] == "pending"
+    assert [j["id"] for j in driver.pipeline_jobs(int(new["pipeline"]["id"]))] == [new["id"]]
+
+
+def test_retrying_a_job_twice_is_one_sentence_naming_the_job(clean: Local) -> None:
+    driver = clean.driver()
+    job_id = _failed_job(clean, driver)
+    driver.retry_job(job_id)
+    with pytest.raises(gitlab_driver.JobNotRetryable, match=rf"refused to retry job {job_id} \(403: .*retryable"):
+        driver.retry_job(job_id)
+
+
+def test_a_lost_retry_answer_is_reconciled_to_the_one_new_job(
+    clean: Local, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_runnerconf.local.gitlab_state import StateError
+
+    driver = clean.driver()
+    job_id = _failed_job(clean, driver)
+    real = clean.state.retry_job
+
+    def retried_then_lost(job: int, project: Any = None) -> Any:
+        real(job, project)
+        raise StateError("502 Bad Gateway", 502)  # the proxy lost GitLab's answer after the work was done
+
+    monkeypatch.setattr(clean.state, "retry_job", retried_then_lost)
+    new = driver.retry_job(job_id)
+    jobs = clean.gl.projects.get("runnerconf/scratch").jobs.list(get_all=True)
+    assert sorted(j.id for j in jobs) == sorted([job_id, new["id"]]), "exactly one new job"
+
+
 def _slow_pipeline_answers(api: GitLabAPI, delay_s: float) -> None:
     """Wrap the pipeline-creation route: the pipeline is created, the answer comes after DELAY_S."""
     routes = api.router._routes
