@@ -51,6 +51,25 @@ class Diagnosis:
 
 
 @dataclass
+class Attempt:
+    """One attempt of a probe job that the run retried: how it ended, as GitLab and the classification said.
+
+    end is jobend's kind (infrastructure, script-failure, ...); cause and sentence are the classification's.
+    """
+
+    job_id: int
+    web_url: str = ""
+    status: str = ""
+    failure_reason: str = ""
+    end: str = ""
+    cause: str | None = None
+    sentence: str = ""
+    started_at: float | None = None  # GitLab's clock
+    finished_at: float | None = None
+    pod: str = ""  # its pod's name ("" when none was seen)
+
+
+@dataclass
 class JobEvidence:
     name: str
     job: dict[str, Any]  # the GitLab job JSON
@@ -64,6 +83,8 @@ class JobEvidence:
     observed_end: float | None = None
     observed_start: float | None = None  # this machine's clock: when the run first saw the job running
     diagnosis: Diagnosis | None = None  # set when the run gave up on a pod that never started
+    # The attempts this job replaced through GitLab's retry, oldest first; the job itself is the last attempt.
+    retried: list[Attempt] = field(default_factory=list)
 
     @cached_property
     def trace_parsed(self) -> Trace:
@@ -170,6 +191,7 @@ def _save_job(job: JobEvidence, directory: Path, rel: str, secrets: tuple[str, .
         "observed_end": job.observed_end,
         "observed_start": job.observed_start,
         "diagnosis": None if job.diagnosis is None else asdict(job.diagnosis),
+        "retried": [asdict(a) for a in job.retried],
         "pod": None,
     }
     if job.pod is not None:
@@ -269,6 +291,23 @@ def _load_job(directory: Path, entry: dict[str, Any]) -> JobEvidence:
         observed_end=entry.get("observed_end"),
         observed_start=entry.get("observed_start"),
         diagnosis=_load_diagnosis(entry.get("diagnosis")),
+        retried=[_load_attempt(a) for a in entry.get("retried") or [] if isinstance(a, dict)],
+    )
+
+
+def _load_attempt(data: dict[str, Any]) -> Attempt:
+    # Bundles written before retries existed have no "retried" list: their jobs had one attempt.
+    return Attempt(
+        job_id=int(data.get("job_id") or 0),
+        web_url=str(data.get("web_url") or ""),
+        status=str(data.get("status") or ""),
+        failure_reason=str(data.get("failure_reason") or ""),
+        end=str(data.get("end") or ""),
+        cause=data.get("cause"),
+        sentence=str(data.get("sentence") or ""),
+        started_at=data.get("started_at"),
+        finished_at=data.get("finished_at"),
+        pod=str(data.get("pod") or ""),
     )
 
 

@@ -98,6 +98,9 @@ class Plan:
     checks: tuple[str, ...] = ()
     library: ProbeLibrary = field(default_factory=ProbeLibrary, compare=False)
     reads: frozenset[str] = frozenset()  # Kubernetes resources the checks read besides pods and events
+    # Jobs whose failed end a check judges itself (@check(judges_failures=...)): their failures are evidence,
+    # so a retry would throw a verdict away unless their pod never ran.
+    judged: frozenset[str] = frozenset()
 
 
 def item_probes(item: pytest.Item) -> tuple[str, ...]:
@@ -119,14 +122,16 @@ def plan_for_items(items: Iterable[pytest.Item], library: ProbeLibrary | None = 
     probes: set[str] = set()
     checks: list[str] = []
     reads: set[str] = set()
+    judged: set[str] = set()
     for item in items:
         probes.update(item_probes(item))
         info = info_for(item)
         if info is not None:
             reads.update(info.reads)
+            judged.update(info.judges_failures)
             if info.id not in checks:
                 checks.append(info.id)
-    return make_plan(probes, checks, library, reads=reads)
+    return make_plan(probes, checks, library, reads=reads, judged=judged)
 
 
 def make_plan(
@@ -135,6 +140,7 @@ def make_plan(
     library: ProbeLibrary | None = None,
     *,
     reads: Iterable[str] = (),
+    judged: Iterable[str] = (),
 ) -> Plan:
     """Validate probe names against the probe library so a typo fails before anything is pushed."""
     library = library or ProbeLibrary()
@@ -142,7 +148,13 @@ def make_plan(
     chosen = tuple(sorted(set(probes)))
     for probe in chosen:
         library.template(probe)
-    return Plan(probes=chosen, checks=tuple(checks), library=library, reads=frozenset(reads))
+    return Plan(
+        probes=chosen,
+        checks=tuple(checks),
+        library=library,
+        reads=frozenset(reads),
+        judged=frozenset(judged),
+    )
 
 
 def template_values(profile: Profile, run_id: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from _pytest.terminal import TerminalReporter
 
-from pytest_runnerconf import interrupts, jobend
+from pytest_runnerconf import interrupts, jobend, retry
 from pytest_runnerconf.allure_report import AllureAdapter
 from pytest_runnerconf.checks import MARKER_HELP, info_for
 from pytest_runnerconf.display import ProgressDisplay
@@ -68,7 +68,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             dest=option.dest,
             default=None,
             action="append" if option.multiple else "store",
-            metavar="PATH" if option.is_path else "NAME",
+            metavar=option.metavar or ("PATH" if option.is_path else "NAME"),
             help=f"{option.help}. ini: {option.ini}, env: {option.env}",
         )
         if option.multiple:
@@ -598,6 +598,8 @@ def pytest_terminal_summary(
     informative = config.get_verbosity() > -2  # -qq: only what decides the outcome, as pytest does
     if run is not None and informative:
         terminalreporter.write_line(summary_line(run))
+        for line in retry.summary_lines(run):
+            terminalreporter.write_line(line, yellow=True)
     report_error = config.stash.get(REPORT_ERROR, None)
     if report_error is not None:
         terminalreporter.write_line(f"runnerconf: {report_error}", red=True, bold=True)

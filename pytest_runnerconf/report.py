@@ -6,11 +6,11 @@ import json
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_runnerconf import report_html, safefiles
+from pytest_runnerconf import report_html, retry, safefiles
 from pytest_runnerconf.errors import ConfigError
 from pytest_runnerconf.evidence import RunEvidence
 from pytest_runnerconf.outcome import CAUSES, OUTCOMES
@@ -51,6 +51,8 @@ class CheckResult:
     job_url: str | None = None
     detail: str = ""
     expectations: list[dict[str, Any]] = field(default_factory=list)
+    # Every attempt of the jobs the result names (retry.attempt_rows); more than one per job when retried.
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
@@ -103,6 +105,7 @@ def _header(run: RunEvidence | None) -> dict[str, Any]:
             "runner_versions": [],
             "wall_s": None,
             "slowest_job": None,
+            "attempts": {},
         }
     slowest = run.slowest_job()
     return {
@@ -116,7 +119,22 @@ def _header(run: RunEvidence | None) -> dict[str, Any]:
         "jobs": len(run.jobs),
         "evidence": run.evidence_dir or None,
         "notes": list(run.notes),
+        "attempts": {name: retry.attempt_rows(job) for name, job in run.jobs.items()},
     }
+
+
+def named_jobs(result: CheckResult) -> list[str]:
+    """The jobs a result names: its own, then those its expectations name."""
+    names = [result.job] if result.job else []
+    names += [str(e["job"]) for e in result.expectations if isinstance(e, dict) and e.get("job")]
+    return list(dict.fromkeys(names))
+
+
+def _with_attempts(result: CheckResult, run: RunEvidence | None) -> CheckResult:
+    if run is None:
+        return result
+    jobs = [run.jobs[n] for n in named_jobs(result) if n in run.jobs]
+    return replace(result, attempts=[row for job in jobs for row in retry.attempt_rows(job)])
 
 
 def _counts(results: list[CheckResult]) -> dict[str, int]:
@@ -157,7 +175,10 @@ def write_reports(
 ) -> dict[str, Path]:
     """Write report.json, report.md and report.html into DIRECTORY; returns {"json"|"md"|"html": path}."""
     # Scrubbed before rendering (HTML escaping would hide a secret from the text pass) and after.
-    results = [CheckResult(**scrub_data(asdict(r))) for r in sorted(results, key=lambda r: (r.id, r.nodeid))]
+    results = [
+        CheckResult(**scrub_data(asdict(_with_attempts(r, run))))
+        for r in sorted(results, key=lambda r: (r.id, r.nodeid))
+    ]
     directory = Path(directory)
     doc = scrub_data(
         {

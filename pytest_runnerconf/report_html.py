@@ -329,6 +329,23 @@ def _job_links(
     return links
 
 
+def _attempts(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The attempts of a result's jobs when any was retried (one attempt each says nothing new)."""
+    rows = [a for a in result.get("attempts") or [] if isinstance(a, dict)]
+    per_job = {str(a.get("job")) for a in rows}
+    if len(rows) <= len(per_job):
+        return []
+    return [
+        {
+            "text": f"{a.get('job')} #{a.get('job_id')} {a.get('status')}"
+            + (f" ({a.get('cause')})" if a.get("cause") else ""),
+            "title": str(a.get("sentence") or ""),
+            "href": safe_url(a.get("web_url")),
+        }
+        for a in rows
+    ]
+
+
 def _check_rows(
     doc: dict[str, Any],
     run: RunEvidence | None,
@@ -359,6 +376,7 @@ def _check_rows(
             "expectations": _expectation_rows(result),
             "jobs": names,
             "links": links,
+            "attempts": _attempts(result),
             "nodeid": str(result.get("nodeid") or ""),
         }
         seen_ids.add(check_id)

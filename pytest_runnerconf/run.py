@@ -15,7 +15,7 @@ from typing import Any
 import gitlab.exceptions
 import requests
 
-from pytest_runnerconf import sweep
+from pytest_runnerconf import retry, sweep
 from pytest_runnerconf.errors import (
     GitLabError,
     KubeError,
@@ -32,7 +32,7 @@ from pytest_runnerconf.evidence import (
     records_from_trace,
     save,
 )
-from pytest_runnerconf.gitlab_driver import GitLabDriver
+from pytest_runnerconf.gitlab_driver import GitLabDriver, JobNotRetryable
 from pytest_runnerconf.interrupts import Interrupted, signal_name, since_signal
 from pytest_runnerconf.kube_driver import (
     KubeDriver,
@@ -154,6 +154,7 @@ class _Run:
     stray_error: str = ""  # the stray-pod listing failed: the stray check cannot judge
     diagnoses: dict[int, Diagnosis] = field(default_factory=dict)  # jobs whose pod never started
     unfinished_at_start: set[int] | None = None  # the project's other pipelines still going when we began
+    retries: retry.Retries = field(default_factory=retry.Retries)  # --runnerconf-retry and what it replaced
 
     def poll_secrets(self) -> None:
         """List the project's runner Secrets' metadata every SECRET_POLL_S (pods have the watch; Secrets a poll)."""
@@ -228,7 +229,7 @@ class _Run:
             self.tracker.apply(item)
 
     def job_ids(self) -> set[int]:
-        return set(self.jobs)
+        return set(self.jobs) | self.retries.replaced_ids  # a retried attempt's pod is still ours to watch go
 
     def report(self, waiting: tuple[str, int] = ("", 0)) -> None:
         """Tell the progress display what changed since the last look; it decides what to show."""
@@ -253,10 +254,13 @@ def execute(
     evidence_dir: Path,
     progress: Progress,
     variables: Mapping[str, str] | None = None,
+    *,
+    retries: int = 0,
 ) -> RunEvidence:
     """Run PLAN on the cluster of PROFILE and save the evidence bundle in EVIDENCE_DIR.
 
     VARIABLES are passed to the pipeline besides the run id (a target provider's, e.g. local faults).
+    RETRIES: how often a job the infrastructure ended is retried (retry.py says which ends qualify).
 
     Raises:
         ConfigError: the profile cannot be used (token unset, bad template).
@@ -272,6 +276,7 @@ def execute(
     run = _Run(profile=profile, run_id=run_id, changes=changes, gitlab=gitlab, kube=kube)
     run.variables = {**dict(variables or {}), RUN_ID_VARIABLE: run_id}
     run.directives = job_directives(plan, profile, run_id)
+    run.retries = retry.Retries(limit=retries, judged=plan.judged)
     run.tracker.project_id = int(gitlab.project_id)
     selector = POD_LABEL  # set by every runner version; the project is matched per pod (PodTracker)
     resource_version = kube.preflight(selector)
@@ -423,6 +428,8 @@ def _refresh_jobs(run: _Run) -> bool:
     changed = False
     for job in run.gitlab.pipeline_jobs(int(run.pipeline["id"])):
         job_id = int(job["id"])
+        if job_id in run.retries.replaced_ids:
+            continue  # a retried attempt (a GitLab that still lists it): its successor stands for it
         status = str(job.get("status"))
         if run.seen_status.get(job_id, ("", 0.0))[0] != status:
             run.seen_status[job_id] = (status, time.time())
@@ -435,12 +442,14 @@ def _refresh_jobs(run: _Run) -> bool:
 
 def _follow(run: _Run) -> None:
     expect = run.profile.expect
-    created = time.monotonic()
+    created = queued = time.monotonic()  # queued: when the latest jobs were handed to GitLab (for pickup)
     backoff = BACKOFF_START_S
     while True:
         run.drain()
         if _refresh_jobs(run):
             backoff = BACKOFF_START_S
+        if _retry_infrastructure(run):
+            queued = time.monotonic()
         _cancel_on_records(run)
         run.report()
         if run.jobs and all(j.get("status") in FINISHED for j in run.jobs.values()):
@@ -449,7 +458,7 @@ def _follow(run: _Run) -> None:
         waited = time.monotonic() - created
         if not run.jobs:
             _check_pipeline_alive(run)
-        elif waited > expect.pickup_deadline_s and all(
+        elif time.monotonic() - queued > expect.pickup_deadline_s and all(
             j.get("status") in NOT_STARTED for j in run.jobs.values()
         ):
             tags = ", ".join(run.profile.runner_tags) or "(none)"
@@ -471,6 +480,50 @@ def _follow(run: _Run) -> None:
             )
         run.drain(wait_s=backoff)
         backoff = min(backoff * 1.5, BACKOFF_MAX_S)
+
+
+def _retry_infrastructure(run: _Run) -> bool:
+    """Retry each newly failed job whose end the infrastructure caused, within the budget; True if any was.
+
+    The new job takes the old one's place in run.jobs (GitLab's pipeline jobs list only the latest attempt);
+    the old one is kept as an attempt for the evidence.
+    """
+    if run.retries.limit <= 0:
+        return False
+    done = False
+    for job_id, job in list(run.jobs.items()):
+        if job_id in run.retries.looked_at or not (
+            job.get("status") == "failed" or (job.get("status") == "canceled" and job_id in run.diagnoses)
+        ):
+            continue
+        pod = run.tracker.for_job(job_id)
+        if pod is not None:
+            pod.events = run.kube.pod_events(pod.name)  # the classification reads the pod's Warnings
+        attempt = run.retries.consider(
+            JobEvidence(
+                name=str(job.get("name")),
+                job=job,
+                trace=run.gitlab.trace(job_id),
+                pod=pod,
+                started_at=epoch(job.get("started_at")),
+                finished_at=epoch(job.get("finished_at")),
+                diagnosis=run.diagnoses.get(job_id),
+            )
+        )
+        if attempt is None:
+            continue
+        try:
+            new = run.gitlab.retry_job(job_id)
+        except JobNotRetryable as exc:
+            run.notes.append(f"job {job.get('name')} was not retried: {exc}")
+            continue
+        run.retries.retried(str(job.get("name")), attempt)
+        run.notes.append(f"job {job.get('name')} (#{job_id}) retried as #{new['id']}: {attempt.sentence}")
+        del run.jobs[job_id]
+        run.jobs[int(new["id"])] = new
+        run.seen_status[int(new["id"])] = (str(new.get("status")), time.time())
+        done = True
+    return done
 
 
 def _cancel_on_records(run: _Run) -> None:
@@ -663,6 +716,8 @@ def _evidence(
     leftover: dict[str, Any],
     jobs: dict[str, JobEvidence],
 ) -> RunEvidence:
+    for name, job in jobs.items():
+        job.retried = run.retries.earlier(name)
     return RunEvidence(
         run_id=run.run_id,
         cluster=run.profile.name,

@@ -51,6 +51,7 @@ class Option:
     help: str
     is_path: bool = True
     multiple: bool = False  # several paths: repeat the flag, one per ini line, os.pathsep in the env
+    metavar: str = ""  # "" : PATH for a path, NAME otherwise
 
 
 OPTIONS = (
@@ -69,6 +70,10 @@ OPTIONS = (
     Option("runnerconf_probes", "--runnerconf-probes", "runnerconf_probes", "RUNNERCONF_PROBES",
            "Extra probe directory (<probe>.yml and <probe>.sh) for a team's own checks; may be repeated",
            multiple=True),
+    Option("runnerconf_retry", "--runnerconf-retry", "runnerconf_retry", "RUNNERCONF_RETRY",
+           "Retry a probe job up to N times when the runner or the cluster ended it before its probe could "
+           "show anything (a runner system failure, a pod that never started); never a conformance failure "
+           "(default 0)", is_path=False, metavar="N"),
 )  # fmt: skip
 
 
@@ -88,6 +93,22 @@ class PathValue:
 
 
 @dataclass(frozen=True)
+class CountValue:
+    """A count setting as the user typed it and where it came from; count() is None when it is not one."""
+
+    typed: str
+    origin: str  # "--runnerconf-retry", "ini runnerconf_retry", "env RUNNERCONF_RETRY"
+
+    def count(self) -> int | None:
+        text = self.typed.strip()
+        return int(text) if text.isascii() and text.isdigit() else None
+
+    def describe(self) -> str:
+        sep = "=" if self.origin.startswith("--") else " = "
+        return f"{self.origin}{sep}{self.typed}"
+
+
+@dataclass(frozen=True)
 class Settings:
     cluster: str | None
     config: PathValue | None  # an explicit profile file
@@ -99,6 +120,12 @@ class Settings:
     probe_dirs: tuple[PathValue, ...] = ()
     evidence: PathValue | None = None  # evidence_dir and report_dir as typed, when they were given
     report: PathValue | None = None
+    retry: CountValue | None = None  # --runnerconf-retry as given (check_settings refuses a bad one)
+
+    @property
+    def retries(self) -> int:
+        """How often a probe job the infrastructure ended is retried (0: never)."""
+        return (self.retry.count() or 0) if self.retry is not None else 0
 
     @property
     def active(self) -> bool:
@@ -169,11 +196,12 @@ def command_settings(given: Mapping[str, Any], here: Path) -> Settings:
 
 def _settings(lookup: Lookup, here: Path) -> Settings:
     values: dict[str, list[PathValue]] = {}
-    cluster: str | None = None
+    plain: dict[str, CountValue] = {}  # the options that are no paths, as typed
     for option in OPTIONS:
         raw, origin, base = lookup(option)
         if not option.is_path:
-            cluster = raw[0] if raw else None
+            if raw:
+                plain[option.dest] = CountValue(raw[0], origin)
             continue
         values[option.dest] = [_path_value(v, origin, base) for v in raw]
 
@@ -183,8 +211,9 @@ def _settings(lookup: Lookup, here: Path) -> Settings:
 
     evidence = one("runnerconf_evidence")
     report = one("runnerconf_report")
+    cluster = plain.get("runner_cluster")
     return Settings(
-        cluster=cluster,
+        cluster=cluster.typed if cluster is not None else None,
         config=one("runnerconf_config"),
         evidence_dir=evidence.path if evidence else None,
         replay=one("runnerconf_replay"),
@@ -194,6 +223,7 @@ def _settings(lookup: Lookup, here: Path) -> Settings:
         probe_dirs=tuple(values["runnerconf_probes"]),
         evidence=evidence,
         report=report,
+        retry=plain.get("runnerconf_retry"),
     )
 
 
@@ -215,6 +245,10 @@ def check_settings(settings: Settings) -> None:
         if not probe_dir.path.is_dir():
             raise ConfigError(f"{probe_dir.describe()}: probe directory not found")
     settings.probe_library().validate()
+    if settings.retry is not None and settings.retry.count() is None:
+        raise ConfigError(
+            f"{settings.retry.describe()} is not a number of retries; give a whole number from 0 (never retry) up"
+        )
     if settings.active:
         _check_output_dir(
             settings.report, settings.report_dir, "--runnerconf-report", "the conformance report"
@@ -486,7 +520,15 @@ class RunnerConfSession:
         directory = self.settings.evidence_dir or (
             self.settings.invocation_dir / "runnerconf-evidence" / run_id
         )
-        return execute(profile, self.plan, run_id, directory, self.progress, target.pipeline_variables)
+        return execute(
+            profile,
+            self.plan,
+            run_id,
+            directory,
+            self.progress,
+            target.pipeline_variables,
+            retries=self.settings.retries,
+        )
 
     def close(self) -> None:
         if self._close is not None:

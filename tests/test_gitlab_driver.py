@@ -154,7 +154,9 @@ def test_retrying_a_job_twice_is_one_sentence_naming_the_job(clean: Local) -> No
     driver = clean.driver()
     job_id = _failed_job(clean, driver)
     driver.retry_job(job_id)
-    with pytest.raises(gitlab_driver.JobNotRetryable, match=rf"refused to retry job {job_id} \(403: .*retryable"):
+    with pytest.raises(
+        gitlab_driver.JobNotRetryable, match=rf"refused to retry job {job_id} \(403: .*retryable"
+    ):
         driver.retry_job(job_id)
 
 

@@ -31,6 +31,9 @@ FAULTS: dict[str, str] = {
     # Faults the run must survive with the same verdicts (a real API server and its proxies do these).
     "watch-expired": "the Kubernetes API's watch history resets every 25 changes of the run's pods: watches "
     "get ERROR 410 events (and 410 when reopened from their last resourceVersion) and blank keep-alive lines",
+    # A fault the run can retry its way past (--runnerconf-retry): an infrastructure end, not a conformance one.
+    "runner-flaky-once": "the first attempt of each job ends in a runner system failure while waiting for its pod "
+    "(the API server refused the connection); a retry of the job runs normally",
     "api-flaky": "every few Kubernetes list/watch requests answer 500, 503 or a truncated body; GitLab answers "
     "502 to every few reads and 429 with an HTTP-date Retry-After once",
 }

@@ -377,7 +377,9 @@ class GitLabState:
             if old.retried or old.status not in _RETRYABLE:
                 raise StateError(NOT_RETRYABLE, 403)
             pipeline = self._pipelines[old.pipeline_id]
-            new = Job(next(self._job_ids), pipeline.id, old.project_id, old.definition, _job_token(), time.time())
+            new = Job(
+                next(self._job_ids), pipeline.id, old.project_id, old.definition, _job_token(), time.time()
+            )
             self._jobs[new.id] = new
             pipeline.job_ids.append(new.id)
             old.retried = True

@@ -58,6 +58,11 @@ class JobAborted(Exception):
         self.status = status
 
 
+# The kubernetes Service's address as a pod sees it (the first address of kubeadm's and kind's default service
+# CIDR): where an in-cluster runner's client sends its requests.
+API_SERVICE = "10.96.0.1:443"
+
+
 class StageFailed(Exception):
     """A failed job. `system` picks the final line's form; `reason` is what GitLab records.
 
@@ -120,6 +125,7 @@ class LocalRunner:
         self._jobs: dict[int, RunningJob] = {}
         self._lock = threading.Lock()
         self._concurrency_ids: set[int] = set()
+        self._flaked: set[tuple[int, str]] = set()  # runner-flaky-once: (pipeline, job name) already failed
 
     # ---- JobQueue ------------------------------------------------------------------------------------------
 
@@ -420,6 +426,13 @@ class LocalRunner:
         # The fault stands for a cluster whose runner has a short poll_timeout, so the run ends in minutes.
         timeout = PENDING_POLL_TIMEOUT_S if "pod-pending-timeout" in job.faults else k8s.poll_timeout
         attempts = max(1, int(timeout / poll))
+        if "runner-flaky-once" in job.faults and self._first_attempt(job):
+            # The API server dropped out for a moment: getPodPhase's GET fails and Run ends the job with
+            # it as a system failure (executors/kubernetes/util.go@v18.11.0 returns the client's error).
+            raise prepare_failure(
+                f'waiting for pod running: Get "https://{API_SERVICE}/api/v1/namespaces/{ns}/pods/{name}": '
+                f"dial tcp {API_SERVICE}: connect: connection refused"
+            )
         for _ in range(attempts + 1):
             self._check(job)
             if pod_error:
@@ -452,6 +465,14 @@ class LocalRunner:
                 self._check(job)
         self._print_warning_events(job, trace)  # Run logs the pod's Warning events on any error
         raise prepare_failure("waiting for pod running: timed out waiting for pod to start")
+
+    def _first_attempt(self, job: RunningJob) -> bool:
+        """Whether this is the first job of its name in its pipeline this runner runs (a retry is not)."""
+        key = (job.payload.pipeline_id, job.payload.name)
+        with self._lock:
+            first = key not in self._flaked
+            self._flaked.add(key)
+        return first
 
     def _check_terminal_container_errors(
         self, job: RunningJob, statuses: list[dict[str, Any]], trace: TraceWriter

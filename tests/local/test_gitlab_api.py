@@ -453,7 +453,9 @@ def test_retry_job_replaces_a_failed_job_and_the_runner_gets_the_new_one(local: 
     assert answer["id"] not in ids.values()
     assert (answer["name"], answer["stage"], answer["status"]) == ("flaky", "test", "pending")
     assert local.queue.submitted[-1].id == answer["id"]  # the runner is handed the new job like any other
-    assert local.queue.submitted[-1].token != next(p.token for p in local.queue.submitted if p.id == ids["flaky"])
+    assert local.queue.submitted[-1].token != next(
+        p.token for p in local.queue.submitted if p.id == ids["flaky"]
+    )
     pipeline.refresh()
     assert pipeline.status == "running"  # the pipeline is going again
 
