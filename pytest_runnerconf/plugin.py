@@ -58,6 +58,7 @@ RESULTS = pytest.StashKey["_Results"]()
 GATE = pytest.StashKey["_Gate"]()
 REPORT_ERROR = pytest.StashKey[str]()
 CHECK_PROPERTY = "runnerconf_check"
+JOB_PROPERTY = "runnerconf_job"  # one per probe job a check looked up: the report shows those jobs' attempts
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -305,6 +306,8 @@ def job_evidence(
 
     def get(name: str) -> JobEvidence:
         __tracebackhide__ = True
+        if (JOB_PROPERTY, name) not in request.node.user_properties:
+            request.node.user_properties.append((JOB_PROPERTY, name))
         job = runnerconf_evidence.jobs.get(name)
         if job is None:
             have = ", ".join(sorted(runnerconf_evidence.jobs)) or "none"
@@ -387,6 +390,7 @@ class _Results:
                 message=message,
                 duration=report.duration,
                 nodeid=report.nodeid,
+                read=[str(v) for k, v in report.user_properties if k == JOB_PROPERTY],
                 **_verdict_fields(report, outcome),
             )
         )

@@ -51,7 +51,8 @@ class CheckResult:
     job_url: str | None = None
     detail: str = ""
     expectations: list[dict[str, Any]] = field(default_factory=list)
-    # Every attempt of the jobs the result names (retry.attempt_rows); more than one per job when retried.
+    read: list[str] = field(default_factory=list)  # the probe jobs the check looked up (job_evidence)
+    # Every attempt of the jobs the result names or read (retry.attempt_rows); several per job when retried.
     attempts: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -124,9 +125,10 @@ def _header(run: RunEvidence | None) -> dict[str, Any]:
 
 
 def named_jobs(result: CheckResult) -> list[str]:
-    """The jobs a result names: its own, then those its expectations name."""
+    """The jobs a result names: its own, those its expectations name, then those the check read."""
     names = [result.job] if result.job else []
     names += [str(e["job"]) for e in result.expectations if isinstance(e, dict) and e.get("job")]
+    names += result.read
     return list(dict.fromkeys(names))
 
 

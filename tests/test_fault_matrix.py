@@ -43,7 +43,11 @@ MATRIX: dict[str, set[str]] = {
 
 # Faults that leave the cluster untestable rather than non-conformant: no check fails, the run exits 6 and every
 # check they touch is could_not_test with this cause (report.json results[].outcome and results[].cause).
-UNTESTABLE: dict[str, str] = {"pod-pending-timeout": "pod-not-started", "quota-exceeded": "quota"}
+UNTESTABLE: dict[str, str] = {
+    "pod-pending-timeout": "pod-not-started",
+    "quota-exceeded": "quota",
+    "runner-flaky-once": "api-error",  # without --runnerconf-retry: the first attempts are all there is
+}
 # Faults combined with an untestable one: these checks (and only these) still fail.
 COMBINED: dict[str, set[str]] = {"quota-exceeded,leak-secrets": {"RC-CLN-005"}}
 EXIT_COULD_NOT_TEST = 6
@@ -69,6 +73,14 @@ MET: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# Runs with --runnerconf-retry: label -> (fault, N). Under runner-flaky-once every job's first attempt is a
+# runner system failure: retried once, the verdicts are the clean run's. init-not-first is a conformance failure:
+# even with retries to spare it is judged on its one attempt.
+RETRY_RUNS: dict[str, tuple[str, int]] = {
+    "runner-flaky-once+retry": ("runner-flaky-once", 1),
+    "init-not-first+retry": ("init-not-first", 2),
+}
+
 # The spine's faults break get_sources or /builds, which every probe script depends on (they come from the
 # clone): run them against the modules the issue names, where each must make its matching checks fail.
 SOURCES_FAULTS = {"script-before-sources", "builds-not-shared", "init-not-first"}
@@ -76,15 +88,19 @@ SPINE_MODULES = ["suites/test_ordering.py", "suites/test_builds_volume.py"]
 MODULES = {fault: SPINE_MODULES for fault in SOURCES_FAULTS} | {"logs-volume-broken": ["suites/test_logs.py"]}
 
 
-def run_suite(fault: str, out: Path, cluster_log: Path | None = None) -> dict[str, Any]:
-    """Run the suite under FAULT; with CLUSTER_LOG, keep the lines the cluster logged meanwhile."""
+def run_suite(
+    fault: str, out: Path, cluster_log: Path | None = None, *, retries: int = 0, label: str = ""
+) -> dict[str, Any]:
+    """Run the suite under FAULT (with --runnerconf-retry=RETRIES); with CLUSTER_LOG, keep the lines the
+    cluster logged meanwhile. LABEL names the run's directories (default: the fault)."""
     offset = cluster_log.stat().st_size if cluster_log is not None and cluster_log.exists() else 0
     started = time.monotonic()
     env = dict(os.environ)
     env.pop("RUNNERCONF_LOCAL_FAULTS", None)
     if fault:
         env["RUNNERCONF_LOCAL_FAULTS"] = fault
-    report = out / (fault or "clean")
+    label = label or fault or "clean"
+    report = out / label
     proc = subprocess.run(
         [
             sys.executable,
@@ -93,7 +109,8 @@ def run_suite(fault: str, out: Path, cluster_log: Path | None = None) -> dict[st
             *MODULES.get(fault, ["suites"]),
             "--runner-cluster=local",
             f"--runnerconf-report={report}",
-            f"--runnerconf-evidence={out / 'evidence' / (fault or 'clean')}",
+            f"--runnerconf-evidence={out / 'evidence' / label}",
+            f"--runnerconf-retry={retries}",
             "-p",
             "no:cacheprovider",
             "-q",
@@ -106,9 +123,7 @@ def run_suite(fault: str, out: Path, cluster_log: Path | None = None) -> dict[st
     )
     path = report / "report.json"
     if not path.exists():
-        raise AssertionError(
-            f"no report for {fault or 'clean'} (exit {proc.returncode}):\n{proc.stdout[-3000:]}"
-        )
+        raise AssertionError(f"no report for {label} (exit {proc.returncode}):\n{proc.stdout[-3000:]}")
     doc = json.loads(path.read_text())
     doc["exit"] = proc.returncode
     doc["output"] = proc.stdout[-3000:]
@@ -149,6 +164,9 @@ def matrix(
     # pipeline of the project ran alongside (otherwise RC-CLN-005 says it could not tell).
     for fault in [f for f in [*UNTESTABLE, *COMBINED] if f not in docs and f in wanted]:
         docs[fault] = run_suite(fault, out)
+    for label, (fault, retries) in RETRY_RUNS.items():
+        if label in wanted:
+            docs[label] = run_suite(fault, out, retries=retries, label=label)
     print(
         "\nfault matrix wall times: " + ", ".join(f"{f or 'clean'} {d['wall_s']}s" for f, d in docs.items())
     )
@@ -231,3 +249,49 @@ def test_leak_under_an_untestable_fault_still_fails(faults: str, matrix: dict[st
     failed = {r["id"] for r in doc["results"] if r["outcome"] in ("failed", "error")}
     assert failed == COMBINED[faults], doc["output"]
     assert doc["exit"] == 1
+
+
+def attempts_per_job(doc: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    return dict(doc["attempts"])
+
+
+@pytest.mark.parametrize("fault", ["runner-flaky-once+retry"])
+def test_retry_turns_an_infrastructure_fault_into_the_clean_verdicts(
+    fault: str, matrix: dict[str, dict[str, Any]]
+) -> None:
+    doc, clean = matrix[fault], matrix[""]
+    assert verdicts(doc) == verdicts(clean), doc["output"]
+    assert doc["exit"] == clean["exit"] == 0
+    jobs = attempts_per_job(doc)
+    assert jobs and all(len(rows) == 2 for rows in jobs.values()), {n: len(r) for n, r in jobs.items()}
+    for name, (first, last) in jobs.items():
+        assert (first["status"], first["failure_reason"], first["end"], first["cause"]) == (
+            "failed",
+            "runner_system_failure",
+            "infrastructure",
+            "api-error",
+        ), name
+        assert "connection refused" in first["sentence"] and first["pod"], first
+        assert last["job_id"] > first["job_id"], last
+        assert last["status"] == clean["attempts"][name][0]["status"], (
+            name,
+            last,
+        )  # as the clean run ended it
+    named = [r for r in doc["results"] if r["attempts"]]
+    assert named, "the results name their jobs' attempts"
+    for r in named:
+        assert len({a["job_id"] for a in r["attempts"]}) == 2 * len({a["job"] for a in r["attempts"]}), r
+    assert "ran 2 times" in doc["output"]
+    print(f"\n{fault}: {doc['wall_s']}s (clean {clean['wall_s']}s)")
+
+
+@pytest.mark.parametrize("fault", ["init-not-first+retry"])
+def test_a_conformance_failure_is_never_retried(fault: str, matrix: dict[str, dict[str, Any]]) -> None:
+    doc = matrix[fault]
+    areas = failing_areas(doc)
+    assert areas and set(areas) <= MATRIX["init-not-first"], doc["output"]
+    assert doc["exit"] == 1
+    jobs = attempts_per_job(doc)
+    assert jobs and all(len(rows) == 1 for rows in jobs.values()), {n: len(r) for n, r in jobs.items()}
+    if "init-not-first" in matrix:
+        assert verdicts(doc) == verdicts(matrix["init-not-first"])

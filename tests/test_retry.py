@@ -124,6 +124,7 @@ def test_reports_show_every_attempt(tmp_path: Path) -> None:
     run = _retried_run()
     results = [
         CheckResult("RC-ORD-001", "c", "ordering", "passed", job="ordering"),
+        CheckResult("RC-ORD-002", "c", "ordering", "passed", read=["ordering"]),  # looked it up, named none
         CheckResult("RC-BLD-001", "c", "builds", "passed",
                     expectations=[{"held": True, "job": "builds", "expected": 1, "observed": 1}]),
     ]  # fmt: skip
@@ -138,12 +139,13 @@ def test_reports_show_every_attempt(tmp_path: Path) -> None:
     assert ordering[0]["cause"] == "api-error" and ordering[0]["failure_reason"] == "runner_system_failure"
     assert "connection refused" in ordering[0]["sentence"]
     assert [a["job_id"] for a in by_id["RC-BLD-001"]["attempts"]] == [11]
+    assert [a["job_id"] for a in by_id["RC-ORD-002"]["attempts"]] == [10, 12]
     assert {name: [a["job_id"] for a in rows] for name, rows in doc["attempts"].items()} == {
         "ordering": [10, 12],
         "builds": [11],
     }
     html = paths["html"].read_text()
-    assert html.count('<ol class="attempts"') == 1  # next to the retried job's check only
+    assert html.count('<ol class="attempts"') == 2  # next to the retried job's checks only
     assert "ordering #10 failed (api-error)" in html and 'href="https://gl/-/jobs/10"' in html
     assert retry.summary_lines(run) == [
         "runnerconf: job ordering ran 2 times: #10 failed (api-error), #12 success"
