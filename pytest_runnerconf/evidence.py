@@ -144,6 +144,9 @@ class RunEvidence:
     # the same runner slots, so a Secret without a pod cannot be told apart from theirs by its name.
     other_pipelines: list[int] | None = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # When each phase of the run ended, on this machine's clock (see run.TIMING_MARKS): what the wall time
+    # was spent on. Bundles from before it have none.
+    timings: dict[str, float] = field(default_factory=dict)
     evidence_dir: str = ""  # where save() wrote it or load() read it; not part of the saved data
 
     @property
@@ -240,6 +243,7 @@ def save(run: RunEvidence, directory: Path, *, secrets: Iterable[str] = ()) -> P
         "runner_tokens": run.runner_tokens,
         "other_pipelines": run.other_pipelines,
         "notes": run.notes,
+        "timings": run.timings,
         "jobs": jobs,
     }
     path = _write_json(directory, EVIDENCE_FILE, doc, hidden)
@@ -362,5 +366,8 @@ def load(directory: Path) -> RunEvidence:
         runner_tokens=[str(t) for t in doc.get("runner_tokens") or []],
         other_pipelines=_ints(doc.get("other_pipelines", [])),
         notes=list(doc.get("notes") or []),
+        timings={
+            str(k): float(v) for k, v in (doc.get("timings") or {}).items() if isinstance(v, int | float)
+        },
         evidence_dir=str(directory),
     )

@@ -270,6 +270,17 @@ class GitLabDriver:
         self._project: Project | None = None
         self.capped: dict[str, str] = {}  # what a size cap cut, by object: said in the evidence notes
 
+    def sibling(self) -> GitLabDriver:
+        """A driver of its own for another thread: the same profile and project, its own HTTP session.
+
+        The project is a lazy object of the opened one's id (no request); preflight() must have run.
+        """
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RunnerConfWarning)  # said once, by the first driver
+            other = GitLabDriver(self._profile)
+        other._project = other._gl.projects.get(self.project_id, lazy=True)
+        return other
+
     @property
     def url(self) -> str:
         return self._profile.gitlab_url

@@ -1,4 +1,4 @@
-"""The only module that talks to Kubernetes (kubernetes client): one pod watch, events, typed errors."""
+"""The only module that talks to Kubernetes (kubernetes client): the pod and Secret watches, events, errors."""
 
 from __future__ import annotations
 
@@ -30,7 +30,10 @@ if TYPE_CHECKING:
 
 # The Accept header of a metadata-only list: the API server answers with a PartialObjectMetadataList.
 METADATA_LIST_ACCEPT = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+# A metadata-only watch names the item kind: each event's object is then a PartialObjectMetadata.
+METADATA_WATCH_ACCEPT = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 RUNNER_SECRET_TYPE = "kubernetes.io/dockercfg"  # the runner's per-job registry-credentials Secret
+SECRET_SELECTOR = f"type={RUNNER_SECRET_TYPE}"  # a field selector: the per-job Secrets carry no labels
 JOB_ID_ANNOTATION = "job.runner.gitlab.com/id"
 PROJECT_ID_LABEL = "project.runner.gitlab.com/id"
 WATCH_WINDOW_S = 10  # server-side watch timeout: how often the thread notices a stop request
@@ -46,9 +49,15 @@ RETRY_MAX_S = 5.0
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
+PODS, SECRETS = "pods", "secrets"  # what a watch follows: the job pods, or the Secrets' metadata
+
+
 @dataclass(frozen=True)
 class PodEvent:
-    """One pod watch event as received: its type, the pod as the API sent it, and when it arrived."""
+    """One watch event as received: its type, the object as the API sent it, and when it arrived.
+
+    A Secret watch's objects are PartialObjectMetadata (never a Secret's data); `pod` is then that object.
+    """
 
     type: str  # ADDED | MODIFIED | DELETED | RELISTED (state re-read after the watch expired)
     pod: dict[str, Any]
@@ -56,6 +65,7 @@ class PodEvent:
     # Made by a relist, not sent by the watch: a RELISTED state, or the DELETED of a pod that vanished while
     # the watch was expired (its pod is the last state seen; what came between, and when it went, is unknown).
     relisted: bool = False
+    resource: str = PODS
 
     @property
     def name(self) -> str:
@@ -64,10 +74,11 @@ class PodEvent:
 
 @dataclass(frozen=True)
 class WatchFailed:
-    """Queued by the watch thread when it gives up, so the run re-raises it in the main thread."""
+    """Queued by a watch thread when it gives up, so the run handles it in the main thread."""
 
     error: KubeError
     time: float
+    resource: str = PODS
 
 
 def job_id_of(pod: dict[str, Any]) -> int | None:
@@ -169,6 +180,10 @@ class KubeDriver:
         meta_client.set_default_header("Accept", METADATA_LIST_ACCEPT)
         _guard_pool(meta_client)
         self._meta = client.CoreV1Api(meta_client)
+        meta_watch_client = client.ApiClient(self._api_client.configuration)
+        meta_watch_client.set_default_header("Accept", METADATA_WATCH_ACCEPT)
+        _guard_pool(meta_watch_client)
+        self._meta_watch = client.CoreV1Api(meta_watch_client)
         # Transient failures met and survived, by kind ("503", "malformed", "watch 410", ...): evidence that
         # a run coped, and what the fault tests count.
         self.retries: dict[str, int] = {}
@@ -421,26 +436,33 @@ class KubeDriver:
             return []
         return list(body.get("items") or [])
 
-    def list_secret_meta(self, name_part: str) -> list[dict[str, Any]]:
-        """Metadata of the per-job registry Secrets whose name contains NAME_PART; their data never comes.
-
-        The request asks for a PartialObjectMetadataList (the Secrets' metadata, no data, no type) and only
-        for the runner's type: its per-job Secrets carry no labels, so the type is the selector there is.
+    def list_secret_meta(self, name_part: str) -> tuple[list[dict[str, Any]], str]:
+        """Metadata of the per-job registry Secrets whose name contains NAME_PART, and the list's
+        resourceVersion (to watch from); their data never comes.
 
         Raises:
             SecretsForbidden: RBAC does not allow listing Secrets (the check that needs them is skipped).
             KubeError: any other failure, including a server that cannot list metadata only.
         """
+        body = self.secret_meta_list()
+        found = [secret_meta(item) for item in body.get("items") or []]
+        version = str(body.get("metadata", {}).get("resourceVersion", ""))
+        return [f for f in found if name_part in str(f["name"])], version
+
+    def secret_meta_list(self) -> dict[str, Any]:
+        """The runner-type Secrets as a PartialObjectMetadataList (metadata only: no data, no type).
+
+        Only the runner's type is asked for: its per-job Secrets carry no labels, so the type is the selector
+        there is.
+        """
         forbidden = (
             f"listing Secrets in namespace {self.namespace} is not allowed (403); the per-job Secret check "
-            "needs `list` on secrets (see `runnerconf rbac`)"
+            "needs `list` and `watch` on secrets (see `runnerconf rbac`)"
         )
         with self._translate(f"list secret metadata in namespace {self.namespace}"):
             try:
                 body = self._raw(
-                    self._meta.list_namespaced_secret,
-                    self.namespace,
-                    field_selector=f"type={RUNNER_SECRET_TYPE}",
+                    self._meta.list_namespaced_secret, self.namespace, field_selector=SECRET_SELECTOR
                 )
             except ApiException as exc:
                 if exc.status == 403:
@@ -452,27 +474,27 @@ class KubeDriver:
                 f"the Kubernetes API at {self.host} answered a metadata-only Secret list with "
                 f"{body.get('kind')!r}; the per-job Secret check is not run against it"
             )
-        found: list[dict[str, Any]] = []
-        for item in body.get("items") or []:
-            meta = item.get("metadata") or {}
-            if name_part in str(meta.get("name", "")):
-                found.append(
-                    {
-                        "name": meta.get("name"),
-                        "type": RUNNER_SECRET_TYPE,
-                        "creationTimestamp": meta.get("creationTimestamp"),
-                        "owner_references": meta.get("ownerReferences") or [],
-                    }
-                )
-        return found
+        return body
 
-    def watch_pods(self, selector: str, resource_version: str) -> PodWatch:
-        return PodWatch(self, selector, resource_version)
+    def watch_pods(
+        self, selector: str, resource_version: str, events: queue.Queue[PodEvent | WatchFailed] | None = None
+    ) -> PodWatch:
+        return PodWatch(self, selector, resource_version, events=events)
 
-    # the watch thread's only entries into the SDK
+    def watch_secrets(
+        self, resource_version: str, events: queue.Queue[PodEvent | WatchFailed] | None = None
+    ) -> PodWatch:
+        """A watch on the runner-type Secrets' metadata (never their data), from RESOURCE_VERSION."""
+        return PodWatch(self, SECRET_SELECTOR, resource_version, events=events, resource=SECRETS)
 
-    def open_watch(self, selector: str, resource_version: str) -> Any:
-        """Open one watch window on the job pods; returns the unread urllib3 response.
+    # the watch threads' only entries into the SDK
+
+    def relist(self, resource: str, selector: str) -> dict[str, Any]:
+        """The current list a watch restarts from after its resourceVersion expired."""
+        return self.secret_meta_list() if resource == SECRETS else self.list_pods(selector)
+
+    def open_watch(self, selector: str, resource_version: str, resource: str = PODS) -> Any:
+        """Open one watch window on the job pods (or the Secrets' metadata); returns the unread response.
 
         The stream is parsed here, not by the client's Watch: its deserialize=False path fails on ERROR events
         (KeyError 'raw_object' in some releases) before a caller can relist.
@@ -483,7 +505,7 @@ class KubeDriver:
             KubeError: anything else (RBAC, credentials), phrased by _translate.
         """
         kwargs: dict[str, Any] = {
-            "label_selector": selector,
+            ("field_selector" if resource == SECRETS else "label_selector"): selector,
             "watch": True,
             "timeout_seconds": WATCH_WINDOW_S,
             "allow_watch_bookmarks": True,
@@ -492,20 +514,27 @@ class KubeDriver:
         }
         if resource_version:
             kwargs["resource_version"] = resource_version
-        action = f"watch pods in namespace {self.namespace}"
+        action = f"watch {resource} in namespace {self.namespace}"
         try:
+            if resource == SECRETS:
+                return self._meta_watch.list_namespaced_secret(self.namespace, **kwargs)
             return self._core.list_namespaced_pod(self.namespace, **kwargs)
         except ApiException as exc:
             if exc.status == 410:
                 raise _Expired from None
             if exc.status in TRANSIENT_STATUS:
                 raise _Broken(f"{exc.status} {exc.reason}") from None
+            if exc.status == 403 and resource == SECRETS:
+                raise SecretsForbidden(
+                    f"watching Secrets in namespace {self.namespace} is not allowed (403); the per-job Secret "
+                    "check needs `list` and `watch` on secrets (see `runnerconf rbac`)"
+                ) from None
             with self._translate(action, forbidden=self._no_rbac("watch pods")):
                 raise
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _Broken(_reason(exc)) from None
 
-    def watch_events(self, resp: Any) -> Iterator[dict[str, Any]]:
+    def watch_events(self, resp: Any, resource: str = PODS) -> Iterator[dict[str, Any]]:
         """The ADDED/MODIFIED/DELETED/BOOKMARK events of one open watch window, parsed line by line.
 
         Blank lines are keep-alives; a connection that ends (mid-line or between events) ends the window,
@@ -527,7 +556,9 @@ class KubeDriver:
                 if not isinstance(event, dict):
                     raise _Broken("a watch event that is not a JSON object")
                 if event.get("type") == "ERROR":
-                    self._watch_error(event.get("object") or {})
+                    self._watch_error(event.get("object") or {}, resource)
+                if resource == SECRETS and event.get("type") != "BOOKMARK":
+                    event["object"] = self._metadata_only(event.get("object"))
                 yield event
         except urllib3.exceptions.ProtocolError:
             return  # the server ended the stream without its last chunk: a window ending, or a dropped line
@@ -536,17 +567,42 @@ class KubeDriver:
         finally:
             resp.close()
 
-    def _watch_error(self, status: dict[str, Any]) -> None:
+    def _metadata_only(self, obj: Any) -> dict[str, Any]:
+        """A Secret watch event's object, checked to be metadata only (else dropped before anyone keeps it)."""
+        if not isinstance(obj, dict) or obj.get("kind") != "PartialObjectMetadata":
+            kind = obj.get("kind") if isinstance(obj, dict) else type(obj).__name__
+            raise KubeError(
+                f"the Kubernetes API at {self.host} answered a metadata-only Secret watch with {kind!r}; "
+                "the per-job Secret check is not run against it"
+            )
+        return obj
+
+    def _watch_error(self, status: dict[str, Any], resource: str = PODS) -> None:
         code = status.get("code")
         if code == 410:
             raise _Expired
         if code in TRANSIENT_STATUS or code is None:
             raise _Broken(f"an ERROR event ({code} {status.get('reason', '')})".replace(" )", ")"))
         raise KubeAPIFailing(
-            f"the pod watch on namespace {self.namespace} ended with an error from the Kubernetes API at "
+            f"the {_noun(resource)} watch on namespace {self.namespace} ended with an error from the Kubernetes API at "
             f"{self.host} ({code} {status.get('reason', '')}: {status.get('message', '')}); check the API "
             "server's health and the service account's RBAC"
         )
+
+
+def _noun(resource: str) -> str:
+    return "Secret" if resource == SECRETS else "pod"
+
+
+def secret_meta(item: dict[str, Any]) -> dict[str, Any]:
+    """What the run keeps of a per-job Secret: its name, creation time and owners (never its data)."""
+    meta = item.get("metadata") or {}
+    return {
+        "name": meta.get("name"),
+        "type": RUNNER_SECRET_TYPE,
+        "creationTimestamp": meta.get("creationTimestamp"),
+        "owner_references": meta.get("ownerReferences") or [],
+    }
 
 
 def _lines(resp: Any) -> Iterator[bytes]:
@@ -585,7 +641,8 @@ class _Broken(Exception):
 
 
 class PodWatch:
-    """ONE watch on the job pods, in a thread, feeding `events`; restarts from the last resourceVersion.
+    """ONE watch on the job pods (or, with resource=SECRETS, on the runner Secrets' metadata), in a thread,
+    feeding `events`; restarts from the last resourceVersion. Both watches of a run may share one queue.
 
     When the server says the resourceVersion is too old (410, at the start or as an ERROR event in the stream)
     the thread relists and queues what changed meanwhile: RELISTED for each pod that is new or has a newer
@@ -594,16 +651,26 @@ class PodWatch:
     truncated lines, a dropped connection) are reopened from the last resourceVersion after a back-off.
     """
 
-    def __init__(self, driver: KubeDriver, selector: str, resource_version: str) -> None:
+    def __init__(
+        self,
+        driver: KubeDriver,
+        selector: str,
+        resource_version: str,
+        *,
+        events: queue.Queue[PodEvent | WatchFailed] | None = None,
+        resource: str = PODS,
+    ) -> None:
         self._driver = driver
         self._selector = selector
         self._rv = resource_version
+        self.resource = resource
+        self._what = f"the {_noun(resource)} watch on namespace {driver.namespace}"
         self._stop = threading.Event()
         self._resp: Any = None
         self._delivered = False  # the current window has delivered an event (however it then ended)
         self._known: dict[str, dict[str, Any]] = {}
-        self.events: queue.Queue[PodEvent | WatchFailed] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="runnerconf-pod-watch", daemon=True)
+        self.events: queue.Queue[PodEvent | WatchFailed] = queue.Queue() if events is None else events
+        self._thread = threading.Thread(target=self._run, name=f"runnerconf-{resource}-watch", daemon=True)
 
     def start(self) -> PodWatch:
         self._thread.start()
@@ -629,10 +696,10 @@ class PodWatch:
             self._known.pop(name, None)
         else:
             self._known[name] = pod
-        self.events.put(PodEvent(kind, pod, time.time(), relisted))
+        self.events.put(PodEvent(kind, pod, time.time(), relisted, self.resource))
 
     def _fail(self, error: KubeError) -> None:
-        self.events.put(WatchFailed(error, time.time()))
+        self.events.put(WatchFailed(error, time.time(), self.resource))
         self._stop.set()
 
     def _run(self) -> None:
@@ -642,11 +709,7 @@ class PodWatch:
         except KubeError as exc:
             self._fail(exc)
         except Exception as exc:
-            self._fail(
-                KubeError(
-                    f"the pod watch on namespace {self._driver.namespace} stopped unexpectedly: {exc!r}"
-                )
-            )
+            self._fail(KubeError(f"{self._what} stopped unexpectedly: {exc!r}"))
 
     def _loop(self) -> None:
         failures = 0
@@ -665,9 +728,8 @@ class PodWatch:
                 expiries = 1 if self._delivered else expiries + 1
                 if expiries > MAX_EXPIRIES:
                     raise KubeAPIFailing(
-                        f"the pod watch on namespace {self._driver.namespace} expired {expiries} times in a "
-                        f"row right after a fresh list; the Kubernetes API at {self._driver.host} keeps "
-                        "resetting its watch cache"
+                        f"{self._what} expired {expiries} times in a row right after a fresh list; the "
+                        f"Kubernetes API at {self._driver.host} keeps resetting its watch cache"
                     ) from None
                 if expiries > 1:  # the first relist is at once; a server that keeps expiring gets a back-off
                     self._stop.wait(min(RETRY_BASE_S * 2 ** (expiries - 2), RETRY_MAX_S))
@@ -677,17 +739,17 @@ class PodWatch:
                 failures = 1 if self._delivered else failures + 1  # in a row: with nothing delivered between
                 if failures >= MAX_WATCH_FAILURES:
                     raise KubeAPIFailing(
-                        f"the pod watch on namespace {self._driver.namespace} failed {failures} times in a "
-                        f"row (last: {exc}); the Kubernetes API at {self._driver.host} is not serving watches"
+                        f"{self._what} failed {failures} times in a row (last: {exc}); the Kubernetes API at "
+                        f"{self._driver.host} is not serving watches"
                     ) from None
                 self._stop.wait(min(0.5 * 2**failures, RETRY_MAX_S))
 
     def _watch_once(self) -> bool:
         """One watch window; True when it delivered any event about a pod."""
         delivered = self._delivered = False
-        self._resp = self._driver.open_watch(self._selector, self._rv)
+        self._resp = self._driver.open_watch(self._selector, self._rv, self.resource)
         try:
-            for event in self._driver.watch_events(self._resp):
+            for event in self._driver.watch_events(self._resp, self.resource):
                 if self._stop.is_set():
                     return delivered
                 kind = event.get("type")
@@ -704,7 +766,7 @@ class PodWatch:
 
     def _relist(self) -> None:
         """Read the current state (retried) and queue what changed since the last event about each pod."""
-        body = self._driver.list_pods(self._selector)
+        body = self._driver.relist(self.resource, self._selector)
         self._rv = str(body.get("metadata", {}).get("resourceVersion", ""))
         current = {p.get("metadata", {}).get("name", ""): p for p in body.get("items") or []}
         for name in [n for n in self._known if n not in current]:

@@ -47,10 +47,15 @@ SECRET_RULE = Rule(
             "list",
             "RC-CLN-005: the runner's per-job registry Secret is deleted with its pod; asked as "
             "PartialObjectMetadataList (names and owners, never data) with fieldSelector "
-            "type=kubernetes.io/dockercfg, every 5 s while the run waits",
+            "type=kubernetes.io/dockercfg, once before the pipeline and once after the last pod is gone",
+        ),
+        (
+            "watch",
+            "the one Secret watch (metadata only, same selector) that times each per-job Secret's creation "
+            "and deletion",
         ),
     ),
-    caution="RBAC cannot limit a grant to metadata: `list secrets` lets this credential read the data of "
+    caution="RBAC cannot limit a grant to metadata: `list`/`watch` on secrets let this credential read the data of "
     "every Secret in the namespace; leave this rule out and RC-CLN-005 is skipped with that reason",
 )
 

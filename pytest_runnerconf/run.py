@@ -16,6 +16,7 @@ import gitlab.exceptions
 import requests
 
 from pytest_runnerconf import retry, sweep
+from pytest_runnerconf.collect import Collector
 from pytest_runnerconf.errors import (
     GitLabError,
     KubeError,
@@ -35,11 +36,13 @@ from pytest_runnerconf.evidence import (
 from pytest_runnerconf.gitlab_driver import GitLabDriver, JobNotRetryable
 from pytest_runnerconf.interrupts import Interrupted, signal_name, since_signal
 from pytest_runnerconf.kube_driver import (
+    SECRETS,
     KubeDriver,
     PodEvent,
     PodWatch,
     SecretsForbidden,
     WatchFailed,
+    secret_meta,
 )
 from pytest_runnerconf.marker import commit_message, scratch_branch
 from pytest_runnerconf.pending import diagnose, never_ran, pending_deadline
@@ -56,9 +59,9 @@ BACKOFF_MAX_S = 3.0
 CANCEL_GRACE_S = 30.0  # how long we watch our pods go away after cancelling on an error
 STRAY_MARGIN_S = 300.0
 DEFAULT_JOB_TIMEOUT_S = 3600.0  # GitLab's default job timeout, for a finished pod that names no bound
-# Secrets are listed (metadata only) at a modest rate: a deletion is timed to within this, well inside any
-# cleanup deadline, and the API server is not asked once a second for the namespace's Secrets.
-SECRET_POLL_S = 5.0
+# The marks a run records in RunEvidence.timings, in order: the branch pushed, the pipeline created, every
+# job finished, every pod (and Secret) gone or the cleanup deadline passed, the evidence collected.
+TIMING_MARKS = ("pushed", "pipeline_created", "jobs_finished", "cleanup_done", "collected")
 
 
 @dataclass
@@ -132,6 +135,9 @@ class _Run:
     gitlab: GitLabDriver
     kube: KubeDriver
     watch: PodWatch | None = None
+    secret_watch: PodWatch | None = None  # the runner Secrets' metadata, into the same queue as the pods'
+    events: queue.Queue[PodEvent | WatchFailed] = field(default_factory=queue.Queue)
+    collector: Collector | None = None
     tracker: PodTracker = field(default_factory=PodTracker)
     pipeline: dict[str, Any] = field(default_factory=dict)
     jobs: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -148,22 +154,31 @@ class _Run:
     left: list[str] = field(default_factory=list)  # what it could not undo
     # Per-job Secrets by name: first_seen, deleted_at, owner_references; None when they cannot be listed.
     secrets: dict[str, dict[str, Any]] | None = field(default_factory=dict)
-    secrets_polled: float = 0.0
     secrets_before: set[str] | None = None  # present before the pipeline: not this run's
     secrets_skipped: str = ""  # why Secrets were not looked at although a check could use them (RBAC)
     stray_error: str = ""  # the stray-pod listing failed: the stray check cannot judge
     diagnoses: dict[int, Diagnosis] = field(default_factory=dict)  # jobs whose pod never started
     unfinished_at_start: set[int] | None = None  # the project's other pipelines still going when we began
     retries: retry.Retries = field(default_factory=retry.Retries)  # --runnerconf-retry and what it replaced
+    timings: dict[str, float] = field(default_factory=dict)  # TIMING_MARKS reached, this machine's clock
 
-    def poll_secrets(self) -> None:
-        """List the project's runner Secrets' metadata every SECRET_POLL_S (pods have the watch; Secrets a poll)."""
-        now = time.time()
-        if self.secrets is None or now - self.secrets_polled < SECRET_POLL_S:
+    def mark(self, name: str) -> None:
+        self.timings[name] = time.time()
+
+    @property
+    def secret_name_part(self) -> str:
+        return f"-project-{self.gitlab.project_id}-"  # in every per-job Secret's name, of any runner version
+
+    def start_secrets(self) -> None:
+        """List the runner Secrets once (those there now are not this run's), then watch them from that list.
+
+        Pods have their watch; the Secrets have one too (metadata only): a deletion is timed when it happens,
+        and the run stops waiting the moment the last one goes, without asking the API again and again.
+        """
+        if self.secrets is None:
             return
-        self.secrets_polled = now
         try:
-            listed = self.kube.list_secret_meta(f"-project-{self.gitlab.project_id}-")
+            listed, version = self.kube.list_secret_meta(self.secret_name_part)
         except SecretsForbidden as exc:
             self.secrets, self.secrets_skipped = None, str(exc)
             return
@@ -171,25 +186,74 @@ class _Run:
             self.notes.append(f"per-job Secrets not observed: {exc}")
             self.secrets = None
             return
-        present = {str(s["name"]): s for s in listed}
-        first = self.secrets_before is None
-        if self.secrets_before is None:
-            self.secrets_before = set(present)
-        for name, meta in present.items():
-            seen = self.secrets.setdefault(name, {"first_seen": now, "deleted_at": None, "before": first})
-            seen.update({k: v for k, v in meta.items() if k != "name"})
-        for name, seen in self.secrets.items():
+        now = time.time()
+        self.secrets_before = {str(meta["name"]) for meta in listed}
+        for meta in listed:
+            self._secret_seen(meta, now, before=True)
+        self.secret_watch = self.kube.watch_secrets(version, self.events).start()
+
+    def _secret_seen(self, meta: dict[str, Any], at: float, *, before: bool = False) -> None:
+        assert self.secrets is not None
+        seen = self.secrets.setdefault(
+            str(meta["name"]), {"first_seen": at, "deleted_at": None, "before": before}
+        )
+        seen.update({k: v for k, v in meta.items() if k != "name"})
+
+    def apply_secret(self, event: PodEvent) -> None:
+        """Fold one Secret watch event into `secrets` (only the project's per-job Secrets are kept)."""
+        meta = secret_meta(event.pod)
+        name = str(meta["name"] or "")
+        if self.secrets is None or self.secret_name_part not in name:
+            return
+        if event.type != "DELETED":
+            self._secret_seen(meta, event.time)
+            return
+        seen = self.secrets.setdefault(name, {"first_seen": None, "deleted_at": None, "before": False})
+        if seen["deleted_at"] is None:
+            seen["deleted_at"] = event.time
+            if event.relisted:
+                seen["upper_bound"] = True  # gone while the watch was expired: deleted by then, not then
+
+    def secret_watch_failed(self, failure: WatchFailed) -> None:
+        """The Secret watch gave up: the run goes on; RC-CLN-005 says why it cannot judge."""
+        if isinstance(failure.error, SecretsForbidden):
+            self.secrets, self.secrets_skipped = None, str(failure.error)
+        else:
+            self.notes.append(f"per-job Secrets not observed: {failure.error}")
+            self.secrets = None
+
+    def settle_secrets(self) -> None:
+        """One last list after the wait: what the watch had not delivered yet is timed by this look.
+
+        A Secret our pod references existed when the pod was made (the runner creates it first); one the run
+        never saw lived while the watch was expired, so it was gone by this look: an upper bound on when.
+        """
+        if self.secrets is None:
+            return
+        try:
+            listed, _ = self.kube.list_secret_meta(self.secret_name_part)
+        except KubeError as exc:
+            self.notes.append(f"the last look at the per-job Secrets failed: {exc}")
+            return
+        now = time.time()
+        self.drain()  # events already queued carry their exact times
+        secrets = self.secrets_now()  # the drain may have met the Secret watch's failure
+        if secrets is None:
+            return
+        present = {str(meta["name"]) for meta in listed}
+        for name, seen in secrets.items():
             if name not in present and seen["deleted_at"] is None:
-                seen["deleted_at"] = now
-        # A Secret that lived between two polls is never listed. One our pod references existed when the pod
-        # was made (the runner creates it first), so it was gone by now: an upper bound on its deletion time.
-        for name in self.referenced_secrets() - present.keys() - self.secrets.keys():
-            self.secrets[name] = {
+                seen["deleted_at"], seen["upper_bound"] = now, True
+        for name in self.referenced_secrets() - present - secrets.keys():
+            secrets[name] = {
                 "first_seen": None,
                 "deleted_at": now,
                 "before": False,
                 "never_listed": True,
             }
+
+    def secrets_now(self) -> dict[str, dict[str, Any]] | None:
+        return self.secrets
 
     def referenced_secrets(self) -> set[str]:
         """The Secrets our job pods name in imagePullSecrets."""
@@ -214,19 +278,23 @@ class _Run:
         ]
 
     def drain(self, wait_s: float = 0.0) -> None:
-        """Apply queued pod events; block up to wait_s for the first one (our only sleep)."""
-        assert self.watch is not None
-        self.poll_secrets()
+        """Apply queued pod and Secret events; block up to wait_s for the first one (our only sleep)."""
         block = wait_s > 0
         while True:
             try:
-                item = self.watch.events.get(timeout=wait_s) if block else self.watch.events.get_nowait()
+                item = self.events.get(timeout=wait_s) if block else self.events.get_nowait()
             except queue.Empty:
                 return
             block = False
             if isinstance(item, WatchFailed):
+                if item.resource == SECRETS:
+                    self.secret_watch_failed(item)
+                    continue
                 raise item.error
-            self.tracker.apply(item)
+            if item.resource == SECRETS:
+                self.apply_secret(item)
+            else:
+                self.tracker.apply(item)
 
     def job_ids(self) -> set[int]:
         return set(self.jobs) | self.retries.replaced_ids  # a retried attempt's pod is still ours to watch go
@@ -287,16 +355,20 @@ def execute(
     _warn_leftovers(run)
     branch = run.branch = scratch_branch(run_id)
     planned = job_names(ci_yaml)
-    run.watch = kube.watch_pods(selector, resource_version).start()
+    run.watch = kube.watch_pods(selector, resource_version, run.events).start()
     if "secrets" not in plan.reads:
         run.secrets = None  # no selected check reads Secrets: do not list them at all (least privilege)
-    run.poll_secrets()
+    run.start_secrets()
+    run.collector = Collector(gitlab, kube)
     try:
         try:
             _run_pipeline(run, branch, {".gitlab-ci.yml": ci_yaml, **files})
             leftover = _await_cleanup(run)
+            run.mark("cleanup_done")
         finally:
             run.watch.stop()
+            if run.secret_watch is not None:
+                run.secret_watch.stop()
         evidence = _collect(run, facts, branch, planned, stray, leftover)
         evidence.secrets, evidence.secrets_skipped = run.secrets, run.secrets_skipped
         save(evidence, evidence_dir, secrets=(_token(profile),))
@@ -304,6 +376,8 @@ def execute(
     except KeyboardInterrupt as exc:
         # Ctrl-C, SIGTERM or SIGHUP: _run_pipeline has cancelled and deleted what it could; say what is left.
         raise _interrupted(run, exc, facts, planned, stray, evidence_dir) from None
+    finally:
+        run.collector.close()
     return evidence
 
 
@@ -331,8 +405,11 @@ def _run_pipeline(run: _Run, branch: str, files: dict[str, str]) -> None:
     try:
         run.pushing = True
         run.gitlab.push_files(branch, files, commit_message(run.run_id))
+        run.mark("pushed")
         run.pipeline = run.gitlab.create_pipeline(branch, run.variables, run.notes)
+        run.mark("pipeline_created")
         _follow(run)
+        run.mark("jobs_finished")
     except BaseException:
         _abort(run)
         raise
@@ -451,6 +528,7 @@ def _follow(run: _Run) -> None:
         if _retry_infrastructure(run):
             queued = time.monotonic()
         _cancel_on_records(run)
+        _collect_finished(run)
         run.report()
         if run.jobs and all(j.get("status") in FINISHED for j in run.jobs.values()):
             run.pipeline = run.gitlab.pipeline(int(run.pipeline["id"]))
@@ -581,19 +659,33 @@ def _check_pending_pods(run: _Run) -> None:
             run.cancelled.add(job_id)
 
 
+def _collect_finished(run: _Run) -> None:
+    """Start fetching the evidence of each job that finished and each job pod that is gone, in the background."""
+    assert run.collector is not None
+    for job_id, job in run.jobs.items():
+        if job.get("status") in FINISHED:
+            run.collector.job_finished(job_id)
+    for name, job_id in run.tracker.job_of.items():
+        if job_id in run.jobs and run.tracker.pods[name].deleted_at is not None:
+            run.collector.pod_gone(name)
+
+
 def _await_cleanup(run: _Run) -> dict[str, Any]:
-    """After the last job: watch until every job pod is DELETED or the cleanup deadline passes."""
+    """After the last job: watch until every job pod and its Secret are DELETED or the cleanup deadline passes.
+
+    Both watches feed the one queue, so each wait ends with the event that changes something; the garbage
+    collector removes owner-referenced Secrets after their pod, so the Secrets may go last.
+    """
     deadline_s = run.profile.expect.cleanup_deadline_s
     end = time.monotonic() + deadline_s
-    while (alive := run.tracker.alive(run.job_ids())) and time.monotonic() < end:
-        run.report(("pods", len(alive)))
+    while time.monotonic() < end:
+        alive, pending = run.tracker.alive(run.job_ids()), run.pending_secrets()
+        if not alive and not pending:
+            break
+        run.report(("pods", len(alive)) if alive else ("secrets", len(pending)))
         run.drain(wait_s=min(BACKOFF_MAX_S, max(0.0, end - time.monotonic())))
-    # The garbage collector removes owner-referenced Secrets after their pod: keep looking until they go.
-    while (pending := run.pending_secrets()) and time.monotonic() < end:
-        run.report(("secrets", len(pending)))
-        run.drain(wait_s=min(SECRET_POLL_S, max(0.0, end - time.monotonic())))
-    run.secrets_polled = 0.0  # one last look, whatever the rate limit says
-    run.drain()
+        _collect_finished(run)
+    run.settle_secrets()
     run.report()
     alive = run.tracker.alive(run.job_ids())
     return {"pods": alive, "deadline_s": deadline_s} if alive else {}
@@ -681,10 +773,15 @@ def _collect(
     stray: list[dict[str, Any]],
     leftover: dict[str, Any],
 ) -> RunEvidence:
+    assert run.collector is not None
+    _collect_finished(run)
+    for name, job_id in run.tracker.job_of.items():
+        if job_id in run.jobs:
+            run.collector.pod_gone(name)  # pods still there at the deadline: their events as they are now
     jobs: dict[str, JobEvidence] = {}
     for job_id, summary in sorted(run.jobs.items()):
         jobs[str(summary.get("name"))] = _job_evidence(run, job_id)
-    run.notes.extend(run.gitlab.capped.values())  # size caps that were hit, once per object
+    run.notes.extend(run.collector.capped().values())  # size caps that were hit, once per object
     evidence = _evidence(run, facts, branch, planned, stray, leftover, jobs)
     evidence.runner_tokens = runner_tokens(run, jobs)
     evidence.other_pipelines = other_pipelines(run)
@@ -736,6 +833,7 @@ def _evidence(
         leftover=leftover,
         stray_error=run.stray_error,
         notes=run.notes,
+        timings={**run.timings, "collected": time.time()},
     )
 
 
@@ -749,14 +847,15 @@ def _records(run: _Run, name: str, trace: str) -> dict[str, list[dict[str, Any]]
 
 
 def _job_evidence(run: _Run, job_id: int) -> JobEvidence:
-    job = run.gitlab.job(job_id)
-    trace = run.gitlab.trace(job_id)
-    if job.get("artifacts_file") or any(a.get("file_type") == "archive" for a in job.get("artifacts") or []):
+    assert run.collector is not None
+    side = run.collector.gitlab_side(job_id)
+    job, trace = dict(side.job), side.trace
+    if side.artifacts is not None:
         # Not a GitLab field: the downloaded archive's files, so checks can read what reached the upload.
-        job["runnerconf_artifacts"] = run.gitlab.artifacts(job_id)
+        job["runnerconf_artifacts"] = side.artifacts
     pod = run.tracker.for_job(job_id)
     if pod is not None:
-        pod.events = run.kube.pod_events(pod.name)
+        pod.events = run.collector.events(pod.name)
     diagnosis = run.diagnoses.get(job_id)
     if diagnosis is None and pod is not None and job.get("status") == "failed" and never_ran(pod.timeline):
         # The runner gave up on the pod before the run did (no poll_timeout_s, or a longer pending deadline):

@@ -658,14 +658,22 @@ def test_secret_check() -> None:
         "still present",
     )
     fails(lambda: cln.test_secrets_deleted(secrets_run({}), PROFILE), "never observed")
-    # Lived between two polls: the poll that no longer found it bounds its deletion.
+    # Never seen by the Secret watch (it lived while the watch was expired): the last look bounds its deletion.
     between = {"first_seen": None, "deleted_at": 2004.0, "never_listed": True}
     cln.test_secrets_deleted(secrets_run({SECRET: between}), PROFILE)
     late = {"first_seen": None, "deleted_at": 2095.0, "never_listed": True}
     fails(
         lambda: cln.test_secrets_deleted(secrets_run({SECRET: late}), PROFILE), "deleted at most 95.0s after"
     )
-    fails(lambda: cln.test_secrets_deleted(secrets_run(None), PROFILE), "could not test")
+    # Secrets that could not be observed (not a refusal: RBAC skips) are no verdict either way.
+    with pytest.raises(CouldNotTest, match="could not observe the per-job Secrets") as info:
+        cln.test_secrets_deleted(secrets_run(None), PROFILE)
+    assert info.value.cause == "api-error"
+    # Gone while the Secret watch was expired: the look that missed it bounds the deletion, as a relist does.
+    relisted = {"first_seen": 2001.0, "deleted_at": 2095.0, "upper_bound": True}
+    fails(
+        lambda: cln.test_secrets_deleted(secrets_run({SECRET: relisted}), PROFILE), "deleted at most 95.0s after"
+    )
 
 
 def test_no_secret_referenced_skips() -> None:

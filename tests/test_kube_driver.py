@@ -105,7 +105,8 @@ def test_secret_metadata_only_is_asked_for_and_received(
         return body
 
     monkeypatch.setattr(driver, "_raw", spy)
-    found = driver.list_secret_meta("-project-42-")
+    found, version = driver.list_secret_meta("-project-42-")
+    assert version, "the list's resourceVersion, to watch from"
     assert [s["name"] for s in found] == [POD.replace("x1y2z3w4", "s3cr3t00")]
     assert found[0]["owner_references"][0]["name"] == POD
     (body,) = bodies
@@ -117,9 +118,69 @@ def test_secret_metadata_only_is_asked_for_and_received(
 def test_no_rbac_for_secrets_is_a_reason_to_skip(kube: tuple[KubeStore, Path]) -> None:
     _store, kubeconfig = kube
     driver = KubeDriver(_profile(kubeconfig, "no-secrets"))
-    with pytest.raises(SecretsForbidden, match=r"needs `list` on secrets \(see `runnerconf rbac`\)"):
+    with pytest.raises(SecretsForbidden, match=r"needs `list` and `watch` on secrets \(see `runnerconf rbac`\)"):
         driver.list_secret_meta("-project-42-")
     assert driver.list_pods("project.runner.gitlab.com/id=42")["items"] == []  # the rest is granted
+    watch = driver.watch_secrets("")
+    with watch:
+        failed = watch.events.get(timeout=10)
+    assert isinstance(failed, WatchFailed) and failed.resource == "secrets"
+    assert isinstance(failed.error, SecretsForbidden), failed.error
+
+
+def _next(watch: PodWatch, want: str) -> PodEvent:
+    """The watch's next event of type WANT (earlier ones, such as the initial ADDED, are passed over)."""
+    while True:
+        item = watch.events.get(timeout=10)
+        assert not isinstance(item, WatchFailed), item.error
+        if item.type == want:
+            return item
+
+
+def test_the_secret_watch_sends_metadata_only_and_times_each_deletion(kube: tuple[KubeStore, Path]) -> None:
+    store, kubeconfig = kube
+    driver = KubeDriver(_profile(kubeconfig, "least"))
+    _found, version = driver.list_secret_meta("-project-42-")
+    name = POD.replace("x1y2z3w4", "n3w00000")
+    with driver.watch_secrets(version) as watch:
+        store.create(
+            {
+                "kind": "Secret",
+                "metadata": {"name": name, "namespace": NS},
+                "type": "kubernetes.io/dockercfg",
+                "data": {".dockercfg": DOCKERCFG},
+            }
+        )
+        added = _next(watch, "ADDED")
+        store.create({"kind": "Secret", "metadata": {"name": "other", "namespace": NS}, "type": "Opaque"})
+        store.delete("Secret", NS, name)
+        deleted = _next(watch, "DELETED")
+    assert added.resource == deleted.resource == "secrets"
+    assert added.name == deleted.name == name, "the Opaque Secret is not selected"
+    assert added.pod["kind"] == "PartialObjectMetadata" and set(added.pod) == {"kind", "apiVersion", "metadata"}
+    assert DOCKERCFG not in repr(added) + repr(deleted)
+    assert added.time <= deleted.time
+
+
+def test_a_secret_watch_answered_with_full_objects_is_refused(kube: tuple[KubeStore, Path]) -> None:
+    store, kubeconfig = kube
+    driver = KubeDriver(_profile(kubeconfig, "least"))
+    _found, version = driver.list_secret_meta("-project-42-")
+    # A server (or proxy) that ignores the Accept header: the watch sends each Secret whole.
+    driver._meta_watch = driver._core
+    with driver.watch_secrets(version) as watch:
+        store.create(
+            {
+                "kind": "Secret",
+                "metadata": {"name": POD.replace("x1y2z3w4", "full0000"), "namespace": NS},
+                "type": "kubernetes.io/dockercfg",
+                "data": {".dockercfg": DOCKERCFG},
+            }
+        )
+        failed = watch.events.get(timeout=10)
+    assert isinstance(failed, WatchFailed), failed
+    assert "answered a metadata-only Secret watch with 'Secret'" in str(failed.error)
+    assert DOCKERCFG not in repr(failed)
 
 
 def test_the_server_version_is_read_for_the_report(kube: tuple[KubeStore, Path], tmp_path: Path) -> None:
