@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -360,7 +360,8 @@ def test_artifacts_past_their_cap_are_not_read(clean: Local) -> None:
 class Flaky:
     """A fake GitLab whose /user and project reads take their answers from a script (then succeed)."""
 
-    script: list[Response] = field(default_factory=list)
+    # Each answer, or a function making it when the request comes (answers that carry the time).
+    script: list[Response | Callable[[], Response]] = field(default_factory=list)
     seen: list[tuple[str, float]] = field(default_factory=list)
     stall_once_s: float = 0.0
 
@@ -370,7 +371,8 @@ class Flaky:
             stall, self.stall_once_s = self.stall_once_s, 0.0
             time.sleep(stall)  # the server's own slowness, not the test waiting
         if self.script:
-            return self.script.pop(0)
+            answer = self.script.pop(0)
+            return answer() if callable(answer) else answer
         if request.path.endswith("/user"):
             return Response(200, {"id": 1, "username": "me"})
         return Response(200, {"id": 5, "path_with_namespace": "runnerconf/scratch", "default_branch": "main"})
@@ -408,7 +410,8 @@ def test_retry_after_is_honoured_in_seconds_and_as_an_http_date(flaky: tuple[Fla
     fake, url = flaky
     fake.script += [
         Response(429, "Retry later\n", {"Retry-After": "1"}, content_type="text/plain"),
-        Response(
+        # Dated when it is sent, as a server does (a date made earlier may be past on a busy machine).
+        lambda: Response(
             429,
             "Retry later\n",
             {"Retry-After": formatdate(time.time() + 2, usegmt=True)},
