@@ -25,7 +25,7 @@ import pytest_runnerconf.run as run
 from pytest_runnerconf.errors import GitLabError
 
 
-def attempt(profile, plan, run_id, directory, progress, variables=None):
+def attempt(profile, plan, run_id, directory, progress, variables=None, **options):
     with open(os.environ["ONE_PIPELINE_ATTEMPTS"], "a") as log:
         log.write(f"{os.getpid()}\\n")
     mode = os.environ["ONE_PIPELINE_MODE"]

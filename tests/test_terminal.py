@@ -30,7 +30,7 @@ def jobs(**statuses):
     return {i: {"name": n, "status": s, "duration": 2.0} for i, (n, s) in enumerate(statuses.items(), 1)}
 
 
-def scripted_execute(profile, plan, run_id, evidence_dir, progress, variables=None):
+def scripted_execute(profile, plan, run_id, evidence_dir, progress, variables=None, **options):
     """A run as run.execute reports it: looks once a second, 40 s of them without any change."""
     now = [0.0]
     changes = RunChanges(progress, profile.name, clock=lambda: now[0])
