@@ -261,7 +261,9 @@ def test_retry_turns_an_infrastructure_fault_into_the_clean_verdicts(
 ) -> None:
     doc, clean = matrix[fault], matrix[""]
     assert verdicts(doc) == verdicts(clean), doc["output"]
-    assert doc["exit"] == clean["exit"] == 0
+    assert (
+        doc["exit"] == clean["exit"]
+    )  # 0, or 6 with the clean run when a busy node leaves RC-CPU inconclusive
     jobs = attempts_per_job(doc)
     assert jobs and all(len(rows) == 2 for rows in jobs.values()), {n: len(r) for n, r in jobs.items()}
     for name, (first, last) in jobs.items():
