@@ -265,8 +265,15 @@ def test_retry_turns_an_infrastructure_fault_into_the_clean_verdicts(
         doc["exit"] == clean["exit"]
     )  # 0, or 6 with the clean run when a busy node leaves RC-CPU inconclusive
     jobs = attempts_per_job(doc)
-    assert jobs and all(len(rows) == 2 for rows in jobs.values()), {n: len(r) for n, r in jobs.items()}
-    for name, (first, last) in jobs.items():
+    assert jobs.keys() == clean["attempts"].keys()
+    for name, rows in jobs.items():
+        (cleanly,) = clean["attempts"][name]
+        if not cleanly["pod"]:
+            # The runner refuses this job before any pod (an override above its cap, an invalid alias): it
+            # never waits for a pod, so the fault cannot meet it, and its real end is what its check judges.
+            assert len(rows) == 1 and rows[0]["status"] == cleanly["status"], (name, rows)
+            continue
+        first, last = rows  # exactly two: the fault's system failure, then the run the clean one had
         assert (first["status"], first["failure_reason"], first["end"], first["cause"]) == (
             "failed",
             "runner_system_failure",
@@ -274,15 +281,13 @@ def test_retry_turns_an_infrastructure_fault_into_the_clean_verdicts(
             "api-error",
         ), name
         assert "connection refused" in first["sentence"] and first["pod"], first
-        assert last["job_id"] > first["job_id"], last
-        assert last["status"] == clean["attempts"][name][0]["status"], (
-            name,
-            last,
-        )  # as the clean run ended it
+        assert last["job_id"] > first["job_id"] and last["pod"] != first["pod"], last
+        assert last["status"] == cleanly["status"], (name, last)  # as the clean run ended it
+    assert sum(len(rows) == 2 for rows in jobs.values()) >= len(jobs) - 2, "the fault met (nearly) every job"
     named = [r for r in doc["results"] if r["attempts"]]
     assert named, "the results name their jobs' attempts"
-    for r in named:
-        assert len({a["job_id"] for a in r["attempts"]}) == 2 * len({a["job"] for a in r["attempts"]}), r
+    for r in named:  # each result carries every attempt of each job it read
+        assert len(r["attempts"]) == sum(len(jobs[n]) for n in {a["job"] for a in r["attempts"]}), r
     assert "ran 2 times" in doc["output"]
     print(f"\n{fault}: {doc['wall_s']}s (clean {clean['wall_s']}s)")
 

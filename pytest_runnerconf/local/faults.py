@@ -32,8 +32,8 @@ FAULTS: dict[str, str] = {
     "watch-expired": "the Kubernetes API's watch history resets every 25 changes of the run's pods: watches "
     "get ERROR 410 events (and 410 when reopened from their last resourceVersion) and blank keep-alive lines",
     # A fault the run can retry its way past (--runnerconf-retry): an infrastructure end, not a conformance one.
-    "runner-flaky-once": "the first attempt of each job ends in a runner system failure while waiting for its pod "
-    "(the API server refused the connection); a retry of the job runs normally",
+    "runner-flaky-once": "the first attempt of each job that gets as far as waiting for its pod ends in a runner "
+    "system failure there (the API server refused the connection); a retry of the job runs normally",
     "api-flaky": "every few Kubernetes list/watch requests answer 500, 503 or a truncated body; GitLab answers "
     "502 to every few reads and 429 with an HTTP-date Retry-After once",
 }
