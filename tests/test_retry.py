@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from pytest_runnerconf import jobend, retry
+from pytest_runnerconf import run as run_mod
 from pytest_runnerconf.evidence import JobEvidence, RunEvidence, load, save
+from pytest_runnerconf.gitlab_driver import JobNotRetryable
+from pytest_runnerconf.profile import profile_from_table
 from pytest_runnerconf.report import CheckResult, write_reports
 
 pytest_plugins = ["pytester"]
@@ -195,3 +198,85 @@ def test_a_bad_retry_count_is_one_sentence_naming_the_setting(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {named} is not a number of retries; give a whole number from 0*"])
     assert "Traceback" not in result.stderr.str()
+
+
+class _GitLab:
+    """GitLab as the run's retry step meets it: traces by job id, the retry API (None: answers 403)."""
+
+    def __init__(self, traces: dict[int, str], refuse: bool = False) -> None:
+        self.traces = traces
+        self.refuse = refuse
+        self.retried: list[int] = []
+
+    def trace(self, job_id: int) -> str:
+        return self.traces[job_id]
+
+    def retry_job(self, job_id: int) -> dict[str, Any]:
+        if self.refuse:
+            raise JobNotRetryable(f"GitLab refused to retry job {job_id} (403)")
+        self.retried.append(job_id)
+        return {"id": 100 + job_id, "name": f"was-{job_id}", "status": "pending"}
+
+
+def _run_with(gitlab: _GitLab, limit: int) -> Any:
+    table = {
+        "gitlab_url": "https://gitlab.example.com",
+        "token_env": "T",
+        "project": "g/p",
+        "namespace": "ci",
+    }
+    run = run_mod._Run(
+        profile=profile_from_table("t", table, "runnerconf.toml"),
+        run_id="r",
+        changes=cast(Any, None),
+        gitlab=cast(Any, gitlab),
+        kube=cast(Any, None),
+    )
+    run.retries = retry.Retries(limit=limit, judged=JUDGED)
+    return run
+
+
+def test_the_run_retries_an_infrastructure_end_in_place_and_keeps_a_conformance_one() -> None:
+    refused = sample("runner-18.11-timestamps-connection-refused.txt")
+    failed = sample("runner-19.3-timestamps-script-failure.txt")
+    gitlab = _GitLab({1: refused, 2: failed, 3: refused})
+    run = _run_with(gitlab, limit=1)
+    run.jobs = {
+        1: {"id": 1, "name": "ordering", "status": "failed", "failure_reason": "runner_system_failure"},
+        2: {"id": 2, "name": "builds", "status": "failed", "failure_reason": "script_failure"},
+        3: {"id": 3, "name": "dns", "status": "running"},  # not finished: not looked at yet
+    }
+    assert run_mod._retry_infrastructure(run) is True
+    assert gitlab.retried == [1]
+    assert sorted(run.jobs) == [2, 3, 101]  # the new job stands in the old one's place
+    assert run.job_ids() == {1, 2, 3, 101}  # the old attempt's pod is still watched until it goes
+    assert [a.job_id for a in run.retries.earlier("ordering")] == [1]
+    assert any("retried as #101" in n for n in run.notes)
+    run.jobs[101] = {
+        "id": 101,
+        "name": "ordering",
+        "status": "failed",
+        "failure_reason": "runner_system_failure",
+    }
+    gitlab.traces[101] = refused
+    assert run_mod._retry_infrastructure(run) is False  # the budget of one retry is spent
+    assert gitlab.retried == [1]
+
+
+def test_a_refused_retry_is_a_note_and_the_end_stands() -> None:
+    gitlab = _GitLab({1: sample("runner-18.11-timestamps-connection-refused.txt")}, refuse=True)
+    run = _run_with(gitlab, limit=2)
+    run.jobs = {
+        1: {"id": 1, "name": "ordering", "status": "failed", "failure_reason": "runner_system_failure"}
+    }
+    assert run_mod._retry_infrastructure(run) is False
+    assert sorted(run.jobs) == [1] and run.retries.earlier("ordering") == []
+    assert any("was not retried" in n and "403" in n for n in run.notes)
+
+
+def test_without_retries_the_run_reads_nothing_more() -> None:
+    run = _run_with(_GitLab({}), limit=0)  # a trace read would be a KeyError here
+    run.jobs = {
+        1: {"id": 1, "name": "ordering", "status": "failed", "failure_reason": "runner_system_failure"}
+    }
+    assert run_mod._retry_infrastructure(run) is False
