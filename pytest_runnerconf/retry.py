@@ -9,6 +9,7 @@ of a job a check judges itself (an OOM kill, a refused override, a job timeout) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -93,5 +94,10 @@ class Retries:
         """GitLab made a new job for ATTEMPT: it counts against NAME's budget and is kept for the report."""
         self.replaced.setdefault(name, []).append(attempt)
 
-    def earlier(self, name: str) -> list[Attempt]:
-        return list(self.replaced.get(name, ()))
+    def earlier(self, name: str, pod_of: Callable[[int], str | None] = lambda _job_id: None) -> list[Attempt]:
+        """NAME's replaced attempts; POD_OF names an attempt's pod that the watch reported only after the retry
+        (a pod that failed at once may reach the watch after GitLab reported its job failed)."""
+        found = list(self.replaced.get(name, ()))
+        for attempt in found:
+            attempt.pod = attempt.pod or pod_of(attempt.job_id) or ""
+        return found

@@ -813,8 +813,12 @@ def _evidence(
     leftover: dict[str, Any],
     jobs: dict[str, JobEvidence],
 ) -> RunEvidence:
+    def pod_of(job_id: int) -> str | None:
+        pod = run.tracker.for_job(job_id)
+        return pod.name if pod is not None else None
+
     for name, job in jobs.items():
-        job.retried = run.retries.earlier(name)
+        job.retried = run.retries.earlier(name, pod_of)
     return RunEvidence(
         run_id=run.run_id,
         cluster=run.profile.name,

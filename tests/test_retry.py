@@ -91,6 +91,10 @@ def test_the_budget_is_per_job_name_and_each_attempt_is_decided_once() -> None:
     assert retries.consider(job("ordering", refused, "failed", "runner_system_failure", 3)) is None  # spent
     assert retries.consider(job("builds", refused, "failed", "runner_system_failure", 4)) is not None
     assert retries.replaced_ids == {1, 2}
+    assert [a.pod for a in retries.earlier("ordering", {1: "pod-1"}.get)] == [
+        "pod-1",
+        "",
+    ]  # seen after the retry
     assert [a.job_id for a in retries.earlier("ordering")] == [1, 2]
     none = retry.Retries(limit=0)
     assert none.consider(job("ordering", refused, "failed", "runner_system_failure", 5)) is None
