@@ -672,7 +672,8 @@ def test_secret_check() -> None:
     # Gone while the Secret watch was expired: the look that missed it bounds the deletion, as a relist does.
     relisted = {"first_seen": 2001.0, "deleted_at": 2095.0, "upper_bound": True}
     fails(
-        lambda: cln.test_secrets_deleted(secrets_run({SECRET: relisted}), PROFILE), "deleted at most 95.0s after"
+        lambda: cln.test_secrets_deleted(secrets_run({SECRET: relisted}), PROFILE),
+        "deleted at most 95.0s after",
     )
 
 

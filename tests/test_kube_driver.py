@@ -118,7 +118,9 @@ def test_secret_metadata_only_is_asked_for_and_received(
 def test_no_rbac_for_secrets_is_a_reason_to_skip(kube: tuple[KubeStore, Path]) -> None:
     _store, kubeconfig = kube
     driver = KubeDriver(_profile(kubeconfig, "no-secrets"))
-    with pytest.raises(SecretsForbidden, match=r"needs `list` and `watch` on secrets \(see `runnerconf rbac`\)"):
+    with pytest.raises(
+        SecretsForbidden, match=r"needs `list` and `watch` on secrets \(see `runnerconf rbac`\)"
+    ):
         driver.list_secret_meta("-project-42-")
     assert driver.list_pods("project.runner.gitlab.com/id=42")["items"] == []  # the rest is granted
     watch = driver.watch_secrets("")
@@ -157,7 +159,11 @@ def test_the_secret_watch_sends_metadata_only_and_times_each_deletion(kube: tupl
         deleted = _next(watch, "DELETED")
     assert added.resource == deleted.resource == "secrets"
     assert added.name == deleted.name == name, "the Opaque Secret is not selected"
-    assert added.pod["kind"] == "PartialObjectMetadata" and set(added.pod) == {"kind", "apiVersion", "metadata"}
+    assert added.pod["kind"] == "PartialObjectMetadata" and set(added.pod) == {
+        "kind",
+        "apiVersion",
+        "metadata",
+    }
     assert DOCKERCFG not in repr(added) + repr(deleted)
     assert added.time <= deleted.time
 

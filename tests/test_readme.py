@@ -75,7 +75,10 @@ def test_readme_rbac_block_is_what_runnerconf_rbac_generates(capsys: pytest.Capt
     readme = (ROOT / "README.md").read_text()
     block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
     assert block == generated
-    assert "resources: [secrets]" in block and "`list`/`watch` on secrets let this credential read the data" in block
+    assert (
+        "resources: [secrets]" in block
+        and "`list`/`watch` on secrets let this credential read the data" in block
+    )
     assert "verbs: [list, watch]" in block.split("resources: [secrets]", 1)[1], "the Secret watch needs both"
 
 
