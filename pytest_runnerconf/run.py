@@ -240,6 +240,9 @@ class _Run:
         if secrets is None:
             return
         present = {str(meta["name"]) for meta in listed}
+        for meta in listed:
+            if meta["name"] not in secrets:  # the watch had not delivered it yet: still there, seen now
+                self._secret_seen(meta, now)
         for name, seen in secrets.items():
             if name not in present and seen["deleted_at"] is None:
                 seen["deleted_at"], seen["upper_bound"] = now, True
