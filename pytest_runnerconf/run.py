@@ -15,7 +15,7 @@ from typing import Any
 import gitlab.exceptions
 import requests
 
-from pytest_runnerconf import sweep
+from pytest_runnerconf import rbac, sweep
 from pytest_runnerconf.collect import Collector
 from pytest_runnerconf.errors import (
     GitLabError,
@@ -345,7 +345,7 @@ def execute(
     run.directives = job_directives(plan, profile, run_id)
     run.tracker.project_id = int(gitlab.project_id)
     selector = POD_LABEL  # set by every runner version; the project is matched per pod (PodTracker)
-    resource_version = kube.preflight(selector)
+    resource_version, secret_gap = kube.preflight(selector, rbac.rules(plan.reads))
     facts["kubernetes_version"] = kube.server_version()
     stray, run.stray_error = stray_pods(kube, run.notes)
     with contextlib.suppress(GitLabError):
@@ -356,6 +356,8 @@ def execute(
     run.watch = kube.watch_pods(selector, resource_version, run.events).start()
     if "secrets" not in plan.reads:
         run.secrets = None  # no selected check reads Secrets: do not list them at all (least privilege)
+    elif secret_gap:
+        run.secrets, run.secrets_skipped = None, secret_gap  # the review said no: do not even try
     run.start_secrets()
     run.collector = Collector(gitlab, kube)
     try:
