@@ -44,7 +44,7 @@ from pytest_runnerconf.kube_driver import (
     WatchFailed,
     secret_meta,
 )
-from pytest_runnerconf.marker import commit_message, scratch_branch
+from pytest_runnerconf.marker import BRANCH_PREFIX, commit_message, scratch_branch
 from pytest_runnerconf.pending import diagnose, never_ran, pending_deadline
 from pytest_runnerconf.plan import RUN_ID_VARIABLE, Plan, job_directives, job_names, render_pipeline
 from pytest_runnerconf.podjob import POD_LABEL, identify, is_runner_pod, same_token, trace_token
@@ -339,6 +339,7 @@ def execute(
     changes.preflight(profile.gitlab_url, profile.namespace)
     gitlab = GitLabDriver(profile)
     facts = gitlab.preflight()
+    gitlab.readiness(BRANCH_PREFIX)
     kube = KubeDriver(profile)
     run = _Run(profile=profile, run_id=run_id, changes=changes, gitlab=gitlab, kube=kube)
     run.variables = {**dict(variables or {}), RUN_ID_VARIABLE: run_id}
