@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import threading
 import time
@@ -380,6 +381,93 @@ class GitLabDriver:
             # For the report's header only: python-gitlab answers "unknown" when /version cannot be read.
             "gitlab_version": self._gl.version()[0],
         }
+
+    def readiness(self, branch_prefix: str) -> None:
+        """Before pushing anything: whatever would stop the run later, all of it in one sentence.
+
+        The token's scopes (where GitLab tells them: personal, project and group access tokens), CI/CD on in
+        the project, pushing BRANCH_PREFIX* not refused by a protected-branch rule, an online runner with the
+        profile's tags (where the token may list the project's runners). What the token may not read is not
+        a problem: the run finds out by doing.
+
+        Raises:
+            GitLabError: one sentence per problem found, joined.
+        """
+        problems = [
+            p
+            for p in (
+                self._scope_problem(),
+                self._cicd_problem(),
+                self._protection_problem(branch_prefix),
+                self._runner_problem(),
+            )
+            if p
+        ]
+        if problems:
+            raise GitLabError("; ".join(problems))
+
+    def _optional(self, read: Callable[[], T]) -> T | None:
+        """READ, or None when GitLab does not answer it for this token (older GitLab, too few rights)."""
+        try:
+            return read()
+        except (gitlab.exceptions.GitlabError, requests.exceptions.RequestException):
+            return None
+
+    def _scope_problem(self) -> str:
+        record = self._optional(lambda: self._gl.http_get("/personal_access_tokens/self"))
+        scopes = record.get("scopes") if isinstance(record, dict) else None
+        if not isinstance(scopes, list) or "api" in scopes:
+            return ""
+        return (
+            f"the token from {self._token_source()} has the scopes [{', '.join(map(str, scopes))}], but the run "
+            "pushes a branch and creates a pipeline, which need the `api` scope; give "
+            f"{self._setting}.token_env (or token_file) a token with `api`"
+        )
+
+    def _cicd_problem(self) -> str:
+        attrs = self.project.attributes
+        if attrs.get("builds_access_level") != "disabled" and attrs.get("jobs_enabled") is not False:
+            return ""
+        return (
+            f"CI/CD is disabled in project {self._profile.project} (Settings, General, Visibility, project "
+            f"features, permissions: CI/CD); turn it on, or point {self._setting}.project at a project with it"
+        )
+
+    def _protection_problem(self, branch_prefix: str) -> str:
+        rules = self._optional(lambda: self.project.protectedbranches.list(get_all=True))
+        probe = f"{branch_prefix}20260101-000000-000000"
+        access = (self.project.attributes.get("permissions") or {}).get("project_access") or {}
+        mine = access.get("access_level") if isinstance(access, dict) else None
+        for rule in rules or []:
+            name = str(rule.attributes.get("name") or "")
+            if not fnmatch.fnmatchcase(probe, name):
+                continue
+            levels = [
+                int(p.get("access_level") or 0) for p in rule.attributes.get("push_access_levels") or []
+            ]
+            allowed = any(0 < level <= mine for level in levels) if isinstance(mine, int) else any(levels)
+            if not allowed:
+                return (
+                    f"the protected branch rule {name!r} of project {self._profile.project} does not let this "
+                    f"token's user push {branch_prefix}* branches; allow it to push there (Settings, Repository, "
+                    f"Protected branches), or point {self._setting}.project at a scratch project without the rule"
+                )
+        return ""
+
+    def _runner_problem(self) -> str:
+        tags = self._profile.runner_tags
+        if not tags:
+            return ""  # untagged jobs: whether a runner takes them (run_untagged) is not in the list
+        runners = self._optional(
+            lambda: self.project.runners.list(tag_list=",".join(tags), status="online", get_all=False)
+        )
+        if runners is None or runners:
+            return ""
+        return (
+            f"no online runner with tags [{', '.join(tags)}] is available to project {self._profile.project} "
+            f"(GitLab's list of the project's runners); check {self._setting}.runner_tags and that the runner "
+            "is online"
+        )
 
     @property
     def project(self) -> Project:

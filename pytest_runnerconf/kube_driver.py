@@ -9,7 +9,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from pytest_runnerconf.errors import ConfigError, KubeError
 from pytest_runnerconf.profile import insecure_http
+from pytest_runnerconf.rbac import Rule
 from pytest_runnerconf.scrub import remember
 
 if TYPE_CHECKING:
@@ -374,8 +375,13 @@ class KubeDriver:
 
     # ------------------------------------------------------------ preflight
 
-    def preflight(self, selector: str) -> str:
-        """Namespace exists, pods can be listed and watched; returns the resourceVersion to watch from."""
+    def preflight(self, selector: str, rules: Iterable[Rule] = ()) -> tuple[str, str]:
+        """Namespace exists, the identity has every grant RULES name, pods can be listed and watched.
+
+        Returns the resourceVersion to watch from, and why the Secrets will not be looked at ("" when they
+        will): a missing Secret grant skips the one check that needs it, every other missing grant ends the
+        run before anything is pushed, all named in one sentence.
+        """
         not_found = f"namespace {self.namespace} not found; check {self._setting}.namespace"
         with self._translate(f"read namespace {self.namespace}", not_found=not_found):
             try:
@@ -384,10 +390,63 @@ class KubeDriver:
                 # A namespace-scoped service account may not read Namespace objects; the pod list decides.
                 if exc.status != 403:
                     raise
+        secret_gap = self._check_access(rules)
         pods = self.list_pods(selector)
         version = str(pods.get("metadata", {}).get("resourceVersion", ""))
         self._check_watch(selector, version)
-        return version
+        return version, secret_gap
+
+    def _check_access(self, rules: Iterable[Rule]) -> str:
+        """Ask for every grant at once (SelfSubjectAccessReview); raise naming all the run lacks.
+
+        A server that cannot answer reviews leaves the decision to the lists and the watch that follow.
+        """
+        try:
+            missing = self.missing_grants(rules)
+        except KubeError:
+            return ""
+        needed = [(rule, verb, why) for rule, verb, why in missing if rule.resource != SECRETS]
+        if needed:
+            grants = ", ".join(f"{verb} {rule.resource}" for rule, verb, _why in needed)
+            uses = "; ".join(f"{verb} {rule.resource}: {why}" for rule, verb, why in needed)
+            raise KubeError(
+                f"no RBAC to {grants} in namespace {self.namespace} (asked by SelfSubjectAccessReview before "
+                f"anything was pushed); grant them to the identity of {self._setting}.kubeconfig and "
+                f"{self._setting}.kube_context, `runnerconf rbac` prints the Role (what each is for: {uses})"
+            )
+        secret_verbs = [verb for _rule, verb, _why in missing]
+        if not secret_verbs:
+            return ""
+        return (
+            f"no RBAC to {' or '.join(secret_verbs)} secrets in namespace {self.namespace}; the per-job Secret "
+            "check needs `list` and `watch` on secrets (see `runnerconf rbac`)"
+        )
+
+    def can_i(self, verb: str, resource: str) -> bool:
+        """Whether the kubeconfig's identity may VERB RESOURCE in the namespace (a SelfSubjectAccessReview).
+
+        Every authenticated identity may ask this (system:basic-user); the review creates nothing, so it is
+        retried like a read.
+        """
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"namespace": self.namespace, "verb": verb, "resource": resource}},
+        }
+        with self._translate(f"ask whether it may {verb} {resource} (SelfSubjectAccessReview)"):
+            body = self._raw(
+                client.AuthorizationV1Api(self._api_client).create_self_subject_access_review, review
+            )
+        return bool((body.get("status") or {}).get("allowed"))
+
+    def missing_grants(self, rules: Iterable[Rule]) -> list[tuple[Rule, str, str]]:
+        """Every (rule, verb, what it is for) of RULES the identity lacks, asked all at once before the run."""
+        return [
+            (rule, verb, why)
+            for rule in rules
+            for verb, why in rule.verbs
+            if not self.can_i(verb, rule.resource)
+        ]
 
     def server_version(self) -> str:
         """The API server's gitVersion ("v1.31.2") for the report's header; "" when it cannot be read."""

@@ -15,7 +15,7 @@ from typing import Any
 import gitlab.exceptions
 import requests
 
-from pytest_runnerconf import retry, sweep
+from pytest_runnerconf import rbac, retry, sweep
 from pytest_runnerconf.collect import Collector
 from pytest_runnerconf.errors import (
     GitLabError,
@@ -44,7 +44,7 @@ from pytest_runnerconf.kube_driver import (
     WatchFailed,
     secret_meta,
 )
-from pytest_runnerconf.marker import commit_message, scratch_branch
+from pytest_runnerconf.marker import BRANCH_PREFIX, commit_message, scratch_branch
 from pytest_runnerconf.pending import diagnose, never_ran, pending_deadline
 from pytest_runnerconf.plan import RUN_ID_VARIABLE, Plan, job_directives, job_names, render_pipeline
 from pytest_runnerconf.podjob import POD_LABEL, identify, is_runner_pod, same_token, trace_token
@@ -241,6 +241,9 @@ class _Run:
         if secrets is None:
             return
         present = {str(meta["name"]) for meta in listed}
+        for meta in listed:
+            if meta["name"] not in secrets:  # the watch had not delivered it yet: still there, seen now
+                self._secret_seen(meta, now)
         for name, seen in secrets.items():
             if name not in present and seen["deleted_at"] is None:
                 seen["deleted_at"], seen["upper_bound"] = now, True
@@ -340,6 +343,7 @@ def execute(
     changes.preflight(profile.gitlab_url, profile.namespace)
     gitlab = GitLabDriver(profile)
     facts = gitlab.preflight()
+    gitlab.readiness(BRANCH_PREFIX)
     kube = KubeDriver(profile)
     run = _Run(profile=profile, run_id=run_id, changes=changes, gitlab=gitlab, kube=kube)
     run.variables = {**dict(variables or {}), RUN_ID_VARIABLE: run_id}
@@ -347,7 +351,7 @@ def execute(
     run.retries = retry.Retries(limit=retries, judged=plan.judged)
     run.tracker.project_id = int(gitlab.project_id)
     selector = POD_LABEL  # set by every runner version; the project is matched per pod (PodTracker)
-    resource_version = kube.preflight(selector)
+    resource_version, secret_gap = kube.preflight(selector, rbac.rules(plan.reads))
     facts["kubernetes_version"] = kube.server_version()
     stray, run.stray_error = stray_pods(kube, run.notes)
     with contextlib.suppress(GitLabError):
@@ -358,6 +362,8 @@ def execute(
     run.watch = kube.watch_pods(selector, resource_version, run.events).start()
     if "secrets" not in plan.reads:
         run.secrets = None  # no selected check reads Secrets: do not list them at all (least privilege)
+    elif secret_gap:
+        run.secrets, run.secrets_skipped = None, secret_gap  # the review said no: do not even try
     run.start_secrets()
     run.collector = Collector(gitlab, kube)
     try:

@@ -16,8 +16,9 @@ from typing import Any
 
 from pytest_runnerconf.errors import ConfigError, RunnerConfError
 from pytest_runnerconf.gitlab_driver import GitLabDriver
-from pytest_runnerconf.kube_driver import PROJECT_ID_LABEL, KubeDriver, job_id_of
+from pytest_runnerconf.kube_driver import KubeDriver
 from pytest_runnerconf.marker import BRANCH_PREFIX, is_ours, run_id_of
+from pytest_runnerconf.podjob import POD_LABEL, identify, is_runner_pod
 from pytest_runnerconf.progress import FINISHED
 from pytest_runnerconf.rfc3339 import epoch
 
@@ -108,11 +109,14 @@ def _since(pipeline: dict[str, Any], now: float) -> float | None:
 
 def _pods(gitlab: GitLabDriver, kube: KubeDriver, pipelines: dict[int, dict[str, Any]]) -> list[Leftover]:
     jobs = {int(j["id"]): pid for pid in pipelines for j in gitlab.pipeline_jobs(pid)}
-    listed = kube.list_pods(f"{PROJECT_ID_LABEL}={gitlab.project_id}")
+    # The `pod` label is on every runner's pods from 16.0; the project label came in 17.9 and the job
+    # annotation too, so each pod is identified by whichever marks it carries (podjob.identify).
+    listed = kube.list_pods(POD_LABEL)
     found = []
     for pod in listed.get("items") or []:
-        job_id = job_id_of(pod)
-        if job_id in jobs:
+        who = identify(pod)
+        job_id = who.job_id
+        if who.project_id == gitlab.project_id and job_id in jobs and is_runner_pod(pod):
             name = str(pod.get("metadata", {}).get("name"))
             phase = pod.get("status", {}).get("phase")
             found.append(Leftover("pod", name, f"job {job_id} of pipeline #{jobs[job_id]}, {phase}"))

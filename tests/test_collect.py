@@ -222,3 +222,15 @@ def test_the_phase_marks_reach_the_evidence() -> None:
     assert list(evidence.timings) == list(run_mod.TIMING_MARKS)
     assert sorted(evidence.timings.values()) == list(evidence.timings.values()), "in the order they happen"
     run.collector.close()  # type: ignore[union-attr]
+
+
+def test_a_secret_the_watch_had_not_delivered_yet_is_still_present_by_the_last_look() -> None:
+    kube = FakeKube(listed=[{"name": SECRET, "type": "kubernetes.io/dockercfg", "owner_references": []}])
+    run = make_run(kube)
+    run.secrets, run.secrets_before = {}, set()
+    run.jobs = {11: {"id": 11, "status": "success"}}
+    run.tracker.apply(PodEvent("ADDED", pod(), 1.1))
+    run.settle_secrets()
+    assert run.secrets[SECRET]["deleted_at"] is None, "listed by the last look: not deleted"
+    assert not run.secrets[SECRET].get("never_listed")
+    run.collector.close()  # type: ignore[union-attr]

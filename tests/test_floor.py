@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # What the drivers' tests import besides the core dependencies: the local API servers (wsproto for exec).
 TEST_EXTRAS = ("wsproto",)
-DRIVER_TESTS = ("tests/test_kube_driver.py", "tests/test_gitlab_driver.py")
+DRIVER_TESTS = ("tests/test_kube_driver.py", "tests/test_gitlab_driver.py", "tests/test_preflight.py")
 
 
 def floors() -> dict[str, str]:

@@ -38,6 +38,7 @@ from pytest_runnerconf.profile import Profile, profile_from_table
 from pytest_runnerconf.scrub import KNOWN, scrub_text
 
 NS = "ci"
+POD_SELECTOR = "pod"
 POD = "runner-abcdefghi-project-42-concurrent-0-x1y2z3w4"
 DOCKERCFG = "eyJyZWdpc3RyeS5leGFtcGxlLmNvbSI6eyJhdXRoIjoiZFhObGNqcHdZWE56In19"
 
@@ -80,10 +81,19 @@ def kube(tmp_path: Path) -> Iterator[tuple[KubeStore, Path]]:
             "data": {"password": "aHVudGVyMg=="},
         }
     )
-    tokens = {"least-token-000001": rbac.grants(["secrets"]), "no-secrets-token-02": rbac.grants([])}
+    tokens = {
+        "least-token-000001": rbac.grants(["secrets"]),
+        "no-secrets-token-02": rbac.grants([]),
+        # pods listed but not watched, no events: two grants missing, to be named together
+        "half-token-00000003": frozenset({"list pods", "list secrets", "watch secrets"}),
+    }
     api = KubeAPI(store, tokens)
     url = api.start().url
-    contexts = {"least": "least-token-000001", "no-secrets": "no-secrets-token-02"}
+    contexts = {
+        "least": "least-token-000001",
+        "no-secrets": "no-secrets-token-02",
+        "half": "half-token-00000003",
+    }
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", url, contexts, "least", NS)
     yield store, kubeconfig
     api.stop()
@@ -606,7 +616,7 @@ def test_under_the_local_faults_the_watch_ends_with_the_stores_state(
     store, api, driver = faulted
     monkeypatch.setattr(apifaults, "EXPIRE_EVERY", 4)  # a few pods' worth of changes, not a run's
     selector = f"{PROJECT_ID_LABEL}=42"
-    version = driver.preflight(selector)
+    version, _gap = driver.preflight(selector)
     last: dict[str, str] = {}
     seen: list[tuple[str, str]] = []
     with driver.watch_pods(selector, version) as watch:
@@ -706,3 +716,18 @@ def test_a_list_slower_than_the_read_timeout_is_asked_again(
     script.lists += [slow, _answer(200, _pod_list(3, ("a", 3, "Running")))]
     assert driver.list_pods("x=1")["metadata"]["resourceVersion"] == "3"
     assert driver.retries == {"timeout": 1}
+
+
+def test_preflight_asks_for_every_grant_and_names_all_that_are_missing(kube: tuple[KubeStore, Path]) -> None:
+    _store, kubeconfig = kube
+    rules = rbac.rules(["secrets"])
+    version, gap = KubeDriver(_profile(kubeconfig, "least")).preflight(POD_SELECTOR, rules)
+    assert version and gap == "", "the generated Role is enough"
+    _version, gap = KubeDriver(_profile(kubeconfig, "no-secrets")).preflight(POD_SELECTOR, rules)
+    assert gap.startswith("no RBAC to list or watch secrets in namespace ci;"), gap
+    with pytest.raises(KubeError) as info:
+        KubeDriver(_profile(kubeconfig, "half")).preflight(POD_SELECTOR, rules)
+    sentence = str(info.value)
+    assert sentence.startswith("no RBAC to watch pods, list events in namespace ci "), sentence
+    assert "clusters.t.kubeconfig and clusters.t.kube_context" in sentence and ". " not in sentence
+    assert "secrets" not in sentence.split("(what each is for")[0], "a Secret grant only skips its check"

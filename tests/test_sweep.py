@@ -87,10 +87,37 @@ def _dead_run(world: World) -> tuple[int, int]:
             "metadata": {
                 "name": "runner-abc-project-1-concurrent-0-deadbeef",
                 "namespace": "ci",
-                "labels": {"project.runner.gitlab.com/id": str(world.gitlab.project_id)},
+                "labels": {
+                    "pod": "runner-abc-project-1-concurrent-0-deadbeef",
+                    "project.runner.gitlab.com/id": str(world.gitlab.project_id),
+                },
                 "annotations": {"job.runner.gitlab.com/id": str(job_id)},
             },
             "spec": {"containers": [{"name": "build", "image": "alpine"}]},
+            "status": {"phase": "Running"},
+        }
+    )
+    # A runner before 17.9 marks its pods with the `pod` label alone; the job is in the build's env.
+    old = f"runner-abc-project-{world.gitlab.project_id}-concurrent-1-0ld0ld00"
+    env = [
+        {"name": "CI_JOB_ID", "value": str(job_id)},
+        {"name": "CI_PROJECT_ID", "value": str(world.gitlab.project_id)},
+    ]
+    world.store.create(
+        {
+            "kind": "Pod",
+            "metadata": {"name": old, "namespace": "ci", "labels": {"pod": old}},
+            "spec": {"containers": [{"name": "build", "image": "alpine", "env": env}]},
+            "status": {"phase": "Pending"},
+        }
+    )
+    # Another project's pod of a job with the same id on another GitLab project: not ours.
+    other = "runner-abc-project-99-concurrent-0-0th3r000"
+    world.store.create(
+        {
+            "kind": "Pod",
+            "metadata": {"name": other, "namespace": "ci", "labels": {"pod": other}},
+            "spec": {"containers": [{"name": "build", "image": "alpine", "env": env[:1]}]},
             "status": {"phase": "Running"},
         }
     )
@@ -106,7 +133,8 @@ def test_sweep_finds_cancels_deletes_and_only_lists_pods(world: World) -> None:
         ("pipeline", f"#{pipeline_id}"),
         ("branch", scratch_branch(DEAD)),
         ("pod", "runner-abc-project-1-concurrent-0-deadbeef"),
-    ]
+        ("pod", "runner-abc-project-1-concurrent-1-0ld0ld00"),
+    ], "the pre-17.9 pod is found by its marks; the other project's is not"
     assert f"job {job_id} of pipeline #{pipeline_id}" in found[2].detail
 
     dry = sweep.act(world.gitlab, found, dry_run=True)

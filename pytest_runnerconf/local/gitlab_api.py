@@ -111,6 +111,9 @@ def paginate(request: Request, items: list[Any]) -> Response:
     return Response(200, items[(page - 1) * per_page : page * per_page], headers)
 
 
+_LEVELS = {0: "No one", 30: "Developers + Maintainers", 40: "Maintainers"}
+
+
 class GitLabAPI:
     """Routes of the local GitLab; `start()` serves them on loopback and tells the state its URL."""
 
@@ -130,6 +133,12 @@ class GitLabAPI:
         self.api_faults = GitLabFaults(self._flaky_pipeline, own=faults)
         # Where the Kubernetes API learns which pods belong to a faulted run (by their job ids).
         self.run_faults = run_faults if run_faults is not None else RunFaults()
+        # What a preflight reads about the token and the project (tests change them to see it refuse).
+        self.token_scopes: tuple[str, ...] = ("api",)
+        self.builds_access_level = "enabled"
+        # Protected branch name patterns -> push access level (0 no one, 30 developers, 40 maintainers);
+        # the default branch is protected as GitLab protects it in a new project.
+        self.protected_branches: dict[str, int] = {}
         self.router = Router()
         self._add_routes()
 
@@ -207,12 +216,79 @@ class GitLabAPI:
             ("GET", _P + r"/jobs/(?P<job>\d+)/artifacts", self._get_artifacts),
             ("POST", _P + r"/jobs/(?P<job>\d+)/cancel", self._cancel_job),
             ("POST", _P + r"/jobs/(?P<job>\d+)/retry", self._retry_job),
+            # what a preflight asks before pushing anything
+            ("GET", "/personal_access_tokens/self", self._token_self),
+            ("GET", _P + "/protected_branches", self._list_protected_branches),
+            ("GET", _P + "/runners", self._list_project_runners),
         ]
         for method, pattern, handler in routes:
             self._add(method, pattern, handler)
 
     def _project(self, request: Request) -> Project:
         return self.state.project(request.params["project"])
+
+    # preflight reads --------------------------------------------------------------------------------
+
+    def _token_self(self, request: Request) -> Response:
+        """GET /personal_access_tokens/self: the calling token's own record (GitLab 15.5+)."""
+        return Response(
+            200,
+            {
+                "id": 1,
+                "name": "runnerconf-local",
+                "revoked": False,
+                "created_at": iso(self.state.created_at),
+                "scopes": list(self.token_scopes),
+                "user_id": USER_ID,
+                "last_used_at": iso(time.time()),
+                "active": True,
+                "expires_at": None,
+            },
+        )
+
+    def _list_protected_branches(self, request: Request) -> Response:
+        project = self._project(request)
+        rules = {project.repo.default_branch: 40, **self.protected_branches}
+        items = [
+            {
+                "id": n,
+                "name": name,
+                "push_access_levels": [
+                    {"id": n, "access_level": level, "access_level_description": _LEVELS[level]}
+                ],
+                "merge_access_levels": [
+                    {"id": n, "access_level": 40, "access_level_description": _LEVELS[40]}
+                ],
+                "allow_force_push": False,
+                "code_owner_approval_required": False,
+            }
+            for n, (name, level) in enumerate(rules.items(), start=1)
+        ]
+        return paginate(request, items)
+
+    def _list_project_runners(self, request: Request) -> Response:
+        """GET /projects/:id/runners, filtered by `tag_list` and `status` as GitLab filters them."""
+        self._project(request)
+        queue = self.state.job_queue
+        if queue is None:
+            return paginate(request, [])
+        tags = queue.runner_tags()
+        runner = {
+            "id": 1,
+            "description": "runnerconf-local",
+            "ip_address": None,
+            "active": True,
+            "paused": False,
+            "is_shared": False,
+            "runner_type": "project_type",
+            "name": "gitlab-runner",
+            "online": True,
+            "status": "online",
+        }
+        wanted_tags = {t for t in request.query.get("tag_list", "").split(",") if t}
+        status = request.query.get("status")
+        keep = wanted_tags <= set(tags) and status in (None, "", "online")
+        return paginate(request, [runner] if keep else [])
 
     # JSON shapes ------------------------------------------------------------------------------------
 
@@ -259,8 +335,8 @@ class GitLabAPI:
             "visibility": "private",
             "namespace": self._namespace_json(),
             "archived": False,
-            "jobs_enabled": True,
-            "builds_access_level": "enabled",
+            "jobs_enabled": self.builds_access_level != "disabled",
+            "builds_access_level": self.builds_access_level,
             "shared_runners_enabled": True,
             "build_timeout": 3600,
             "ci_config_path": None,
