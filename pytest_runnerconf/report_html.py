@@ -29,7 +29,7 @@ OUTCOMES = ("passed", "skipped", "could_not_test", "failed", "error")
 DETAIL_FIELDS = ("observed", "expected", "cause", "sentence", "detail", "remediation", "message")
 # Fields that are the row itself, its links or bookkeeping rather than something to read under it.
 _ROW_FIELDS = frozenset(
-    {"id", "claim", "area", "outcome", "job", "job_url", "pod", "duration", "nodeid", "expectations"}
+    {"id", "claim", "area", "outcome", "job", "job_url", "pod", "duration", "nodeid", "expectations", "summary"}
 )
 
 SVG_WIDTH = 1100
@@ -277,8 +277,10 @@ def _first_line(text: str) -> str:
 
 
 def _short_observed(result: dict[str, Any]) -> str:
-    """The observed value in one line: the field, else every judged expectation's, else the message's
-    "observed:" line (a report.json from before structured verdicts)."""
+    """The observed value in one line: the check's own summary of it, else the field, else every judged
+    expectation's, else the message's "observed:" line (a report.json from before structured verdicts)."""
+    if result.get("outcome") in ("passed", "failed") and _present(result.get("summary")):
+        return str(result["summary"])
     observed = result.get("observed")
     if _present(observed):
         return _value(observed)

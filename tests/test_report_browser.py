@@ -92,7 +92,9 @@ def _assert_reads(doc: dict[str, Any], run: RunEvidence, dom: dict[str, Any]) ->
         result = by_id[row["id"]]
         assert row["shown"], row
         assert row["outcome"] == result["outcome"].replace("_", " ")
-        if "observed" in result:
+        if result.get("summary"):  # the check's own short form of what it observed
+            assert row["observed"] == result["summary"], row
+        elif "observed" in result:
             assert row["observed"] == report_html._value(result["observed"]), row
         else:  # no deciding observation: every judged one is summed up
             for judged in result.get("expectations") or []:
