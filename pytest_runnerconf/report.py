@@ -70,7 +70,7 @@ class CheckResult:
         if self.outcome == "could_not_test":
             return f"{self.cause}: {self.sentence}"
         if self.summary and self.outcome in ("passed", "failed"):
-            return self.summary
+            return f"observed: {self.summary}"
         if self.has_observation:
             return f"observed: {_one_line(self.observed)}"
         lines = [line.strip() for line in self.message.splitlines() if line.strip()]

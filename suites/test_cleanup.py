@@ -73,12 +73,18 @@ def judge_deleted(check_id: str, job: JobEvidence, deadline_s: float) -> None:
         observed = (
             "still present when the run stopped watching" if delay is None else f"deleted after {delay:.1f}s"
         )
+        said = (
+            "pod still present when the run stopped watching"
+            if delay is None
+            else (f"pod deleted {delay:.1f} s after the job ended")
+        )
         fail(
             check_id,
             f"pod {job.pod.name} deleted within {deadline_s:.0f}s of the job's end "
             "(expect.cleanup_deadline_s)",
             observed,
             job=job,
+            summary=f"{said}, deadline {deadline_s:g} s",
         )
     end = job_end(job)
     held(
@@ -257,6 +263,8 @@ def test_secrets_deleted(runnerconf_evidence: RunEvidence, runnerconf_profile: P
             f"every per-job Secret deleted within {deadline:.0f}s of its job's end",
             late,
             detail=f"ownerReferences: { {n: (secrets.get(n) or {}).get('owner_references') for n in late} }",
+            summary=f"{len(late)} of {len(owned)} per-job Secrets not deleted within {deadline:g} s of their "
+            "job's end",
         )
     delays = {
         name: round(float(secrets[name]["deleted_at"]) - end, 2)
@@ -300,6 +308,8 @@ def test_no_stray_pods(runnerconf_evidence: RunEvidence) -> None:
             "no pod of this run left at the deadline and no stray pods of the runner under test",
             {"left by this run": left, "stray (older than their timeout)": stray},
             detail=f"deadline {run.leftover.get('deadline_s', '?')}s; runner tokens {', '.join(run.runner_tokens) or '?'}",
+            summary=f"{len(left)} pods of this run left at the deadline, {len(stray)} stray pods of runner "
+            f"{', '.join(run.runner_tokens) or '?'}",
         )
     others = len(run.stray_pods) - len(ours)
     elsewhere = f"; {others} old pods of other runners not judged" if others else ""

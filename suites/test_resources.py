@@ -127,9 +127,11 @@ def _judge(check_id: str, job: JobEvidence, targets: dict[str, Limits], absent: 
         if problems:
             wrong[name] = problems
     shown = {n: {k: v for k, v in vars(w).items() if v is not None} for n, w in targets.items()}
+    summary = "; ".join(
+        resources_summary(name, seen[name]) if name in seen else f"{name}: {absent}" for name in targets
+    )
     if wrong:
-        fail(check_id, shown, wrong, job=job)
-    summary = "; ".join(resources_summary(name, resources) for name, resources in seen.items())
+        fail(check_id, shown, wrong, job=job, summary=summary)
     held(check_id, shown, seen, job=job, summary=summary)
 
 

@@ -377,7 +377,7 @@ def test_held_records_the_check_s_own_summary_and_the_result_carries_it(tmp_path
     doc = json.loads(write_reports([passed], None, tmp_path)["json"].read_text())
     assert doc["results"][0]["summary"] == "build: limits cpu 500m"
     assert doc["results"][0]["expectations"][0]["summary"] == "build: limits cpu 500m"
-    assert passed.why() == "build: limits cpu 500m"
+    assert passed.why() == "observed: build: limits cpu 500m"
 
 
 def test_result_outcomes_are_validated() -> None:
