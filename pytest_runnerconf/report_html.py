@@ -278,9 +278,15 @@ def _first_line(text: str) -> str:
 
 def _short_observed(result: dict[str, Any]) -> str:
     """The observed value in one line: the check's own summary of it, else the field, else every judged
-    expectation's, else the message's "observed:" line (a report.json from before structured verdicts)."""
-    if result.get("outcome") in ("passed", "failed") and _present(result.get("summary")):
+    expectation's, else the message's "observed:" line (a report.json from before structured verdicts).
+    A check that observed nothing says why: the could-not-test cause and sentence, the skip's reason."""
+    outcome = result.get("outcome")
+    if outcome in ("passed", "failed") and _present(result.get("summary")):
         return str(result["summary"])
+    if outcome == "could_not_test" and _present(result.get("sentence")):
+        return f"{result.get('cause') or 'could not test'}: {result['sentence']}"
+    if outcome == "skipped" and _present(result.get("message")):
+        return _first_line(str(result["message"]))
     observed = result.get("observed")
     if _present(observed):
         return _value(observed)
