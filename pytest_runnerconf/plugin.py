@@ -418,7 +418,7 @@ def _verdict_fields(report: pytest.TestReport, outcome: str) -> dict[str, Any]:
         )
         fields["detail"] = str(deciding.get("detail") or "")
     # The result's few words: the failing expectation's, or every held one's in the order judged.
-    said = [deciding] if outcome == "failed" and deciding is not None else judged if outcome == "passed" else []
+    said = judged if outcome == "passed" else [deciding] if deciding is not None else []
     fields["summary"] = "; ".join(str(e.get("summary")) for e in said if e.get("summary"))
     return fields
 

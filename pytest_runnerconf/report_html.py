@@ -29,8 +29,8 @@ OUTCOMES = ("passed", "skipped", "could_not_test", "failed", "error")
 DETAIL_FIELDS = ("observed", "expected", "cause", "sentence", "detail", "remediation", "message")
 # Fields that are the row itself, its links or bookkeeping rather than something to read under it.
 _ROW_FIELDS = frozenset(
-    {"id", "claim", "area", "outcome", "job", "job_url", "pod", "duration", "nodeid", "expectations", "summary"}
-)
+    {"id", "claim", "area", "outcome", "job", "job_url", "pod", "duration", "nodeid", "expectations"}
+) | {"summary"}  # the observed cell shows it
 
 SVG_WIDTH = 1100
 LABEL_WIDTH = 230
