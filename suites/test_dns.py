@@ -180,7 +180,14 @@ def test_build_resolv_conf(
     problems = _resolv_matches(conf, dns)
     if problems:
         want = ResolvConf(dns.nameservers, dns.searches, dns.resolv_options())
-        fail("RC-DNS-002", want.show(), conf.show(), job=job, detail="; ".join(problems))
+        fail(
+            "RC-DNS-002",
+            want.show(),
+            conf.show(),
+            job=job,
+            detail="; ".join(problems),
+            summary=f"build's resolv.conf: {conf.brief()}",
+        )
     want = ResolvConf(dns.nameservers, dns.searches, dns.resolv_options())
     held(
         "RC-DNS-002",
@@ -258,7 +265,13 @@ def test_dind_containers_inherit(job_evidence: JobLookup, probe_record: ProbeLoo
     pod = parse_resolv_conf(record.get("resolv_conf") or [])
     inner = _inner_conf(job, record, "RC-DNS-004")
     if inner != pod:
-        fail("RC-DNS-004", f"the pod's: {pod.show()}", f"inner container: {inner.show()}", job=job)
+        fail(
+            "RC-DNS-004",
+            f"the pod's: {pod.show()}",
+            f"inner container: {inner.show()}",
+            job=job,
+            summary=f"a container started by dockerd got {inner.brief()}, not the pod's {pod.brief()}",
+        )
     held(
         "RC-DNS-004",
         pod.data(),
@@ -284,7 +297,13 @@ def test_dind_dns_flag(job_evidence: JobLookup, probe_record: ProbeLookup) -> No
     inner = _inner_conf(job, record, "RC-DNS-005")
     want = ResolvConf((DIND_FLAG_DNS,), pod.searches, pod.options)
     if inner != want:
-        fail("RC-DNS-005", want.show(), inner.show(), job=job)
+        fail(
+            "RC-DNS-005",
+            want.show(),
+            inner.show(),
+            job=job,
+            summary=f"with --dns={DIND_FLAG_DNS} a container started by dockerd got {inner.brief()}",
+        )
     held(
         "RC-DNS-005",
         want.data(),

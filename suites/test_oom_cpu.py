@@ -128,11 +128,13 @@ def test_oom_in_pod_status(job_evidence: JobLookup, runnerconf_profile: Profile)
     seen = terminated_states(job.pod, "build")
     if not any(t.get("reason") == "OOMKilled" and t.get("exitCode") == OOM_EXIT for t in seen):
         observed = [f"{t.get('reason')}/{t.get('exitCode')}" for t in seen] or "build never terminated"
+        states = ", ".join(dict.fromkeys(f"{t.get('reason')} exit code {t.get('exitCode')}" for t in seen))
         fail(
             "RC-OOM-002",
             f"build terminated OOMKilled/{OOM_EXIT} (expect.oom_report = container)",
             observed,
             job=job,
+            summary=f"build terminated {states}, never OOMKilled" if seen else "build never terminated",
         )
     held(
         "RC-OOM-002",

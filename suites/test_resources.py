@@ -362,6 +362,14 @@ def test_cgroup_enforces_limits(job_evidence: JobLookup, probe_record: ProbeLook
             continue
         judged += 1
         record = probe_record(job, "resources")
+        memory, cpu = cgroup_limits(record)
+        measured = []
+        if limits.get("memory") is not None:
+            shown = "unlimited" if memory is None else f"{memory / 2**20:g} MiB"
+            measured.append(f"memory {shown} (spec {limits['memory']})")
+        if limits.get("cpu") is not None:
+            shown = "unlimited" if cpu is None else format(cpu.normalize(), "f")
+            measured.append(f"cpu {shown} cores (spec {limits['cpu']})")
         problems = cgroup_problems(record, limits)
         if problems:
             fail(
@@ -369,15 +377,9 @@ def test_cgroup_enforces_limits(job_evidence: JobLookup, probe_record: ProbeLook
                 f"cgroup {record.get('cgroup')} limits = spec limits {limits}",
                 problems,
                 job=job,
+                summary=f"{job.name}: cgroup {record.get('cgroup')} does not enforce the spec: "
+                f"{', '.join(measured)}",
             )
-        memory, cpu = cgroup_limits(record)
-        enforced = []
-        if limits.get("memory") is not None:
-            shown = "unlimited" if memory is None else f"{memory / 2**20:g} MiB"
-            enforced.append(f"memory {shown} (spec {limits['memory']})")
-        if limits.get("cpu") is not None:
-            shown = "unlimited" if cpu is None else format(cpu.normalize(), "f")
-            enforced.append(f"cpu {shown} cores (spec {limits['cpu']})")
         held(
             "RC-RES-006",
             {"spec limits": limits},
@@ -387,7 +389,7 @@ def test_cgroup_enforces_limits(job_evidence: JobLookup, probe_record: ProbeLook
                 "cpu_cores": None if cpu is None else str(cpu),
             },
             job=job,
-            summary=f"{job.name}: cgroup {record.get('cgroup')} enforces {', '.join(enforced)}",
+            summary=f"{job.name}: cgroup {record.get('cgroup')} enforces {', '.join(measured)}",
         )
     if not judged:
         pytest.skip("no build container of the resources jobs has limits in its pod spec; nothing to enforce")
