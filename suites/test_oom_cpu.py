@@ -33,7 +33,10 @@ LIMIT_HINT = "memory_limit (and KUBERNETES_MEMORY_LIMIT with memory_limit_overwr
 
 
 def mib(value: Any) -> str:
-    """`763 MiB` for a byte count a probe printed; anything else as it came."""
+    """`763 MiB` for a byte count a probe printed (a number, or digits as cgroup files hold them); anything
+    else as it came."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
     return f"{int(value) / 2**20:.0f} MiB" if isinstance(value, int | float) else str(value)
 
 

@@ -137,6 +137,7 @@ def test_the_summaries_say_what_the_clean_run_measured(clean: dict[str, Any]) ->
     assert said["RC-CLN-001"] == "pod deleted 1.4 s after the job ended, deadline 30 s"
     assert said["RC-DNS-002"].startswith("build's resolv.conf: nameserver 172.17.0.1, search ci.svc")
     assert said["RC-LOG-001"] == "200 of 200 lines in order, line 100 whole (3600 characters), job success"
+    assert said["RC-OOM-001"] == "the allocation of 763 MiB was killed (cgroup limit 128 MiB); job failed"
     # A check that judged two jobs says both.
     assert said["RC-RES-006"].count("cgroup v1 enforces") == 2
     observed = {r["id"]: r["expectations"][0]["observed"] for r in clean["results"]}
