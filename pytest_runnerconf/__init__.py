@@ -3,7 +3,8 @@
 The public check API (what the bundled suite and a team's own checks are written against):
 
 - ``check``: declare a test as a conformance check (stable ID, claim, remediation, area, probes);
-- ``fail``, ``expect_equal``, ``expect_true``: a conformance failure with expected vs observed;
+- ``fail``, ``expect_equal``, ``expect_true``: a conformance failure with expected vs observed; ``held``
+  records an expectation that held (expected, observed and a short summary), so a pass says what it saw;
 - ``could_not_test(cause, sentence)``: the evidence a check needs could not be obtained (``CAUSES``);
   ``job_end(job)`` says how a job ended (``JobEnd``: succeeded, script-failure, infrastructure, ...);
 - ``RunEvidence``, ``JobEvidence``, ``PodObservation``: what the run observed; ``pod_name_prefix``,
@@ -16,7 +17,7 @@ The public check API (what the bundled suite and a team's own checks are written
 
 from __future__ import annotations
 
-from pytest_runnerconf.checks import CheckInfo, check, expect_equal, expect_true, fail
+from pytest_runnerconf.checks import CheckInfo, check, expect_equal, expect_true, fail, held
 from pytest_runnerconf.evidence import JobEvidence, PodObservation, RunEvidence
 from pytest_runnerconf.jobend import JobEnd
 from pytest_runnerconf.jobend import classify as job_end
@@ -47,6 +48,7 @@ __all__ = [
     "expect_equal",
     "expect_true",
     "fail",
+    "held",
     "job_end",
     "pod_name_prefix",
     "quantity_value",

@@ -11,7 +11,7 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 
 from pytest_runnerconf.evidence import JobEvidence
-from pytest_runnerconf.verdict import RECORDER, ConformanceFailure, Expectation, where
+from pytest_runnerconf.verdict import RECORDER, ConformanceFailure, Expectation, short_form, where
 
 MARKER = "runnerconf_check"
 # For the plugin's pytest_configure: config.addinivalue_line("markers", MARKER_HELP).
@@ -156,8 +156,17 @@ def _expectation(
     held: bool,
     job: JobEvidence | None,
     detail: str,
+    summary: str,
 ) -> Expectation:
-    return Expectation(_info(check_id_or_info).id, expected, observed, held, detail=detail, **where(job))
+    return Expectation(
+        _info(check_id_or_info).id,
+        expected,
+        observed,
+        held,
+        detail=detail,
+        summary=" ".join(summary.split()) or short_form(observed),
+        **where(job),
+    )
 
 
 def fail(
@@ -167,14 +176,36 @@ def fail(
     *,
     job: JobEvidence | None = None,
     detail: str = "",
+    summary: str = "",
 ) -> NoReturn:
-    """End the check as failed: the message for people, the expectation as data for the reports."""
+    """End the check as failed: the message for people, the expectation as data for the reports.
+
+    SUMMARY says what was observed in a few words (the report's table cell); without one it is OBSERVED on
+    one line.
+    """
     __tracebackhide__ = True
-    expectation = _expectation(check_id_or_info, expected, observed, False, job, detail)
+    expectation = _expectation(check_id_or_info, expected, observed, False, job, detail, summary)
     RECORDER.add(expectation)
     raise ConformanceFailure(
         format_failure(check_id_or_info, expected, observed, job=job, detail=detail), expectation
     )
+
+
+def held(
+    check_id_or_info: str | CheckInfo,
+    expected: Any,
+    observed: Any,
+    *,
+    summary: str,
+    job: JobEvidence | None = None,
+    detail: str = "",
+) -> None:
+    """Record that an expectation held: what was expected and observed, as data, and a few words for people.
+
+    A check calls it once it has judged everything, so a passing report says what it verified (which limits,
+    which resolv.conf, how long cleanup took), not only that it passed.
+    """
+    RECORDER.add(_expectation(check_id_or_info, expected, observed, True, job, detail, summary))
 
 
 def expect_equal(
@@ -184,12 +215,13 @@ def expect_equal(
     *,
     job: JobEvidence | None = None,
     detail: str = "",
+    summary: str = "",
 ) -> None:
     """Fail unless OBSERVED equals EXPECTED; a pass is recorded with both values too."""
     __tracebackhide__ = True
     if observed != expected:
-        fail(check_id_or_info, expected, observed, job=job, detail=detail)
-    RECORDER.add(_expectation(check_id_or_info, expected, observed, True, job, detail))
+        fail(check_id_or_info, expected, observed, job=job, detail=detail, summary=summary)
+    RECORDER.add(_expectation(check_id_or_info, expected, observed, True, job, detail, summary))
 
 
 def expect_true(
@@ -200,9 +232,10 @@ def expect_true(
     *,
     job: JobEvidence | None = None,
     detail: str = "",
+    summary: str = "",
 ) -> None:
     """Fail unless CONDITION holds; a pass is recorded with the expected and observed values too."""
     __tracebackhide__ = True
     if not condition:
-        fail(check_id_or_info, expected, observed, job=job, detail=detail)
-    RECORDER.add(_expectation(check_id_or_info, expected, observed, True, job, detail))
+        fail(check_id_or_info, expected, observed, job=job, detail=detail, summary=summary)
+    RECORDER.add(_expectation(check_id_or_info, expected, observed, True, job, detail, summary))

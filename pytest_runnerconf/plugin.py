@@ -421,6 +421,9 @@ def _verdict_fields(report: pytest.TestReport, outcome: str) -> dict[str, Any]:
             {name: deciding.get(name) for name in ("expected", "observed", "job", "job_url", "pod")}
         )
         fields["detail"] = str(deciding.get("detail") or "")
+    # The result's few words: the failing expectation's, or every held one's in the order judged.
+    said = judged if outcome == "passed" else [deciding] if deciding is not None else []
+    fields["summary"] = "; ".join(str(e.get("summary")) for e in said if e.get("summary"))
     return fields
 
 

@@ -54,6 +54,8 @@ class CheckResult:
     read: list[str] = field(default_factory=list)  # the probe jobs the check looked up (job_evidence)
     # Every attempt of the jobs the result names or read (retry.attempt_rows); several per job when retried.
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    # What was observed in a few words: the failing expectation's summary, or those of a pass's expectations.
+    summary: str = ""
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
@@ -70,6 +72,8 @@ class CheckResult:
         """One line for a table cell: what was observed, why it could not be tested, or the message."""
         if self.outcome == "could_not_test":
             return f"{self.cause}: {self.sentence}"
+        if self.summary and self.outcome in ("passed", "failed"):
+            return f"observed: {self.summary}"
         if self.has_observation:
             return f"observed: {_one_line(self.observed)}"
         lines = [line.strip() for line in self.message.splitlines() if line.strip()]

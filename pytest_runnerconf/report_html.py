@@ -30,7 +30,7 @@ DETAIL_FIELDS = ("observed", "expected", "cause", "sentence", "detail", "remedia
 # Fields that are the row itself, its links or bookkeeping rather than something to read under it.
 _ROW_FIELDS = frozenset(
     {"id", "claim", "area", "outcome", "job", "job_url", "pod", "duration", "nodeid", "expectations"}
-)
+) | {"summary"}  # the observed cell shows it
 
 SVG_WIDTH = 1100
 LABEL_WIDTH = 230
@@ -277,8 +277,16 @@ def _first_line(text: str) -> str:
 
 
 def _short_observed(result: dict[str, Any]) -> str:
-    """The observed value in one line: the field, else every judged expectation's, else the message's
-    "observed:" line (a report.json from before structured verdicts)."""
+    """The observed value in one line: the check's own summary of it, else the field, else every judged
+    expectation's, else the message's "observed:" line (a report.json from before structured verdicts).
+    A check that observed nothing says why: the could-not-test cause and sentence, the skip's reason."""
+    outcome = result.get("outcome")
+    if outcome in ("passed", "failed") and _present(result.get("summary")):
+        return str(result["summary"])
+    if outcome == "could_not_test" and _present(result.get("sentence")):
+        return f"{result.get('cause') or 'could not test'}: {result['sentence']}"
+    if outcome == "skipped" and _present(result.get("message")):
+        return _first_line(str(result["message"]))
     observed = result.get("observed")
     if _present(observed):
         return _value(observed)

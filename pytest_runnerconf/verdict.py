@@ -35,10 +35,22 @@ class Expectation:
     job_url: str | None = None
     pod: str | None = None
     detail: str = ""
+    # What was observed in a few words for a person (a report's table cell), written by the check from the
+    # same data as `observed`: "pod deleted 1.4 s after the job ended, deadline 60 s".
+    summary: str = ""
 
     def data(self) -> dict[str, Any]:
         data: dict[str, Any] = plain(asdict(self))
         return data
+
+
+def short_form(value: Any) -> str:
+    """VALUE on one line: text as it is (whitespace folded), anything structured as compact JSON.
+
+    What an expectation says when its check wrote no summary of its own.
+    """
+    text = value if isinstance(value, str) else json.dumps(plain(value), sort_keys=isinstance(value, dict))
+    return " ".join(text.split())
 
 
 def where(job: JobEvidence | None) -> dict[str, str | None]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf import JobEvidence, Profile, check, could_not_test, fail
+from pytest_runnerconf import JobEvidence, Profile, check, could_not_test, fail, held
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]
@@ -84,6 +84,13 @@ def test_host_aliases_in_spec(job_evidence: JobLookup, runnerconf_profile: Profi
             job=job,
             detail=f"missing: {missing}" if missing else "",
         )
+    held(
+        "RC-ALS-001",
+        {"ip": LOOPBACK, "hostnames": want},
+        {"ip": first.get("ip"), "hostnames": names},
+        job=job,
+        summary=f"hostAliases[0] {first.get('ip')}: {', '.join(names)}",
+    )
 
 
 @check(
@@ -115,6 +122,16 @@ def test_names_resolve_through_hosts(
             job=job,
             detail="/etc/hosts:\n" + "\n".join(record.get("hosts_file") or []),
         )
+    names = expected_names(runnerconf_profile)
+    agreed = [n for n in names if record.get(f"getent.{n}") is not None]
+    held(
+        "RC-ALS-002",
+        dict.fromkeys(names, LOOPBACK),
+        {n: {"hosts": record.get(f"hosts.{n}"), "getent": record.get(f"getent.{n}")} for n in names},
+        job=job,
+        summary=f"{len(names)} names -> {LOOPBACK} in /etc/hosts ({', '.join(names)}); "
+        + (f"getent agrees for {len(agreed)}" if agreed else "no getent in the image"),
+    )
 
 
 @check(
@@ -141,6 +158,14 @@ def test_connect_through_alias(
             job=job,
             detail=f"/etc/hosts entries: { {n: record.get(f'hosts.{n}') for n in refused} }",
         )
+    names = expected_names(runnerconf_profile)
+    held(
+        "RC-ALS-003",
+        [f"{n}:{port}" for n in names],
+        {f"{n}:{port}": record.get(f"tcp.{n}") for n in names},
+        job=job,
+        summary=f"connected to {len(names)} service names on port {port} (tested with {record.get('tool')})",
+    )
 
 
 @check(
@@ -183,3 +208,18 @@ def test_invalid_alias_refused(job_evidence: JobLookup) -> None:
         ]
         if INVALID in carried:
             fail("RC-ALS-004", f"no pod with {INVALID} in hostAliases", f"pod hostAliases {carried}", job=job)
+    valid = [n for entry in spec.get("hostAliases") or [] for n in entry.get("hostnames") or []]
+    pod = "no pod" if job.pod is None else f"its pod {job.pod.name} without it"
+    held(
+        "RC-ALS-004",
+        {"job": "failed", "message": f"{message} ... is invalid DNS", "valid names only": True},
+        {
+            "job": job.status,
+            "final line": job.trace_parsed.final,
+            "valid hostAliases": valid,
+            "pod": job.pod and job.pod.name,
+        },
+        job=job,
+        summary=f"job {job.name} {job.status}: {message} ... is invalid DNS; {pod}; "
+        f"the valid job's hostAliases hold {len(valid)} valid names",
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pytest_runnerconf import JobEvidence, Profile, RunEvidence, check, could_not_test, fail
+from pytest_runnerconf import JobEvidence, Profile, RunEvidence, check, could_not_test, fail, held
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]
@@ -35,14 +35,24 @@ def test_repo_volume_in_every_container(job_evidence: JobLookup, runnerconf_prof
         fail("RC-VOL-001", f"a volume {REPO_VOLUME!r} of type emptyDir", volume or "no such volume", job=job)
     want = _builds_dir(runnerconf_profile)
     wrong: dict[str, Any] = {}
+    mounted: dict[str, list[str]] = {}
     for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
         mounts = [
             m.get("mountPath") for m in container.get("volumeMounts") or [] if m.get("name") == REPO_VOLUME
         ]
+        mounted[container.get("name", "?")] = mounts
         if [p.rstrip("/") or "/" for p in mounts] != [want]:
             wrong[container.get("name", "?")] = mounts or "not mounted"
     if wrong:
         fail("RC-VOL-001", f"{REPO_VOLUME} mounted once at {want} in every container", wrong, job=job)
+    held(
+        "RC-VOL-001",
+        f"{REPO_VOLUME} (emptyDir) mounted once at {want} in every container",
+        {"volume": volume, "mounts": mounted},
+        job=job,
+        summary=f"emptyDir {REPO_VOLUME} mounted at {want} in {len(mounted)} containers "
+        f"({', '.join(mounted)})",
+    )
 
 
 def _pipeline_sha(job: JobEvidence, run: RunEvidence) -> str:
@@ -79,6 +89,13 @@ def test_clone_at_project_dir(
             job=job,
             detail=f"files in {project_dir}: {record.get('files')}",
         )
+    held(
+        "RC-VOL-002",
+        {"under": root, "sha": want},
+        {"ci_project_dir": project_dir, "head_sha": got},
+        job=job,
+        summary=f"clone at {project_dir}, HEAD {got[:12]} = the pipeline's SHA",
+    )
 
 
 @check(
@@ -103,6 +120,13 @@ def test_artifact_reaches_upload(job_evidence: JobLookup, runnerconf_evidence: R
     content = files[ARTIFACT].strip()
     if content != runnerconf_evidence.run_id:
         fail("RC-VOL-003", f"{ARTIFACT} containing the run id {runnerconf_evidence.run_id}", content, job=job)
+    held(
+        "RC-VOL-003",
+        {"file": ARTIFACT, "content": runnerconf_evidence.run_id},
+        {"archive files": sorted(files), "content": content},
+        job=job,
+        summary=f"{ARTIFACT} in the artifacts archive with the run id {content}",
+    )
 
 
 @check(
@@ -128,3 +152,14 @@ def test_service_shares_builds(
             job=job,
             detail=f"build's mounts under builds_dir: {record.get('builds_mounts')}",
         )
+    held(
+        "RC-VOL-004",
+        {
+            "marker": f".runnerconf-sidecar-{runnerconf_evidence.run_id}",
+            "content": runnerconf_evidence.run_id,
+        },
+        {"found": True, "content": marker, "builds_dir": record.get("builds_dir")},
+        job=job,
+        summary=f"the sidecar service's marker reached the build under {record.get('builds_dir')} "
+        f"with the run id {marker}",
+    )

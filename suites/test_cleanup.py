@@ -15,6 +15,7 @@ from pytest_runnerconf import (
     check,
     could_not_test,
     fail,
+    held,
 )
 from pytest_runnerconf import job_end as classify_end
 from pytest_runnerconf import pod_name_prefix as name_prefix
@@ -71,13 +72,32 @@ def judge_deleted(check_id: str, job: JobEvidence, deadline_s: float) -> None:
         observed = (
             "still present when the run stopped watching" if delay is None else f"deleted after {delay:.1f}s"
         )
+        said = (
+            "pod still present when the run stopped watching"
+            if delay is None
+            else (f"pod deleted {delay:.1f} s after the job ended")
+        )
         fail(
             check_id,
             f"pod {job.pod.name} deleted within {deadline_s:.0f}s of the job's end "
             "(expect.cleanup_deadline_s)",
             observed,
             job=job,
+            summary=f"{said}, deadline {deadline_s:g} s",
         )
+    end = job_end(job)
+    held(
+        check_id,
+        {"deleted within s": deadline_s},
+        {
+            "pod": job.pod.name,
+            "job ended": end,
+            "pod deleted": job.pod.deleted_at,
+            "delay s": round(delay, 2),
+        },
+        job=job,
+        summary=f"pod deleted {delay:.1f} s after the job ended, deadline {deadline_s:g} s",
+    )
 
 
 def _claim(case: str) -> str:
@@ -244,7 +264,22 @@ def test_secrets_deleted(runnerconf_evidence: RunEvidence, runnerconf_profile: P
             f"every per-job Secret deleted within {deadline:.0f}s of its job's end",
             late,
             detail=f"ownerReferences: { {n: (secrets.get(n) or {}).get('owner_references') for n in late} }",
+            summary=f"{len(late)} of {len(owned)} per-job Secrets not deleted within {deadline:g} s of their "
+            "job's end",
         )
+    delays = {
+        name: round(float(secrets[name]["deleted_at"]) - end, 2)
+        for name, job in owned.items()
+        if (end := job_end(job)) is not None
+    }
+    slowest = max(delays.values(), default=None)
+    within = f", the last {slowest:.1f} s after its job ended" if slowest is not None else ""
+    held(
+        "RC-CLN-005",
+        {"deleted within s": deadline},
+        {"secrets": {n: {"job": j.name, "delay s": delays.get(n)} for n, j in sorted(owned.items())}},
+        summary=f"{len(owned)} per-job Secrets deleted{within}, deadline {deadline:g} s",
+    )
 
 
 @check(
@@ -274,4 +309,15 @@ def test_no_stray_pods(runnerconf_evidence: RunEvidence) -> None:
             "no pod of this run left at the deadline and no stray pods of the runner under test",
             {"left by this run": left, "stray (older than their timeout)": stray},
             detail=f"deadline {run.leftover.get('deadline_s', '?')}s; runner tokens {', '.join(run.runner_tokens) or '?'}",
+            summary=f"{len(left)} pods of this run left at the deadline, {len(stray)} stray pods of runner "
+            f"{', '.join(run.runner_tokens) or '?'}",
         )
+    others = len(run.stray_pods) - len(ours)
+    elsewhere = f"; {others} old pods of other runners not judged" if others else ""
+    held(
+        "RC-CLN-006",
+        "no pod of this run left at the deadline and no stray pods of the runner under test",
+        {"left by this run": left, "stray": stray, "runner tokens": list(run.runner_tokens)},
+        summary=f"no pod of this run left at the deadline, no stray pod of runner "
+        f"{', '.join(run.runner_tokens) or '?'}{elsewhere}",
+    )

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf import DnsExpect, JobEvidence, Profile, check, could_not_test, fail
+from pytest_runnerconf import DnsExpect, JobEvidence, Profile, check, could_not_test, fail, held
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]
@@ -34,6 +34,22 @@ class ResolvConf:
         return (
             f"nameserver {list(self.nameservers)} search {list(self.searches)} options {list(self.options)}"
         )
+
+    def data(self) -> dict[str, list[str]]:
+        return {
+            "nameservers": list(self.nameservers),
+            "searches": list(self.searches),
+            "options": list(self.options),
+        }
+
+    def brief(self) -> str:
+        """`nameserver 10.0.0.2, search a b, options ndots:2` for a report's table cell."""
+        parts = [
+            f"nameserver {' '.join(self.nameservers) or 'none'}",
+            f"search {' '.join(self.searches) or 'none'}",
+            f"options {' '.join(self.options) or 'none'}",
+        ]
+        return ", ".join(parts)
 
 
 def parse_resolv_conf(lines: list[str] | tuple[str, ...]) -> ResolvConf:
@@ -108,8 +124,24 @@ def test_pod_dns_spec(job_evidence: JobLookup, runnerconf_profile: Profile) -> N
     spec = _pod_spec(job)
     want = {"dnsPolicy": dns.policy, "dnsConfig": expected_dns_config(dns)}
     got = {"dnsPolicy": spec.get("dnsPolicy"), "dnsConfig": _normal_config(spec.get("dnsConfig"))}
+    summary = dns_spec_summary(got["dnsPolicy"], got["dnsConfig"])
     if got != want:
-        fail("RC-DNS-001", want, got, job=job)
+        fail("RC-DNS-001", want, got, job=job, summary=summary)
+    held("RC-DNS-001", want, got, job=job, summary=summary)
+
+
+def dns_spec_summary(policy: Any, config: dict[str, Any] | None) -> str:
+    """`dnsPolicy None, nameservers 10.0.0.2, searches ci.svc, options ndots:2` from a pod spec's fields."""
+    if not config:
+        return f"dnsPolicy {policy}, no dnsConfig"
+    options = " ".join(
+        o["name"] if o.get("value") is None else f"{o['name']}:{o['value']}"
+        for o in config.get("options") or []
+    )
+    parts = [f"dnsPolicy {policy}"]
+    parts += [f"{key} {' '.join(config[key])}" for key in ("nameservers", "searches") if config.get(key)]
+    parts += [f"options {options}"] if options else []
+    return ", ".join(parts)
 
 
 def _resolv_matches(conf: ResolvConf, dns: DnsExpect) -> list[str]:
@@ -148,7 +180,22 @@ def test_build_resolv_conf(
     problems = _resolv_matches(conf, dns)
     if problems:
         want = ResolvConf(dns.nameservers, dns.searches, dns.resolv_options())
-        fail("RC-DNS-002", want.show(), conf.show(), job=job, detail="; ".join(problems))
+        fail(
+            "RC-DNS-002",
+            want.show(),
+            conf.show(),
+            job=job,
+            detail="; ".join(problems),
+            summary=f"build's resolv.conf: {conf.brief()}",
+        )
+    want = ResolvConf(dns.nameservers, dns.searches, dns.resolv_options())
+    held(
+        "RC-DNS-002",
+        {"policy": dns.policy, **want.data()},
+        conf.data(),
+        job=job,
+        summary=f"build's resolv.conf: {conf.brief()}",
+    )
 
 
 def _dind_record(job: JobEvidence, probe_record: ProbeLookup, check_id: str) -> dict[str, Any]:
@@ -182,6 +229,13 @@ def test_dind_pulls(job_evidence: JobLookup, probe_record: ProbeLookup, runnerco
             f"exit {record.get('pull_rc')}: " + " / ".join(record.get("pull_output") or []),
             job=job,
         )
+    held(
+        "RC-DNS-003",
+        {"image": image, "pull exit": 0},
+        {"docker_host": record.get("docker_host"), "pull exit": record.get("pull_rc")},
+        job=job,
+        summary=f"dockerd at {record.get('docker_host')} pulled {image} (exit 0)",
+    )
 
 
 def _inner_conf(job: JobEvidence, record: dict[str, Any], check_id: str) -> ResolvConf:
@@ -211,7 +265,20 @@ def test_dind_containers_inherit(job_evidence: JobLookup, probe_record: ProbeLoo
     pod = parse_resolv_conf(record.get("resolv_conf") or [])
     inner = _inner_conf(job, record, "RC-DNS-004")
     if inner != pod:
-        fail("RC-DNS-004", f"the pod's: {pod.show()}", f"inner container: {inner.show()}", job=job)
+        fail(
+            "RC-DNS-004",
+            f"the pod's: {pod.show()}",
+            f"inner container: {inner.show()}",
+            job=job,
+            summary=f"a container started by dockerd got {inner.brief()}, not the pod's {pod.brief()}",
+        )
+    held(
+        "RC-DNS-004",
+        pod.data(),
+        inner.data(),
+        job=job,
+        summary=f"a container started by dockerd got the pod's resolv.conf: {inner.brief()}",
+    )
 
 
 @check(
@@ -230,4 +297,17 @@ def test_dind_dns_flag(job_evidence: JobLookup, probe_record: ProbeLookup) -> No
     inner = _inner_conf(job, record, "RC-DNS-005")
     want = ResolvConf((DIND_FLAG_DNS,), pod.searches, pod.options)
     if inner != want:
-        fail("RC-DNS-005", want.show(), inner.show(), job=job)
+        fail(
+            "RC-DNS-005",
+            want.show(),
+            inner.show(),
+            job=job,
+            summary=f"with --dns={DIND_FLAG_DNS} a container started by dockerd got {inner.brief()}",
+        )
+    held(
+        "RC-DNS-005",
+        want.data(),
+        inner.data(),
+        job=job,
+        summary=f"with --dns={DIND_FLAG_DNS} a container started by dockerd got {inner.brief()}",
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from pytest_runnerconf import JobEvidence, check, fail
+from pytest_runnerconf import JobEvidence, check, fail, held
 
 JobLookup = Callable[[str], JobEvidence]
 _LINE = re.compile(r"^runnerconf-logs (\d+)/(\d+) (\S+)$")
@@ -45,3 +45,11 @@ def test_build_output_reaches_the_job_log(job_evidence: JobLookup) -> None:
             f"{len(long_lines[0]) if long_lines else 0} characters",
             job=job,
         )
+    held(
+        "RC-LOG-001",
+        {"job": "success", "lines": len(want), "line 100 characters": 3600},
+        {"job": job.status, "lines in order": len(numbers), "line 100 characters": len(long_lines[0])},
+        job=job,
+        summary=f"{len(numbers)} of {len(want)} lines in order, line 100 whole ({len(long_lines[0])} "
+        f"characters), job {job.status}",
+    )

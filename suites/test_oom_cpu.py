@@ -16,6 +16,7 @@ from pytest_runnerconf import (
     check,
     could_not_test,
     fail,
+    held,
     job_end,
     quantity_value,
 )
@@ -29,6 +30,19 @@ PROCESS_FAILURE = "command terminated with exit code 137"
 # Measured usage may exceed the quota a little: CFS accounts per period and the sample edges are coarse.
 CPU_TOLERANCE = Decimal("1.2")
 LIMIT_HINT = "memory_limit (and KUBERNETES_MEMORY_LIMIT with memory_limit_overwrite_max_allowed)"
+
+
+def mib(value: Any) -> str:
+    """`763 MiB` for a byte count a probe printed (a number, or digits as cgroup files hold them); anything
+    else as it came."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    return f"{int(value) / 2**20:.0f} MiB" if isinstance(value, int | float) else str(value)
+
+
+def cores(value: Decimal | None) -> str:
+    """`0.5` for Decimal("0.500"), as a person writes a number of cores."""
+    return "none" if value is None else format(value.normalize(), "f")
 
 
 def _records(job: JobEvidence) -> list[dict[str, Any]]:
@@ -61,14 +75,27 @@ def test_oom_job_fails(job_evidence: JobLookup) -> None:
     started = _started(job)
     survived = [r for r in _records(job) if r.get("phase") == "survived"]
     if survived or job.status != "failed":
-        held = survived[-1].get("held") if survived else None
+        kept = survived[-1].get("held") if survived else None
         fail(
             "RC-OOM-001",
             f"the allocation of {started.get('bytes')} bytes killed, job failed",
-            f"job {job.status or 'unknown'}; allocation survived: {bool(survived)} (held {held} bytes)",
+            f"job {job.status or 'unknown'}; allocation survived: {bool(survived)} (held {kept} bytes)",
             job=job,
             detail=f"memory limit seen in the cgroup: {started.get('memory_limit')}",
         )
+    held(
+        "RC-OOM-001",
+        {"allocation": "killed", "job": "failed"},
+        {
+            "allocation bytes": started.get("bytes"),
+            "survived": False,
+            "job": job.status,
+            "cgroup memory limit": started.get("memory_limit"),
+        },
+        job=job,
+        summary=f"the allocation of {mib(started.get('bytes'))} was killed (cgroup limit "
+        f"{mib(started.get('memory_limit'))}); job {job.status}",
+    )
 
 
 def terminated_states(pod: PodObservation, container: str) -> list[dict[str, Any]]:
@@ -104,12 +131,21 @@ def test_oom_in_pod_status(job_evidence: JobLookup, runnerconf_profile: Profile)
     seen = terminated_states(job.pod, "build")
     if not any(t.get("reason") == "OOMKilled" and t.get("exitCode") == OOM_EXIT for t in seen):
         observed = [f"{t.get('reason')}/{t.get('exitCode')}" for t in seen] or "build never terminated"
+        states = ", ".join(dict.fromkeys(f"{t.get('reason')} exit code {t.get('exitCode')}" for t in seen))
         fail(
             "RC-OOM-002",
             f"build terminated OOMKilled/{OOM_EXIT} (expect.oom_report = container)",
             observed,
             job=job,
+            summary=f"build terminated {states}, never OOMKilled" if seen else "build never terminated",
         )
+    held(
+        "RC-OOM-002",
+        {"reason": "OOMKilled", "exitCode": OOM_EXIT},
+        [{"reason": t.get("reason"), "exitCode": t.get("exitCode")} for t in seen],
+        job=job,
+        summary=f"build terminated OOMKilled, exit code {OOM_EXIT} (pod {job.pod.name})",
+    )
 
 
 @check(
@@ -134,6 +170,13 @@ def test_oom_in_job_log(job_evidence: JobLookup, runnerconf_profile: Profile) ->
             job.trace_parsed.final or "no final line",
             job=job,
         )
+    held(
+        "RC-OOM-003",
+        {"failure line contains": want, "oom_report": mode},
+        failure,
+        job=job,
+        summary=f"job log: {failure}",
+    )
 
 
 def _cpu_record(job: JobEvidence, probe_record: ProbeLookup) -> dict[str, Any]:
@@ -200,6 +243,21 @@ def test_cpu_throttled(job_evidence: JobLookup, probe_record: ProbeLookup) -> No
             "RC-CPU-001", f"job succeeded under a CFS quota of {limit} cores (spec limit)", observed, job=job
         )
     if throttled > 0:
+        held(
+            "RC-CPU-001",
+            {"job": "success", "quota cores": None if limit is None else str(limit), "nr_throttled": "> 0"},
+            {
+                "job": job.status,
+                "cpu_quota": record.get("cpu_quota"),
+                "cpu_period": record.get("cpu_period"),
+                "nr_throttled": throttled,
+                "cores used": round(float(rate), 3),
+            },
+            job=job,
+            summary=f"throttled, not killed: nr_throttled +{throttled} under quota "
+            f"{record.get('cpu_quota')}/{record.get('cpu_period')} (limit {cores(limit)} cores), "
+            f"{rate:.2f} cores used, job {job.status}",
+        )
         return
     if limit is None:
         pytest.skip(
@@ -241,3 +299,12 @@ def test_cpu_rate_near_limit(job_evidence: JobLookup, probe_record: ProbeLookup)
             job=job,
             detail=f"cgroup quota {record.get('cpu_quota')}/{record.get('cpu_period')}",
         )
+    seconds = float(record["ended_at"]) - float(record["started_at"])
+    held(
+        "RC-CPU-002",
+        {"at most cores": str(limit * CPU_TOLERANCE), "spec limit": str(limit)},
+        {"cores used": round(float(rate), 3), "over s": round(seconds, 1)},
+        job=job,
+        summary=f"{rate:.2f} cores used over {seconds:.1f} s, at most {limit * CPU_TOLERANCE:.2f} "
+        f"({CPU_TOLERANCE} x the {cores(limit)}-core limit)",
+    )

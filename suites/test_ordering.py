@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf import JobEvidence, PodObservation, RunEvidence, check, could_not_test, fail
+from pytest_runnerconf import JobEvidence, PodObservation, RunEvidence, check, could_not_test, fail, held
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]
@@ -88,6 +88,7 @@ def _jobs_with_pods(run: RunEvidence) -> list[JobEvidence]:
 )
 def test_init_containers_finish_first(runnerconf_evidence: RunEvidence, job_evidence: JobLookup) -> None:
     job_evidence("ordering")
+    seen: dict[str, dict[str, Any]] = {}
     for job in _jobs_with_pods(runnerconf_evidence):
         assert job.pod is not None
         inits = _spec_names(job.pod, "initContainers")
@@ -125,6 +126,23 @@ def test_init_containers_finish_first(runnerconf_evidence: RunEvidence, job_evid
                 job=job,
                 detail=f"regular containers started before the init containers finished: {sorted(early)}",
             )
+        begun = {n: t for n, t in started.items() if t is not None}
+        soonest = min(begun, key=lambda n: begun[n]) if begun else None
+        seen[job.name] = {
+            "init containers": inits,
+            "last init finished": _iso(times[last_init][1]),
+            "first regular started": None if soonest is None else _iso(begun[soonest]),
+            "gap s": None if soonest is None else round(begun[soonest] - (times[last_init][1] or 0.0), 1),
+        }
+    gaps = {name: row["gap s"] for name, row in seen.items() if row["gap s"] is not None}
+    closest = min(gaps, key=lambda n: gaps[n]) if gaps else None
+    said = f"; closest: {closest} {gaps[closest]:.0f} s (1 s clock)" if closest is not None else ""
+    held(
+        "RC-ORD-001",
+        "every init container terminated before any regular container started",
+        seen,
+        summary=f"init containers terminated before any regular container started in {len(seen)} pods{said}",
+    )
 
 
 def _line_time(job: JobEvidence, index: int) -> float | None:
@@ -142,6 +160,7 @@ def _line_time(job: JobEvidence, index: int) -> float | None:
 )
 def test_sources_before_script(runnerconf_evidence: RunEvidence, job_evidence: JobLookup) -> None:
     job_evidence("ordering")
+    seen: dict[str, dict[str, Any]] = {}
     for job in runnerconf_evidence.jobs.values():
         trace = job.trace_parsed
         sources, script = trace.section("get_sources"), trace.section("step_script")
@@ -172,6 +191,24 @@ def test_sources_before_script(runnerconf_evidence: RunEvidence, job_evidence: J
                 f"after step_script printed at {_iso(first_script)}",
                 job=job,
             )
+        # The finer measure when FF_TIMESTAMPS stamped the lines, else the sections' whole seconds.
+        gap, measured = float(script.start - sources.end), "section markers"
+        if last_source is not None and first_script is not None:
+            gap, measured = round(first_script - last_source, 3), "line times"
+        seen[job.name] = {
+            "get_sources end": sources.end,
+            "step_script start": script.start,
+            "gap s": gap,
+            "measured by": measured,
+        }
+    closest = min(seen, key=lambda n: seen[n]["gap s"])
+    held(
+        "RC-ORD-002",
+        "get_sources ends before step_script starts in every job",
+        seen,
+        summary=f"get_sources ended before step_script started in {len(seen)} jobs; closest: {closest}, "
+        f"{seen[closest]['gap s']:.3f} s ({seen[closest]['measured by']})",
+    )
 
 
 @check(
@@ -203,6 +240,16 @@ def test_services_started_before_script(job_evidence: JobLookup) -> None:
                 f"started {_iso(started)}",
                 job=job,
             )
+    ahead = {n: round(script.start - (times[n][0] or 0.0), 1) for n in services}
+    held(
+        "RC-ORD-003",
+        f"services started at or before step_script ({_iso(script.start)})",
+        {n: {"started": _iso(times[n][0]), "before step_script s": ahead[n]} for n in services},
+        job=job,
+        summary="; ".join(
+            f"service {n} started {ahead[n]:.0f} s before step_script (1 s clock)" for n in services
+        ),
+    )
 
 
 @check(
@@ -232,3 +279,11 @@ def test_healthcheck_port_open_at_script_start(job_evidence: JobLookup, probe_re
             f"connection refused at script start; port opened {delay}",
             job=job,
         )
+    held(
+        "RC-ORD-004",
+        f"localhost:{record.get('port')} accepts a connection as the script starts",
+        {k: record.get(k) for k in ("port", "immediate", "tool", "connected_at", "script_started_at")},
+        job=job,
+        summary=f"localhost:{record.get('port')} accepted a connection as the script started "
+        f"(tested with {record.get('tool')})",
+    )

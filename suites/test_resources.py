@@ -10,7 +10,16 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf import JobEvidence, Limits, Profile, check, could_not_test, fail, quantity_value
+from pytest_runnerconf import (
+    JobEvidence,
+    Limits,
+    Profile,
+    check,
+    could_not_test,
+    fail,
+    held,
+    quantity_value,
+)
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]
@@ -92,20 +101,38 @@ def _containers(spec: dict[str, Any], key: str = "containers") -> dict[str, dict
     return {c.get("name", ""): c for c in spec.get(key) or []}
 
 
+def resources_summary(name: str, resources: dict[str, Any]) -> str:
+    """`build: requests cpu 100m / memory 128Mi, limits cpu 500m / memory 256Mi` from a container's spec."""
+    parts = []
+    for kind in ("requests", "limits"):
+        block = resources.get(kind) or {}
+        shown = " / ".join(f"{res} {block[res]}" for res in ("cpu", "memory") if block.get(res) is not None)
+        if shown:
+            parts.append(f"{kind} {shown}")
+    return f"{name}: {', '.join(parts) or 'no requests or limits'}"
+
+
 def _judge(check_id: str, job: JobEvidence, targets: dict[str, Limits], absent: str) -> None:
     spec = _spec(job)
     found = {**_containers(spec, "initContainers"), **_containers(spec)}
     wrong: dict[str, Any] = {}
+    seen: dict[str, Any] = {}
     for name, want in targets.items():
         if name not in found:
             wrong[name] = absent
             continue
-        problems = resources_problems(found[name].get("resources") or {}, want)
+        resources = found[name].get("resources") or {}
+        seen[name] = resources
+        problems = resources_problems(resources, want)
         if problems:
             wrong[name] = problems
+    shown = {n: {k: v for k, v in vars(w).items() if v is not None} for n, w in targets.items()}
+    summary = "; ".join(
+        resources_summary(name, seen[name]) if name in seen else f"{name}: {absent}" for name in targets
+    )
     if wrong:
-        shown = {n: {k: v for k, v in vars(w).items() if v is not None} for n, w in targets.items()}
-        fail(check_id, shown, wrong, job=job)
+        fail(check_id, shown, wrong, job=job, summary=summary)
+    held(check_id, shown, seen, job=job, summary=summary)
 
 
 def _skip_unless(profile: Profile, *limits: Limits) -> None:
@@ -200,6 +227,27 @@ def test_overrides_applied(job_evidence: JobLookup, runnerconf_profile: Profile)
                 wrong[variable] = f"spec limits.{res} = {limits.get(res)}, want the default {default}"
     if wrong:
         fail("RC-RES-004", expectation, "; ".join(f"{v}: {why}" for v, why in wrong.items()), job=job)
+    said = []
+    for variable, outcome in outcomes.items():
+        res = _VARIABLES[variable][2]
+        logged = " and logged as overwritten" if outcome.kind == "applied" else ""
+        said.append(
+            f"{variable}={OVERRIDES[variable]} {outcome.kind}: build limits.{res} {limits.get(res) or 'unset'}{logged}"
+        )
+    held(
+        "RC-RES-004",
+        {v: {"outcome": o.kind, "value": o.value, "cap": o.cap} for v, o in outcomes.items()},
+        {
+            "build limits": limits,
+            "overwritten lines": [
+                _overwritten_line(_VARIABLES[v][1], OVERRIDES[v])
+                for v in OVERRIDES
+                if _overwritten_line(_VARIABLES[v][1], OVERRIDES[v]) in text
+            ],
+        },
+        job=job,
+        summary="; ".join(said),
+    )
 
 
 _REFUSAL = re.compile(r'the resource "(\w+)" requested "([^"]+)" is higher than limit allowed "([^"]+)"')
@@ -226,6 +274,14 @@ def test_override_above_cap_refused(job_evidence: JobLookup, runnerconf_profile:
         default = getattr(runnerconf_profile.expect.build, f"{res}_limit")
         if default is not None and not _same(limits.get(res), default):
             fail("RC-RES-005", expectation, f"spec limits.{res} = {limits.get(res)}", job=job)
+        held(
+            "RC-RES-005",
+            {"outcome": outcome.kind, "default": default},
+            {"job": job.status, "build limits": limits},
+            job=job,
+            summary=f"{variable}={requested} {outcome.kind} (cap {outcome.cap or 'none'}): job {job.status}, "
+            f"build limits.{res} {limits.get(res) or 'unset'}",
+        )
         return
     refusals = [m for m in _REFUSAL.finditer(job.trace_parsed.text) if m.group(1) == field]
     cap = outcome.cap or ""
@@ -247,6 +303,15 @@ def test_override_above_cap_refused(job_evidence: JobLookup, runnerconf_profile:
             f"pod {job.pod.name} with build resources {got}",
             job=job,
         )
+    refusal = good[0]
+    held(
+        "RC-RES-005",
+        {"outcome": "refused", "field": field, "requested": requested, "cap": cap},
+        {"job": job.status, "refusal": refusal.group(0), "pod": None},
+        job=job,
+        summary=f'job {job.status}, no pod: "{refusal.group(1)}" requested "{refusal.group(2)}" is higher than '
+        f'limit allowed "{refusal.group(3)}"',
+    )
 
 
 def cgroup_limits(record: dict[str, Any]) -> tuple[int | None, Decimal | None]:
@@ -297,6 +362,14 @@ def test_cgroup_enforces_limits(job_evidence: JobLookup, probe_record: ProbeLook
             continue
         judged += 1
         record = probe_record(job, "resources")
+        memory, cpu = cgroup_limits(record)
+        measured = []
+        if limits.get("memory") is not None:
+            shown = "unlimited" if memory is None else f"{memory / 2**20:g} MiB"
+            measured.append(f"memory {shown} (spec {limits['memory']})")
+        if limits.get("cpu") is not None:
+            shown = "unlimited" if cpu is None else format(cpu.normalize(), "f")
+            measured.append(f"cpu {shown} cores (spec {limits['cpu']})")
         problems = cgroup_problems(record, limits)
         if problems:
             fail(
@@ -304,6 +377,19 @@ def test_cgroup_enforces_limits(job_evidence: JobLookup, probe_record: ProbeLook
                 f"cgroup {record.get('cgroup')} limits = spec limits {limits}",
                 problems,
                 job=job,
+                summary=f"{job.name}: cgroup {record.get('cgroup')} does not enforce the spec: "
+                f"{', '.join(measured)}",
             )
+        held(
+            "RC-RES-006",
+            {"spec limits": limits},
+            {
+                "cgroup": record.get("cgroup"),
+                "memory_bytes": memory,
+                "cpu_cores": None if cpu is None else str(cpu),
+            },
+            job=job,
+            summary=f"{job.name}: cgroup {record.get('cgroup')} enforces {', '.join(measured)}",
+        )
     if not judged:
         pytest.skip("no build container of the resources jobs has limits in its pod spec; nothing to enforce")

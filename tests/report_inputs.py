@@ -88,8 +88,11 @@ def result(check_id: str, area: str, outcome: str, job: str | None, **fields: An
     }
 
 
-def _expectation(check: str, expected: Any, observed: Any, held: bool, job: str) -> dict[str, Any]:
-    return {
+def _expectation(
+    check: str, expected: Any, observed: Any, held: bool, job: str, summary: str | None = None
+) -> dict[str, Any]:
+    """One judged expectation; SUMMARY None leaves the field out, as a report.json from before summaries."""
+    found = {
         "check": check,
         "expected": expected,
         "observed": observed,
@@ -99,6 +102,7 @@ def _expectation(check: str, expected: Any, observed: Any, held: bool, job: str)
         "pod": None,
         "detail": "",
     }
+    return found if summary is None else {**found, "summary": summary}
 
 
 def clean(directory: Path) -> tuple[dict[str, Any], RunEvidence]:
@@ -108,8 +112,25 @@ def clean(directory: Path) -> tuple[dict[str, Any], RunEvidence]:
     results = [
         result("RC-BLD-001", "builds", "passed", "builds", observed="builds_dir /builds", expected="/builds"),
         result("RC-DNS-002", "dns", "passed", "dns", observed={"nameservers": ["10.0.0.2"]}),
+        # As the checks record a pass now: structured observed and expected, and their short form.
         result(
-            "RC-CLN-001", "cleanup", "passed", "cleanup-ok", observed="pod deleted 1.3s after the job ended"
+            "RC-CLN-001",
+            "cleanup",
+            "passed",
+            "cleanup-ok",
+            observed={"delay s": 1.3},
+            expected={"deleted within s": 60},
+            summary="pod deleted 1.3 s after the job ended, deadline 60 s",
+            expectations=[
+                _expectation(
+                    "RC-CLN-001",
+                    {"deleted within s": 60},
+                    {"delay s": 1.3},
+                    True,
+                    "cleanup-ok",
+                    "pod deleted 1.3 s after the job ended, deadline 60 s",
+                )
+            ],
         ),
         # As the structured verdicts record a check that judged two jobs: no single observed, two expectations.
         result(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 from collections.abc import Callable
@@ -798,3 +799,30 @@ def test_init_order_fails_within_one_second_from_the_pod_status() -> None:
         "init containers not terminated",
         "init-permissions",
     )
+
+
+def _judged(call: Callable[[], Any]) -> list[Any]:
+    """The expectations CALL recorded, whether it passed or failed."""
+    from pytest_runnerconf.verdict import RECORDER
+
+    RECORDER.take()
+    with contextlib.suppress(Failed):
+        call()
+    return RECORDER.take()
+
+
+def test_failures_say_in_a_few_words_what_was_observed() -> None:
+    # The same words as on pass, written from the data the check judged, not its raw observed value.
+    wrong = resources_jobs(spec=resources_spec({"cpu": "2", "memory": "512Mi"}))
+    (failed,) = _judged(lambda: res.test_build_resources(wrong, PROFILE))
+    assert failed.held is False
+    assert failed.summary == "build: requests cpu 500m / memory 256Mi, limits cpu 2 / memory 512Mi"
+    (good,) = _judged(lambda: res.test_build_resources(resources_jobs(), PROFILE))
+    assert good.held is True and good.summary.startswith("build: requests cpu 500m / memory 256Mi")
+    trace = "ERROR: Job failed (system failure): Error in container build: exit code: 137, reason: 'Error'"
+    (status,) = _judged(
+        lambda: oom.test_oom_in_pod_status(lookup(oom_job(reason="Error", trace=trace)), PROFILE)
+    )
+    assert (status.held, status.summary) == (False, "build terminated Error exit code 137, never OOMKilled")
+    (killed,) = _judged(lambda: oom.test_oom_in_pod_status(lookup(oom_job()), PROFILE))
+    assert killed.summary.startswith("build terminated OOMKilled, exit code 137")

@@ -181,9 +181,24 @@ def failing_areas(doc: dict[str, Any]) -> dict[str, list[str]]:
     return areas
 
 
+def unobserved(doc: dict[str, Any]) -> dict[str, str]:
+    """Passed checks that did not record what they observed (held expectations with a summary)."""
+    missing = {}
+    for r in doc["results"]:
+        judged = r.get("expectations") or []
+        if r["outcome"] != "passed":
+            continue
+        if not judged or not all(e.get("held") is True and e.get("summary") for e in judged):
+            missing[r["id"]] = f"expectations {judged}"
+        elif not r.get("summary"):
+            missing[r["id"]] = "no summary on the result"
+    return missing
+
+
 def test_clean_run_passes_every_check(matrix: dict[str, dict[str, Any]]) -> None:
     doc = matrix[""]
     assert failing_areas(doc) == {}, doc["output"]
+    assert unobserved(doc) == {}
     outcomes = {r["outcome"] for r in doc["results"]}
     assert outcomes == {"passed"}, doc["output"]
     assert {r["area"] for r in doc["results"]} >= {
@@ -205,6 +220,14 @@ def test_fault_fails_its_area_and_no_other(fault: str, matrix: dict[str, dict[st
     assert areas, f"{fault}: no check failed\n{doc['output']}"
     outside = {a: ids for a, ids in areas.items() if a not in allowed}
     assert not outside, f"{fault} failed checks outside {sorted(allowed)}: {outside}"
+    # The checks a fault leaves passing still say what they saw; the failing ones say what went wrong.
+    assert unobserved(doc) == {}
+    failed = [
+        r
+        for r in doc["results"]
+        if r["outcome"] == "failed" and any(e.get("held") is False for e in r.get("expectations") or [])
+    ]
+    assert all(r.get("summary") for r in failed), [r["id"] for r in failed if not r.get("summary")]
     assert doc["exit"] == 1, "a conformance failure exits 1, not as an infrastructure error"
 
 

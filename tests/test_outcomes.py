@@ -204,8 +204,10 @@ def test_each_outcome_in_the_terminal_and_report_json(checks: pytest.Pytester) -
             "job_url": f"{URL}/4",
             "pod": None,
             "detail": "",
+            "summary": "success",  # expect_equal without a summary: the observed value
         }
     ]
+    assert passed["summary"] == "success"
 
     md = (checks.path / "runnerconf-report" / "report.md").read_text()
     assert "- result: 2 passed, 2 failed, 4 could not test, 1 skipped, 1 error" in md

@@ -10,6 +10,7 @@ import pytest
 
 from pytest_runnerconf import checks
 from pytest_runnerconf.checks import CHECKS, CheckInfo, check, expect_equal, expect_true, fail, format_failure
+from pytest_runnerconf.checks import held as checks_held
 from pytest_runnerconf.evidence import JobEvidence, PodObservation, RunEvidence
 from pytest_runnerconf.report import CheckResult, compare, not_verified, summary_line, write_reports
 from pytest_runnerconf.verdict import RECORDER, ConformanceFailure
@@ -355,7 +356,28 @@ def test_helpers_record_structured_expectations_on_pass_and_failure() -> None:
         "job_url": None,
         "pod": None,
         "detail": "cgroup v2",
+        "summary": '{"nr_throttled": 0}',  # no summary given: the observed value on one line
     }
+    assert held.summary == "1Gi"
+
+
+def test_held_records_the_check_s_own_summary_and_the_result_carries_it(tmp_path: Path) -> None:
+    info = CheckInfo("RC-RES-903", "build limits match", "set cpu_limit", "resources")
+    RECORDER.take()
+    seen = {"limits": {"cpu": "500m"}}
+    checks_held(info, {"limits": {"cpu": "500m"}}, seen, job=job(), summary="build:  limits cpu\n500m")
+    with pytest.raises(ConformanceFailure):
+        fail(info, "500m", {"cpu": "1"}, summary="build: limits cpu 1")
+    kept, failed = RECORDER.take()
+    assert (kept.held, kept.observed, kept.summary) == (True, seen, "build: limits cpu 500m")  # one line
+    assert (failed.held, failed.summary) == (False, "build: limits cpu 1")
+    passed = CheckResult(
+        "RC-RES-903", "c", "resources", "passed", expectations=[kept.data()], summary=kept.summary
+    )
+    doc = json.loads(write_reports([passed], None, tmp_path)["json"].read_text())
+    assert doc["results"][0]["summary"] == "build: limits cpu 500m"
+    assert doc["results"][0]["expectations"][0]["summary"] == "build: limits cpu 500m"
+    assert passed.why() == "observed: build: limits cpu 500m"
 
 
 def test_result_outcomes_are_validated() -> None:

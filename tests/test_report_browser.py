@@ -7,7 +7,10 @@ where CI keeps artifacts ($RUNNERCONF_ARTIFACTS), else in pytest's temporary dir
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +22,7 @@ from pytest_runnerconf import report_html
 from pytest_runnerconf.evidence import RunEvidence
 from tests import report_inputs
 from tests.browser import Browser, chromium_path
+from tests.test_observed import ROOT, replay, unpack
 
 ARTIFACTS = "RUNNERCONF_ARTIFACTS"
 
@@ -92,7 +96,9 @@ def _assert_reads(doc: dict[str, Any], run: RunEvidence, dom: dict[str, Any]) ->
         result = by_id[row["id"]]
         assert row["shown"], row
         assert row["outcome"] == result["outcome"].replace("_", " ")
-        if "observed" in result:
+        if result.get("summary"):  # the check's own short form of what it observed
+            assert row["observed"] == result["summary"], row
+        elif "observed" in result:
             assert row["observed"] == report_html._value(result["observed"]), row
         else:  # no deciding observation: every judged one is summed up
             for judged in result.get("expectations") or []:
@@ -133,3 +139,73 @@ def test_the_links_lead_somewhere(browser: Browser, tmp_path: Path) -> None:
     anchors = {h.split("#", 1)[1] for h in hrefs if "#" in h}
     present = set(browser.evaluate("[...document.querySelectorAll('[id]')].map((e) => e.id)"))
     assert anchors <= present, anchors - present
+
+
+def _rows_of_a_run(browser: Browser, report: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """report.json of a run and the check rows its report.html shows in the browser."""
+    page = report / "report.html"
+    seen = browser.load(page.as_uri())
+    assert seen.problems == [], seen.problems
+    doc = json.loads((report / "report.json").read_text())
+    rows: list[dict[str, Any]] = browser.evaluate(DOM)["checks"]
+    assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in doc["results"])
+    return doc, rows
+
+
+def _assert_every_row_observed(doc: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Every check row shows what its check observed: a judged one its summary, any other why it was not."""
+    by_id = {r["id"]: r for r in doc["results"]}
+    empty = [row["id"] for row in rows if not row["observed"]]
+    assert empty == [], f"check rows with an empty observed cell: {empty}"
+    for row in rows:
+        result = by_id[row["id"]]
+        if result["outcome"] in ("passed", "failed"):
+            assert result.get("summary"), result
+            assert row["observed"] == result["summary"], row
+        elif result["outcome"] == "could_not_test":  # e.g. RC-CPU-001 inconclusive on a busy node
+            assert row["observed"] == f"{result['cause']}: {result['sentence']}", row
+
+
+@pytest.mark.parametrize("bundle", ["local-clean", "local-slow-cleanup"])
+def test_every_check_row_of_a_replayed_run_shows_what_was_observed(
+    browser: Browser, tmp_path: Path, shots: Path, bundle: str
+) -> None:
+    # The project's own saved local-cluster runs (tests/data/bundles), re-asserted and rendered offline.
+    doc = replay(unpack(bundle, tmp_path), tmp_path / "report")
+    shown, rows = _rows_of_a_run(browser, tmp_path / "report")
+    assert len(rows) == len(doc["results"]) >= 35
+    _assert_every_row_observed(shown, rows)
+    browser.screenshot(shots / f"report-{bundle}.png")
+
+
+def test_every_check_row_of_a_real_local_run_shows_what_was_observed(
+    browser: Browser, local_cluster: Any, tmp_path: Path, shots: Path
+) -> None:
+    # The whole suite on the local cluster, as a user runs it; its report opened as a person would.
+    report = tmp_path / "report"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "suites",
+            "--runner-cluster=local",
+            f"--runnerconf-report={report}",
+            f"--runnerconf-evidence={tmp_path / 'evidence'}",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert (report / "report.html").exists(), proc.stdout[-3000:] + proc.stderr[-2000:]
+    doc, rows = _rows_of_a_run(browser, report)
+    assert len(rows) >= 35, proc.stdout[-3000:]
+    _assert_every_row_observed(doc, rows)
+    assert sum(r["outcome"] == "passed" for r in doc["results"]) >= 30, proc.stdout[-3000:]
+    shot = browser.screenshot(shots / "report-local-run.png")
+    print(f"screenshot: {shot}")

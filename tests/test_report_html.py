@@ -26,6 +26,24 @@ def test_every_result_field_is_rendered(tmp_path: Path) -> None:
     assert ">could not test</span>" in page
 
 
+def test_the_observed_cell_shows_the_check_s_summary_else_why_nothing_was_observed(tmp_path: Path) -> None:
+    doc, run = report_inputs.failing(tmp_path / "evidence")
+    oom = doc["results"][0]
+    oom["summary"] = "build terminated Error, exit code 1"  # the check's own words beat the raw value
+    page = report_html.render(doc, run)
+
+    def cell(check_id: str) -> str:
+        return page.split(f'data-check="{check_id}"')[1].split('<td class="observed">')[1].split("</td>")[0]
+
+    assert cell("RC-OOM-002") == "build terminated Error, exit code 1"
+    assert cell("RC-ALS-004") == "runner-system-failure: the runner failed the job before its pod was created"
+    assert cell("RC-DNS-005") == "Skipped: no DinD service in this profile"
+    assert cell("RC-CLN-002") == "still present when the run stopped watching"  # no summary: the value
+    clean, run = report_inputs.clean(tmp_path / "clean")
+    page = report_html.render(clean, run)
+    assert cell("RC-CLN-001") == "pod deleted 1.3 s after the job ended, deadline 60 s"
+
+
 def test_expectations_are_a_table_and_the_observed_cell_sums_them_up(tmp_path: Path) -> None:
     doc, run = report_inputs.clean(tmp_path / "evidence")
     page = report_html.render(doc, run, report_dir=tmp_path / "report")
