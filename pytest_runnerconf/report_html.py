@@ -21,6 +21,7 @@ from typing import Any
 import jinja2
 
 from pytest_runnerconf.evidence import EVIDENCE_FILE, RunEvidence
+from pytest_runnerconf.profile import flat_keys
 from pytest_runnerconf.timeline import Timeline, cleanup_tail, job_spans, pod_timeline, run_picture
 
 # The outcomes the page styles, worst last; another outcome still renders, unstyled.
@@ -374,7 +375,7 @@ def _counts(doc: dict[str, Any]) -> list[tuple[str, int]]:
     return [(o, int(counts[o])) for o in order]
 
 
-def _cgroup_versions(run: RunEvidence) -> list[str]:
+def cgroup_versions(run: RunEvidence) -> list[str]:
     """The cgroup versions the probes reported from inside the build containers ("v1", "v2")."""
     found = {
         str(record["cgroup"])
@@ -395,15 +396,15 @@ def _facts(doc: dict[str, Any], run: RunEvidence | None, command: str | None) ->
 
     add("cluster", doc.get("cluster"))
     add("GitLab", doc.get("gitlab_url"), safe_url(doc.get("gitlab_url")))
-    known = ("", "unknown")
+    known = ("", "unknown", None)
     gitlab_version = doc.get("gitlab_version") or (run.gitlab_version if run is not None else "")
     kube_version = doc.get("kubernetes_version") or (run.kubernetes_version if run is not None else "")
     add("GitLab version", None if gitlab_version in known else gitlab_version)
     add("Kubernetes version", None if kube_version in known else kube_version)
     add("project", doc.get("project"))
     add("runner version", ", ".join(doc.get("runner_versions") or []) or "not in the traces")
-    if run is not None:
-        add("cgroup", ", ".join(_cgroup_versions(run)))
+    cgroups = doc.get("cgroup_versions") or (cgroup_versions(run) if run is not None else [])
+    add("cgroup", ", ".join(cgroups))
     pipeline = doc.get("pipeline_url")
     add("pipeline", pipeline, safe_url(pipeline))
     wall, slowest = doc.get("wall_s"), doc.get("slowest_job")
@@ -419,9 +420,10 @@ def _facts(doc: dict[str, Any], run: RunEvidence | None, command: str | None) ->
         gone = sum(pod.deleted_at is not None for pod in pods)
         add("pods", f"{len(pods)} seen, {gone} seen deleted" if pods else "none seen")
     add("jobs", doc.get("jobs"))
-    if run is not None and run.profile:
-        add("profile", f"{run.profile.get('name') or '-'} ({run.profile.get('source') or 'unknown source'})")
-        add("namespace", run.profile.get("namespace"))
+    profile = doc.get("profile") or (run.profile if run is not None else None) or {}
+    if profile:
+        add("profile", f"{profile.get('name') or '-'} ({profile.get('source') or 'unknown source'})")
+        add("namespace", profile.get("namespace"))
     add("evidence", doc.get("evidence"), code=True)
     generated = doc.get("generated_at")
     if isinstance(generated, int | float):
@@ -430,20 +432,74 @@ def _facts(doc: dict[str, Any], run: RunEvidence | None, command: str | None) ->
     return facts
 
 
-def _expectations(run: RunEvidence | None) -> list[tuple[str, str]]:
-    """The profile's expectations flattened to dotted keys (builds_dir, build.cpu_limit, dns.policy…)."""
-    expect = (run.profile.get("expect") if run is not None else None) or {}
-    flat: list[tuple[str, str]] = []
+# How the header names where an expectation came from (profile.ORIGINS says it at length).
+ORIGIN_WORDS = {"profile": "profile file", "target": "built into the target", "default": "built-in default"}
 
-    def walk(prefix: str, value: object) -> None:
-        if isinstance(value, dict) and value:
-            for key in sorted(value):
-                walk(f"{prefix}.{key}" if prefix else str(key), value[key])
-        else:
-            flat.append((prefix, _value(value)))
 
-    walk("", expect)
-    return [(k, v) for k, v in flat if k]
+def _expectations(doc: dict[str, Any], run: RunEvidence | None) -> list[dict[str, str]]:
+    """The profile's expectations (builds_dir, build.cpu_limit, dns.policy…), each with where it came from:
+    report.json's profile section, else (a hand-made or older document) the run's profile without sources."""
+    recorded = (doc.get("profile") or {}).get("expectations")
+    if isinstance(recorded, list):
+        items = [e for e in recorded if isinstance(e, dict) and e.get("key")]
+    else:
+        expect = (run.profile.get("expect") if run is not None else None) or {}
+        items = [{"key": k, "value": v} for k, v in flat_keys(expect)]
+    rows = []
+    for item in items:
+        origin = str(item.get("origin") or "")
+        rows.append(
+            {
+                "key": str(item["key"]),
+                "value": _value(item.get("value")),
+                "origin": origin or "unknown",
+                "from": ORIGIN_WORDS.get(origin, "not recorded"),
+                "file": str(item.get("file") or ""),
+                "setting": str(item.get("setting") or ""),
+            }
+        )
+    return rows
+
+
+def _origin_counts(rows: list[dict[str, str]]) -> str:
+    """`3 from the profile file, 28 built into the target, 2 built-in defaults`."""
+    counted: dict[str, int] = {}
+    for row in rows:
+        counted[row["from"]] = counted.get(row["from"], 0) + 1
+    return ", ".join(f"{n} {word}" for word, n in counted.items())
+
+
+def _baseline(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """report.json's baseline section (the gate's comparison), grouped for the page."""
+    section = doc.get("baseline")
+    if not isinstance(section, dict):
+        return None
+    groups = []
+    for key, title in (("regressions", "regressed"), ("fixed", "fixed"), ("not_verified", "not verified")):
+        findings = [f for f in section.get(key) or [] if isinstance(f, dict)]
+        groups.append(
+            {
+                "key": key,
+                "title": title,
+                "findings": [
+                    {
+                        "id": str(f.get("id") or ""),
+                        "anchor": anchor("check", str(f.get("id") or "")),
+                        "claim": str(f.get("claim") or ""),
+                        "before": str(f.get("before") or "").replace("_", " "),
+                        "now": str(f.get("now") or "not run").replace("_", " "),
+                        "now_class": str(f.get("now") or "skipped"),
+                        "why": str(f.get("why") or ""),
+                    }
+                    for f in findings
+                ],
+            }
+        )
+    return {
+        "path": str(section.get("path") or ""),
+        "groups": groups,
+        "known": [str(k) for k in section.get("known_failures") or []],
+    }
 
 
 def render(
@@ -495,12 +551,16 @@ def render(
         for check in area["checks"]
         if check["outcome"] not in ("passed", "skipped")
     ]
+    command = reproduce_command(argv) if argv is not None else doc.get("command")
+    expectations = _expectations(doc, run)
     template = _environment().get_template("report.html.j2")
     return template.render(
         verdict=verdict(dict(counts)),
         counts=counts,
-        facts=_facts(doc, run, reproduce_command(argv)),
-        expectations=_expectations(run),
+        facts=_facts(doc, run, command),
+        expectations=expectations,
+        origin_counts=_origin_counts(expectations),
+        baseline=_baseline(doc),
         picture=picture,
         timelines=timelines,
         no_pod=no_pod,

@@ -208,12 +208,16 @@ def test_each_outcome_in_the_terminal_and_report_json(checks: pytest.Pytester) -
     ]
 
     md = (checks.path / "runnerconf-report" / "report.md").read_text()
-    assert "- result: 2 passed, 2 failed, 4 could not test, 1 skipped, 1 error" in md
+    assert "**not conformant**: 2 passed, 2 failed, 4 could not test, 1 skipped, 1 error." in md
+    # What did not pass, worst first, with the job's link, the cause or the observed value, and the fix.
     assert (
-        "| RC-OUT-002 | the stuck job succeeds | COULD NOT TEST | pod-not-started: The runner failed job"
-        in md
+        f"| COULD NOT TEST | [RC-OUT-002]({URL}/5) | the stuck job succeeds |  |  "
+        "| pod-not-started: The runner failed job" in md
     )
-    assert "| RC-OUT-003 | the broken job succeeds | FAIL | observed: failed |" in md
+    assert f"| FAIL | [RC-OUT-003]({URL}/6) | the broken job succeeds | failed | success " in md
+    assert "fix: look at the broken probe |" in md and "fix: look at the stuck probe |" in md
+    assert md.index("| FAIL | [RC-OUT-003]") < md.index("| COULD NOT TEST | [RC-OUT-002]")
+    assert results["RC-OUT-003"]["remediation"] == "look at the broken probe"
     page = (checks.path / "runnerconf-report" / "report.html").read_text()
     row = page.split('data-check="RC-OUT-002"')[1].split("</tr>")[0]
     assert (
