@@ -462,11 +462,10 @@ def _expectations(doc: dict[str, Any], run: RunEvidence | None) -> list[dict[str
 
 
 def _origin_counts(rows: list[dict[str, str]]) -> str:
-    """`3 from the profile file, 28 built into the target, 2 built-in defaults`."""
-    counted: dict[str, int] = {}
-    for row in rows:
-        counted[row["from"]] = counted.get(row["from"], 0) + 1
-    return ", ".join(f"{n} {word}" for word, n in counted.items())
+    """`3 from the profile file, 28 built into the target, 2 built-in default`, in ORIGIN_WORDS' order."""
+    order = [*ORIGIN_WORDS.values(), "not recorded"]
+    counted = {word: sum(row["from"] == word for row in rows) for word in order}
+    return ", ".join(f"{n} {word}" for word, n in counted.items() if n)
 
 
 def _baseline(doc: dict[str, Any]) -> dict[str, Any] | None:

@@ -28,6 +28,10 @@ WORDS = {"could_not_test": "could not test"}
 # Worst first: what a reader of a merge-request comment must see before the rest.
 _ORDER = {"failed": 0, "error": 1, "could_not_test": 2}
 CELL_LIMIT = 300
+HEADER_FIELDS = (
+    "cluster", "gitlab_url", "gitlab_version", "kubernetes_version", "runner_versions", "cgroup_versions",
+    "wall_s", "slowest_job", "pipeline_url", "command", "notes",
+)  # fmt: skip
 
 
 def cell(value: object, limit: int = CELL_LIMIT) -> str:
@@ -107,9 +111,11 @@ def render(doc: dict[str, Any], html_link: str) -> str:
     counts = doc.get("counts") or {}
     words = [f"{counts[o]} {WORDS.get(o, o)}" for o in OUTCOMES if counts.get(o)]
     passed_or_skipped = [r for r in doc.get("results") or [] if r.get("outcome") in ("passed", "skipped")]
+    # The header's fields, each present (None when this document has no such field: an older or hand-made one).
+    header = {key: doc.get(key) for key in HEADER_FIELDS}
     template = _environment().get_template("report.md.j2")
     return template.render(
-        doc=doc,
+        h=header,
         verdict=str(doc.get("verdict") or ""),
         counts=", ".join(words) or "no checks",
         rows=not_passing(doc),
