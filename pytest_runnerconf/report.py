@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 import sys
@@ -21,6 +22,8 @@ from pytest_runnerconf.scrub import scrub_data, scrub_json, scrub_text
 
 # 2: the outcome could_not_test (with cause and sentence) and the structured verdict fields.
 REPORT_VERSION = 2
+# The JSON Schema of report.json, shipped in the package: what the gate and any dashboard may rely on.
+REPORT_SCHEMA = f"schemas/report-v{REPORT_VERSION}.schema.json"
 # When one check ID has several results (parametrised tests), the worst one is its verdict.
 _SEVERITY = {"passed": 0, "skipped": 1, "could_not_test": 2, "failed": 3, "error": 4}
 WORDS = {"could_not_test": "could not test"}
@@ -213,6 +216,13 @@ def write_reports(
         "html": scrub_text(report_html.render(doc, run, report_dir=directory)),
     }
     return {kind: safefiles.write_text(directory, f"report.{kind}", text) for kind, text in texts.items()}
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) that every report.json of this REPORT_VERSION satisfies."""
+    text = importlib.resources.files("pytest_runnerconf").joinpath(REPORT_SCHEMA).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 def load_report(source: Path | str | dict[str, Any]) -> dict[str, Any]:

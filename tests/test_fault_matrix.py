@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.report_schema import assert_valid_report
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # fault -> areas allowed (and required) to fail; the first three come from the spine's issue, the rest
@@ -110,6 +112,7 @@ def run_suite(fault: str, out: Path, cluster_log: Path | None = None) -> dict[st
             f"no report for {fault or 'clean'} (exit {proc.returncode}):\n{proc.stdout[-3000:]}"
         )
     doc = json.loads(path.read_text())
+    assert_valid_report(doc)  # every real report the matrix makes satisfies the shipped schema
     doc["exit"] = proc.returncode
     doc["output"] = proc.stdout[-3000:]
     doc["wall_s"] = round(time.monotonic() - started, 1)
@@ -161,6 +164,25 @@ def failing_areas(doc: dict[str, Any]) -> dict[str, list[str]]:
         if r["outcome"] in ("failed", "error"):
             areas.setdefault(r["area"], []).append(r["id"])
     return areas
+
+
+def test_the_clean_run_replays_to_the_same_verdicts_and_a_valid_report(
+    matrix: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The saved bundle of a real run, re-asserted offline: the same verdict per check, a valid report.json."""
+    doc = matrix[""]
+    bundle = Path(doc["evidence"])
+    assert (bundle / "evidence.json").is_file(), doc["evidence"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites", f"--runnerconf-replay={bundle}",
+         f"--runnerconf-report={tmp_path}", "-p", "no:cacheprovider", "-q"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == doc["exit"], proc.stdout[-3000:]
+    replayed = json.loads((tmp_path / "report.json").read_text())
+    assert_valid_report(replayed)
+    verdicts = {(r["id"], r["nodeid"]): r["outcome"] for r in doc["results"]}
+    assert {(r["id"], r["nodeid"]): r["outcome"] for r in replayed["results"]} == verdicts
 
 
 def test_clean_run_passes_every_check(matrix: dict[str, dict[str, Any]]) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from pytest_runnerconf.evidence import JobEvidence, RunEvidence, save
 from pytest_runnerconf.report import CheckResult, write_reports
+from tests.report_schema import assert_valid_report_file
 
 pytest_plugins = ["pytester"]
 
@@ -268,7 +269,7 @@ def test_dns(job_evidence):
     result = _replay(gate, bundle, f"--runnerconf-baseline={baseline}")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     reports = gate.path / "runnerconf-report"
-    section = json.loads((reports / "report.json").read_text())["baseline"]
+    section = assert_valid_report_file(reports / "report.json")["baseline"]
     assert section["path"] == str(baseline)
     assert [(f["id"], f["before"], f["now"]) for f in section["regressions"]] == [
         ("RC-GAT-001", "passed", "failed")
@@ -305,6 +306,6 @@ def test_without_a_baseline_the_reports_have_no_such_section(gate: pytest.Pytest
     result = _replay(gate, _bundle(gate, "good", ordering="success", builds="success"))
     assert result.ret == 0
     reports = gate.path / "runnerconf-report"
-    assert json.loads((reports / "report.json").read_text())["baseline"] is None
+    assert assert_valid_report_file(reports / "report.json")["baseline"] is None
     assert 'id="baseline"' not in (reports / "report.html").read_text()
     assert "Since the baseline" not in (reports / "report.md").read_text()

@@ -14,6 +14,7 @@ import pytest
 
 from pytest_runnerconf.evidence import JobEvidence, RunEvidence, save
 from pytest_runnerconf.outcome import CAUSES
+from tests.report_schema import assert_valid_report_file
 
 pytest_plugins = ["pytester"]
 
@@ -143,8 +144,8 @@ def checks(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def _report(pytester: pytest.Pytester) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads((pytester.path / "runnerconf-report" / "report.json").read_text())
-    return doc
+    """The session's report.json, which must satisfy the schema the package ships."""
+    return assert_valid_report_file(pytester.path / "runnerconf-report" / "report.json")
 
 
 def _by_id(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
