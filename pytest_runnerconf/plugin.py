@@ -24,6 +24,7 @@ from pytest_runnerconf.outcome import NEVER_RAN, could_not_test
 from pytest_runnerconf.outcome_hooks import (
     EXIT_COULD_NOT_TEST,
     OutcomeHooks,
+    add_junit_properties,
     could_not_test_details,
     is_check_bug,
     is_could_not_test,
@@ -215,6 +216,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     # attachments all read this report object after it is scrubbed.
     report = yield
     shape_report(item, call, report)
+    add_junit_properties(item, report)
     scrub_report(report)
     return report
 
@@ -457,6 +459,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     gate = config.stash.get(GATE, None)
     if gate is not None and report_json is not None and error is None:
         _apply_gate(session, gate, report_json)
+    alluredir = getattr(config.option, "allure_report_dir", None)
+    if alluredir and report_json is not None:
+        _write_allure_files(Path(alluredir), report_json, state)
+
+
+def _write_allure_files(directory: Path, report_json: Path, state: RunnerConfSession) -> None:
+    """The Allure results directory's environment, categories and executor files, from report.json."""
+    import json
+
+    from pytest_runnerconf.allure_report import run_secrets, write_results_files
+
+    run = _session_run(state)
+    secrets = run_secrets(run) if run is not None else ()
+    doc = json.loads(report_json.read_text(encoding="utf-8"))
+    write_results_files(directory, doc, os.environ, secrets)
 
 
 def _session_run(state: RunnerConfSession) -> RunEvidence | None:

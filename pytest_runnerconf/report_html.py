@@ -8,6 +8,7 @@ page works offline and from a CI artifact.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 import re
@@ -20,8 +21,9 @@ from typing import Any
 
 import jinja2
 
-from pytest_runnerconf.evidence import EVIDENCE_FILE, RunEvidence
+from pytest_runnerconf.evidence import EVIDENCE_FILE, JobEvidence, RunEvidence
 from pytest_runnerconf.profile import flat_keys
+from pytest_runnerconf.scrub import scrub_text
 from pytest_runnerconf.timeline import Timeline, cleanup_tail, job_spans, pod_timeline, run_picture
 
 # The outcomes the page styles, worst last; another outcome still renders, unstyled.
@@ -73,7 +75,9 @@ def clock(t: float) -> str:
 
 
 def _nice_step(duration: float) -> float:
-    return next((s for s in _NICE_STEPS if duration / s <= 10), _NICE_STEPS[-1])
+    """A round step that gives at most about ten ticks; past the largest round one, a tenth of DURATION (a
+    bundle whose clocks disagree by years must still draw in ten ticks, not in hundreds of thousands)."""
+    return next((s for s in _NICE_STEPS if duration / s <= 10), duration / 10)
 
 
 @dataclass
@@ -133,12 +137,14 @@ def svg_view(timeline: Timeline, view_id: str, links: dict[str, str] | None = No
                     "x": x0,
                     "w": round(width, 1),
                     "kind": span.kind,
-                    "label": span.label,
+                    "label": scrub_text(span.label),
                     # Room for the label inside the bar at about 6.5 px a character.
                     "show_label": width > 6.5 * len(span.label) + 6,
                     "open": span.open_end,
-                    "title": f"{row.label or 'trace sections'}: {span.label} {_when(span.start, axis)} → "
-                    f"{end}, {span.duration:.2f}s{detail}",
+                    "title": scrub_text(
+                        f"{row.label or 'trace sections'}: {span.label} {_when(span.start, axis)} → "
+                        f"{end}, {span.duration:.2f}s{detail}"
+                    ),
                 }
             )
         marks = [
@@ -146,8 +152,11 @@ def svg_view(timeline: Timeline, view_id: str, links: dict[str, str] | None = No
                 "x": axis.x(mark.time),
                 "kind": mark.kind,
                 "label": mark.label,
-                "title": f"{mark.label} at {_when(mark.time, axis)}"
-                + (f" — {mark.detail}" if mark.detail else ""),
+                # Event messages are the cluster's free text: scrubbed here, while a secret still has its
+                # shape (the page's escaping of quotes would hide a JSON-shaped one from the final pass).
+                "title": scrub_text(
+                    f"{mark.label} at {_when(mark.time, axis)}" + (f" — {mark.detail}" if mark.detail else "")
+                ),
             }
             for mark in row.marks
         ]
@@ -165,6 +174,24 @@ def svg_view(timeline: Timeline, view_id: str, links: dict[str, str] | None = No
     height = AXIS_HEIGHT + len(rows) * ROW_HEIGHT + 6
     summary = f"{_when(timeline.start, axis)} to {clock(timeline.end)} UTC, {timeline.duration:.1f}s"
     return SvgView(view_id, timeline.title, height, rows=rows, ticks=axis.ticks(), summary=summary)
+
+
+def _svg_css() -> str:
+    """The stylesheet's rules for timelines, with its colour variables, for an SVG read outside the page."""
+    css = importlib.resources.files("pytest_runnerconf").joinpath("templates/report.css").read_text("utf-8")
+    root = next((line for line in css.splitlines() if line.startswith(":root")), "")
+    variables = root[root.find("{") + 1 : root.rfind("}")].strip()
+    rules = [line for line in css.splitlines() if "svg.timeline" in line]
+    return " ".join([f"svg.timeline {{ {variables} }}", *rules])
+
+
+def pod_svg(job: JobEvidence, *, watched_until: float | None = None) -> str | None:
+    """One job pod's timeline as a standalone SVG document (styles inside it); None when it had no pod."""
+    line = pod_timeline(job, watched_until=watched_until)
+    if line is None:
+        return None
+    view = svg_view(line, anchor("svg", job.name))
+    return _environment().get_template("timeline.svg.j2").render(view=view, style=_svg_css())
 
 
 # ---------------------------------------------------------------- the document

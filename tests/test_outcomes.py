@@ -6,6 +6,7 @@ passed, failed, could_not_test (with its cause and one sentence), skipped, and e
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,26 @@ def test_junit_reports_could_not_test_as_an_error_with_its_cause(checks: pytest.
     assert (suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("2", "5", "1")
 
 
+def _properties(case: ET.Element) -> list[tuple[str, str]]:
+    return [(p.get("name") or "", p.get("value") or "") for p in case.iter("property")]
+
+
+def test_junit_testcases_carry_check_id_area_job_url_and_cause(checks: pytest.Pytester) -> None:
+    checks.runpytest(f"--runnerconf-replay={_bundle(checks.path / 'bundle')}", "--junitxml=junit.xml")
+    root = ET.parse(checks.path / "junit.xml").getroot()
+    cases = {case.get("name"): case for case in root.iter("testcase")}
+    plain = {name: value for name, value in _properties(cases["test_could_not_test"])}
+    assert plain["runnerconf_check_id"] == "RC-OUT-002" and plain["runnerconf_area"] == "out"
+    assert plain["runnerconf_job_url"] == f"{URL}/5" and plain["runnerconf_cause"] == "pod-not-started"
+    failed = _properties(cases["test_fails"])
+    assert ("runnerconf_check_id", "RC-OUT-003") in failed and ("runnerconf_job_url", f"{URL}/6") in failed
+    assert not any(name == "runnerconf_cause" for name, _ in failed)  # a failure has no cause
+    passed = _properties(cases["test_passes"])
+    assert ("runnerconf_job_url", f"{URL}/4") in passed
+    # Each property once, even though every phase of the test adds what it found.
+    assert len(passed) == len(set(passed))
+
+
 def test_allure_marks_could_not_test_broken(checks: pytest.Pytester) -> None:
     bundle = _bundle(checks.path / "bundle")
     checks.runpytest(f"--runnerconf-replay={bundle}", "--alluredir=allure")
@@ -314,6 +335,24 @@ def test_allure_marks_could_not_test_broken(checks: pytest.Pytester) -> None:
     assert status["test_skipped"] == "skipped"
     details = next(d for d in docs if d["fullName"].endswith("#test_could_not_test"))["statusDetails"]
     assert "could not test (pod-not-started)" in details["message"]
+    # categories.json sorts them as Allure does: the first category whose status and message match.
+    categories = json.loads((checks.path / "allure" / "categories.json").read_text())
+
+    def category(doc: dict[str, Any]) -> str:
+        message = (doc.get("statusDetails") or {}).get("message") or ""
+        return next(
+            c["name"]
+            for c in categories
+            if doc["status"] in c["matchedStatuses"]
+            and re.fullmatch(c.get("messageRegex", "(?s).*"), message)
+        )
+
+    sorted_into = {d["fullName"].rsplit("#", 1)[-1]: category(d) for d in docs if d["status"] != "passed"}
+    assert sorted_into["test_could_not_test"] == "could not test: pod-not-started"
+    assert sorted_into["test_missing"] == "could not test: no-evidence"
+    assert sorted_into["test_fails"] == "conformance failures"
+    assert sorted_into["test_bug"] == "errors in a check or the plugin"
+    assert sorted_into["test_skipped"] == "not applicable"
 
 
 def test_with_xdist_the_controller_sees_could_not_test(checks: pytest.Pytester) -> None:
