@@ -8,6 +8,7 @@ page works offline and from a CI artifact.
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import json
 import os
@@ -43,6 +44,8 @@ AXIS_HEIGHT = 22
 _NICE_STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 
 
+# One environment per process: it keeps the compiled templates (compiling is most of a render's time).
+@functools.cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("pytest_runnerconf", "templates"),
@@ -176,6 +179,7 @@ def svg_view(timeline: Timeline, view_id: str, links: dict[str, str] | None = No
     return SvgView(view_id, timeline.title, height, rows=rows, ticks=axis.ticks(), summary=summary)
 
 
+@functools.cache
 def _svg_css() -> str:
     """The stylesheet's rules for timelines, with its colour variables, for an SVG read outside the page."""
     css = importlib.resources.files("pytest_runnerconf").joinpath("templates/report.css").read_text("utf-8")

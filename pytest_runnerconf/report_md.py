@@ -7,6 +7,7 @@ pipes escaped, one line, clipped; a trace line that looks like markup stays text
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import urllib.parse
@@ -53,6 +54,8 @@ def link(url: object) -> str | None:
     return urllib.parse.quote(text, safe=":/?#[]@!$&'*+,;=%-._~")
 
 
+# One environment per process: it keeps the compiled templates (compiling is most of a render's time).
+@functools.cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("pytest_runnerconf", "templates"),

@@ -94,3 +94,21 @@ def test_example_ci_job_is_bounded_interruptible_and_serialised_per_cluster() ->
     job = yaml.safe_load((ROOT / ".gitlab-ci.yml").read_text())["conformance"]
     assert job["interruptible"] is True and job["timeout"]
     assert job["resource_group"] == "runnerconf-$RUNNERCONF_CLUSTER"
+
+
+def test_readme_screenshot_is_of_a_real_local_run_made_by_the_script() -> None:
+    """docs/report.png is made by scripts/readme-screenshot, which stamps the run it shows into the PNG."""
+    from tests.readme_screenshot import MADE_BY, WIDTH, chunks, provenance
+
+    readme = (ROOT / "README.md").read_text()
+    assert "](docs/report.png)" in readme and "scripts/readme-screenshot" in readme
+    png = (ROOT / "docs" / "report.png").read_bytes()
+    stamp = provenance(png)
+    assert stamp is not None, "docs/report.png was not made by scripts/readme-screenshot"
+    assert stamp["made_by"] == MADE_BY and stamp["cluster"] == "local"
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]+", str(stamp["run_id"])), stamp
+    # The full suite: every check, one pipeline of all its probe jobs.
+    assert stamp["results"] >= 34 and stamp["jobs"] >= 10, stamp
+    assert sum(stamp["counts"].values()) == stamp["results"]
+    width = int.from_bytes(chunks(png)[0][1][:4], "big")
+    assert width == WIDTH

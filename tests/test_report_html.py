@@ -202,3 +202,10 @@ def test_header_names_where_each_expectation_came_from(tmp_path: Path) -> None:
     assert f"({total}: 1 profile file, {total - 1} built-in default)" in header
     assert '<dd data-fact="reproduce"><code>pytest -k x</code></dd>' in header
     assert '<dd data-fact="Kubernetes version">v1.31.2</dd>' in header
+
+
+def test_an_axis_over_clocks_years_apart_still_draws_ten_ticks() -> None:
+    # A bundle whose pod was first seen at the epoch and whose event is dated today: ten ticks, not 500 000.
+    axis = report_html._Axis(1.0, 1.8e9)
+    assert 2 <= len(axis.ticks()) <= 11
+    assert [t["label"] for t in report_html._Axis(0.0, 42.0).ticks()][:3] == ["0s", "5s", "10s"]
