@@ -70,7 +70,10 @@ def _environment() -> jinja2.Environment:
 
 
 def _observed(result: dict[str, Any]) -> Any:
-    """The deciding observed value, else every judged expectation's that did not hold."""
+    """The check's own short form of what it observed when it wrote one (`summary`), else the deciding
+    observed value, else every judged expectation's that did not hold."""
+    if result.get("summary"):
+        return result["summary"]
     if result.get("observed") not in (None, ""):
         return result["observed"]
     judged = [e for e in result.get("expectations") or [] if isinstance(e, dict)]

@@ -48,3 +48,12 @@ def test_the_html_link_is_the_artifact_page_in_ci(tmp_path: Path) -> None:
     assert html_link(tmp_path, {**env, "CI_JOB_URL": "javascript:alert(1)"}) == "report.html"
     assert report_md.link("javascript:alert(1)") is None
     assert report_md.link("https://g.example/a (b)") == "https://g.example/a%20%28b%29"
+
+
+def test_a_checks_own_short_form_of_what_it_observed_comes_first(tmp_path: Path) -> None:
+    doc, _ = report_inputs.failing(tmp_path / "evidence")
+    doc["verdict"] = "not conformant"
+    oom = next(r for r in doc["results"] if r["id"] == "RC-OOM-002")
+    oom["summary"] = "build terminated Error, exit 1; expected OOMKilled"
+    md = report_md.render(doc, "report.html")
+    assert "| build terminated Error, exit 1; expected OOMKilled | reason OOMKilled, exit code 137 |" in md
