@@ -43,6 +43,7 @@ class CheckResult:
     nodeid: str = ""
     cause: str | None = None  # could_not_test: one of outcome.CAUSES
     sentence: str = ""  # could_not_test: the one sentence that says why
+    remediation: str = ""  # the check's hint: which runner setting to look at when it does not pass
     # The deciding expectation: a failure's, or a pass's only one (all of them are in `expectations`).
     expected: Any = None
     observed: Any = None
@@ -50,7 +51,6 @@ class CheckResult:
     job_url: str | None = None
     detail: str = ""
     expectations: list[dict[str, Any]] = field(default_factory=list)
-    remediation: str = ""  # the check's hint: which runner setting to look at when it does not pass
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:

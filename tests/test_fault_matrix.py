@@ -166,25 +166,6 @@ def failing_areas(doc: dict[str, Any]) -> dict[str, list[str]]:
     return areas
 
 
-def test_the_clean_run_replays_to_the_same_verdicts_and_a_valid_report(
-    matrix: dict[str, dict[str, Any]], tmp_path: Path
-) -> None:
-    """The saved bundle of a real run, re-asserted offline: the same verdict per check, a valid report.json."""
-    doc = matrix[""]
-    bundle = Path(doc["evidence"])
-    assert (bundle / "evidence.json").is_file(), doc["evidence"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "suites", f"--runnerconf-replay={bundle}",
-         f"--runnerconf-report={tmp_path}", "-p", "no:cacheprovider", "-q"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == doc["exit"], proc.stdout[-3000:]
-    replayed = json.loads((tmp_path / "report.json").read_text())
-    assert_valid_report(replayed)
-    verdicts = {(r["id"], r["nodeid"]): r["outcome"] for r in doc["results"]}
-    assert {(r["id"], r["nodeid"]): r["outcome"] for r in replayed["results"]} == verdicts
-
-
 def test_clean_run_passes_every_check(matrix: dict[str, dict[str, Any]]) -> None:
     doc = matrix[""]
     assert failing_areas(doc) == {}, doc["output"]
@@ -253,3 +234,22 @@ def test_leak_under_an_untestable_fault_still_fails(faults: str, matrix: dict[st
     failed = {r["id"] for r in doc["results"] if r["outcome"] in ("failed", "error")}
     assert failed == COMBINED[faults], doc["output"]
     assert doc["exit"] == 1
+
+
+def test_the_clean_run_replays_to_the_same_verdicts_and_a_valid_report(
+    matrix: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The saved bundle of a real run, re-asserted offline: the same verdict per check, a valid report.json."""
+    doc = matrix[""]
+    bundle = Path(doc["evidence"])
+    assert (bundle / "evidence.json").is_file(), doc["evidence"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites", f"--runnerconf-replay={bundle}",
+         f"--runnerconf-report={tmp_path}", "-p", "no:cacheprovider", "-q"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == doc["exit"], proc.stdout[-3000:]
+    replayed = json.loads((tmp_path / "report.json").read_text())
+    assert_valid_report(replayed)
+    verdicts = {(r["id"], r["nodeid"]): r["outcome"] for r in doc["results"]}
+    assert {(r["id"], r["nodeid"]): r["outcome"] for r in replayed["results"]} == verdicts

@@ -8,7 +8,6 @@ in build/screenshots/ (or $RUNNERCONF_SCREENSHOTS), which the project's CI keeps
 from __future__ import annotations
 
 import os
-import struct
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ from tests import report_inputs
 from tests.browser import Browser, chromium_path
 
 SCREENSHOTS = "RUNNERCONF_SCREENSHOTS"
-ROOT = Path(__file__).resolve().parent.parent
+SHOTS_DIR = Path(__file__).resolve().parent.parent / "build" / "screenshots"
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,7 @@ def browser() -> Any:
 @pytest.fixture
 def shots() -> Path:
     """Where the screenshots stay after the session: .gitlab-ci.yml keeps this folder as an artifact."""
-    folder = Path(os.environ.get(SCREENSHOTS) or ROOT / "build" / "screenshots")
+    folder = Path(os.environ.get(SCREENSHOTS) or SHOTS_DIR)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -121,22 +120,6 @@ def test_failing_report_in_the_browser(browser: Browser, tmp_path: Path, shots: 
     print(f"screenshot: {shot}")
 
 
-def test_the_links_lead_somewhere(browser: Browser, tmp_path: Path) -> None:
-    _, _, _, _page = _open(browser, tmp_path, report_inputs.failing)
-    # SVG links too (their .href is not a string): resolve every href attribute against the page.
-    hrefs = browser.evaluate(
-        "[...document.querySelectorAll('a[href]')].map((a) => new URL(a.getAttribute('href'), document.baseURI).href)"
-    )
-    files = [h for h in hrefs if h.startswith("file://")]
-    assert files, hrefs
-    for href in files:
-        target = Path(urllib.parse.unquote(urllib.parse.urlsplit(href).path))
-        assert target.is_file(), href
-    anchors = {h.split("#", 1)[1] for h in hrefs if "#" in h}
-    present = set(browser.evaluate("[...document.querySelectorAll('[id]')].map((e) => e.id)"))
-    assert anchors <= present, anchors - present
-
-
 def test_ci_keeps_the_screenshots() -> None:
     import yaml
 
@@ -197,5 +180,23 @@ def test_the_readme_screenshot_script_stamps_the_run_it_shows(browser: Browser, 
     assert stamp["run_id"] == run.run_id and stamp["cluster"] == "local" and stamp["verdict"] == "conformant"
     kinds = [kind for kind, _ in readme_screenshot.chunks(png)]
     assert kinds[0] == b"IHDR" and kinds[1] == b"tEXt" and kinds[-1] == b"IEND"
+    import struct
+
     width, height = struct.unpack(">II", readme_screenshot.chunks(png)[0][1][:8])
     assert width == readme_screenshot.WIDTH and 300 < height <= 2400
+
+
+def test_the_links_lead_somewhere(browser: Browser, tmp_path: Path) -> None:
+    _, _, _, _page = _open(browser, tmp_path, report_inputs.failing)
+    # SVG links too (their .href is not a string): resolve every href attribute against the page.
+    hrefs = browser.evaluate(
+        "[...document.querySelectorAll('a[href]')].map((a) => new URL(a.getAttribute('href'), document.baseURI).href)"
+    )
+    files = [h for h in hrefs if h.startswith("file://")]
+    assert files, hrefs
+    for href in files:
+        target = Path(urllib.parse.unquote(urllib.parse.urlsplit(href).path))
+        assert target.is_file(), href
+    anchors = {h.split("#", 1)[1] for h in hrefs if "#" in h}
+    present = set(browser.evaluate("[...document.querySelectorAll('[id]')].map((e) => e.id)"))
+    assert anchors <= present, anchors - present
