@@ -126,7 +126,7 @@ def test_ci_keeps_the_screenshots() -> None:
     repo = SHOTS_DIR.parent.parent
     job = yaml.safe_load((repo / ".gitlab-ci.yml").read_text())["tests"]
     assert "build/screenshots/" in job["artifacts"]["paths"] and job["artifacts"]["when"] == "always"
-    assert SHOTS_DIR == repo / "build" / "screenshots"
+    assert repo / "build" / "screenshots" == SHOTS_DIR
 
 
 def test_the_baseline_and_the_expectations_read_in_the_browser(browser: Browser, tmp_path: Path) -> None:
