@@ -112,3 +112,28 @@ def test_readme_screenshot_is_of_a_real_local_run_made_by_the_script() -> None:
     assert sum(stamp["counts"].values()) == stamp["results"]
     width = int.from_bytes(chunks(png)[0][1][:4], "big")
     assert width == WIDTH
+
+
+def test_the_screenshot_stamp_round_trips_in_a_png() -> None:
+    import struct
+    import zlib
+
+    from tests.readme_screenshot import CHUNK_KEY, chunks, provenance, with_text
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)  # one grey pixel
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0\0"))
+        + chunk(b"IEND", b"")
+    )
+    assert provenance(png) is None
+    stamped = with_text(png, CHUNK_KEY, '{"run_id": "20261202-143906-38ed87"}')
+    assert [kind for kind, _ in chunks(stamped)] == [b"IHDR", b"tEXt", b"IDAT", b"IEND"]
+    assert provenance(stamped) == {"run_id": "20261202-143906-38ed87"}
+    kind, data = chunks(stamped)[1]
+    crc = stamped[stamped.index(b"tEXt") + 4 + len(data) : stamped.index(b"tEXt") + 8 + len(data)]
+    assert struct.unpack(">I", crc)[0] == zlib.crc32(kind + data)  # a valid chunk, as viewers check it
