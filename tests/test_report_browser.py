@@ -158,8 +158,8 @@ def test_the_baseline_and_the_expectations_read_in_the_browser(browser: Browser,
             [h.dataset.baseline, h.nextElementSibling && h.nextElementSibling.tagName === 'UL'
               ? [...h.nextElementSibling.querySelectorAll('li')].map((li) => li.dataset.change) : []])),
           origins: Object.fromEntries([...document.querySelectorAll('tr[data-expectation]')].map((r) =>
-            [r.dataset.expectation, r.querySelector('td.origin').innerText.trim()])),
-          summary: document.querySelector('#expectations summary').innerText,
+            [r.dataset.expectation, r.querySelector('td.origin').textContent.trim()])),
+          summary: document.querySelector('#expectations summary').textContent,
         }))()"""
     )
     assert dom["groups"] == {"regressions": ["RC-OOM-002"], "fixed": ["RC-DNS-002"], "not_verified": []}
