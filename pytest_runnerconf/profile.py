@@ -139,9 +139,30 @@ class ExpectSource:
 
     key: str
     value: Any
-    origin: str
+    origin: str | None  # None: not recorded (evidence saved before sources were)
     file: str | None
     setting: str
+
+
+def expect_sources_of(
+    name: str, expect: Mapping[str, Any], expect_set: Mapping[str, Any] | None
+) -> list[ExpectSource]:
+    """Each expectation of an expect table (Profile.summary()'s "expect") and where it came from.
+
+    EXPECT_SET maps dotted keys that someone set to (origin, file); a key set as a whole table (dns) covers
+    its leaves; any other key is a built-in default. None: not recorded, so no origin is claimed.
+    """
+    sources = []
+    for key, value in flat_keys(dict(expect)):
+        origin: str | None = None
+        file: str | None = None
+        if expect_set is not None:
+            parts = key.split(".")
+            covering = (".".join(parts[:n]) for n in range(len(parts), 0, -1))
+            found = next((expect_set[k] for k in covering if k in expect_set), None)
+            origin, file = (str(found[0]), str(found[1])) if found is not None else ("default", None)
+        sources.append(ExpectSource(key, value, origin, file, f"clusters.{name}.expect.{key}"))
+    return sources
 
 
 def flat_keys(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -180,18 +201,7 @@ class Profile:
 
     def expect_sources(self) -> list[ExpectSource]:
         """Every expectation (flattened as in summary()["expect"]) with where its value came from."""
-        sources = []
-        for key, value in flat_keys(_expect_summary(self.expect)):
-            # A key set as a whole table (dns) or any of its parents covers the leaf.
-            parts = key.split(".")
-            found = next(
-                (self.expect_set[p] for p in (".".join(parts[:n]) for n in range(len(parts), 0, -1))
-                 if p in self.expect_set),
-                None,
-            )  # fmt: skip
-            origin, file = found if found is not None else ("default", None)
-            sources.append(ExpectSource(key, value, origin, file, f"clusters.{self.name}.expect.{key}"))
-        return sources
+        return expect_sources_of(self.name, _expect_summary(self.expect), self.expect_set)
 
     def token_file_warning(self) -> str | None:
         """A sentence when the token file may be read by other users (group or world bits set)."""

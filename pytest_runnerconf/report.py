@@ -17,7 +17,7 @@ from pytest_runnerconf import report_html, report_md, safefiles
 from pytest_runnerconf.errors import ConfigError
 from pytest_runnerconf.evidence import RunEvidence
 from pytest_runnerconf.outcome import CAUSES, OUTCOMES
-from pytest_runnerconf.profile import flat_keys, profile_from_summary
+from pytest_runnerconf.profile import expect_sources_of
 from pytest_runnerconf.scrub import scrub_data, scrub_json, scrub_text
 
 # 2: the outcome could_not_test (with cause and sentence) and the structured verdict fields.
@@ -103,17 +103,16 @@ def _profile_header(run: RunEvidence) -> dict[str, Any] | None:
     """The profile's name and file, and each expectation with where its value came from."""
     if not run.profile:
         return None
-    expectations: list[dict[str, Any]] = []
-    if isinstance(run.profile.get("expect"), dict) and run.profile.get("name"):
-        try:
-            expectations = [asdict(s) for s in profile_from_summary(run.profile).expect_sources()]
-        except (KeyError, TypeError, ValueError):
-            expectations = []  # a partial summary (hand-made or older evidence): shown as recorded, no sources
-    if not expectations:
-        expectations = [
-            {"key": key, "value": value, "origin": None, "file": None, "setting": None}
-            for key, value in flat_keys(run.profile.get("expect") or {})
-        ]
+    expect = run.profile.get("expect")
+    recorded = run.profile.get("expect_set")
+    expectations = [
+        asdict(source)
+        for source in expect_sources_of(
+            str(run.profile.get("name") or "NAME"),
+            expect if isinstance(expect, dict) else {},
+            recorded if isinstance(recorded, dict) else None,
+        )
+    ]
     return {
         "name": run.profile.get("name"),
         "source": run.profile.get("source"),

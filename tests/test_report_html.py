@@ -209,3 +209,21 @@ def test_an_axis_over_clocks_years_apart_still_draws_ten_ticks() -> None:
     axis = report_html._Axis(1.0, 1.8e9)
     assert 2 <= len(axis.ticks()) <= 11
     assert [t["label"] for t in report_html._Axis(0.0, 42.0).ticks()][:3] == ["0s", "5s", "10s"]
+
+
+def test_expectation_sources_of_a_recorded_profile_and_of_an_older_one(tmp_path: Path) -> None:
+    _, run = report_inputs.failing(tmp_path / "evidence")
+    run.profile = {**run.profile, "expect": {"cleanup_deadline_s": 60, "builds_dir": "/builds"}}
+    older = write_reports([CheckResult("RC-X-001", "c", "x", "passed")], run, tmp_path / "older")["html"]
+    # Evidence saved before sources were recorded claims no origin.
+    assert older.read_text().count('class="origin origin-unknown">not recorded<') == 2
+    run.profile["expect_set"] = {"cleanup_deadline_s": ["profile", "/etc/runnerconf.toml"]}
+    page = write_reports([CheckResult("RC-X-001", "c", "x", "passed")], run, tmp_path / "now")[
+        "html"
+    ].read_text()
+    row = page.split('data-expectation="cleanup_deadline_s"')[1].split("</tr>")[0]
+    assert (
+        "profile file" in row
+        and "/etc/runnerconf.toml: <code>clusters.local.expect.cleanup_deadline_s" in row
+    )
+    assert "built-in default" in page.split('data-expectation="builds_dir"')[1].split("</tr>")[0]
