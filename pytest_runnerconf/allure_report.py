@@ -1,20 +1,26 @@
-"""Allure adapter: labels each check with its ID, area and claim and attaches the evidence of its jobs."""
+"""Allure adapter: labels each check with its ID, area and claim, links its GitLab jobs and attaches their
+evidence and pod timelines; at the session's end, the results directory's environment, categories and (in
+GitLab CI) executor files."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from pytest_runnerconf import safefiles
 from pytest_runnerconf.checks import CheckInfo, info_for
 from pytest_runnerconf.errors import RunnerConfError
 from pytest_runnerconf.evidence import JobEvidence, RunEvidence
+from pytest_runnerconf.outcome import CAUSES
 from pytest_runnerconf.plan import ProbeLibrary, item_probes
 from pytest_runnerconf.scrub import scrub_data, scrub_json, scrub_text
 
@@ -66,15 +72,29 @@ def _json(data: Any, secrets: tuple[str, ...]) -> str:
     return scrub_json(data, secrets)
 
 
-def attach_job(job: JobEvidence, secrets: tuple[str, ...] = ()) -> None:
-    """Attach one job's raw trace, pod spec, pod status timeline and pod events to the running test."""
+def attach_job(
+    job: JobEvidence, secrets: tuple[str, ...] = (), *, watched_until: float | None = None
+) -> None:
+    """Link one job in GitLab and attach its raw trace, pod timeline picture (SVG), pod spec, pod status
+    timeline and pod events to the running test."""
     import allure
 
+    from pytest_runnerconf.report_html import pod_svg, safe_url
+
+    url = safe_url(job.web_url)
+    if url is not None:
+        allure.dynamic.link(url, name=f"{job.name}: GitLab job")
     allure.attach(
         scrub_text(job.trace, secrets), name=f"{job.name}: trace", attachment_type=allure.attachment_type.TEXT
     )
     if job.pod is None:
         return
+    svg = pod_svg(job, watched_until=watched_until)
+    if svg is not None:
+        allure.attach(
+            scrub_text(svg, secrets), name=f"{job.name}: pod timeline picture",
+            attachment_type=allure.attachment_type.SVG,
+        )  # fmt: skip
     parts = (("pod spec", job.pod.spec), ("pod timeline", job.pod.timeline), ("pod events", job.pod.events))
     for title, data in parts:
         allure.attach(
@@ -107,7 +127,136 @@ def annotate(item: pytest.Item, library: ProbeLibrary | None = None) -> None:
         return
     secrets = run_secrets(run)
     for job in jobs_for_probes(item_probes(item), run, library):
-        attach_job(job, secrets)
+        attach_job(job, secrets, watched_until=run.finished_at or None)
+
+
+# ---------------------------------------------------------------- the results directory's own files
+
+CATEGORIES_FILE = "categories.json"
+ENVIRONMENT_FILE = "environment.properties"
+EXECUTOR_FILE = "executor.json"
+
+
+def categories() -> list[dict[str, Any]]:
+    """Allure's categories: conformance failures apart from each cause of could not test, and from bugs.
+
+    Allure gives a result the first category that matches; a could-not-test result is `broken` and its
+    message is `could not test (CAUSE): sentence` (outcome.CouldNotTest), so each cause is matched by name
+    before the catch-all for broken results (a bug in a check or the plugin).
+    """
+    found: list[dict[str, Any]] = [
+        {
+            "name": "conformance failures",
+            "description": "the cluster does not do what the check's claim promises",
+            "matchedStatuses": ["failed"],
+        }
+    ]
+    for cause, meaning in CAUSES.items():
+        found.append(
+            {
+                "name": f"could not test: {cause}",
+                "description": meaning,
+                "matchedStatuses": ["broken"],
+                "messageRegex": rf"(?s).*could not test \({re.escape(cause)}\): .*",
+            }
+        )
+    found.append(
+        {
+            "name": "errors in a check or the plugin",
+            "description": "a bug, with its traceback: neither a verdict on the cluster nor missing evidence",
+            "matchedStatuses": ["broken"],
+        }
+    )
+    found.append({"name": "not applicable", "matchedStatuses": ["skipped"]})
+    return found
+
+
+def _property(text: object) -> str:
+    """A value as Java's .properties format reads it back: one line, \\, =, : and non-Latin-1 escaped."""
+    out = []
+    for char in " ".join(str(text).split()):
+        if char in "\\=:#!":
+            out.append("\\" + char)
+        elif ord(char) > 0x7E:  # the file is read as Latin-1: anything beyond ASCII as a \\u escape
+            out.append(f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else "?")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def environment(doc: dict[str, Any]) -> dict[str, str]:
+    """Allure's environment widget from report.json's header: the cluster, the versions and the profile, with
+    the expectations that did not come from the plugin's defaults."""
+    profile = doc.get("profile") or {}
+    found = {
+        "cluster": doc.get("cluster"),
+        "verdict": doc.get("verdict"),
+        "gitlab.url": doc.get("gitlab_url"),
+        "gitlab.version": doc.get("gitlab_version"),
+        "kubernetes.version": doc.get("kubernetes_version"),
+        "runner.versions": ", ".join(doc.get("runner_versions") or []),
+        "cgroup": ", ".join(doc.get("cgroup_versions") or []),
+        "pipeline": doc.get("pipeline_url"),
+        "profile": profile.get("name"),
+        "profile.source": profile.get("source"),
+        "namespace": profile.get("namespace"),
+        "command": doc.get("command"),
+    }
+    for item in profile.get("expectations") or []:
+        if isinstance(item, dict) and item.get("origin") not in (None, "default"):
+            value = item.get("value")
+            found[f"expect.{item.get('key')}"] = value if isinstance(value, str) else json.dumps(value)
+    return {key: str(value) for key, value in found.items() if value not in (None, "")}
+
+
+# GitLab CI's predefined variables that describe the job which ran the session.
+_CI_VARIABLES = (
+    "GITLAB_CI",
+    "CI_JOB_URL",
+    "CI_SERVER_URL",
+    "CI_PIPELINE_ID",
+    "CI_PROJECT_PATH",
+    "CI_JOB_NAME",
+)
+
+
+def executor(environ: Mapping[str, str]) -> dict[str, Any] | None:
+    """Allure's executor.json for a session run by a GitLab CI job; None outside GitLab CI."""
+    if environ.get("GITLAB_CI") != "true" or not str(environ.get("CI_JOB_URL", "")).startswith("http"):
+        return None
+    job_url = environ["CI_JOB_URL"].rstrip("/")
+    pipeline = environ.get("CI_PIPELINE_ID", "")
+    data: dict[str, Any] = {
+        "name": "GitLab CI",
+        "type": "gitlab",
+        "url": environ.get("CI_SERVER_URL") or None,
+        "buildName": " ".join(p for p in (environ.get("CI_PROJECT_PATH"), environ.get("CI_JOB_NAME")) if p),
+        "buildUrl": job_url,
+        "reportName": "runnerconf",
+        "reportUrl": f"{job_url}/artifacts/browse",
+    }
+    if pipeline.isdigit():
+        data["buildOrder"] = int(pipeline)
+    return {key: value for key, value in data.items() if value not in (None, "")}
+
+
+def write_results_files(
+    directory: Path, doc: dict[str, Any], environ: Mapping[str, str], secrets: tuple[str, ...] = ()
+) -> list[Path]:
+    """Write environment.properties, categories.json and (in GitLab CI) executor.json into the Allure results
+    DIRECTORY, from report.json's document DOC; every one scrubbed. Returns the files written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    # Scrubbed before the escaping, which would hide a secret's shape (`KEY=...`, `Bearer ...`), and after.
+    found = environment(doc).items()
+    lines = [f"{_property(key)}={_property(scrub_text(value, secrets))}" for key, value in found]
+    written = [
+        safefiles.write_text(directory, ENVIRONMENT_FILE, scrub_text("\n".join(lines) + "\n", secrets)),
+        safefiles.write_text(directory, CATEGORIES_FILE, _json(categories(), secrets) + "\n"),
+    ]
+    ran_by = executor(environ)
+    if ran_by is not None:
+        written.append(safefiles.write_text(directory, EXECUTOR_FILE, _json(ran_by, secrets) + "\n"))
+    return written
 
 
 def scrub_allure_writer() -> int:

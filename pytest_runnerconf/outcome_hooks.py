@@ -21,7 +21,14 @@ from _pytest.terminal import TerminalReporter
 
 from pytest_runnerconf.checks import info_for
 from pytest_runnerconf.outcome import CouldNotTest
-from pytest_runnerconf.verdict import COULD_NOT_TEST_PROPERTY, EXPECTATIONS_PROPERTY, RECORDER, where
+from pytest_runnerconf.verdict import (
+    COULD_NOT_TEST_PROPERTY,
+    EXPECTATIONS_PROPERTY,
+    RECORDER,
+    could_not_test_of,
+    expectations_of,
+    where,
+)
 
 OUTCOME_ATTRIBUTE = "runnerconf_outcome"
 COULD_NOT_TEST = "could_not_test"
@@ -71,6 +78,39 @@ def shape_report(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.
     setattr(report, OUTCOME_ATTRIBUTE, COULD_NOT_TEST)
     details = {"cause": exc.cause, "sentence": exc.sentence, **where(exc.job)}
     report.user_properties.append((COULD_NOT_TEST_PROPERTY, details))
+
+
+# Plain testcase properties for JUnit readers (GitLab's test report, dashboards): one value each, no JSON.
+CHECK_ID_PROPERTY = "runnerconf_check_id"
+AREA_PROPERTY = "runnerconf_area"
+JOB_URL_PROPERTY = "runnerconf_job_url"
+CAUSE_PROPERTY = "runnerconf_cause"
+
+
+def add_junit_properties(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Put the check's ID and area, the URL of each job it judged and a could-not-test cause on the item.
+
+    JUnit writes a testcase's properties from its teardown report, which copies the item's user_properties:
+    what a phase's report found is added to the item, so the teardown report (and JUnit) carries it.
+    """
+    info = info_for(item)
+    if info is None:
+        return
+    present = {(name, str(value)) for name, value in item.user_properties}
+
+    def add(name: str, value: object) -> None:
+        if isinstance(value, str) and value and (name, value) not in present:
+            item.user_properties.append((name, value))
+            present.add((name, value))
+
+    add(CHECK_ID_PROPERTY, info.id)
+    add(AREA_PROPERTY, info.area)
+    for expectation in expectations_of(report.user_properties):
+        add(JOB_URL_PROPERTY, expectation.get("job_url"))
+    details = could_not_test_of(report.user_properties)
+    if details is not None:
+        add(JOB_URL_PROPERTY, details.get("job_url"))
+        add(CAUSE_PROPERTY, details.get("cause"))
 
 
 class OutcomeHooks:

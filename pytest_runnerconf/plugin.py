@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from pytest_runnerconf.outcome import NEVER_RAN, could_not_test
 from pytest_runnerconf.outcome_hooks import (
     EXIT_COULD_NOT_TEST,
     OutcomeHooks,
+    add_junit_properties,
     could_not_test_details,
     is_check_bug,
     is_could_not_test,
@@ -215,6 +217,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     # attachments all read this report object after it is scrubbed.
     report = yield
     shape_report(item, call, report)
+    add_junit_properties(item, report)
     scrub_report(report)
     return report
 
@@ -363,7 +366,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     info = info_for(item)
     if info is not None:
         # user_properties travel with the reports, also from xdist workers to the controller.
-        item.user_properties.append((CHECK_PROPERTY, [info.id, info.claim, info.area]))
+        item.user_properties.append((CHECK_PROPERTY, [info.id, info.claim, info.area, info.remediation]))
 
 
 class _Results:
@@ -377,7 +380,7 @@ class _Results:
         outcome = _outcome(report)
         if not check or outcome is None:
             return
-        check_id, claim, area = (str(part) for part in check)  # type: ignore[attr-defined]
+        check_id, claim, area, remediation = (str(part) for part in check)  # type: ignore[attr-defined]
         message = report.longreprtext if outcome != "passed" else ""
         if outcome == "skipped" and isinstance(report.longrepr, tuple):
             message = str(report.longrepr[2])
@@ -391,6 +394,7 @@ class _Results:
                 duration=report.duration,
                 nodeid=report.nodeid,
                 read=[str(v) for k, v in report.user_properties if k == JOB_PROPERTY],
+                remediation=remediation,
                 **_verdict_fields(report, outcome),
             )
         )
@@ -462,6 +466,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     gate = config.stash.get(GATE, None)
     if gate is not None and report_json is not None and error is None:
         _apply_gate(session, gate, report_json)
+    alluredir = getattr(config.option, "allure_report_dir", None)
+    if alluredir and report_json is not None:
+        _write_allure_files(Path(alluredir), report_json, state)
+
+
+def _write_allure_files(directory: Path, report_json: Path, state: RunnerConfSession) -> None:
+    """The Allure results directory's environment, categories and executor files, from report.json."""
+    import json
+
+    from pytest_runnerconf.allure_report import run_secrets, write_results_files
+
+    run = _session_run(state)
+    secrets = run_secrets(run) if run is not None else ()
+    doc = json.loads(report_json.read_text(encoding="utf-8"))
+    write_results_files(directory, doc, os.environ, secrets)
 
 
 def _session_run(state: RunnerConfSession) -> RunEvidence | None:
@@ -489,7 +508,17 @@ def _write_reports(config: pytest.Config, state: RunnerConfSession) -> Path | No
     results = config.stash[RESULTS].results
     if not results:
         return None
-    return write_reports(results, _session_run(state), state.settings.report_dir)["json"]
+    gate = config.stash.get(GATE, None)
+    baseline = (str(gate.path), gate.baseline) if gate is not None else None
+    paths = write_reports(
+        results, _session_run(state), state.settings.report_dir, baseline=baseline, argv=config_argv(config)
+    )
+    return paths["json"]
+
+
+def config_argv(config: pytest.Config) -> list[str]:
+    """The command that started the session: the program as invoked, then pytest's own arguments."""
+    return [sys.argv[0] if sys.argv else "pytest", *config.invocation_params.args]
 
 
 # ---------------------------------------------------------------- upgrade gate
@@ -522,15 +551,14 @@ def _load_baseline(baseline: PathValue) -> dict[str, Any]:
 def _apply_gate(session: pytest.Session, gate: _Gate, report_json: Path) -> None:
     """Exit 1 for regressions (and failures the baseline does not share), 6 if a check that passed there is not
     verified now (could not test, skipped, errored, missing) or any could not be tested, else 0."""
-    from pytest_runnerconf.report import gate_findings, known_failures
+    from pytest_runnerconf.report import compare_reports
 
     if session.exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, EXIT_COULD_NOT_TEST):
         return  # usage errors and interrupts keep their own status
     try:
-        findings = gate_findings(gate.baseline, report_json)
-        gate.regressions = [f for f in findings if f.regression]
-        gate.not_verified = [f for f in findings if not f.regression]
-        gate.known = known_failures(gate.baseline, report_json)
+        # The same comparison as the reports' baseline section (report.json's `baseline`).
+        found = compare_reports(gate.baseline, report_json)
+        gate.regressions, gate.not_verified, gate.known = found.regressions, found.not_verified, found.known
     except ConfigError as exc:
         gate.error = str(exc)
         session.exitstatus = EXIT_USAGE

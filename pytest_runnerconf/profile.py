@@ -121,6 +121,60 @@ class Expectations:
     service_oom_reported: bool = False
 
 
+# Where an expectation's value came from (report.html and report.json show it next to the value).
+ORIGINS = {
+    "profile": "set in the profile file",
+    "target": "built into the target provider (its own profile of the cluster it runs)",
+    "default": "the plugin's built-in default",
+}
+
+
+@dataclass(frozen=True)
+class ExpectSource:
+    """One expectation and where its value came from.
+
+    origin is one of ORIGINS; file the profile file (or the provider's built-in one) that set it, None for a
+    built-in default; setting the dotted key that sets it (clusters.prod.expect.build.cpu_limit).
+    """
+
+    key: str
+    value: Any
+    origin: str | None  # None: not recorded (evidence saved before sources were)
+    file: str | None
+    setting: str
+
+
+def expect_sources_of(
+    name: str, expect: Mapping[str, Any], expect_set: Mapping[str, Any] | None
+) -> list[ExpectSource]:
+    """Each expectation of an expect table (Profile.summary()'s "expect") and where it came from.
+
+    EXPECT_SET maps dotted keys that someone set to (origin, file); a key set as a whole table (dns) covers
+    its leaves; any other key is a built-in default. None: not recorded, so no origin is claimed.
+    """
+    sources = []
+    for key, value in flat_keys(dict(expect)):
+        origin: str | None = None
+        file: str | None = None
+        if expect_set is not None:
+            parts = key.split(".")
+            covering = (".".join(parts[:n]) for n in range(len(parts), 0, -1))
+            found = next((expect_set[k] for k in covering if k in expect_set), None)
+            origin, file = (str(found[0]), str(found[1])) if found is not None else ("default", None)
+        sources.append(ExpectSource(key, value, origin, file, f"clusters.{name}.expect.{key}"))
+    return sources
+
+
+def flat_keys(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested expect table as (dotted key, leaf value) pairs: build.cpu_limit, dns.policy, ... sorted."""
+    if isinstance(value, dict) and value:
+        pairs: list[tuple[str, Any]] = []
+        for key in sorted(value):
+            pairs += flat_keys(value[key], f"{prefix}.{key}" if prefix else str(key))
+        return pairs
+    return [(prefix, value)] if prefix else []
+
+
 @dataclass(frozen=True)
 class Profile:
     """One cluster under test. The token itself is never stored: token() reads it when needed."""
@@ -142,6 +196,12 @@ class Profile:
     max_trace_bytes: int = DEFAULT_MAX_TRACE_BYTES
     max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
     gitlab_ca_file: str | None = None  # a PEM bundle to verify GitLab's certificate (an internal CA)
+    # Dotted expect keys that someone set -> (origin, file); every other expectation is a built-in default.
+    expect_set: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+    def expect_sources(self) -> list[ExpectSource]:
+        """Every expectation (flattened as in summary()["expect"]) with where its value came from."""
+        return expect_sources_of(self.name, _expect_summary(self.expect), self.expect_set)
 
     def token_file_warning(self) -> str | None:
         """A sentence when the token file may be read by other users (group or world bits set)."""
@@ -207,6 +267,7 @@ class Profile:
             "max_trace_bytes": self.max_trace_bytes,
             "max_artifact_bytes": self.max_artifact_bytes,
             "expect": _expect_summary(exp),
+            "expect_set": {key: list(where) for key, where in sorted(self.expect_set.items())},
         }
 
 
@@ -228,6 +289,12 @@ def profile_from_summary(summary: dict[str, Any]) -> Profile:
         kube_context=summary.get("kube_context"),
         namespace=summary["namespace"],
         source=f"{summary.get('source')} (as recorded in the evidence)",
+        # A bundle from before expectation sources were recorded: every value shows as a default.
+        expect_set={
+            str(key): (str(where[0]), str(where[1]))
+            for key, where in (summary.get("expect_set") or {}).items()
+            if isinstance(where, list | tuple) and len(where) == 2
+        },
         allow_insecure_http=bool(summary.get("allow_insecure_http", False)),
         max_trace_bytes=int(summary.get("max_trace_bytes") or DEFAULT_MAX_TRACE_BYTES),
         max_artifact_bytes=int(summary.get("max_artifact_bytes") or DEFAULT_MAX_ARTIFACT_BYTES),
@@ -506,7 +573,23 @@ def _optional_str(ctx: _Ctx, table: Mapping[str, Any], key: str) -> str | None:
     return _str(ctx.sub(key), table[key]) if key in table else None
 
 
-def _cluster(ctx: _Ctx, name: str, value: Any, base: Path | None = None) -> Profile:
+def _expect_set(
+    file: str, table: Mapping[str, Any], origins: Mapping[str, tuple[str, str]] | None
+) -> dict[str, tuple[str, str]]:
+    """Which expect keys the table sets: from the profile FILE, unless ORIGINS (a provider's) says otherwise."""
+    expect = table.get("expect")
+    found = {key: ("profile", file) for key, _ in flat_keys(expect if isinstance(expect, dict) else {})}
+    found.update(origins or {})
+    return found
+
+
+def _cluster(
+    ctx: _Ctx,
+    name: str,
+    value: Any,
+    base: Path | None = None,
+    origins: Mapping[str, tuple[str, str]] | None = None,
+) -> Profile:
     table = _table(ctx, value)
     for key, owner in PROVIDER_KEYS.items():
         if key in table:
@@ -554,6 +637,7 @@ def _cluster(ctx: _Ctx, name: str, value: Any, base: Path | None = None) -> Prof
         max_artifact_bytes=_bytes(
             ctx.sub("max_artifact_bytes"), table.get("max_artifact_bytes", DEFAULT_MAX_ARTIFACT_BYTES)
         ),
+        expect_set=_expect_set(ctx.file, table, origins),
     )
 
 
@@ -606,15 +690,24 @@ def _clusters(file: str, doc: dict[str, Any]) -> dict[str, Any]:
     return _table(_Ctx(file, "clusters"), clusters)
 
 
-def profile_from_table(name: str, table: Mapping[str, Any], source: str, base: Path | None = None) -> Profile:
+def profile_from_table(
+    name: str,
+    table: Mapping[str, Any],
+    source: str,
+    base: Path | None = None,
+    *,
+    origins: Mapping[str, tuple[str, str]] | None = None,
+) -> Profile:
     """A validated Profile from one [clusters.NAME] table (what target providers build theirs with).
 
     Relative kubeconfig and token_file paths are relative to BASE (the current directory when None).
+    Every expect key the table sets counts as set in SOURCE; ORIGINS maps dotted expect keys to another
+    (origin, file), for values a provider filled in itself (origin "target").
 
     Raises:
         ConfigError: naming SOURCE and the dotted key of the first problem.
     """
-    return _cluster(_Ctx(source, f"clusters.{name}"), name, dict(table), base)
+    return _cluster(_Ctx(source, f"clusters.{name}"), name, dict(table), base, origins)
 
 
 def cluster_tables(path: Path) -> dict[str, Any]:

@@ -8,6 +8,8 @@ page works offline and from a CI artifact.
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 import json
 import os
 import re
@@ -20,7 +22,9 @@ from typing import Any
 
 import jinja2
 
-from pytest_runnerconf.evidence import EVIDENCE_FILE, RunEvidence
+from pytest_runnerconf.evidence import EVIDENCE_FILE, JobEvidence, RunEvidence
+from pytest_runnerconf.profile import flat_keys
+from pytest_runnerconf.scrub import scrub_text
 from pytest_runnerconf.timeline import Timeline, cleanup_tail, job_spans, pod_timeline, run_picture
 
 # The outcomes the page styles, worst last; another outcome still renders, unstyled.
@@ -40,6 +44,8 @@ AXIS_HEIGHT = 22
 _NICE_STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 
 
+# One environment per process: it keeps the compiled templates (compiling is most of a render's time).
+@functools.cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("pytest_runnerconf", "templates"),
@@ -72,7 +78,9 @@ def clock(t: float) -> str:
 
 
 def _nice_step(duration: float) -> float:
-    return next((s for s in _NICE_STEPS if duration / s <= 10), _NICE_STEPS[-1])
+    """A round step that gives at most about ten ticks; past the largest round one, a tenth of DURATION (a
+    bundle whose clocks disagree by years must still draw in ten ticks, not in hundreds of thousands)."""
+    return next((s for s in _NICE_STEPS if duration / s <= 10), duration / 10)
 
 
 @dataclass
@@ -132,12 +140,14 @@ def svg_view(timeline: Timeline, view_id: str, links: dict[str, str] | None = No
                     "x": x0,
                     "w": round(width, 1),
                     "kind": span.kind,
-                    "label": span.label,
+                    "label": scrub_text(span.label),
                     # Room for the label inside the bar at about 6.5 px a character.
                     "show_label": width > 6.5 * len(span.label) + 6,
                     "open": span.open_end,
-                    "title": f"{row.label or 'trace sections'}: {span.label} {_when(span.start, axis)} → "
-                    f"{end}, {span.duration:.2f}s{detail}",
+                    "title": scrub_text(
+                        f"{row.label or 'trace sections'}: {span.label} {_when(span.start, axis)} → "
+                        f"{end}, {span.duration:.2f}s{detail}"
+                    ),
                 }
             )
         marks = [
@@ -145,8 +155,11 @@ def svg_view(timeline: Timeline, view_id: str, links: dict[str, str] | None = No
                 "x": axis.x(mark.time),
                 "kind": mark.kind,
                 "label": mark.label,
-                "title": f"{mark.label} at {_when(mark.time, axis)}"
-                + (f" — {mark.detail}" if mark.detail else ""),
+                # Event messages are the cluster's free text: scrubbed here, while a secret still has its
+                # shape (the page's escaping of quotes would hide a JSON-shaped one from the final pass).
+                "title": scrub_text(
+                    f"{mark.label} at {_when(mark.time, axis)}" + (f" — {mark.detail}" if mark.detail else "")
+                ),
             }
             for mark in row.marks
         ]
@@ -164,6 +177,25 @@ def svg_view(timeline: Timeline, view_id: str, links: dict[str, str] | None = No
     height = AXIS_HEIGHT + len(rows) * ROW_HEIGHT + 6
     summary = f"{_when(timeline.start, axis)} to {clock(timeline.end)} UTC, {timeline.duration:.1f}s"
     return SvgView(view_id, timeline.title, height, rows=rows, ticks=axis.ticks(), summary=summary)
+
+
+@functools.cache
+def _svg_css() -> str:
+    """The stylesheet's rules for timelines, with its colour variables, for an SVG read outside the page."""
+    css = importlib.resources.files("pytest_runnerconf").joinpath("templates/report.css").read_text("utf-8")
+    root = next((line for line in css.splitlines() if line.startswith(":root")), "")
+    variables = root[root.find("{") + 1 : root.rfind("}")].strip()
+    rules = [line for line in css.splitlines() if "svg.timeline" in line]
+    return " ".join([f"svg.timeline {{ {variables} }}", *rules])
+
+
+def pod_svg(job: JobEvidence, *, watched_until: float | None = None) -> str | None:
+    """One job pod's timeline as a standalone SVG document (styles inside it); None when it had no pod."""
+    line = pod_timeline(job, watched_until=watched_until)
+    if line is None:
+        return None
+    view = svg_view(line, anchor("svg", job.name))
+    return _environment().get_template("timeline.svg.j2").render(view=view, style=_svg_css())
 
 
 # ---------------------------------------------------------------- the document
@@ -400,7 +432,7 @@ def _counts(doc: dict[str, Any]) -> list[tuple[str, int]]:
     return [(o, int(counts[o])) for o in order]
 
 
-def _cgroup_versions(run: RunEvidence) -> list[str]:
+def cgroup_versions(run: RunEvidence) -> list[str]:
     """The cgroup versions the probes reported from inside the build containers ("v1", "v2")."""
     found = {
         str(record["cgroup"])
@@ -421,15 +453,15 @@ def _facts(doc: dict[str, Any], run: RunEvidence | None, command: str | None) ->
 
     add("cluster", doc.get("cluster"))
     add("GitLab", doc.get("gitlab_url"), safe_url(doc.get("gitlab_url")))
-    known = ("", "unknown")
+    known = ("", "unknown", None)
     gitlab_version = doc.get("gitlab_version") or (run.gitlab_version if run is not None else "")
     kube_version = doc.get("kubernetes_version") or (run.kubernetes_version if run is not None else "")
     add("GitLab version", None if gitlab_version in known else gitlab_version)
     add("Kubernetes version", None if kube_version in known else kube_version)
     add("project", doc.get("project"))
     add("runner version", ", ".join(doc.get("runner_versions") or []) or "not in the traces")
-    if run is not None:
-        add("cgroup", ", ".join(_cgroup_versions(run)))
+    cgroups = doc.get("cgroup_versions") or (cgroup_versions(run) if run is not None else [])
+    add("cgroup", ", ".join(cgroups))
     pipeline = doc.get("pipeline_url")
     add("pipeline", pipeline, safe_url(pipeline))
     wall, slowest = doc.get("wall_s"), doc.get("slowest_job")
@@ -445,9 +477,10 @@ def _facts(doc: dict[str, Any], run: RunEvidence | None, command: str | None) ->
         gone = sum(pod.deleted_at is not None for pod in pods)
         add("pods", f"{len(pods)} seen, {gone} seen deleted" if pods else "none seen")
     add("jobs", doc.get("jobs"))
-    if run is not None and run.profile:
-        add("profile", f"{run.profile.get('name') or '-'} ({run.profile.get('source') or 'unknown source'})")
-        add("namespace", run.profile.get("namespace"))
+    profile = doc.get("profile") or (run.profile if run is not None else None) or {}
+    if profile:
+        add("profile", f"{profile.get('name') or '-'} ({profile.get('source') or 'unknown source'})")
+        add("namespace", profile.get("namespace"))
     add("evidence", doc.get("evidence"), code=True)
     generated = doc.get("generated_at")
     if isinstance(generated, int | float):
@@ -456,20 +489,73 @@ def _facts(doc: dict[str, Any], run: RunEvidence | None, command: str | None) ->
     return facts
 
 
-def _expectations(run: RunEvidence | None) -> list[tuple[str, str]]:
-    """The profile's expectations flattened to dotted keys (builds_dir, build.cpu_limit, dns.policy…)."""
-    expect = (run.profile.get("expect") if run is not None else None) or {}
-    flat: list[tuple[str, str]] = []
+# How the header names where an expectation came from (profile.ORIGINS says it at length).
+ORIGIN_WORDS = {"profile": "profile file", "target": "built into the target", "default": "built-in default"}
 
-    def walk(prefix: str, value: object) -> None:
-        if isinstance(value, dict) and value:
-            for key in sorted(value):
-                walk(f"{prefix}.{key}" if prefix else str(key), value[key])
-        else:
-            flat.append((prefix, _value(value)))
 
-    walk("", expect)
-    return [(k, v) for k, v in flat if k]
+def _expectations(doc: dict[str, Any], run: RunEvidence | None) -> list[dict[str, str]]:
+    """The profile's expectations (builds_dir, build.cpu_limit, dns.policy…), each with where it came from:
+    report.json's profile section, else (a hand-made or older document) the run's profile without sources."""
+    recorded = (doc.get("profile") or {}).get("expectations")
+    if isinstance(recorded, list):
+        items = [e for e in recorded if isinstance(e, dict) and e.get("key")]
+    else:
+        expect = (run.profile.get("expect") if run is not None else None) or {}
+        items = [{"key": k, "value": v} for k, v in flat_keys(expect)]
+    rows = []
+    for item in items:
+        origin = str(item.get("origin") or "")
+        rows.append(
+            {
+                "key": str(item["key"]),
+                "value": _value(item.get("value")),
+                "origin": origin or "unknown",
+                "from": ORIGIN_WORDS.get(origin, "not recorded"),
+                "file": str(item.get("file") or ""),
+                "setting": str(item.get("setting") or ""),
+            }
+        )
+    return rows
+
+
+def _origin_counts(rows: list[dict[str, str]]) -> str:
+    """`3 from the profile file, 28 built into the target, 2 built-in default`, in ORIGIN_WORDS' order."""
+    order = [*ORIGIN_WORDS.values(), "not recorded"]
+    counted = {word: sum(row["from"] == word for row in rows) for word in order}
+    return ", ".join(f"{n} {word}" for word, n in counted.items() if n)
+
+
+def _baseline(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """report.json's baseline section (the gate's comparison), grouped for the page."""
+    section = doc.get("baseline")
+    if not isinstance(section, dict):
+        return None
+    groups = []
+    for key, title in (("regressions", "regressed"), ("fixed", "fixed"), ("not_verified", "not verified")):
+        findings = [f for f in section.get(key) or [] if isinstance(f, dict)]
+        groups.append(
+            {
+                "key": key,
+                "title": title,
+                "findings": [
+                    {
+                        "id": str(f.get("id") or ""),
+                        "anchor": anchor("check", str(f.get("id") or "")),
+                        "claim": str(f.get("claim") or ""),
+                        "before": str(f.get("before") or "").replace("_", " "),
+                        "now": str(f.get("now") or "not run").replace("_", " "),
+                        "now_class": str(f.get("now") or "skipped"),
+                        "why": str(f.get("why") or ""),
+                    }
+                    for f in findings
+                ],
+            }
+        )
+    return {
+        "path": str(section.get("path") or ""),
+        "groups": groups,
+        "known": [str(k) for k in section.get("known_failures") or []],
+    }
 
 
 def render(
@@ -521,12 +607,16 @@ def render(
         for check in area["checks"]
         if check["outcome"] not in ("passed", "skipped")
     ]
+    command = reproduce_command(argv) if argv is not None else doc.get("command")
+    expectations = _expectations(doc, run)
     template = _environment().get_template("report.html.j2")
     return template.render(
         verdict=verdict(dict(counts)),
         counts=counts,
-        facts=_facts(doc, run, reproduce_command(argv)),
-        expectations=_expectations(run),
+        facts=_facts(doc, run, command),
+        expectations=expectations,
+        origin_counts=_origin_counts(expectations),
+        baseline=_baseline(doc),
         picture=picture,
         timelines=timelines,
         no_pod=no_pod,

@@ -10,6 +10,7 @@ import pytest
 
 from pytest_runnerconf.allure_report import jobs_for_probes, probe_job_names
 from pytest_runnerconf.evidence import MASK, JobEvidence, PodObservation, RunEvidence, save
+from pytest_runnerconf.outcome import CAUSES
 
 pytest_plugins = ["pytester"]
 
@@ -53,9 +54,13 @@ def _pod(job: str) -> PodObservation:
                           events=events, deleted_at=9.0)  # fmt: skip
 
 
+JOB_URL = "https://gitlab.example.com/g/p/-/jobs/{job}"
+
+
 def _job(name: str, status: str) -> JobEvidence:
     trace = f"Running with gitlab-runner 18.11.4 (5b1ba4d9)\n$ echo {TOKEN}\njob {name} ran\nJob succeeded\n"
-    return JobEvidence(name=name, job={"name": name, "status": status}, trace=trace, pod=_pod(name))
+    job = {"name": name, "status": status, "web_url": JOB_URL.format(job=name)}
+    return JobEvidence(name=name, job=job, trace=trace, pod=_pod(name))
 
 
 def _run() -> RunEvidence:
@@ -124,10 +129,20 @@ def test_each_check_carries_its_labels_and_its_jobs_evidence(allure_run: pytest.
     files = _attachments(out, ordering)
     assert set(files) == {
         "ordering: trace",
+        "ordering: pod timeline picture",
         "ordering: pod spec",
         "ordering: pod timeline",
         "ordering: pod events",
     }
+    # The pod's timeline as a picture, an SVG document that stands alone, and the job's link to GitLab.
+    picture = files["ordering: pod timeline picture"]
+    assert picture.startswith('<?xml version="1.0" encoding="utf-8"?>\n<svg class="timeline"')
+    assert "<style>" in picture and 'data-row="pod"' in picture
+    assert {
+        "name": "ordering: GitLab job",
+        "url": JOB_URL.format(job="ordering"),
+        "type": "link",
+    } in ordering["links"]
     assert "job ordering ran" in files["ordering: trace"] and f"$ echo {MASK}" in files["ordering: trace"]
     spec = json.loads(files["ordering: pod spec"])
     assert spec["metadata"]["name"] == "runner-x-ordering"
@@ -136,6 +151,7 @@ def test_each_check_carries_its_labels_and_its_jobs_evidence(allure_run: pytest.
     assert json.loads(files["ordering: pod events"])[0]["message"] == f"pulled alpine with {MASK}"
     types = {a["name"]: a["type"] for a in ordering["attachments"]}
     assert types["ordering: trace"] == "text/plain" and types["ordering: pod spec"] == "application/json"
+    assert types["ordering: pod timeline picture"] == "image/svg+xml"
 
     # A failed check still gets its evidence: every job of its probe's template that the run has.
     cleanup = docs["test_cleanup"]
@@ -145,7 +161,7 @@ def test_each_check_carries_its_labels_and_its_jobs_evidence(allure_run: pytest.
     assert names == [
         f"{job}: {part}"
         for job in ("cleanup-ok", "cleanup-fail")
-        for part in ("trace", "pod spec", "pod timeline", "pod events")
+        for part in ("trace", "pod timeline picture", "pod spec", "pod timeline", "pod events")
     ]
 
     plain = docs["test_not_a_check"]
@@ -184,3 +200,82 @@ def test_the_adapter_acts_only_when_allure_writes_results(
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines([f"*ALLURE ACTIVE {alluredir}"])
     assert any(allure_run.path.rglob("*-result.json")) is alluredir
+
+
+def _properties(path: Path) -> dict[str, str]:
+    """A .properties file as Java reads it (enough of it: key=value lines, backslash escapes)."""
+    import re
+
+    def unescape(text: str) -> str:
+        return re.sub(
+            r"\\(u[0-9a-fA-F]{4}|.)", lambda m: chr(int(m[1][1:], 16)) if len(m[1]) == 5 else m[1], text
+        )
+
+    found = {}
+    for line in path.read_text(encoding="latin-1").splitlines():
+        key, value = re.split(r"(?<!\\)=", line, maxsplit=1)
+        found[unescape(key)] = unescape(value)
+    return found
+
+
+@pytest.mark.parametrize("in_ci", [False, True], ids=["outside-ci", "gitlab-ci"])
+def test_the_results_directory_describes_the_run(
+    allure_run: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, in_ci: bool
+) -> None:
+    for name in (
+        "GITLAB_CI",
+        "CI_JOB_URL",
+        "CI_SERVER_URL",
+        "CI_PIPELINE_ID",
+        "CI_PROJECT_PATH",
+        "CI_JOB_NAME",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    if in_ci:
+        monkeypatch.setenv("GITLAB_CI", "true")
+        monkeypatch.setenv("CI_JOB_URL", "https://gitlab.example.com/infra/runnerconf/-/jobs/4711")
+        monkeypatch.setenv("CI_SERVER_URL", "https://gitlab.example.com")
+        monkeypatch.setenv("CI_PIPELINE_ID", "815")
+        monkeypatch.setenv("CI_PROJECT_PATH", "infra/runnerconf")
+        monkeypatch.setenv("CI_JOB_NAME", "conformance")
+    out = allure_run.path / "allure-results"
+    result = allure_run.runpytest(f"--runnerconf-replay={allure_run.path / 'bundle'}", f"--alluredir={out}")
+    result.assert_outcomes(passed=2, failed=1)
+    env = _properties(out / "environment.properties")
+    assert env["cluster"] == "prod" and env["profile"] == "prod" and env["verdict"] == "not conformant"
+    assert env["runner.versions"] == "18.11.4"
+    assert f"--runnerconf-replay={allure_run.path / 'bundle'} --alluredir={out}" in env["command"]
+    names = [c["name"] for c in json.loads((out / "categories.json").read_text())]
+    assert names[0] == "conformance failures" and names[-2:] == [
+        "errors in a check or the plugin",
+        "not applicable",
+    ]
+    assert names[1:-2] == [f"could not test: {cause}" for cause in CAUSES]
+    executor = out / "executor.json"
+    if not in_ci:
+        assert not executor.exists()  # nothing to say about a machine that is no CI job
+    else:
+        assert json.loads(executor.read_text()) == {
+            "name": "GitLab CI",
+            "type": "gitlab",
+            "url": "https://gitlab.example.com",
+            "buildName": "infra/runnerconf conformance",
+            "buildUrl": "https://gitlab.example.com/infra/runnerconf/-/jobs/4711",
+            "buildOrder": 815,
+            "reportName": "runnerconf",
+            "reportUrl": "https://gitlab.example.com/infra/runnerconf/-/jobs/4711/artifacts/browse",
+        }
+    _no_token_anywhere(out)
+
+
+def test_environment_properties_escape_what_java_would_misread() -> None:
+    from pytest_runnerconf.allure_report import _property, environment
+
+    assert _property("a=b: c\\d  é✓\nnext") == "a\\=b\\: c\\\\d \\u00e9\\u2713 next"
+    doc = {"cluster": "prod", "gitlab_version": None, "runner_versions": ["18.11.4", "18.10.1"],
+           "profile": {"name": "prod", "source": "/etc/runnerconf.toml", "namespace": "ci", "expectations": [
+               {"key": "dns.nameservers", "value": ["10.0.0.2"], "origin": "profile"},
+               {"key": "builds_dir", "value": "/builds", "origin": "default"}]}}  # fmt: skip
+    env = environment(doc)
+    assert env["runner.versions"] == "18.11.4, 18.10.1" and "gitlab.version" not in env
+    assert env["expect.dns.nameservers"] == '["10.0.0.2"]' and "expect.builds_dir" not in env

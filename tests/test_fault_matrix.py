@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.report_schema import assert_valid_report
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # fault -> areas allowed (and required) to fail; the first three come from the spine's issue, the rest
@@ -125,6 +127,7 @@ def run_suite(
     if not path.exists():
         raise AssertionError(f"no report for {label} (exit {proc.returncode}):\n{proc.stdout[-3000:]}")
     doc = json.loads(path.read_text())
+    assert_valid_report(doc)  # every real report the matrix makes satisfies the shipped schema
     doc["exit"] = proc.returncode
     doc["output"] = proc.stdout[-3000:]
     doc["wall_s"] = round(time.monotonic() - started, 1)
@@ -325,3 +328,22 @@ def test_a_conformance_failure_is_never_retried(fault: str, matrix: dict[str, di
     assert jobs and all(len(rows) == 1 for rows in jobs.values()), {n: len(r) for n, r in jobs.items()}
     if "init-not-first" in matrix:
         assert verdicts(doc) == verdicts(matrix["init-not-first"])
+
+
+def test_the_clean_run_replays_to_the_same_verdicts_and_a_valid_report(
+    matrix: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The saved bundle of a real run, re-asserted offline: the same verdict per check, a valid report.json."""
+    doc = matrix[""]
+    bundle = Path(doc["evidence"])
+    assert (bundle / "evidence.json").is_file(), doc["evidence"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites", f"--runnerconf-replay={bundle}",
+         f"--runnerconf-report={tmp_path}", "-p", "no:cacheprovider", "-q"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == doc["exit"], proc.stdout[-3000:]
+    replayed = json.loads((tmp_path / "report.json").read_text())
+    assert_valid_report(replayed)
+    verdicts = {(r["id"], r["nodeid"]): r["outcome"] for r in doc["results"]}
+    assert {(r["id"], r["nodeid"]): r["outcome"] for r in replayed["results"]} == verdicts

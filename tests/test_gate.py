@@ -10,6 +10,7 @@ import pytest
 
 from pytest_runnerconf.evidence import JobEvidence, RunEvidence, save
 from pytest_runnerconf.report import CheckResult, write_reports
+from tests.report_schema import assert_valid_report_file
 
 pytest_plugins = ["pytester"]
 
@@ -248,3 +249,63 @@ def test_unusable_baseline_is_one_sentence_and_exit_4(
     assert "Traceback" not in text
     # Refused before anything ran: no report was written.
     assert not (gate.path / "runnerconf-report").exists()
+
+
+def test_the_reports_show_what_changed_as_the_gate_decided_it(gate: pytest.Pytester) -> None:
+    """report.json's baseline section, report.html's and report.md's are the gate's one comparison."""
+    gate.makepyfile(
+        test_more="""
+from pytest_runnerconf.checks import check
+
+
+@check(id="RC-GAT-004", claim="the dns job succeeds", remediation="look at the dns probe", area="gate",
+       probes=("dns",))
+def test_dns(job_evidence):
+    assert job_evidence("dns").status == "success"
+"""
+    )
+    baseline = _baseline(gate, **{"RC-GAT-001": "passed", "RC-GAT-002": "passed", "RC-GAT-004": "failed"})
+    bundle = _bundle(gate, "changed", ordering="failed", builds="stuck", dns="success")
+    result = _replay(gate, bundle, f"--runnerconf-baseline={baseline}")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    reports = gate.path / "runnerconf-report"
+    section = assert_valid_report_file(reports / "report.json")["baseline"]
+    assert section["path"] == str(baseline)
+    assert [(f["id"], f["before"], f["now"]) for f in section["regressions"]] == [
+        ("RC-GAT-001", "passed", "failed")
+    ]
+    assert [(f["id"], f["now"]) for f in section["not_verified"]] == [("RC-GAT-002", "could_not_test")]
+    assert [(f["id"], f["before"], f["now"]) for f in section["fixed"]] == [
+        ("RC-GAT-004", "failed", "passed")
+    ]
+    # The terminal said the same.
+    result.stdout.fnmatch_lines(
+        [
+            "runnerconf: regression RC-GAT-001: passed in baseline, failed now: *",
+            "runnerconf: not verified RC-GAT-002: passed in baseline, could not test now: *",
+        ]
+    )
+    page = (reports / "report.html").read_text()
+    html = page.split('<section id="baseline">')[1].split("</section>")[0]
+    groups = {
+        key: html.split(f'data-baseline="{key}"')[1].split("</ul>")[0]
+        for key in ("regressions", "fixed", "not_verified")
+    }
+    assert [g.count("<li") for g in groups.values()] == [1, 1, 1]
+    assert 'data-change="RC-GAT-001"' in groups["regressions"]
+    assert 'data-change="RC-GAT-004"' in groups["fixed"]
+    assert 'data-change="RC-GAT-002"' in groups["not_verified"]
+    assert 'href="#check-RC-GAT-001"' in html and 'id="check-RC-GAT-001"' in page
+    md = (reports / "report.md").read_text()
+    assert "1 regressed, 1 fixed, 1 not verified, 0 known failures" in md
+    assert "- regression **RC-GAT-001** the ordering job succeeds: passed in baseline, failed now" in md
+    assert "- fixed **RC-GAT-004** the dns job succeeds: failed in baseline, passed now" in md
+
+
+def test_without_a_baseline_the_reports_have_no_such_section(gate: pytest.Pytester) -> None:
+    result = _replay(gate, _bundle(gate, "good", ordering="success", builds="success"))
+    assert result.ret == 0
+    reports = gate.path / "runnerconf-report"
+    assert assert_valid_report_file(reports / "report.json")["baseline"] is None
+    assert 'id="baseline"' not in (reports / "report.html").read_text()
+    assert "Since the baseline" not in (reports / "report.md").read_text()

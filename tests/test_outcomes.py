@@ -6,6 +6,7 @@ passed, failed, could_not_test (with its cause and one sentence), skipped, and e
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 
 from pytest_runnerconf.evidence import JobEvidence, RunEvidence, save
 from pytest_runnerconf.outcome import CAUSES
+from tests.report_schema import assert_valid_report_file
 
 pytest_plugins = ["pytester"]
 
@@ -143,8 +145,8 @@ def checks(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def _report(pytester: pytest.Pytester) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads((pytester.path / "runnerconf-report" / "report.json").read_text())
-    return doc
+    """The session's report.json, which must satisfy the schema the package ships."""
+    return assert_valid_report_file(pytester.path / "runnerconf-report" / "report.json")
 
 
 def _by_id(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -210,12 +212,16 @@ def test_each_outcome_in_the_terminal_and_report_json(checks: pytest.Pytester) -
     assert passed["summary"] == "success"
 
     md = (checks.path / "runnerconf-report" / "report.md").read_text()
-    assert "- result: 2 passed, 2 failed, 4 could not test, 1 skipped, 1 error" in md
+    assert "**not conformant**: 2 passed, 2 failed, 4 could not test, 1 skipped, 1 error." in md
+    # What did not pass, worst first, with the job's link, the cause or the observed value, and the fix.
     assert (
-        "| RC-OUT-002 | the stuck job succeeds | COULD NOT TEST | pod-not-started: The runner failed job"
-        in md
+        f"| COULD NOT TEST | [RC-OUT-002]({URL}/5) | the stuck job succeeds |  |  "
+        "| pod-not-started: The runner failed job" in md
     )
-    assert "| RC-OUT-003 | the broken job succeeds | FAIL | observed: failed |" in md
+    assert f"| FAIL | [RC-OUT-003]({URL}/6) | the broken job succeeds | failed | success " in md
+    assert "fix: look at the broken probe |" in md and "fix: look at the stuck probe |" in md
+    assert md.index("| FAIL | [RC-OUT-003]") < md.index("| COULD NOT TEST | [RC-OUT-002]")
+    assert results["RC-OUT-003"]["remediation"] == "look at the broken probe"
     page = (checks.path / "runnerconf-report" / "report.html").read_text()
     row = page.split('data-check="RC-OUT-002"')[1].split("</tr>")[0]
     assert (
@@ -299,6 +305,26 @@ def test_junit_reports_could_not_test_as_an_error_with_its_cause(checks: pytest.
     assert (suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("2", "5", "1")
 
 
+def _properties(case: ET.Element) -> list[tuple[str, str]]:
+    return [(p.get("name") or "", p.get("value") or "") for p in case.iter("property")]
+
+
+def test_junit_testcases_carry_check_id_area_job_url_and_cause(checks: pytest.Pytester) -> None:
+    checks.runpytest(f"--runnerconf-replay={_bundle(checks.path / 'bundle')}", "--junitxml=junit.xml")
+    root = ET.parse(checks.path / "junit.xml").getroot()
+    cases = {case.get("name"): case for case in root.iter("testcase")}
+    plain = {name: value for name, value in _properties(cases["test_could_not_test"])}
+    assert plain["runnerconf_check_id"] == "RC-OUT-002" and plain["runnerconf_area"] == "out"
+    assert plain["runnerconf_job_url"] == f"{URL}/5" and plain["runnerconf_cause"] == "pod-not-started"
+    failed = _properties(cases["test_fails"])
+    assert ("runnerconf_check_id", "RC-OUT-003") in failed and ("runnerconf_job_url", f"{URL}/6") in failed
+    assert not any(name == "runnerconf_cause" for name, _ in failed)  # a failure has no cause
+    passed = _properties(cases["test_passes"])
+    assert ("runnerconf_job_url", f"{URL}/4") in passed
+    # Each property once, even though every phase of the test adds what it found.
+    assert len(passed) == len(set(passed))
+
+
 def test_allure_marks_could_not_test_broken(checks: pytest.Pytester) -> None:
     bundle = _bundle(checks.path / "bundle")
     checks.runpytest(f"--runnerconf-replay={bundle}", "--alluredir=allure")
@@ -311,6 +337,24 @@ def test_allure_marks_could_not_test_broken(checks: pytest.Pytester) -> None:
     assert status["test_skipped"] == "skipped"
     details = next(d for d in docs if d["fullName"].endswith("#test_could_not_test"))["statusDetails"]
     assert "could not test (pod-not-started)" in details["message"]
+    # categories.json sorts them as Allure does: the first category whose status and message match.
+    categories = json.loads((checks.path / "allure" / "categories.json").read_text())
+
+    def category(doc: dict[str, Any]) -> str:
+        message = (doc.get("statusDetails") or {}).get("message") or ""
+        return next(
+            c["name"]
+            for c in categories
+            if doc["status"] in c["matchedStatuses"]
+            and re.fullmatch(c.get("messageRegex", "(?s).*"), message)
+        )
+
+    sorted_into = {d["fullName"].rsplit("#", 1)[-1]: category(d) for d in docs if d["status"] != "passed"}
+    assert sorted_into["test_could_not_test"] == "could not test: pod-not-started"
+    assert sorted_into["test_missing"] == "could not test: no-evidence"
+    assert sorted_into["test_fails"] == "conformance failures"
+    assert sorted_into["test_bug"] == "errors in a check or the plugin"
+    assert sorted_into["test_skipped"] == "not applicable"
 
 
 def test_with_xdist_the_controller_sees_could_not_test(checks: pytest.Pytester) -> None:

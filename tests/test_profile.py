@@ -284,3 +284,64 @@ def test_absolute_and_home_paths_in_a_profile_stay_as_written(tmp_path: Path) ->
     profile = load_profile(write(tmp_path, text), "prod")
     assert profile.token_file == "/run/secrets/t"
     assert profile.kubeconfig == str(Path.home() / ".kube" / "c")
+
+
+def test_each_expectation_says_where_its_value_came_from(tmp_path: Path) -> None:
+    from pytest_runnerconf.profile import profile_from_summary
+
+    path = write(tmp_path, MINIMAL + '[clusters.prod.expect]\ncleanup_deadline_s = 90\n'
+                 '[clusters.prod.expect.build]\ncpu_limit = "2"\n[clusters.prod.expect.dns]\npolicy = "None"\n')  # fmt: skip
+    profile = load_profile(path, "prod")
+    sources = {s.key: s for s in profile.expect_sources()}
+    assert (sources["cleanup_deadline_s"].origin, sources["cleanup_deadline_s"].file) == (
+        "profile",
+        str(path),
+    )
+    assert sources["cleanup_deadline_s"].value == 90.0
+    assert sources["build.cpu_limit"].setting == "clusters.prod.expect.build.cpu_limit"
+    assert (
+        sources["build.cpu_limit"].origin == "profile" and sources["build.memory_limit"].origin == "default"
+    )
+    # A table set in the file covers its values, also those left at their defaults within it.
+    assert sources["dns.policy"].origin == "profile"
+    assert (sources["builds_dir"].origin, sources["builds_dir"].file, sources["builds_dir"].value) == (
+        "default",
+        None,
+        "/builds",
+    )
+    # Every expectation is listed once; the evidence keeps where each came from.
+    keys = [s.key for s in profile.expect_sources()]
+    assert len(keys) == len(set(keys)) and "images.build" in keys
+    again = profile_from_summary(profile.summary())
+    assert again.expect_sources() == profile.expect_sources()
+
+
+def test_the_local_cluster_names_its_own_profile_for_what_the_user_did_not_set() -> None:
+    from pytest_runnerconf.local.model import ClusterInfo
+    from pytest_runnerconf.local.provider import local_profile
+
+    info = ClusterInfo(
+        gitlab_url="http://127.0.0.1", gitlab_token="", kubeconfig="-", kube_context="-", project="p/p",
+        runner_tag="t", namespace="ci", pid=0, home="", token_file="-",
+    )  # fmt: skip
+    profile = local_profile(
+        info,
+        {"cleanup_deadline_s": 45, "build": {"cpu_limit": "2"}, "poll_timeout_s": 20},
+        "/home/me/runnerconf.toml",
+        {"poll_timeout_s": "the local fault pod-pending-timeout"},
+    )
+    sources = {s.key: s for s in profile.expect_sources()}
+    assert (sources["cleanup_deadline_s"].origin, sources["cleanup_deadline_s"].file) == (
+        "profile",
+        "/home/me/runnerconf.toml",
+    )
+    assert sources["build.cpu_limit"].origin == "profile"
+    assert sources["build.memory_limit"].origin == "target" and "profile.toml" in str(
+        sources["build.memory_limit"].file
+    )
+    assert sources["dns.policy"].origin == "target"
+    assert (sources["poll_timeout_s"].origin, sources["poll_timeout_s"].file) == (
+        "target",
+        "the local fault pod-pending-timeout",
+    )
+    assert sources["images.docker_cli"].origin == "target"

@@ -98,3 +98,46 @@ def test_example_ci_job_is_bounded_interruptible_and_serialised_per_cluster() ->
     job = yaml.safe_load((ROOT / ".gitlab-ci.yml").read_text())["conformance"]
     assert job["interruptible"] is True and job["timeout"]
     assert job["resource_group"] == "runnerconf-$RUNNERCONF_CLUSTER"
+
+
+def test_readme_screenshot_is_of_a_real_local_run_made_by_the_script() -> None:
+    """docs/report.png is made by scripts/readme-screenshot, which stamps the run it shows into the PNG."""
+    from tests.readme_screenshot import MADE_BY, WIDTH, chunks, provenance
+
+    readme = (ROOT / "README.md").read_text()
+    assert "](docs/report.png)" in readme and "scripts/readme-screenshot" in readme
+    png = (ROOT / "docs" / "report.png").read_bytes()
+    stamp = provenance(png)
+    assert stamp is not None, "docs/report.png was not made by scripts/readme-screenshot"
+    assert stamp["made_by"] == MADE_BY and stamp["cluster"] == "local"
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]+", str(stamp["run_id"])), stamp
+    # The full suite: every check, one pipeline of all its probe jobs.
+    assert stamp["results"] >= 34 and stamp["jobs"] >= 10, stamp
+    assert sum(stamp["counts"].values()) == stamp["results"]
+    width = int.from_bytes(chunks(png)[0][1][:4], "big")
+    assert width == WIDTH
+
+
+def test_the_screenshot_stamp_round_trips_in_a_png() -> None:
+    import struct
+    import zlib
+
+    from tests.readme_screenshot import CHUNK_KEY, chunks, provenance, with_text
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)  # one grey pixel
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0\0"))
+        + chunk(b"IEND", b"")
+    )
+    assert provenance(png) is None
+    stamped = with_text(png, CHUNK_KEY, '{"run_id": "20261202-143906-38ed87"}')
+    assert [kind for kind, _ in chunks(stamped)] == [b"IHDR", b"tEXt", b"IDAT", b"IEND"]
+    assert provenance(stamped) == {"run_id": "20261202-143906-38ed87"}
+    kind, data = chunks(stamped)[1]
+    crc = stamped[stamped.index(b"tEXt") + 4 + len(data) : stamped.index(b"tEXt") + 8 + len(data)]
+    assert struct.unpack(">I", crc)[0] == zlib.crc32(kind + data)  # a valid chunk, as viewers check it

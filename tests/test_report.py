@@ -216,20 +216,20 @@ def test_write_reports(tmp_path: Path) -> None:
 
     md = paths["md"].read_text()
     for line in (
-        "- cluster: local",
-        "- GitLab: http://127.0.0.1:8929",
-        "- runner version: 18.11.4",
-        "- wall time: 42.0s",
-        "- slowest job: probe-oom (22.5s)",
-        "- result: 1 passed, 1 failed, 1 could not test, 1 skipped, 1 error",
-        "| ID | claim | verdict | observed / why |",
-        "| RC-DNS-002 | resolv.conf <matches> dns_config \\| all containers | FAIL "
-        "| observed: nameserver 8.8.8.8 |",
-        "| RC-ORD-002 | " + CLAIM + " | PASS |  |",
-        "| RC-CLN-001 | pods deleted | SKIP | Skipped: cleanup deadline not observed |",
-        "| RC-OOM-001 | oom reported | ERROR | KubeError: watch failed |",
-        "| RC-VOL-001 | the repo volume is in every container | COULD NOT TEST "
+        "## runnerconf: not conformant",
+        "**not conformant**: 1 passed, 1 failed, 1 could not test, 1 skipped, 1 error. "
+        "[Full report (report.html)](report.html)",
+        "- cluster: `local`, GitLab http://127.0.0.1:8929",
+        "- versions: GitLab unknown, Kubernetes unknown, runner 18.11.4",
+        "- time: 42.0s wall, slowest job probe-oom 22.5s",
+        "| outcome | check | claim | observed | expected | why / remediation |",
+        # Worst first; text from a check is escaped for Markdown and for the HTML GitLab renders in it.
+        "| FAIL | RC-DNS-002 | resolv.conf &lt;matches&gt; dns_config \\| all containers | nameserver 8.8.8.8 "
+        "| 10.0.0.2 |  |",
+        "| ERROR | RC-OOM-001 | oom reported |  |  | KubeError: watch failed |",
+        "| COULD NOT TEST | RC-VOL-001 | the repo volume is in every container |  |  "
         "| pod-not-started: the runner failed job builds |",
+        "| PASS | RC-ORD-002 | " + CLAIM + " |",
     ):
         assert line in md.splitlines(), line
 
@@ -244,7 +244,8 @@ def test_write_reports(tmp_path: Path) -> None:
 
 def test_write_reports_without_a_run(tmp_path: Path) -> None:
     paths = write_reports(RESULTS[:1], None, tmp_path)
-    assert "- cluster: -" in paths["md"].read_text()
+    md = paths["md"].read_text()
+    assert "- versions: GitLab unknown, Kubernetes unknown, runner unknown" in md and "- cluster" not in md
     assert json.loads(paths["json"].read_text())["wall_s"] is None
 
 

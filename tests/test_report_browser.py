@@ -2,7 +2,7 @@
 
 The DOM after load must hold a timeline for every job pod and, for every check, its outcome and observed
 value; nothing may fail to load and no script may run. Screenshots of a clean and of a failing report are kept
-where CI keeps artifacts ($RUNNERCONF_ARTIFACTS), else in pytest's temporary directory.
+in build/screenshots/ (or $RUNNERCONF_SCREENSHOTS), which the project's CI keeps as artifacts.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from tests import report_inputs
 from tests.browser import Browser, chromium_path
 from tests.test_observed import ROOT, replay, unpack
 
-ARTIFACTS = "RUNNERCONF_ARTIFACTS"
+SCREENSHOTS = "RUNNERCONF_SCREENSHOTS"
+SHOTS_DIR = Path(__file__).resolve().parent.parent / "build" / "screenshots"
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +39,9 @@ def browser() -> Any:
 
 
 @pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    where = os.environ.get(ARTIFACTS)
-    folder = Path(where) / "report-screenshots" if where else tmp_path / "screenshots"
+def shots() -> Path:
+    """Where the screenshots stay after the session: .gitlab-ci.yml keeps this folder as an artifact."""
+    folder = Path(os.environ.get(SCREENSHOTS) or SHOTS_DIR)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -123,6 +124,71 @@ def test_failing_report_in_the_browser(browser: Browser, tmp_path: Path, shots: 
     shot = browser.screenshot(shots / "report-failing.png")
     assert shot.stat().st_size > 20_000
     print(f"screenshot: {shot}")
+
+
+def test_ci_keeps_the_screenshots() -> None:
+    import yaml
+
+    repo = SHOTS_DIR.parent.parent
+    job = yaml.safe_load((repo / ".gitlab-ci.yml").read_text())["tests"]
+    assert "build/screenshots/" in job["artifacts"]["paths"] and job["artifacts"]["when"] == "always"
+    assert repo / "build" / "screenshots" == SHOTS_DIR
+
+
+def test_the_baseline_and_the_expectations_read_in_the_browser(browser: Browser, tmp_path: Path) -> None:
+    from pytest_runnerconf.report import CheckResult, write_reports
+
+    _, run = report_inputs.failing(tmp_path / "evidence")
+    run.profile = {**run.profile, "expect_set": {"cleanup_deadline_s": ["profile", "/etc/runnerconf.toml"]}}
+    before = [
+        CheckResult("RC-OOM-002", "oom", "oom_cpu", "passed"),
+        CheckResult("RC-DNS-002", "d", "dns", "failed"),
+    ]
+    now = [
+        CheckResult(
+            "RC-OOM-002", "oom", "oom_cpu", "failed", "x", observed="Error/1", expectations=[{"held": False}]
+        ),
+        CheckResult("RC-DNS-002", "d", "dns", "passed"),
+    ]
+    old = write_reports(before, None, tmp_path / "old")["json"]
+    import json
+
+    page = write_reports(
+        now, run, tmp_path / "report", baseline=(str(old), json.loads(old.read_text())), argv=["pytest"]
+    )["html"]
+    seen = browser.load(page.as_uri())
+    assert seen.problems == []
+    dom = browser.evaluate(
+        """(() => ({
+          groups: Object.fromEntries([...document.querySelectorAll('#baseline h3')].map((h) =>
+            [h.dataset.baseline, h.nextElementSibling && h.nextElementSibling.tagName === 'UL'
+              ? [...h.nextElementSibling.querySelectorAll('li')].map((li) => li.dataset.change) : []])),
+          origins: Object.fromEntries([...document.querySelectorAll('tr[data-expectation]')].map((r) =>
+            [r.dataset.expectation, r.querySelector('td.origin').textContent.trim()])),
+          summary: document.querySelector('#expectations summary').textContent,
+        }))()"""
+    )
+    assert dom["groups"] == {"regressions": ["RC-OOM-002"], "fixed": ["RC-DNS-002"], "not_verified": []}
+    assert dom["origins"]["cleanup_deadline_s"] == "profile file"
+    assert "1 profile file" in dom["summary"]
+
+
+def test_the_readme_screenshot_script_stamps_the_run_it_shows(browser: Browser, tmp_path: Path) -> None:
+    from pytest_runnerconf.report import CheckResult, write_reports
+    from tests import readme_screenshot
+
+    _, run = report_inputs.clean(tmp_path / "evidence")
+    write_reports([CheckResult("RC-BLD-001", "c", "builds", "passed")], run, tmp_path / "report")
+    stamp = readme_screenshot.screenshot(tmp_path / "report", tmp_path / "shot.png", browser)
+    png = (tmp_path / "shot.png").read_bytes()
+    assert readme_screenshot.provenance(png) == stamp
+    assert stamp["run_id"] == run.run_id and stamp["cluster"] == "local" and stamp["verdict"] == "conformant"
+    kinds = [kind for kind, _ in readme_screenshot.chunks(png)]
+    assert kinds[0] == b"IHDR" and kinds[1] == b"tEXt" and kinds[-1] == b"IEND"
+    import struct
+
+    width, height = struct.unpack(">II", readme_screenshot.chunks(png)[0][1][:8])
+    assert width == readme_screenshot.WIDTH and 300 < height <= 2400
 
 
 def test_the_links_lead_somewhere(browser: Browser, tmp_path: Path) -> None:

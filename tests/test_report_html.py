@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -183,3 +184,64 @@ def test_render_time_for_a_full_suite(tmp_path: Path) -> None:
     elapsed = time.perf_counter() - started
     assert elapsed < 2.0, elapsed
     assert len(page.encode()) < 1_000_000
+
+
+def test_header_names_where_each_expectation_came_from(tmp_path: Path) -> None:
+    from pytest_runnerconf.profile import load_profile
+
+    profile_file = tmp_path / "runnerconf.toml"
+    profile_file.write_text(
+        '[clusters.prod]\ngitlab_url = "https://gitlab.example.com"\ntoken_env = "T"\nproject = "g/p"\n'
+        'namespace = "ci"\n[clusters.prod.expect]\ncleanup_deadline_s = 90\n'
+    )
+    _, run = report_inputs.clean(tmp_path / "evidence")
+    run.profile = load_profile(profile_file, "prod").summary()
+    run.kubernetes_version = "v1.31.2"
+    paths = write_reports(
+        [CheckResult("RC-X-001", "a claim", "x", "passed")],
+        run,
+        tmp_path / "report",
+        argv=["pytest", "-k", "x"],
+    )
+    doc = json.loads(paths["json"].read_text())
+    by_key = {e["key"]: e for e in doc["profile"]["expectations"]}
+    assert (by_key["cleanup_deadline_s"]["origin"], by_key["builds_dir"]["origin"]) == ("profile", "default")
+    assert doc["kubernetes_version"] == "v1.31.2" and doc["command"] == "pytest -k x"
+    assert doc["verdict"] == "conformant"
+    page = paths["html"].read_text()
+    header = page.split('<header id="header">')[1].split("</header>")[0]
+    row = header.split('data-expectation="cleanup_deadline_s"')[1].split("</tr>")[0]
+    assert 'data-origin="profile"' in row and "90.0" in row and "profile file" in row
+    assert f"{profile_file}: <code>clusters.prod.expect.cleanup_deadline_s</code>" in row
+    default = header.split('data-expectation="builds_dir"')[1].split("</tr>")[0]
+    assert 'data-origin="default"' in default and "built-in default" in default
+    assert "set <code>clusters.prod.expect.builds_dir</code> to change it" in default
+    total = len(doc["profile"]["expectations"])
+    assert f"({total}: 1 profile file, {total - 1} built-in default)" in header
+    assert '<dd data-fact="reproduce"><code>pytest -k x</code></dd>' in header
+    assert '<dd data-fact="Kubernetes version">v1.31.2</dd>' in header
+
+
+def test_an_axis_over_clocks_years_apart_still_draws_ten_ticks() -> None:
+    # A bundle whose pod was first seen at the epoch and whose event is dated today: ten ticks, not 500 000.
+    axis = report_html._Axis(1.0, 1.8e9)
+    assert 2 <= len(axis.ticks()) <= 11
+    assert [t["label"] for t in report_html._Axis(0.0, 42.0).ticks()][:3] == ["0s", "5s", "10s"]
+
+
+def test_expectation_sources_of_a_recorded_profile_and_of_an_older_one(tmp_path: Path) -> None:
+    _, run = report_inputs.failing(tmp_path / "evidence")
+    run.profile = {**run.profile, "expect": {"cleanup_deadline_s": 60, "builds_dir": "/builds"}}
+    older = write_reports([CheckResult("RC-X-001", "c", "x", "passed")], run, tmp_path / "older")["html"]
+    # Evidence saved before sources were recorded claims no origin.
+    assert older.read_text().count('class="origin origin-unknown">not recorded<') == 2
+    run.profile["expect_set"] = {"cleanup_deadline_s": ["profile", "/etc/runnerconf.toml"]}
+    page = write_reports([CheckResult("RC-X-001", "c", "x", "passed")], run, tmp_path / "now")[
+        "html"
+    ].read_text()
+    row = page.split('data-expectation="cleanup_deadline_s"')[1].split("</tr>")[0]
+    assert (
+        "profile file" in row
+        and "/etc/runnerconf.toml: <code>clusters.local.expect.cleanup_deadline_s" in row
+    )
+    assert "built-in default" in page.split('data-expectation="builds_dir"')[1].split("</tr>")[0]

@@ -235,8 +235,11 @@ def _write_raw_bundle(run: RunEvidence, directory: Path) -> None:
     assert job.pod is not None
     pod = {"name": job.pod.name, "first_seen": 1.0, "deleted_at": None, "spec": job.pod.spec, "last": {}}
     (jobdir / "pod.json").write_text(json.dumps(pod), encoding="utf-8")
-    for name in ("timeline.json", "events.json"):
-        (jobdir / name).write_text("[]", encoding="utf-8")
+    (jobdir / "timeline.json").write_text("[]", encoding="utf-8")
+    # An event whose message carries every secret: the pod's timeline picture shows it on hover.
+    event = {"type": "Warning", "reason": "Planted", "message": "\n".join(_planted_lines("event")),
+             "lastTimestamp": "2026-11-23T00:00:05Z"}  # fmt: skip
+    (jobdir / "events.json").write_text(json.dumps([event]), encoding="utf-8")
     entry = {
         "name": "ordering",
         "dir": "jobs/ordering",
@@ -252,6 +255,8 @@ def _write_raw_bundle(run: RunEvidence, directory: Path) -> None:
         "gitlab_url": run.gitlab_url,
         "project": run.project,
         "branch": run.branch,
+        # What the Allure environment shows: the versions (as a hostile GitLab could answer them).
+        "gitlab_version": "\n".join(_planted_lines("version")),
         "pipeline": {},
         "plan": ["ordering"],
         "notes": run.notes,
@@ -276,8 +281,11 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> Outputs:
     _write_raw_bundle(_leaky_run(), work / "bundle")
     (work / "test_leaky.py").write_text(CHECK_MODULE, encoding="utf-8")
     (work / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNNERCONF_", "PYTEST_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNNERCONF_", "PYTEST_", "CI"))}
     env[TOKEN_ENV] = PROFILE_TOKEN
+    # As a GitLab CI job runs it: Allure's executor.json describes the job, from these variables.
+    env.update(GITLAB_CI="true", CI_JOB_URL="https://gitlab.example.com/g/p/-/jobs/1")
+    env["CI_JOB_NAME"] = "\n".join(_planted_lines("ci-job"))
     proc = subprocess.run(
         [
             sys.executable, "-m", "pytest", "test_leaky.py", "--runnerconf-replay=bundle",
@@ -297,6 +305,9 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> Outputs:
         "junit": read([work / "junit.xml"]),
         "allure-result": read(sorted(allure.glob("*-result.json"))),
         "allure-attachment": read(sorted(allure.glob("*-attachment*"))),
+        "allure-timeline-svg": read(sorted(allure.glob("*-attachment.svg"))),
+        "allure-environment": read([allure / "environment.properties"]),
+        "allure-executor": read([allure / "executor.json"]),
         "report.json": read([work / "report" / "report.json"]),
         "report.md": read([work / "report" / "report.md"]),
         "report.html": read([work / "report" / "report.html"]),
@@ -312,7 +323,10 @@ SINKS: dict[str, tuple[str, ...]] = {
     "terminal": ("in-failure", "in-stdout", "in-progress", "in-warning"),
     "junit": ("in-failure", "in-stdout"),
     "allure-result": ("in-failure",),
-    "allure-attachment": ("in-trace", "in-stdout", "PLANTED_0"),
+    "allure-attachment": ("in-trace", "in-stdout", "PLANTED_0", "in-event"),
+    "allure-timeline-svg": ("in-event",),
+    "allure-environment": ("in-version",),
+    "allure-executor": ("in-ci-job",),
     "report.json": ("in-failure", "in-notes"),
     "report.md": ("in-failure", "in-notes"),
     "report.html": ("in-failure", "in-notes"),

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.report_schema import errors_of
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMING = "RUNNERCONF_WHEEL_TIMING"  # set to a file path to record build and install times (benchmarks)
 
@@ -64,6 +66,10 @@ def test_wheel_carries_suite_probes_and_local_data(wheel: Path) -> None:
     assert "pytest_runnerconf/py.typed" in names
     for path in _repo_files("pytest_runnerconf/templates"):
         assert path in names, path  # report.html is rendered from these
+    schemas = _repo_files("pytest_runnerconf/schemas")
+    assert "pytest_runnerconf/schemas/report-v2.schema.json" in schemas
+    for path in schemas:
+        assert path in names, path  # report.json's schema, for the gate and dashboards
     assert not any(n.startswith(("tests/", "suites/", "fixtures/")) for n in names)
 
 
@@ -143,6 +149,22 @@ def test_installed_package_renders_report_html_from_its_templates(installed: Pat
     assert page.startswith("<!DOCTYPE html>") and 'data-check="RC-X-001"' in page and "conformant" in page
 
 
+def _installed_schema(installed: Path) -> dict[str, Any]:
+    """report.json's schema as the installed package ships it (read by the installed package itself)."""
+    script = (
+        "import json; from pytest_runnerconf.report import report_schema; print(json.dumps(report_schema()))"
+    )
+    out = subprocess.run(
+        [str(installed / "python"), "-c", script],
+        env=_clean_env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    schema: dict[str, Any] = json.loads(out)
+    return schema
+
+
 def test_installed_suite_passes_on_the_local_cluster_from_an_empty_directory(
     installed: Path, local_cluster: Any, tmp_path: Path
 ) -> None:
@@ -169,6 +191,7 @@ def test_installed_suite_passes_on_the_local_cluster_from_an_empty_directory(
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     # Reports and evidence land where the user stands, not in site-packages.
     report = json.loads((work / "runnerconf-report" / "report.json").read_text())
+    assert errors_of(report, _installed_schema(installed)) == []  # the schema the wheel ships
     assert report["results"] and {r["outcome"] for r in report["results"]} == {"passed"}
     assert len(report["results"]) >= 34
     assert list((work / "runnerconf-evidence").iterdir())

@@ -12,7 +12,7 @@ from pytest_runnerconf.errors import ConfigError, InfraError
 from pytest_runnerconf.local.errors import LocalConfigError, LocalError
 from pytest_runnerconf.local.faults import ENV_VAR, PENDING_POLL_TIMEOUT_S, parse_faults
 from pytest_runnerconf.local.model import LEAST_CONTEXT, ClusterInfo
-from pytest_runnerconf.profile import profile_from_table
+from pytest_runnerconf.profile import Profile, flat_keys, profile_from_table
 from pytest_runnerconf.resources import fixtures_path
 from pytest_runnerconf.targets import Target
 
@@ -85,6 +85,22 @@ def local_table(info: ClusterInfo, expect: Mapping[str, Any]) -> dict[str, Any]:
     return table
 
 
+def local_profile(
+    info: ClusterInfo, expect: Mapping[str, Any], source: str, provided: Mapping[str, str] | None = None
+) -> Profile:
+    """The local cluster's profile; expectations the user did not set are the built-in profile.toml's, and
+    PROVIDED (dotted key -> why) are values the provider set itself for this run."""
+    builtin = fixtures_path("local", "profile.toml")
+    user = {key for key, _ in flat_keys(dict(expect)) if key not in (provided or {})}
+    origins = {
+        key: ("target", f"{builtin} (the local cluster's own profile)")
+        for key, _ in flat_keys(builtin_expect())
+        if key not in user and not any(key.startswith(f"{u}.") for u in user)
+    }
+    origins.update({key: ("target", why) for key, why in (provided or {}).items()})
+    return profile_from_table(NAME, local_table(info, expect), source, origins=origins)
+
+
 class LocalProvider:
     """Starts (or reuses) the embedded local cluster and describes it as a complete profile."""
 
@@ -103,15 +119,17 @@ class LocalProvider:
         from pytest_runnerconf.local.cluster import ensure_running
 
         expect, faults = user_settings(table, source)
+        provided: dict[str, str] = {}
         if "pod-pending-timeout" in faults and "poll_timeout_s" not in expect:
             # The fault's runner waits PENDING_POLL_TIMEOUT_S for a pod: the profile says so, as an operator's
             # would, so the run gives up on the pod (and diagnoses it) before the runner does.
             expect = {**expect, "poll_timeout_s": PENDING_POLL_TIMEOUT_S}
+            provided["poll_timeout_s"] = "the local fault pod-pending-timeout (its runner's poll timeout)"
         try:
             info, stop = ensure_running(log=log)
         except LocalError as exc:
             raise InfraError(str(exc)) from None
-        profile = profile_from_table(NAME, local_table(info, expect), source)
+        profile = local_profile(info, expect, source, provided)
         variables = {ENV_VAR: ",".join(sorted(faults))} if faults else {}
         return Target(profile=profile, pipeline_variables=variables, close=stop)
 
@@ -123,7 +141,7 @@ class LocalProvider:
         info = read_state()
         if info is None:
             return None
-        return Target(profile=profile_from_table(NAME, local_table(info, expect), source))
+        return Target(profile=local_profile(info, expect, source))
 
     def add_commands(self, commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         from pytest_runnerconf.local.cli import add_commands
