@@ -229,7 +229,7 @@ def test_write_reports(tmp_path: Path) -> None:
         "| ERROR | RC-OOM-001 | oom reported |  |  | KubeError: watch failed |",
         "| COULD NOT TEST | RC-VOL-001 | the repo volume is in every container |  |  "
         "| pod-not-started: the runner failed job builds |",
-        "| PASS | RC-ORD-002 | " + CLAIM + " |",
+        "| PASS | RC-ORD-002 | " + CLAIM + " |  |",
     ):
         assert line in md.splitlines(), line
 
