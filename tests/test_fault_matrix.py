@@ -163,6 +163,8 @@ def matrix(
     faults = [f for f in [*MATRIX, "pod-pending-timeout"] if f in wanted]
     with ThreadPoolExecutor(3) as pool:
         docs.update(zip(faults, pool.map(lambda f: run_suite(f, out), faults), strict=True))
+    if "leak-pods" in docs:
+        remove_leaked_pods(local_cluster, docs["leak-pods"])
     # Runs whose pods are refused go one at a time: a Secret without a pod is this run's only when no other
     # pipeline of the project ran alongside (otherwise RC-CLN-005 says it could not tell).
     for fault in [f for f in [*UNTESTABLE, *COMBINED] if f not in docs and f in wanted]:
@@ -174,6 +176,25 @@ def matrix(
         "\nfault matrix wall times: " + ", ".join(f"{f or 'clean'} {d['wall_s']}s" for f, d in docs.items())
     )
     yield docs
+
+
+def remove_leaked_pods(local_cluster: Any, doc: dict[str, Any]) -> None:
+    """leak-pods leaves its pods on purpose: remove them through the API, as an operator would, before they
+    outlive their job timeout and become strays that every later run's RC-CLN-006 rightly reports."""
+    from kubernetes.client.exceptions import ApiException
+
+    from tests.local.pipelines import Cluster
+
+    evidence = json.loads((Path(doc["evidence"]) / "evidence.json").read_text())
+    core = Cluster(local_cluster).core
+    for job in evidence["jobs"]:
+        pod = job.get("pod")
+        if pod and pod.get("deleted_at") is None:
+            try:
+                core.delete_namespaced_pod(pod["name"], local_cluster.namespace, grace_period_seconds=0)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
 
 
 def failing_areas(doc: dict[str, Any]) -> dict[str, list[str]]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.busy_node import clean_run
 from tests.report_schema import errors_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,11 +189,12 @@ def test_installed_suite_passes_on_the_local_cluster_from_an_empty_directory(
         timeout=900,
     )
     _timing("installed_suite_s", time.monotonic() - started)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     # Reports and evidence land where the user stands, not in site-packages.
-    report = json.loads((work / "runnerconf-report" / "report.json").read_text())
+    path = work / "runnerconf-report" / "report.json"
+    assert path.is_file(), proc.stdout[-4000:] + proc.stderr[-2000:]
+    report = json.loads(path.read_text())
+    assert clean_run(proc.returncode, report), proc.stdout[-4000:] + proc.stderr[-2000:]
     assert errors_of(report, _installed_schema(installed)) == []  # the schema the wheel ships
-    assert report["results"] and {r["outcome"] for r in report["results"]} == {"passed"}
     assert len(report["results"]) >= 34
     assert list((work / "runnerconf-evidence").iterdir())
 
