@@ -141,10 +141,16 @@ def write_plan(directory: Path, ci_yaml: str, scripts: dict[str, str]) -> tuple[
 
 def expectations(profile: Profile) -> list[dict[str, Any]]:
     """Each expectation, its value, and where it came from (profile.ORIGINS), as the report's header has them."""
-    return [
-        {**asdict(source), "from": ORIGINS.get(source.origin or "", source.origin or "not recorded")}
-        for source in profile.expect_sources()
-    ]
+    return [{**asdict(source), "from": _origin_words(source.origin)} for source in profile.expect_sources()]
+
+
+def _origin_words(origin: str | None) -> str:
+    """The report header's few words for ORIGIN; an origin it does not know by its profile.ORIGINS sentence."""
+    from pytest_runnerconf.report_html import ORIGIN_WORDS
+
+    if origin is None:
+        return "not recorded"
+    return ORIGIN_WORDS.get(origin) or ORIGINS.get(origin) or origin
 
 
 # ---------------------------------------------------------------- the estimate
@@ -308,14 +314,16 @@ def lines(result: DryRun) -> list[str]:
     )
     out.append(f"expectations ({len(result.expectations)}), each with where it came from:")
     for item in result.expectations:
-        where = f" {item['file']}" if item.get("file") else ""
+        where = f", {item['file']}" if item.get("file") else ""
         out.append(f"  {item['setting']} = {json.dumps(item['value'])}  ({item['from']}{where})")
     out.append(f"GitLab token ({result.gitlab_url}, project {result.project}): {ROLE}")
     for need in result.scopes:
         out.append(f"  scope {need.grant}: {_mark(need.granted)}; for: {need.why}")
     out.append(f"Kubernetes verbs in namespace {result.namespace}:")
+    cautioned: set[str] = set()
     for need in result.verbs:
-        caution = f" CAUTION: {need.caution}" if need.caution else ""
+        caution = f" CAUTION: {need.caution}" if need.caution and need.caution not in cautioned else ""
+        cautioned.add(need.caution)
         out.append(f"  {need.grant}: {_mark(need.granted)}; for: {need.why}{caution}")
     if result.estimate is not None:
         seconds = result.estimate.seconds
@@ -342,6 +350,7 @@ def perform(state: RunnerConfSession) -> tuple[bool, list[str]]:
     rendered pipeline; a bundle of --runnerconf-replay, else the report.json of --runnerconf-baseline, gives
     the estimate.
     """
+    from pytest_runnerconf.progress import END
     from pytest_runnerconf.run import new_run_id
     from pytest_runnerconf.session import EXIT_COULD_NOT_TEST, EXIT_USAGE
 
@@ -350,7 +359,10 @@ def perform(state: RunnerConfSession) -> tuple[bool, list[str]]:
     directory = settings.evidence_dir or settings.invocation_dir / "runnerconf-evidence" / f"dry-run-{run_id}"
     last_run = settings.replay_dir or (settings.baseline.path if settings.baseline is not None else None)
     try:
-        profile = state.open_target().profile  # a cluster the provider starts stops with the session
+        try:
+            profile = state.open_target().profile  # a cluster the provider starts stops with the session
+        finally:
+            state.progress(END)  # the display ends its lines before the dry run's own section
         result = dry_run(profile, state.plan, run_id, directory, last_run)
     except ConfigError as exc:
         state.fatal(str(exc), EXIT_USAGE)

@@ -154,8 +154,8 @@ def test_a_dry_run_that_cannot_reach_gitlab_names_every_problem_and_exits_6(tmp_
     assert TOKEN not in output and "Traceback" not in output
     assert "dry run of cluster x: nothing was created (no branch, commit or pipeline)" in output
     assert "  ordering (probe ordering): image alpine:3.20; services busybox:1.36 as rc-tcp" in output
-    assert 'clusters.x.expect.builds_dir = "/srv/builds"  (set in the profile file ' in output
-    assert "clusters.x.expect.cleanup_deadline_s = 60.0  (the plugin's built-in default)" in output
+    assert 'clusters.x.expect.builds_dir = "/srv/builds"  (profile file, ' in output
+    assert "clusters.x.expect.cleanup_deadline_s = 60.0  (built-in default)" in output
     assert "  scope api: unknown (the preflight could not ask" in output
     assert "  watch pods: unknown" in output
     assert "preflight: did not pass: cannot reach GitLab at http://127.0.0.1:9 (connection refused)" in output
@@ -219,6 +219,7 @@ def test_the_dry_run_leaves_gitlab_unchanged_and_names_what_the_context_lacks(
         work, "--runner-cluster=dry", "--runnerconf-dry-run", env={TOKEN_ENV: local_cluster.gitlab_token}
     )
     after = _gitlab_state(local_cluster)
+    (work / "output.txt").write_text(output)  # kept for a look at what the dry run said
     assert after == before, "the dry run changed GitLab"
     assert exit_code == code, output
     assert local_cluster.gitlab_token not in output and "Traceback" not in output
