@@ -144,6 +144,9 @@ class MultiSession:
         self._lock = threading.Lock()  # one display, events from every cluster's thread
         self._sessions: dict[str, ClusterSession] = {}
         self._threads: dict[str, threading.Thread] = {}
+        # Set when a cluster's run is over. Waited on instead of Thread.join: a join that a signal interrupts
+        # marks the thread stopped while it still runs (CPython's bpo-45274 handling), and it would not be told.
+        self._over = {name: threading.Event() for name in names}
         self._runs: dict[str, RunEvidence] = {}
         self._failures: dict[str, BaseException] = {}
         self._ended = False
@@ -178,34 +181,35 @@ class MultiSession:
             self._runs[name] = self.session(name).produce()
         except BaseException as exc:  # kept for the checks of this cluster, and re-raised there
             self._failures[name] = exc
+        finally:
+            self._over[name].set()
 
     def wait(self, name: str) -> None:
         """Wait for NAME's run; Ctrl-C (or SIGTERM) here interrupts every run, which then cleans up."""
         self.start()
-        thread = self._threads[name]
         try:
-            while thread.is_alive():
-                thread.join(0.2)
+            while not self._over[name].wait(0.2):
+                pass
         except KeyboardInterrupt:
             self._interrupt_all()
             raise
-        if not any(t.is_alive() for t in self._threads.values()):
+        if all(over.is_set() for over in self._over.values()):
             self._finish()
 
     def _interrupt_all(self) -> None:
         # Signals reach the main thread only; the runs' clean-up (cancel, delete the branch, watch the pods go)
         # runs on a KeyboardInterrupt, so each run thread gets one raised in it.
-        for thread in self._threads.values():
-            if thread.is_alive() and thread.ident is not None:
+        for name, thread in self._threads.items():
+            if not self._over[name].is_set() and thread.ident is not None:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(thread.ident), ctypes.py_object(Interrupted)
                 )
-        for thread in self._threads.values():
-            while thread.is_alive():
+        for over in self._over.values():
+            while not over.is_set():
                 try:
-                    thread.join(0.5)
+                    over.wait(0.5)
                 except KeyboardInterrupt:
-                    continue  # a repeated signal: let the clean-up finish within its deadline
+                    continue  # a repeated Ctrl-C: let the clean-up finish within its deadline
         self._finish()
 
     def _finish(self) -> None:

@@ -209,6 +209,14 @@ def attempt(profile, plan, run_id, directory, progress, variables=None, **option
     with log.open("a") as f:
         f.write(f"start {profile.name} {run_id} {os.getpid()}\\n")
     mode = os.environ.get(f"MULTI_MODE_{profile.name}", "pass")
+    if mode == "hang":  # until interrupted; then "clean up" as the real run does, and let the interrupt go on
+        try:
+            while True:
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            with log.open("a") as f:
+                f.write(f"cleaned {profile.name} {run_id}\\n")
+            raise
     if mode == "gitlab":
         raise GitLabError(f"GitLab at {profile.gitlab_url} answered 502 to POST /pipeline")
     deadline = time.monotonic() + 20
@@ -354,3 +362,38 @@ def test_the_report_dir_for_an_odd_cluster_name_stays_inside() -> None:
     assert cluster_dir("prod-eu_1", 0) == "prod-eu_1"
     assert cluster_dir("../etc", 1) == "cluster-2"
     assert cluster_dir("..", 0) == "cluster-1"
+
+
+def test_a_signal_interrupts_every_clusters_run_and_each_cleans_up(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.setenv("MULTI_MODE_a", "hang")
+    monkeypatch.setenv("MULTI_MODE_b", "hang")
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--runner-cluster=a,b",
+        "-p",
+        "no:randomly",
+        "-p",
+        "no:cacheprovider",
+    ]
+    proc = subprocess.Popen(
+        argv, cwd=project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    log = project.path / "runs.log"
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and (not log.exists() or log.read_text().count("start ") < 2):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
+    cleaned = sorted(entry[1] for entry in _log(project) if entry[0] == "cleaned")
+    assert cleaned == ["a", "b"], out  # the signal reached the thread of each run
