@@ -200,7 +200,7 @@ import time
 from pathlib import Path
 
 import pytest_runnerconf.run as run
-from pytest_runnerconf.errors import GitLabError
+from pytest_runnerconf.errors import ConfigError, GitLabError
 from pytest_runnerconf.evidence import JobEvidence, RunEvidence, save
 
 
@@ -217,6 +217,8 @@ def attempt(profile, plan, run_id, directory, progress, variables=None, **option
             with log.open("a") as f:
                 f.write(f"cleaned {profile.name} {run_id}\\n")
             raise
+    if mode == "config":
+        raise ConfigError(f"the environment variable RUNNERCONF_UNSET holding the GitLab token of {profile.name} is not set")
     if mode == "gitlab":
         raise GitLabError(f"GitLab at {profile.gitlab_url} answered 502 to POST /pipeline")
     deadline = time.monotonic() + 20
@@ -325,6 +327,25 @@ def test_a_cluster_that_cannot_be_tested_leaves_the_other_judged(
     c_results = [r for r in report["results"] if r["cluster"] == "c"]  # type: ignore[index, union-attr]
     assert {r["outcome"] for r in c_results} == {"could_not_test"}
     assert all(r["sentence"].startswith("cluster c: GitLab at") for r in c_results)
+
+
+def test_bad_input_for_one_cluster_is_the_sessions_usage_error(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MULTI_MODE_c", "config")
+    result = project.runpytest_subprocess("--runner-cluster=a,c", "-p", "no:randomly", "-rs")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.assert_outcomes(passed=3, skipped=2)  # c's checks: no verdict, and the reason says why
+    result.stdout.fnmatch_lines(
+        [
+            "runnerconf: cluster c: could not test: the environment variable RUNNERCONF_UNSET*",
+            "SKIPPED * cluster c: could not test: the environment variable RUNNERCONF_UNSET holding the GitLab*",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+    sections = {s["name"]: s for s in _report(project)["clusters"]}  # type: ignore[attr-defined]
+    assert (sections["c"]["exit_code"], sections["c"]["verdict"]) == (4, "could not test")
+    assert (sections["a"]["exit_code"], sections["a"]["verdict"]) == (0, "conformant")
 
 
 def test_one_cluster_keeps_ids_and_report_as_they_were(
