@@ -75,6 +75,11 @@ def open_cluster(
     settings = command_settings(vars(args), Path.cwd())
     if not settings.cluster:
         raise ConfigError(NO_CLUSTER)
+    if settings.multi:  # a verb acts on one cluster; only a pytest session runs several
+        raise ConfigError(
+            f"--runner-cluster={settings.cluster} names {len(settings.clusters)} clusters; a runnerconf verb "
+            "acts on one: give one NAME"
+        )
     check_settings(settings)
     target = open_target(resolve_target(settings), log, start=start)
     try:

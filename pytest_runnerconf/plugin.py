@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from _pytest.terminal import TerminalReporter
 
-from pytest_runnerconf import interrupts, jobend, retry
+from pytest_runnerconf import interrupts, jobend, multicluster, retry
 from pytest_runnerconf.allure_report import AllureAdapter
 from pytest_runnerconf.checks import MARKER_HELP, info_for
 from pytest_runnerconf.display import ProgressDisplay
@@ -60,6 +60,7 @@ RESULTS = pytest.StashKey["_Results"]()
 GATE = pytest.StashKey["_Gate"]()
 REPORT_ERROR = pytest.StashKey[str]()
 DRY_RUN_EXIT = pytest.StashKey[int]()
+MULTI = pytest.StashKey[multicluster.MultiSession]()  # only with several --runner-cluster names
 CHECK_PROPERTY = "runnerconf_check"
 JOB_PROPERTY = "runnerconf_job"  # one per probe job a check looked up: the report shows those jobs' attempts
 
@@ -71,7 +72,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             option.flag,
             dest=option.dest,
             default=None,
-            action="store_true" if option.switch else "append" if option.multiple else "store",
+            action="store_true"
+            if option.switch
+            else "append"
+            if option.multiple or option.repeatable
+            else "store",
             **(
                 {} if option.switch else {"metavar": option.metavar or ("PATH" if option.is_path else "NAME")}
             ),
@@ -96,7 +101,13 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", {})
     owns_shared = SHARED_KEY not in workerinput
     shared = make_shared_dir() if owns_shared else Path(workerinput[SHARED_KEY])
-    config.stash[STATE] = RunnerConfSession(config, settings, shared, _progress(config))
+    # Several clusters' runs share the display: their plain lines, each naming its cluster, not one live row.
+    config.stash[STATE] = RunnerConfSession(
+        config, settings, shared, _progress(config, live=not settings.multi)
+    )
+    if settings.multi:
+        config.stash[MULTI] = multi = multicluster.MultiSession(config.stash[STATE], settings.clusters)
+        config.pluginmanager.register(multicluster.MultiHooks(multi), "runnerconf-multicluster")
     hooks = config.stash[OUTCOME_HOOKS] = OutcomeHooks(config)
     config.pluginmanager.register(hooks, "runnerconf-outcomes")
     results = _Results()
@@ -137,12 +148,15 @@ class _XdistController:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    multi = config.stash.get(MULTI, None)
+    if multi is not None:
+        multi.close()
     state = config.stash.get(STATE, None)
     if state is not None:
         state.close()
 
 
-def _progress(config: pytest.Config) -> Progress:
+def _progress(config: pytest.Config, *, live: bool = True) -> Progress:
     """The run's progress display: live on a terminal, a plain log in CI (and wherever output is no TTY).
 
     Made at the first event: at pytest_configure the terminal reporter may not exist yet.
@@ -156,9 +170,10 @@ def _progress(config: pytest.Config) -> Progress:
     def show(event: ProgressEvent) -> None:
         if not display:
             reporter = config.pluginmanager.get_plugin("terminalreporter")
-            live = reporter is not None and bool(reporter.isatty) and not in_ci()
+            shown_live = live and reporter is not None and bool(reporter.isatty) and not in_ci()
             quiet = reporter is None
-            display.append(ProgressDisplay(out, live=live, verbosity=-2 if quiet else config.get_verbosity()))
+            verbosity = -2 if quiet else config.get_verbosity()
+            display.append(ProgressDisplay(out, live=shown_live, verbosity=verbosity))
         display[0](event)
 
     return show
@@ -294,11 +309,21 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
 
 
 @pytest.fixture(scope="session")
-def runnerconf(pytestconfig: pytest.Config) -> RunnerConfSession:
-    """The session's runnerconf state: settings, plan, profile and evidence."""
+def runnerconf_cluster(request: pytest.FixtureRequest) -> str | None:
+    """The name of the cluster a check judges: --runner-cluster's, or with several, this test's parameter."""
+    settings = request.config.stash[STATE].settings
+    return str(request.param) if hasattr(request, "param") else settings.cluster
+
+
+@pytest.fixture(scope="session")
+def runnerconf(pytestconfig: pytest.Config, runnerconf_cluster: str | None) -> RunnerConfSession:
+    """The session's runnerconf state: settings, plan, profile and evidence (of this check's cluster)."""
     state = pytestconfig.stash[STATE]
     if not state.settings.active:
         pytest.skip(SKIP_REASON)
+    multi = pytestconfig.stash.get(MULTI, None)
+    if multi is not None and runnerconf_cluster is not None:
+        return multi.session(runnerconf_cluster)
     return state
 
 
@@ -483,6 +508,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if error is not None:
         # With xdist the workers only skipped; the controller turns the stored error into the exit status.
         session.exitstatus = error[1]
+    multi = config.stash.get(MULTI, None)
+    if multi is not None:
+        # A cluster that gave no evidence ended its checks; its own exit status joins the others' (1 > 6 > 0).
+        codes = [int(session.exitstatus), *(e.code for e in multi.errors().values())]
+        session.exitstatus = multicluster.combine_exit(codes)
     try:
         report_json = _write_reports(config, state)
     except OSError as exc:
@@ -539,6 +569,13 @@ def _write_reports(config: pytest.Config, state: RunnerConfSession) -> Path | No
         return None
     gate = config.stash.get(GATE, None)
     baseline = (str(gate.path), gate.baseline) if gate is not None else None
+    multi = config.stash.get(MULTI, None)
+    if multi is not None:
+        from pytest_runnerconf import report_multi
+
+        return report_multi.write_reports(
+            results, multi, state.settings.report_dir, baseline=baseline, argv=config_argv(config)
+        )
     paths = write_reports(
         results, _session_run(state), state.settings.report_dir, baseline=baseline, argv=config_argv(config)
     )
@@ -664,6 +701,9 @@ def pytest_terminal_summary(
         terminalreporter.write_line(summary_line(run))
         for line in retry.summary_lines(run):
             terminalreporter.write_line(line, yellow=True)
+    multi = config.stash.get(MULTI, None)
+    for line, markup in multi.summary_lines(informative) if multi is not None else ():
+        terminalreporter.write_line(line, **markup)
     report_error = config.stash.get(REPORT_ERROR, None)
     if report_error is not None:
         terminalreporter.write_line(f"runnerconf: {report_error}", red=True, bold=True)
@@ -680,5 +720,8 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         return None
     if not state.settings.active:
         return [f"runnerconf: checks skipped: {SKIP_REASON}"]
+    if state.settings.multi:
+        names = state.settings.clusters
+        return [f"runnerconf: {len(names)} clusters {', '.join(names)} (one pipeline each, at once)"]
     target = state.settings.cluster or f"replay of {state.settings.replay_dir}"
     return [f"runnerconf: cluster {target}{' (dry run)' if state.settings.dry_run else ''}"]

@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -51,13 +51,16 @@ class Option:
     help: str
     is_path: bool = True
     multiple: bool = False  # several paths: repeat the flag, one per ini line, os.pathsep in the env
+    repeatable: bool = False  # a name list: the flag may be repeated and each value may be comma-separated
     metavar: str = ""  # "" : PATH for a path, NAME otherwise
     switch: bool = False  # a flag without a value; true/false in the ini file, 1/0 (true/false) in the env
 
 
 OPTIONS = (
     Option("runner_cluster", "--runner-cluster", "runner_cluster", "RUNNERCONF_CLUSTER",
-           "Cluster profile to test (a [clusters.NAME] table, or the built-in 'local')", is_path=False),
+           "Cluster profile to test (a [clusters.NAME] table, or the built-in 'local'); several (a,b or the "
+           "flag repeated) run one pipeline per cluster at once and parametrise each check per cluster",
+           is_path=False, repeatable=True),
     Option("runnerconf_config", "--runnerconf-config", "runnerconf_config", "RUNNERCONF_CONFIG",
            "Profile file (default: ./runnerconf.toml, then $XDG_CONFIG_HOME/runnerconf/runnerconf.toml)"),
     Option("runnerconf_evidence", "--runnerconf-evidence", "runnerconf_evidence", "RUNNERCONF_EVIDENCE",
@@ -143,6 +146,16 @@ class Settings:
         return (self.retry.count() or 0) if self.retry is not None else 0
 
     @property
+    def clusters(self) -> tuple[str, ...]:
+        """The cluster names --runner-cluster gives, in order, each once ("a,b" or the flag repeated)."""
+        return split_clusters(self.cluster or "")
+
+    @property
+    def multi(self) -> bool:
+        """Several clusters in one invocation: one pipeline per cluster, every check once per cluster."""
+        return len(self.clusters) > 1
+
+    @property
     def active(self) -> bool:
         return bool(self.cluster or self.replay)
 
@@ -156,6 +169,11 @@ class Settings:
 
     def probe_library(self) -> ProbeLibrary:
         return ProbeLibrary.with_extra(p.path for p in self.probe_dirs)
+
+
+def split_clusters(typed: str) -> tuple[str, ...]:
+    """`a, b,a` -> ("a", "b"): the names of a --runner-cluster value, blanks dropped, each once."""
+    return tuple(dict.fromkeys(name.strip() for name in typed.split(",") if name.strip()))
 
 
 Values = tuple[list[str], str, Path]  # the values of one option, where they came from, their base directory
@@ -216,7 +234,8 @@ def _settings(lookup: Lookup, here: Path) -> Settings:
         raw, origin, base = lookup(option)
         if not option.is_path:
             if raw:
-                plain[option.dest] = CountValue(raw[0], origin)
+                # A repeated name flag (--runner-cluster=a --runner-cluster=b) reads as "a,b".
+                plain[option.dest] = CountValue(",".join(raw) if option.repeatable else raw[0], origin)
             continue
         values[option.dest] = [_path_value(v, origin, base) for v in raw]
 
@@ -286,8 +305,20 @@ def check_settings(settings: Settings) -> None:
         default = settings.invocation_dir / "runnerconf-evidence"  # the run adds <run-id>
         where = settings.evidence_dir or default
         _check_output_dir(settings.evidence, where, "--runnerconf-evidence", "the evidence bundle")
-    if settings.cluster:
-        resolve_target(settings)
+    if settings.cluster and not settings.clusters:
+        raise ConfigError(f"{settings.cluster!r} names no cluster; give --runner-cluster=NAME (or NAME,NAME)")
+    if settings.dry_run and settings.multi:
+        raise ConfigError(
+            f"--runnerconf-dry-run preflights one cluster, not {len(settings.clusters)} "
+            f"({', '.join(settings.clusters)}); run it once per cluster with --runner-cluster=NAME"
+        )
+    if settings.multi and settings.replay is not None:
+        raise ConfigError(
+            f"--runnerconf-replay re-asserts one evidence bundle, but --runner-cluster names "
+            f"{len(settings.clusters)} clusters ({', '.join(settings.clusters)}); give one cluster or none"
+        )
+    for name in settings.clusters:
+        resolve_target(replace(settings, cluster=name))
 
 
 def _check_output_dir(given: PathValue | None, path: Path, flag: str, what: str) -> None:

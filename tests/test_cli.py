@@ -107,6 +107,7 @@ def test_profile_reads_the_plugins_environment_variables(
             "--runnerconf-config=gone.toml ({here}/gone.toml): profile file not found",
         ),
         (["--runner-cluster=staging"], "no profile file defines cluster 'staging'"),
+        (["--runner-cluster=a,b"], "--runner-cluster=a,b names 2 clusters; a runnerconf verb acts on one"),
     ],
 )
 def test_profile_bad_input_is_one_sentence_and_exit_4(

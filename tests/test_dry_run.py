@@ -127,6 +127,11 @@ builds_dir = "/srv/builds"
             "env RUNNERCONF_DRY_RUN = maybe is neither true nor false",
         ),
         (["--runner-cluster=x", "--runnerconf-dry-run", "-n", "2"], {}, "drop -n"),
+        (
+            ["--runner-cluster=x,y", "--runnerconf-dry-run"],
+            {},
+            "--runnerconf-dry-run preflights one cluster, not 2 (x, y); run it once per cluster",
+        ),
     ],
 )
 def test_bad_dry_run_settings_are_one_sentence_and_exit_4(
