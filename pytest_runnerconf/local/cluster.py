@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -38,6 +39,20 @@ def default_home() -> Path:
     if os.geteuid() == 0:
         return Path("/var/lib/runnerconf/local")
     return Path.home() / ".cache" / "runnerconf" / "local"
+
+
+def source_digest(config: Path | None = None) -> str:
+    """A digest of the emulator's code (this package) and the config files a cluster starts from."""
+    local = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    named = [(str(p.relative_to(local)), p) for p in sorted(local.rglob("*.py"))]
+    named += [
+        ("config.toml", config or fixtures_path("local", "config.toml")),
+        ("cluster.toml", fixtures_path("local", "cluster.toml")),
+    ]
+    for name, path in named:
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def read_state(home: Path | None = None) -> ClusterInfo | None:
@@ -239,6 +254,8 @@ class LocalCluster:
             local_dns=gateway,
             token_file=str(token_file),
             gitlab_ca_file=str(ca.cert_file) if self.tls_gitlab else "",
+            source_digest=source_digest(self.config_path),
+            started_from=str(Path(__file__).resolve().parent.parent),
         )
         _write_private(self.home / STATE_NAME, json.dumps(asdict(self.info)))  # holds the tokens
         log(f"runnerconf local: up in {time.monotonic() - t0:.1f}s")
@@ -447,6 +464,13 @@ def ensure_running(log: Log = print) -> tuple[ClusterInfo, Callable[[], None] | 
     with FileLock(str(home / "start.lock"), timeout=START_DEADLINE_S):
         info = read_state(home)
         if info is not None and _answers(info.gitlab_url, info.gitlab_ca_file):
+            if info.source_digest != source_digest():
+                raise LocalStartError(
+                    f"the local cluster running (pid {info.pid}) was started from other code or another "
+                    f"config.toml ({info.started_from or 'an older version'}), not this checkout's "
+                    f"{Path(__file__).resolve().parent.parent}; stop it with `runnerconf local down` once "
+                    "nothing uses it, then run again"
+                )
             return info, None
         if info is not None:
             raise LocalStartError(

@@ -126,6 +126,10 @@ class ClusterInfo:
     gitlab_ca_file: str = (
         ""  # the CA that signed an HTTPS local GitLab's certificate (`local up --tls-gitlab`)
     )
+    # What the cluster runs: a digest of the emulator's code and its config (cluster.source_digest), so a
+    # checkout never judges its runs against a cluster started from other code or another config.toml.
+    source_digest: str = ""
+    started_from: str = ""  # the package directory that started it, for the message when they differ
 
     def shell_lines(self) -> list[str]:
         return [

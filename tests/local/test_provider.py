@@ -104,3 +104,34 @@ def test_bad_expectation_fails_validation_before_anything_starts() -> None:
 def test_profile_toml_has_no_connection_values() -> None:
     data = tomllib.loads(Path(fixtures_path("local", "profile.toml")).read_text(encoding="utf-8"))
     assert set(data) == {"expect"}
+
+
+def test_a_cluster_started_from_other_code_or_config_is_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+    import json
+    import os
+
+    from pytest_runnerconf.local import cluster
+    from pytest_runnerconf.local.errors import LocalStartError
+
+    monkeypatch.setenv("RUNNERCONF_LOCAL_HOME", str(tmp_path))
+    monkeypatch.setattr(cluster, "_answers", lambda url, ca="": True)  # as if its GitLab answered
+
+    def recorded(digest: str) -> None:
+        info = dataclasses.replace(INFO, pid=os.getpid(), home=str(tmp_path), source_digest=digest)
+        (tmp_path / cluster.STATE_NAME).write_text(json.dumps(dataclasses.asdict(info)))
+
+    recorded(cluster.source_digest())
+    info, stop = cluster.ensure_running(log=lambda line: None)
+    assert (info.pid, stop) == (os.getpid(), None)  # this checkout's cluster: reused, not ours to stop
+
+    other_config = tmp_path / "config.toml"
+    other_config.write_text(fixtures_path("local", "config.toml").read_text() + "\n# output_limit changed\n")
+    assert cluster.source_digest(other_config) != cluster.source_digest()
+    recorded(cluster.source_digest(other_config))
+    with pytest.raises(
+        LocalStartError, match=r"started from other code or another config\.toml .*local down"
+    ):
+        cluster.ensure_running(log=lambda line: None)
