@@ -27,6 +27,8 @@ from pytest_runnerconf.profile import (
     profile_from_summary,
 )
 from pytest_runnerconf.progress import END, Progress, note
+from pytest_runnerconf.runner_config import configmap_of
+from pytest_runnerconf.runner_config import resolve as resolve_runner_config
 from pytest_runnerconf.scrub import harvest, remember, scrub_text
 from pytest_runnerconf.targets import Log, Target, load_provider, provider_names
 
@@ -308,7 +310,26 @@ def resolve_target(settings: Settings) -> TargetSpec:
         provider.validate(table, source)
         return TargetSpec(name=name, provider=name, table=table, source=source)
     profile = load_profile(path, name, looked_in=looked_in, targets=offered)
+    if profile.runner_config is not None and configmap_of(profile) is None:
+        profile = resolve_runner_config(profile)  # a file: read now, so a bad one is a usage error at once
     return TargetSpec(name=name, profile=profile, source=profile.source)
+
+
+def with_runner_config(profile: Profile) -> Profile:
+    """PROFILE with the expectations its runner_config gives (a ConfigMap is read through the Kubernetes API,
+    one `get`); unchanged when it names none.
+
+    Raises:
+        ConfigError: the runner config cannot be found, read or used (a usage error, exit 4).
+        KubeError: the Kubernetes API cannot be reached (could not test).
+    """
+
+    def read(namespace: str, name: str) -> Mapping[str, str]:
+        from pytest_runnerconf.kube_driver import KubeDriver
+
+        return KubeDriver(profile).read_configmap(namespace, name)
+
+    return resolve_runner_config(profile, read)
 
 
 def open_target(spec: TargetSpec, log: Log, *, start: bool = True) -> Target | None:
@@ -513,7 +534,7 @@ class RunnerConfSession:
         target = open_target(self._target_spec(), lambda text: self.progress(note(text)))
         assert target is not None
         self._close = target.close
-        profile = target.profile
+        profile = with_runner_config(target.profile)
         remember_profile(profile)
         (self.shared / "profile.json").write_text(json.dumps(profile.summary()), encoding="utf-8")
         run_id = new_run_id()

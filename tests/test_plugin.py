@@ -189,6 +189,43 @@ def test_unreachable_gitlab_is_one_sentence_and_exit_6(
     _no_traceback(result)
 
 
+def test_unreadable_runner_config_file_is_a_usage_error(suite: pytest.Pytester) -> None:
+    _profile_toml(suite, extra='runner_config = "runner/config.toml"')
+    result = suite.runpytest("--runner-cluster=prod", "suites")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: *runnerconf.toml: clusters.prod.runner_config: cannot read the runner config file "
+            f"{suite.path / 'runner' / 'config.toml'} (No such file or directory); fix the path or use "
+            "configmap:NAMESPACE/NAME"
+        ]
+    )
+    _no_traceback(result)
+
+
+def test_runner_config_behind_an_unreachable_api_names_the_setting(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_runnerconf.local.kube_api import write_kubeconfig
+
+    monkeypatch.setenv(TOKEN_ENV, "glpat-not-a-real-token-000000")
+    url = f"http://127.0.0.1:{_closed_port()}"
+    kubeconfig = write_kubeconfig(suite.path / "kubeconfig", url, {"c": "kube-token-0000000001"}, "c", "ci")
+    _profile_toml(
+        suite, extra=f'kubeconfig = "{kubeconfig}"\nrunner_config = "configmap:gitlab-runner/gitlab-runner"'
+    )
+    result = suite.runpytest_subprocess("--runner-cluster=prod", "suites")
+    assert result.ret == 6
+    result.stdout.fnmatch_lines(
+        [
+            "*runnerconf: could not test: *runnerconf.toml: clusters.prod.runner_config: cannot read the runner "
+            f"config ConfigMap gitlab-runner/gitlab-runner: cannot reach the Kubernetes API at {url} *"
+        ]
+    )
+    assert "kube-token-0000000001" not in result.stdout.str() + result.stderr.str()
+    _no_traceback(result)
+
+
 # ---------------------------------------------------------------- replayed evidence through the real checks
 
 
