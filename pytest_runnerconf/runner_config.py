@@ -15,7 +15,7 @@ the ``[[runners]]`` part from the chart's ``runners.config`` value; a hand-made 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -473,7 +473,7 @@ def section(derived: Derived) -> dict[str, Any]:
     }
 
 
-def _covered(key: str, keys: Mapping[str, Any]) -> bool:
+def _covered(key: str, keys: Collection[str]) -> bool:
     parts = key.split(".")
     return any(".".join(parts[:n]) in keys for n in range(len(parts), 0, -1))
 
@@ -529,3 +529,30 @@ def resolve(profile: Profile, read_configmap: ReadConfigMap | None = None) -> Pr
         return profile  # none named, or already applied (a replayed profile)
     ref = parse_ref(f"{profile.source}: clusters.{profile.name}.runner_config", profile.runner_config)
     return apply(profile, derive(load(ref, read_configmap, profile.runner_name)))
+
+
+def from_record(summary: Mapping[str, Any], runner_config: str) -> Derived | None:
+    """What a recorded run derived (Profile.summary() in its evidence), when it read RUNNER_CONFIG too.
+
+    A replay judges against the values the run read: the ConfigMap is not read again (the replay may have no
+    cluster, and the config may have changed since).
+    """
+    found = summary.get("runner_config_found")
+    if summary.get("runner_config") != runner_config or not isinstance(found, dict):
+        return None
+    expect_set = summary.get("expect_set") or {}
+    ours = {
+        k
+        for k, where in expect_set.items()
+        if isinstance(where, list | tuple) and list(where[:1]) == [ORIGIN]
+    }
+    derived = Derived(
+        where=str(found.get("source") or runner_config),
+        runner=found.get("runner"),
+        sources={str(k): str(v) for k, v in (found.get("derived") or {}).items() if k in ours},
+        reported=dict(found.get("reported") or {}),
+    )
+    for key, value in _flat_values(summary.get("expect") or {}):
+        if _covered(key, ours) and value is not None:
+            _put(derived.expect, key, value)
+    return derived

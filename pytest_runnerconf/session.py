@@ -27,7 +27,9 @@ from pytest_runnerconf.profile import (
     profile_from_summary,
 )
 from pytest_runnerconf.progress import END, Progress, note
+from pytest_runnerconf.runner_config import apply as apply_runner_config
 from pytest_runnerconf.runner_config import configmap_of
+from pytest_runnerconf.runner_config import from_record as runner_config_from_record
 from pytest_runnerconf.runner_config import resolve as resolve_runner_config
 from pytest_runnerconf.scrub import harvest, remember, scrub_text
 from pytest_runnerconf.targets import Log, Target, load_provider, provider_names
@@ -435,7 +437,8 @@ class RunnerConfSession:
             if self.settings.replay is not None and self.settings.cluster is None:
                 self._profile = self._replay_profile()
             elif self.settings.replay is not None:
-                self._profile = self._target_spec().profile or self._replay_profile()
+                spec = self._target_spec().profile
+                self._profile = self._recorded_runner_config(spec) if spec else self._replay_profile()
             else:
                 self.evidence()
                 self._profile = profile_from_summary(
@@ -448,6 +451,15 @@ class RunnerConfSession:
             return resolve_target(self.settings)
         except ConfigError as exc:
             self.fatal(str(exc), EXIT_USAGE)
+
+    def _recorded_runner_config(self, profile: Profile) -> Profile:
+        """A replayed run's profile whose runner_config names a ConfigMap: the values the run read from it
+        (the replay reads no cluster); unchanged when the run read another config or none."""
+        if configmap_of(profile) is None or profile.runner_config_found is not None:
+            return profile
+        assert profile.runner_config is not None
+        recorded = runner_config_from_record(self.evidence().profile, profile.runner_config)
+        return profile if recorded is None else apply_runner_config(profile, recorded)
 
     def _replay_profile(self) -> Profile:
         # Without --runner-cluster (or for a provider's target), replay judges the evidence against the

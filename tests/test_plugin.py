@@ -356,6 +356,26 @@ def test_replay_reports_each_broken_behaviour_with_expected_and_observed(suite: 
     result.stdout.fnmatch_lines([f"*expected: runnerconf-artifact.txt containing the run id {RUN_ID}"])
 
 
+def test_replay_with_a_configmap_runner_config_reads_no_cluster(suite: pytest.Pytester) -> None:
+    """The replayed run read its runner config: the replay judges with those values and reads nothing (the
+    profile names no kubeconfig that would reach a cluster)."""
+    bundle = _evidence(suite.path / "bundle")
+    run = load(bundle)
+    value = "configmap:ci/gitlab-runner"
+    run.profile = {
+        **run.profile,
+        "runner_config": value,
+        "runner_config_found": {"source": "ConfigMap ci/gitlab-runner key config.toml", "runner": "r",
+                                "derived": {"builds_dir": "[[runners]] builds_dir"}, "reported": {}},
+        "expect_set": {"builds_dir": ["runner config", "ConfigMap ci/gitlab-runner key config.toml: x"]},
+    }  # fmt: skip
+    save(run, bundle)
+    _profile_toml(suite, extra=f'runner_config = "{value}"\nkubeconfig = "{suite.path / "no-kubeconfig"}"')
+    result = suite.runpytest(f"--runnerconf-replay={bundle}", "--runner-cluster=prod", "suites")
+    result.assert_outcomes(passed=CHECK_COUNT)
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
 def test_replay_with_xdist_shares_the_bundle(suite: pytest.Pytester) -> None:
     bundle = _evidence(suite.path / "bundle")
     result = suite.runpytest_subprocess(f"--runnerconf-replay={bundle}", "-n", "2", "suites")

@@ -436,3 +436,25 @@ def test_reports_and_evidence_show_origins_and_section_but_never_the_token(tmp_p
         text = path.read_bytes().decode("utf-8", errors="replace")
         for secret in SECRETS:
             assert secret not in text, (path, secret)
+
+
+def test_a_replay_uses_what_the_run_read_and_never_reads_the_configmap_again(tmp_path: Path) -> None:
+    value = "configmap:gitlab-runner/gitlab-runner"
+    path = write_profile(
+        tmp_path, f'runner_config = "{value}"\n[clusters.prod.expect]\nrun_deadline_s = 900\n'
+    )
+    read = rc.resolve(load_profile(path, "prod"), from_configmap(chart_data()))
+    recorded = json.loads(json.dumps(read.summary()))  # as the evidence bundle keeps it
+
+    fresh = load_profile(path, "prod")  # the replay's profile: the reference, nothing read
+    derived = rc.from_record(recorded, value)
+    assert derived is not None
+    replayed = rc.apply(fresh, derived)
+    assert replayed.expect == read.expect
+    assert replayed.expect.poll_timeout_s == 300 and replayed.expect.run_deadline_s == 900
+    assert {s.key: s.origin for s in replayed.expect_sources()} == {
+        s.key: s.origin for s in read.expect_sources()
+    }
+    # A run that read another config (or none) gives nothing to reuse.
+    assert rc.from_record(recorded, "configmap:ci/other") is None
+    assert rc.from_record(fresh.summary(), value) is None
