@@ -86,9 +86,12 @@ def open_cluster(
 
 def cmd_profile(args: argparse.Namespace) -> int:
     """Print the profile of --runner-cluster as a run uses it (JSON; token sources, never a token)."""
+    from pytest_runnerconf.session import with_runner_config
+
     with open_cluster(args, log=_err) as target:
         assert target is not None
-        print(json.dumps(target.profile.summary(), indent=2))
+        # As a run: a runner_config ConfigMap is read (one get) and its expectations shown with their origins.
+        print(json.dumps(with_runner_config(target.profile).summary(), indent=2))
     return 0
 
 
