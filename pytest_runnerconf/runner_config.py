@@ -111,6 +111,12 @@ REPORTED_KEYS = (
     "runtime_class_name",
     "scheduler_name",
 )
+# Ephemeral storage and pod-level requests and limits have no expectation yet (their caps do): shown as they are.
+UNCHECKED_LIMIT_KEYS = tuple(
+    k
+    for k in _LIMIT_KEYS
+    if ("ephemeral_storage" in k or k.startswith("pod_")) and not k.endswith("_overwrite_max_allowed")
+)
 KUBERNETES_KEYS = (*_LIMIT_KEYS, "poll_timeout", "dns_policy", "dns_config", *REPORTED_KEYS)
 
 # The runner's defaults where a missing key still has a value the checks depend on (common/consts.go
@@ -432,17 +438,8 @@ def derive(settings: RunnerSettings) -> Derived:
     if dns is not None:
         derived.expect["dns"] = dns
         derived.sources["dns"] = " and ".join(_config_name(k) for k in DNS_KEYS if settings.has(k))
-    derived.reported.update({k: settings.kubernetes[k] for k in REPORTED_KEYS if k in settings.kubernetes})
-    # Ephemeral storage and pod-level values have no expectation yet; shown as they are.
-    derived.reported.update(
-        {
-            k: settings.kubernetes[k]
-            for k in _LIMIT_KEYS
-            if k in settings.kubernetes
-            and ("ephemeral_storage" in k or k.startswith("pod_"))
-            and not k.endswith("_overwrite_max_allowed")
-        }
-    )
+    shown = (*REPORTED_KEYS, *UNCHECKED_LIMIT_KEYS)
+    derived.reported.update({k: settings.kubernetes[k] for k in shown if k in settings.kubernetes})
     return derived
 
 
