@@ -12,6 +12,8 @@ The public check API (what the bundled suite and a team's own checks are written
 - ``Profile``, ``Expectations``, ``Limits``, ``DnsExpect``: the cluster under test and what its runner
   promises; ``quantity_value`` reads a Kubernetes quantity;
 - fixtures ``runnerconf_evidence``, ``runnerconf_profile``, ``job_evidence``, ``probe_record``;
+- ``require_behaviour(key, job)`` skips a check when the runner that ran JOB predates a behaviour of the
+  version table (``versions.TABLE``); ``has_behaviour(key, job)`` says which side of a changed one it is on;
 - marker ``runnerconf_probe(*names)`` for probe jobs a test needs besides its ``@check`` probes.
 """
 
@@ -26,6 +28,7 @@ from pytest_runnerconf.podjob import POD_NAME_IN_TEXT
 from pytest_runnerconf.podjob import name_prefix as pod_name_prefix
 from pytest_runnerconf.podjob import same_token as same_runner_token
 from pytest_runnerconf.profile import DnsExpect, Expectations, Limits, Profile, quantity_value
+from pytest_runnerconf.versions import has_behaviour, require_behaviour
 
 __version__ = "0.2.0"
 
@@ -48,9 +51,11 @@ __all__ = [
     "expect_equal",
     "expect_true",
     "fail",
+    "has_behaviour",
     "held",
     "job_end",
     "pod_name_prefix",
     "quantity_value",
+    "require_behaviour",
     "same_runner_token",
 ]

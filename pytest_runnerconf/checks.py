@@ -219,9 +219,9 @@ def expect_equal(
 ) -> None:
     """Fail unless OBSERVED equals EXPECTED; a pass is recorded with both values too."""
     __tracebackhide__ = True
-    if observed != expected:
-        fail(check_id_or_info, expected, observed, job=job, detail=detail, summary=summary)
-    RECORDER.add(_expectation(check_id_or_info, expected, observed, True, job, detail, summary))
+    expect_true(
+        check_id_or_info, observed == expected, expected, observed, job=job, detail=detail, summary=summary
+    )
 
 
 def expect_true(
@@ -238,4 +238,4 @@ def expect_true(
     __tracebackhide__ = True
     if not condition:
         fail(check_id_or_info, expected, observed, job=job, detail=detail, summary=summary)
-    RECORDER.add(_expectation(check_id_or_info, expected, observed, True, job, detail, summary))
+    held(check_id_or_info, expected, observed, job=job, detail=detail, summary=summary)

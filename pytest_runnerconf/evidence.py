@@ -14,7 +14,7 @@ from pytest_runnerconf import safefiles
 from pytest_runnerconf.errors import ConfigError
 from pytest_runnerconf.scrub import MASK as MASK  # the scrubber's names stay importable from here
 from pytest_runnerconf.scrub import scrub_json, scrub_text
-from pytest_runnerconf.trace import Trace, parse_trace
+from pytest_runnerconf.trace import LimitCut, Trace, output_limit_cut, parse_trace
 
 EVIDENCE_VERSION = 1
 EVIDENCE_FILE = "evidence.json"
@@ -89,6 +89,11 @@ class JobEvidence:
     @cached_property
     def trace_parsed(self) -> Trace:
         return parse_trace(self.trace)
+
+    @property
+    def output_limit_cut(self) -> LimitCut | None:
+        """Where the runner cut this job's trace at its output_limit (None: not cut)."""
+        return output_limit_cut(self.trace)
 
     @property
     def web_url(self) -> str:

@@ -413,10 +413,15 @@ class GitLabDriver:
         except (gitlab.exceptions.GitlabError, requests.exceptions.RequestException):
             return None
 
-    def _scope_problem(self) -> str:
+    def token_scopes(self) -> list[str] | None:
+        """The token's scopes where GitLab tells them (personal, project and group access tokens), else None."""
         record = self._optional(lambda: self._gl.http_get("/personal_access_tokens/self"))
         scopes = record.get("scopes") if isinstance(record, dict) else None
-        if not isinstance(scopes, list) or "api" in scopes:
+        return [str(s) for s in scopes] if isinstance(scopes, list) else None
+
+    def _scope_problem(self) -> str:
+        scopes = self.token_scopes()
+        if scopes is None or "api" in scopes:
             return ""
         return (
             f"the token from {self._token_source()} has the scopes [{', '.join(map(str, scopes))}], but the run "

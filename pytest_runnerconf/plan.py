@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -160,6 +161,7 @@ def make_plan(
 def template_values(profile: Profile, run_id: str) -> dict[str, str]:
     """What `{{ name }}` placeholders in probe templates may refer to."""
     images = profile.expect.images
+    silent_s = math.ceil(profile.expect.silent_step_s)
     return {
         "run_id": run_id,
         "builds_dir": profile.expect.builds_dir.rstrip("/") or "/",
@@ -168,6 +170,10 @@ def template_values(profile: Profile, run_id: str) -> dict[str, str]:
         "images.dind": images.dind,
         "images.docker_cli": images.docker_cli,
         "images.dind_pull": images.dind_pull,
+        "logs.silent_s": str(silent_s),
+        # The silent step plus three minutes for the rest of the job: bounds a run whose runner never ends it.
+        "logs.silent_timeout": f"{math.ceil(silent_s / 60) + 3} minutes",
+        "logs.burst_kib": str(profile.expect.log_burst_kib),
     }
 
 

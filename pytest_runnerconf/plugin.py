@@ -59,6 +59,7 @@ OUTCOME_HOOKS = pytest.StashKey[OutcomeHooks]()
 RESULTS = pytest.StashKey["_Results"]()
 GATE = pytest.StashKey["_Gate"]()
 REPORT_ERROR = pytest.StashKey[str]()
+DRY_RUN_EXIT = pytest.StashKey[int]()
 CHECK_PROPERTY = "runnerconf_check"
 JOB_PROPERTY = "runnerconf_job"  # one per probe job a check looked up: the report shows those jobs' attempts
 
@@ -70,11 +71,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             option.flag,
             dest=option.dest,
             default=None,
-            action="append" if option.multiple else "store",
-            metavar=option.metavar or ("PATH" if option.is_path else "NAME"),
+            action="store_true" if option.switch else "append" if option.multiple else "store",
+            **(
+                {} if option.switch else {"metavar": option.metavar or ("PATH" if option.is_path else "NAME")}
+            ),
             help=f"{option.help}. ini: {option.ini}, env: {option.env}",
         )
-        if option.multiple:
+        if option.switch:
+            parser.addini(option.ini, help=option.help, type="bool", default=False)
+        elif option.multiple:
             parser.addini(option.ini, help=option.help, type="linelist", default=[])
         else:
             parser.addini(option.ini, help=option.help, default="")
@@ -109,6 +114,8 @@ def pytest_configure(config: pytest.Config) -> None:
         and not (config.option.help or config.option.version)
     ):
         config.stash[GATE] = _Gate(settings.baseline.path, _load_baseline(settings.baseline))
+    if settings.dry_run and getattr(config.option, "numprocesses", None):
+        raise pytest.UsageError("--runnerconf-dry-run plans and preflights in one process; drop -n")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistController(shared), "runnerconf-xdist")
     if settings.active:
@@ -262,6 +269,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         state.plan = plan_for_items(items, state.settings.probe_library())
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    """--runnerconf-dry-run: plan and preflight instead of running the checks (dry_run.py); nothing is created."""
+    config = session.config
+    state = config.stash[STATE]
+    if not state.settings.dry_run or is_worker(config) or session.config.option.collectonly:
+        return None
+    from pytest_runnerconf.dry_run import perform
+
+    passed, lines = perform(state)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_sep("=", "runnerconf dry run")
+        for line in lines:
+            reporter.write_line(line)
+    config.stash[DRY_RUN_EXIT] = 0 if passed else EXIT_COULD_NOT_TEST
+    return True  # the checks do not run: there is no evidence to judge
 
 
 # ---------------------------------------------------------------- fixtures
@@ -450,6 +476,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = config.stash.get(STATE, None)
     if state is None or is_worker(config) or not state.settings.active:
         return
+    if DRY_RUN_EXIT in config.stash:
+        session.exitstatus = config.stash[DRY_RUN_EXIT]
+        return
     error = stored_error(state.shared)
     if error is not None:
         # With xdist the workers only skipped; the controller turns the stored error into the exit status.
@@ -622,8 +651,8 @@ def pytest_terminal_summary(
     terminalreporter: TerminalReporter, exitstatus: int, config: pytest.Config
 ) -> None:
     state = config.stash.get(STATE, None)
-    if state is None or not state.settings.active:
-        return
+    if state is None or not state.settings.active or DRY_RUN_EXIT in config.stash:
+        return  # a dry run has said everything in its own section
     from pytest_runnerconf.report import summary_line
 
     error = stored_error(state.shared)
@@ -652,4 +681,4 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     if not state.settings.active:
         return [f"runnerconf: checks skipped: {SKIP_REASON}"]
     target = state.settings.cluster or f"replay of {state.settings.replay_dir}"
-    return [f"runnerconf: cluster {target}"]
+    return [f"runnerconf: cluster {target}{' (dry run)' if state.settings.dry_run else ''}"]

@@ -119,6 +119,14 @@ class Expectations:
     oom_report: str = "container"
     cgroup: str = "auto"
     service_oom_reported: bool = False
+    # RC-LOG-002: how long the silent step stays silent. 330 s is past the 300 s idle timeouts that load
+    # balancers in front of API servers are known to cut exec/attach streams at.
+    silent_step_s: float = 330.0
+    # The runner's [[runners]] output_limit (kilobytes; 4096 when unset, common/consts.go
+    # DefaultTraceOutputLimit) and how much the burst probe prints: above the limit the trace must be cut
+    # exactly there, with the runner's message.
+    output_limit_kb: int = 4096
+    log_burst_kib: int = 3072
 
 
 # Where an expectation's value came from (report.html and report.json show it next to the value).
@@ -337,6 +345,8 @@ def profile_from_summary(summary: dict[str, Any]) -> Profile:
             oom_report=exp["oom_report"],
             cgroup=exp["cgroup"],
             service_oom_reported=exp["service_oom_reported"],
+            # Bundles saved before the log expectations existed: the defaults.
+            **{k: exp[k] for k in ("silent_step_s", "output_limit_kb", "log_burst_kib") if k in exp},
         ),
     )
 
@@ -374,6 +384,9 @@ def _expect_summary(exp: Expectations) -> dict[str, Any]:
         "oom_report": exp.oom_report,
         "cgroup": exp.cgroup,
         "service_oom_reported": exp.service_oom_reported,
+        "silent_step_s": exp.silent_step_s,
+        "output_limit_kb": exp.output_limit_kb,
+        "log_burst_kib": exp.log_burst_kib,
     }
 
 
@@ -419,6 +432,14 @@ def _seconds(ctx: _Ctx, value: Any) -> float:
 def _bytes(ctx: _Ctx, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1024:
         raise ctx.error(f"= {_describe(value)} is not allowed; it must be a number of bytes, at least 1024")
+    return value
+
+
+def _kilobytes(ctx: _Ctx, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ctx.error(
+            f"= {_describe(value)} is not allowed; it must be a whole number of kilobytes, at least 1"
+        )
     return value
 
 
@@ -559,6 +580,9 @@ _EXPECT_FIELDS: dict[str, Callable[[_Ctx, Any], Any]] = {
     "oom_report": _choice("container", "process"),
     "cgroup": _choice("auto", "v1", "v2"),
     "service_oom_reported": _bool,
+    "silent_step_s": _seconds,
+    "output_limit_kb": _kilobytes,
+    "log_burst_kib": _kilobytes,
 }
 
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_runnerconf import report_html, report_md, retry, safefiles
+from pytest_runnerconf import report_html, report_md, retry, safefiles, versions
 from pytest_runnerconf.errors import ConfigError
 from pytest_runnerconf.evidence import RunEvidence
 from pytest_runnerconf.outcome import CAUSES, OUTCOMES
@@ -140,6 +140,7 @@ def _header(run: RunEvidence | None) -> dict[str, Any]:
             "project": None,
             "pipeline_url": None,
             "runner_versions": [],
+            "runner_behaviours": [],
             "cgroup_versions": [],
             "wall_s": None,
             "slowest_job": None,
@@ -158,6 +159,7 @@ def _header(run: RunEvidence | None) -> dict[str, Any]:
         "project": run.project,
         "pipeline_url": run.pipeline.get("web_url"),
         "runner_versions": run.runner_versions(),
+        "runner_behaviours": versions.run_decisions(run),
         "cgroup_versions": report_html.cgroup_versions(run),
         "wall_s": round(run.wall_s, 1),
         "slowest_job": {"name": slowest[0], "duration_s": round(slowest[1], 1)} if slowest else None,

@@ -22,6 +22,7 @@ from typing import Any
 
 import jinja2
 
+from pytest_runnerconf import versions
 from pytest_runnerconf.evidence import EVIDENCE_FILE, JobEvidence, RunEvidence
 from pytest_runnerconf.profile import flat_keys
 from pytest_runnerconf.scrub import scrub_text
@@ -460,6 +461,9 @@ def _facts(doc: dict[str, Any], run: RunEvidence | None, command: str | None) ->
     add("Kubernetes version", None if kube_version in known else kube_version)
     add("project", doc.get("project"))
     add("runner version", ", ".join(doc.get("runner_versions") or []) or "not in the traces")
+    behaviours = doc.get("runner_behaviours")
+    if isinstance(behaviours, list) and behaviours:
+        add("runner behaviours", versions.behaviour_line(behaviours))
     cgroups = doc.get("cgroup_versions") or (cgroup_versions(run) if run is not None else [])
     add("cgroup", ", ".join(cgroups))
     pipeline = doc.get("pipeline_url")

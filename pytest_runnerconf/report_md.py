@@ -15,6 +15,7 @@ from typing import Any
 
 import jinja2
 
+from pytest_runnerconf import versions
 from pytest_runnerconf.outcome import OUTCOMES
 
 # The outcome as one word in a table cell.
@@ -119,6 +120,7 @@ def render(doc: dict[str, Any], html_link: str) -> str:
     passed_or_skipped = [r for r in doc.get("results") or [] if r.get("outcome") in ("passed", "skipped")]
     # The header's fields, each present (None when this document has no such field: an older or hand-made one).
     header = {key: doc.get(key) for key in HEADER_FIELDS}
+    behaviours = doc.get("runner_behaviours")
     template = _environment().get_template("report.md.j2")
     return template.render(
         h=header,
@@ -130,4 +132,5 @@ def render(doc: dict[str, Any], html_link: str) -> str:
         html_link=link(html_link) or urllib.parse.quote(html_link),
         baseline=doc.get("baseline"),
         words=WORDS,
+        behaviours=versions.behaviour_line(behaviours) if isinstance(behaviours, list) and behaviours else "",
     )

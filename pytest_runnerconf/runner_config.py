@@ -76,7 +76,7 @@ def parse_ref(setting: str, value: str, base: Path | None = None) -> RunnerConfi
 
 # [[runners]] keys (RunnerSettings) and [runners.kubernetes] keys (KubernetesConfig) that are kept; the rest of
 # the document is dropped right after parsing.
-RUNNER_KEYS = ("name", "executor", "builds_dir")
+RUNNER_KEYS = ("name", "executor", "builds_dir", "output_limit")
 _LIMIT_KEYS = tuple(
     f"{prefix}{res}_{kind}{cap}"
     for prefix in ("", "helper_", "service_", "pod_")
@@ -120,9 +120,10 @@ UNCHECKED_LIMIT_KEYS = tuple(
 KUBERNETES_KEYS = (*_LIMIT_KEYS, "poll_timeout", "dns_policy", "dns_config", *REPORTED_KEYS)
 
 # The runner's defaults where a missing key still has a value the checks depend on (common/consts.go
-# KubernetesPollTimeout = 180, applied in KubernetesConfig.GetPollTimeout; the Kubernetes executor's default
-# builds_dir is /builds, executors/kubernetes DefaultBuildsDir).
-RUNNER_DEFAULTS: dict[str, Any] = {"poll_timeout": 180, "builds_dir": "/builds"}
+# KubernetesPollTimeout = 180, applied in KubernetesConfig.GetPollTimeout when poll_timeout <= 0; the
+# Kubernetes executor's default builds_dir is /builds, executors/kubernetes DefaultBuildsDir; output_limit 0
+# means DefaultTraceOutputLimit, 4 MiB = 4096 KB, network/trace.go setupLogLimit).
+RUNNER_DEFAULTS: dict[str, Any] = {"poll_timeout": 180, "builds_dir": "/builds", "output_limit": 4096}
 
 # The runner's spellings of dns_policy (common/config.go KubernetesDNSPolicy.Get) -> the pod spec's.
 DNS_POLICIES = {
@@ -324,8 +325,8 @@ def _quantity(key: str) -> Callable[[RunnerSettings], Any]:
 def _plain(key: str, kind: type, what: str) -> Callable[[RunnerSettings], Any]:
     def get(settings: RunnerSettings) -> Any:
         value = settings.value(key)
-        if value is None:
-            value = RUNNER_DEFAULTS[key]
+        if value is None or (isinstance(value, int) and not isinstance(value, bool) and value <= 0):
+            value = RUNNER_DEFAULTS[key]  # the number keys are omitzero: 0 (or less) is the runner's default
         if isinstance(value, bool) or not isinstance(value, kind) or not value:
             section = "[[runners]]" if key in RUNNER_KEYS else "[runners.kubernetes]"
             raise ConfigError(
@@ -369,6 +370,9 @@ DERIVATIONS: tuple[Derivation, ...] = (
     ),
     Derivation(
         "poll_timeout", "poll_timeout_s", _plain("poll_timeout", int, "a whole number of seconds"), True
+    ),
+    Derivation(
+        "output_limit", "output_limit_kb", _plain("output_limit", int, "a whole number of kilobytes"), True
     ),
     *_LIMIT_ROWS,
     *_CAP_ROWS,

@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -56,6 +56,7 @@ class Option:
     is_path: bool = True
     multiple: bool = False  # several paths: repeat the flag, one per ini line, os.pathsep in the env
     metavar: str = ""  # "" : PATH for a path, NAME otherwise
+    switch: bool = False  # a flag without a value; true/false in the ini file, 1/0 (true/false) in the env
 
 
 OPTIONS = (
@@ -78,7 +79,13 @@ OPTIONS = (
            "Retry a probe job up to N times when the runner or the cluster ended it before its probe could "
            "show anything (a runner system failure, a pod that never started); never a conformance failure "
            "(default 0)", is_path=False, metavar="N"),
+    Option("runnerconf_dry_run", "--runnerconf-dry-run", "runnerconf_dry_run", "RUNNERCONF_DRY_RUN",
+           "Plan the selected checks and run the read-only preflight, creating nothing (no branch, commit or "
+           "pipeline): print the probe jobs, the pipeline file written, the expectations, the token scope and "
+           "Kubernetes verbs the run needs, and an estimate from --runnerconf-replay/--runnerconf-baseline; "
+           "exit 0 when the preflight passes, 6 when not", is_path=False, switch=True),
 )  # fmt: skip
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,14 @@ class Settings:
     evidence: PathValue | None = None  # evidence_dir and report_dir as typed, when they were given
     report: PathValue | None = None
     retry: CountValue | None = None  # --runnerconf-retry as given (check_settings refuses a bad one)
+    dry_run_value: CountValue | None = (
+        None  # --runnerconf-dry-run as given (check_settings refuses a bad one)
+    )
+
+    @property
+    def dry_run(self) -> bool:
+        """Plan and preflight only: nothing is created on GitLab (dry_run.py)."""
+        return self.dry_run_value is not None and self.dry_run_value.typed.strip().lower() in TRUE
 
     @property
     def retries(self) -> int:
@@ -228,6 +243,7 @@ def _settings(lookup: Lookup, here: Path) -> Settings:
         evidence=evidence,
         report=report,
         retry=plain.get("runnerconf_retry"),
+        dry_run_value=plain.get("runnerconf_dry_run"),
     )
 
 
@@ -252,6 +268,19 @@ def check_settings(settings: Settings) -> None:
     if settings.retry is not None and settings.retry.count() is None:
         raise ConfigError(
             f"{settings.retry.describe()} is not a number of retries; give a whole number from 0 (never retry) up"
+        )
+    given = settings.dry_run_value
+    if given is not None and given.typed.strip().lower() not in TRUE + FALSE:
+        raise ConfigError(f"{given.describe()} is neither true nor false; give 1 or 0 (true or false)")
+    if settings.dry_run and not settings.cluster:
+        named = (
+            given.describe()
+            if given is not None and not given.origin.startswith("--")
+            else "--runnerconf-dry-run"
+        )
+        raise ConfigError(
+            f"{named} needs a cluster to preflight; pass "
+            "--runner-cluster=NAME (a replayed bundle given with it is read for the estimate only)"
         )
     if settings.active:
         _check_output_dir(
@@ -540,14 +569,21 @@ class RunnerConfSession:
         finally:
             self.progress(END)  # the display finishes its lines; the terminal summary has the run's summary
 
-    def _start_and_run(self) -> RunEvidence:
-        from pytest_runnerconf.run import execute, new_run_id
-
+    def open_target(self) -> Target:
+        """The target of --runner-cluster, opened (a provider's cluster started); it closes with the session."""
         target = open_target(self._target_spec(), lambda text: self.progress(note(text)))
         assert target is not None
         self._close = target.close
-        profile = with_runner_config(target.profile)
-        remember_profile(profile)
+        # The expectations its runner_config gives (a ConfigMap read with one get), for the run and the dry run.
+        target = replace(target, profile=with_runner_config(target.profile))
+        remember_profile(target.profile)
+        return target
+
+    def _start_and_run(self) -> RunEvidence:
+        from pytest_runnerconf.run import execute, new_run_id
+
+        target = self.open_target()
+        profile = target.profile
         (self.shared / "profile.json").write_text(json.dumps(profile.summary()), encoding="utf-8")
         run_id = new_run_id()
         directory = self.settings.evidence_dir or (

@@ -25,6 +25,12 @@ _VERSION_NUMBER = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
 _RUNNING_ON = re.compile(r"^Running on (\S+) via ")
 _PROBE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 RECORD_TAG = "RUNNERCONF"
+# helpers/trace/buffer.go writeLimitExceededMessage, the same from v16.0 to v19.3: written straight after the
+# last byte the limit lets through (no timestamp prefix), after a newline of its own.
+_LIMIT_MESSAGE = re.compile(
+    rb"\n(?:\x1b\[[0-9;]*m)?Job's log exceeded limit of (\d+) bytes\.\r?\n"
+    rb"Job execution will continue but no more output will be collected\."
+)
 _FAILED = "ERROR: Job failed: "
 _SYSTEM_FAILED = "ERROR: Job failed (system failure): "
 
@@ -236,6 +242,22 @@ def _record(text: str, index: int, time: float | None) -> ProbeRecord:
             "not a JSON object"
         )
     return ProbeRecord(probe, data, index, time)
+
+
+@dataclass(frozen=True)
+class LimitCut:
+    """Where the runner cut a trace at its output_limit: the limit its message states and the byte offset
+    of the message (every byte before it is trace the limit let through)."""
+
+    limit: int
+    offset: int
+
+
+def output_limit_cut(raw: str) -> LimitCut | None:
+    """The runner's "Job's log exceeded limit" cut in a raw trace, None when the trace was not cut."""
+    data = raw.encode("utf-8", "surrogateescape")
+    match = _LIMIT_MESSAGE.search(data)
+    return None if match is None else LimitCut(int(match.group(1)), match.start())
 
 
 def version_number(version: str | None) -> tuple[int, int, int] | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf import JobEvidence, Profile, check, could_not_test, fail, held
+from pytest_runnerconf import JobEvidence, Profile, check, could_not_test, fail, held, require_behaviour
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]
@@ -68,6 +68,7 @@ def _pod_or_fail(job: JobEvidence) -> dict[str, Any]:
 )
 def test_host_aliases_in_spec(job_evidence: JobLookup, runnerconf_profile: Profile) -> None:
     job = job_evidence("aliases")
+    require_behaviour("services_host_aliases", job)
     spec = _pod_or_fail(job)
     want = expected_names(runnerconf_profile)
     entries = spec.get("hostAliases") or []
@@ -104,6 +105,7 @@ def test_names_resolve_through_hosts(
     job_evidence: JobLookup, probe_record: ProbeLookup, runnerconf_profile: Profile
 ) -> None:
     job = job_evidence("aliases")
+    require_behaviour("services_host_aliases", job)
     record = probe_record(job, "aliases")
     wrong: dict[str, str] = {}
     for name in expected_names(runnerconf_profile):
@@ -145,6 +147,7 @@ def test_connect_through_alias(
     job_evidence: JobLookup, probe_record: ProbeLookup, runnerconf_profile: Profile
 ) -> None:
     job = job_evidence("aliases")
+    require_behaviour("services_host_aliases", job)
     record = probe_record(job, "aliases")
     if record.get("tool") == "none":
         pytest.skip("the build image has neither python3 nor nc to open a TCP connection; set images.build")
@@ -181,6 +184,7 @@ def test_connect_through_alias(
 )
 def test_invalid_alias_refused(job_evidence: JobLookup) -> None:
     valid_job = job_evidence("aliases")
+    require_behaviour("services_host_aliases", valid_job)
     spec = _pod_or_fail(valid_job)
     bad = [
         n

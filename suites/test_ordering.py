@@ -8,7 +8,17 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf import JobEvidence, PodObservation, RunEvidence, check, could_not_test, fail, held
+from pytest_runnerconf import (
+    JobEvidence,
+    PodObservation,
+    RunEvidence,
+    check,
+    could_not_test,
+    fail,
+    has_behaviour,
+    held,
+    require_behaviour,
+)
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]
@@ -201,6 +211,11 @@ def test_sources_before_script(runnerconf_evidence: RunEvidence, job_evidence: J
             "gap s": gap,
             "measured by": measured,
         }
+        if measured != "line times" and has_behaviour("trace_timestamps_default", job):
+            # The runner stamps lines by default from 18.7 (versions.TABLE): unstamped, its config turned it off.
+            seen[job.name]["note"] = (
+                "FF_TIMESTAMPS is on by default from 18.7; this runner's config turns it off"
+            )
     closest = min(seen, key=lambda n: seen[n]["gap s"])
     held(
         "RC-ORD-002",
@@ -263,6 +278,7 @@ def test_services_started_before_script(job_evidence: JobLookup) -> None:
 )
 def test_healthcheck_port_open_at_script_start(job_evidence: JobLookup, probe_record: ProbeLookup) -> None:
     job = job_evidence("ordering")
+    require_behaviour("service_health_check", job)  # before 16.9 the runner waits for no service
     record = probe_record(job, "ordering")
     if record.get("tool") == "none":
         pytest.skip(

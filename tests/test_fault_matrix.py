@@ -40,6 +40,8 @@ MATRIX: dict[str, set[str]] = {
     "leak-pods": {"cleanup"},
     "leak-secrets": {"cleanup"},
     "slow-cleanup": {"cleanup"},
+    "silent-stream-cut": {"logs"},
+    "output-truncated-silently": {"logs"},
 }
 
 

@@ -78,6 +78,8 @@ CASES = [
     ("runner-18.3-oom-process.txt", "failed", "script_failure", SCRIPT_FAILURE, None,
      "command terminated with exit code 137", "step_script"),
     ("runner-18.11-timestamps-success.txt", "success", None, SUCCEEDED, None, "", "step_script"),
+    # Cut at output_limit: no final line, the job's status alone says it succeeded.
+    ("runner-18.11-timestamps-output-limit.txt", "success", None, SUCCEEDED, None, "", "step_script"),
     ("runner-18.11-timestamps-oom-system-failure.txt", "failed", "runner_system_failure", INFRASTRUCTURE,
      "runner-system-failure", "Error in container build: exit code: 137, reason: 'OOMKilled'", "step_script"),
     ("runner-18.11-timestamps-connection-refused.txt", "failed", "runner_system_failure", INFRASTRUCTURE,

@@ -108,12 +108,15 @@ def test_the_local_runner_config_gives_the_builtin_local_expectations() -> None:
         "cgroup",
         "cleanup_deadline_s",
         "images",
+        "log_burst_kib",
         "oom_report",
         "pending_deadline_s",
         "pickup_deadline_s",
         "run_deadline_s",
         "service_oom_reported",
+        "silent_step_s",
     ]
+    assert got["output_limit_kb"] == 2048
     assert derived.reported["privileged"] is True
     assert derived.reported["cleanup_grace_period_seconds"] == 5
 
@@ -173,8 +176,8 @@ def test_missing_keys_take_the_runners_defaults_only_where_it_has_one() -> None:
         '[[runners]]\n  name = "bare"\n  executor = "kubernetes"\n  [runners.kubernetes]\n    image = "x"\n'
     )
     derived = rc.derive(rc.parse_config(text, "file bare.toml", SETTING))
-    # common/consts.go KubernetesPollTimeout = 180; the Kubernetes executor's builds dir /builds.
-    assert derived.expect == {"builds_dir": "/builds", "poll_timeout_s": 180}
+    # common/consts.go KubernetesPollTimeout = 180; the Kubernetes executor's builds dir /builds; 4 MiB of trace.
+    assert derived.expect == {"builds_dir": "/builds", "poll_timeout_s": 180, "output_limit_kb": 4096}
     assert derived.sources["poll_timeout_s"] == "[runners.kubernetes] poll_timeout (the runner's default)"
     assert "dns" not in derived.expect  # no DNS settings: nothing to compare the pod's resolver with
 

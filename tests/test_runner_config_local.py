@@ -112,6 +112,7 @@ def test_runner_config_from_the_local_configmap_gives_the_builtin_verdicts(
         "builds_dir",
         "dns",
         "helper",
+        "output_limit_kb",
         "override_caps",
         "poll_timeout_s",
         "service",

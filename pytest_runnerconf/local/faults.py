@@ -22,6 +22,10 @@ FAULTS: dict[str, str] = {
     "leak-pods": "job pods are not deleted after the job",
     "leak-secrets": "the per-job registry-credentials secret is left behind",
     "slow-cleanup": "job pods are deleted long after the job ended",
+    "silent-stream-cut": "a job step's output stream is cut after 15 s of silence and the runner takes the cut "
+    "for the step's successful end",
+    "output-truncated-silently": "the trace is cut at the runner's output_limit without the runner's "
+    '"Job\'s log exceeded limit" message',
     "pod-pending-timeout": "job pods are never scheduled (FailedScheduling: Insufficient cpu) and stay Pending "
     "until the runner's poll_timeout, shortened for the run, fails the job",
     "quota-exceeded": "the API server refuses job pods with a ResourceQuota error after the runner created "

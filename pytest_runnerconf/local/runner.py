@@ -38,7 +38,7 @@ from pytest_runnerconf.local.strategies import (
     container_for,
     make_strategy,
 )
-from pytest_runnerconf.local.tracewriter import GREEN, RED, RESET, SCRIPT_STREAM, TraceWriter
+from pytest_runnerconf.local.tracewriter import GREEN, RED, RESET, SCRIPT_STREAM, LimitedSink, TraceWriter
 
 BEHAVIOUR_VERSION = "18.11.4"
 PREPARATION_RETRIES = 3
@@ -180,8 +180,13 @@ class LocalRunner:
         p = job.payload
         rcfg = self.cfg.runner
         masked = [v.value for v in p.variables if v.masked] + [rcfg.token]
-        trace = TraceWriter(
+        sink = LimitedSink(
             lambda data: self.sink.append_trace(p.id, data),
+            self.cfg.output_limit_bytes,
+            announce="output-truncated-silently" not in job.faults,
+        )
+        trace = TraceWriter(
+            sink,
             timestamps=self.cfg.feature_flag("FF_TIMESTAMPS"),
             masked=masked,
         )
@@ -346,7 +351,11 @@ class LocalRunner:
                 self._create_pod(job, plan, trace)
             ns, name = pod_ref(plan)
             strategy = make_strategy(
-                plan.legacy, self.node, PodPaths(ns, name, plan.scripts_dir, plan.logs_dir), trace
+                plan.legacy,
+                self.node,
+                PodPaths(ns, name, plan.scripts_dir, plan.logs_dir),
+                trace,
+                cut_silent="silent-stream-cut" in job.faults,
             )
             try:
                 strategy.start()

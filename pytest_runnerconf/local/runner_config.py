@@ -13,6 +13,7 @@ from typing import Any
 from pytest_runnerconf.local import quantity
 from pytest_runnerconf.local.errors import LocalConfigError
 from pytest_runnerconf.local.model import ServiceDef
+from pytest_runnerconf.local.tracewriter import DEFAULT_OUTPUT_LIMIT
 
 # helpers/featureflags/flags.go at v18.11.4: every flag and its default.
 FEATURE_FLAG_DEFAULTS: dict[str, bool] = {
@@ -232,6 +233,8 @@ class RunnerSection:
     token: str = field(repr=False)
     executor: str
     builds_dir: str = ""
+    # Kilobytes of trace the runner keeps (common/config.go OutputLimit); 0 (unset) is the 4096 KiB default.
+    output_limit: int = 0
     environment: tuple[str, ...] = ()
     feature_flags: dict[str, bool] = field(default_factory=dict)
     kubernetes: KubernetesSection = KubernetesSection()
@@ -255,6 +258,11 @@ class RunnerConfig:
     @property
     def builds_dir(self) -> str:
         return self.runner.builds_dir or "/builds"
+
+    @property
+    def output_limit_bytes(self) -> int:
+        """network/trace.go setupLogLimit: output_limit KiB, the default when unset (0)."""
+        return self.runner.output_limit * 1024 if self.runner.output_limit != 0 else DEFAULT_OUTPUT_LIMIT
 
 
 # --- loading ---------------------------------------------------------------------------------------------
@@ -331,6 +339,7 @@ def _runner_section(raw: dict[str, Any], source: str) -> RunnerSection:
         token=_typed(ctx, "token", raw["token"], str),
         executor=_typed(ctx, "executor", raw["executor"], str),
         builds_dir=_typed(ctx, "builds_dir", raw.get("builds_dir", ""), str),
+        output_limit=_typed(ctx, "output_limit", raw.get("output_limit", 0), int),
         environment=_typed(ctx, "environment", raw.get("environment", []), tuple[str, ...]),
         feature_flags=flags,
         kubernetes=_kubernetes_section(kube_raw, source),

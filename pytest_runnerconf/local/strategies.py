@@ -38,6 +38,17 @@ PREDEFINED = {"prepare_script", "get_sources", "clear_worktree", "restore_cache"
               "upload_artifacts_on_failure", "cleanup_file_variables"}  # fmt: skip
 
 
+# The silent-stream-cut fault: a proxy in front of the API server ends exec/attach streams idle this long, and
+# the runner takes the cut stream for the end of a successful step. Long enough that no other probe's step
+# (the cpu probe's silent 4 s, the cancel probe's wait for its cancel) is cut; expect.silent_step_s is longer.
+SILENT_CUT_S = 15.0
+
+
+def user_stage(stage: str) -> bool:
+    """The stages that run the job's own script (step_script, step_<name>, build_script)."""
+    return stage.startswith("step_") or stage == "build_script"
+
+
 class StrategyError(Exception):
     """The stage could not be run at all (exec/attach failed): the runner's system-failure path."""
 
@@ -139,10 +150,12 @@ def container_for(stage: str) -> str:
 
 
 class AttachStrategy:
-    def __init__(self, node: Node, paths: PodPaths, trace: TraceWriter) -> None:
+    def __init__(self, node: Node, paths: PodPaths, trace: TraceWriter, *, cut_silent: bool = False) -> None:
         self.node = node
         self.paths = paths
         self.trace = trace
+        self.cut_silent = cut_silent
+        self._last_output = time.monotonic()
         self._statuses: queue.Queue[dict[str, Any]] = queue.Queue()
         self._stop = threading.Event()
         self._stream: Any = None
@@ -191,14 +204,21 @@ class AttachStrategy:
         except Exception as exc:
             raise StrategyError(f"{exc}") from None
         script = self.paths.script(stage)
+        started = time.monotonic()
         while True:
             check()
             try:
                 status = self._statuses.get(timeout=0.2)
             except queue.Empty:
+                if self._cut(stage, started):
+                    return 0
                 continue
             if status.get("script") == script and "command_exit_code" in status:
                 return int(status["command_exit_code"])
+
+    def _cut(self, stage: str, started: float) -> bool:
+        quiet_since = max(started, self._last_output)
+        return self.cut_silent and user_stage(stage) and time.monotonic() - quiet_since > SILENT_CUT_S
 
     def cancel(self, stage: str) -> None:
         """The stage cancellation script: TERM the processes running the stage's script."""
@@ -237,6 +257,7 @@ class AttachStrategy:
     _pending = b""
 
     def _lines(self, chunk: bytes) -> None:
+        self._last_output = time.monotonic()
         data = self._pending + chunk
         *lines, self._pending = data.split(b"\n")
         for raw in lines:
@@ -262,10 +283,11 @@ class AttachStrategy:
 class ExecStrategy:
     """The legacy strategy: a pods/exec per stage, the script on the shell's stdin."""
 
-    def __init__(self, node: Node, paths: PodPaths, trace: TraceWriter) -> None:
+    def __init__(self, node: Node, paths: PodPaths, trace: TraceWriter, *, cut_silent: bool = False) -> None:
         self.node = node
         self.paths = paths
         self.trace = trace
+        self.cut_silent = cut_silent
 
     def start(self) -> None:
         return None
@@ -280,10 +302,12 @@ class ExecStrategy:
         except Exception as exc:
             raise StrategyError(f"{exc}") from None
         done = threading.Event()
+        last_output = [time.monotonic()]
 
         def pump() -> None:
             try:
                 for _, chunk in stream.output():
+                    last_output[0] = time.monotonic()
                     self.trace.output(chunk)
             except Exception:
                 pass
@@ -297,6 +321,8 @@ class ExecStrategy:
             threading.Thread(target=pump, daemon=True, name=f"exec-{self.paths.pod}-{stage}").start()
             while not done.wait(0.2):
                 check()
+                if self.cut_silent and user_stage(stage) and time.monotonic() - last_output[0] > SILENT_CUT_S:
+                    return 0  # the stream was cut; the runner sees no exit code and no error
             code = stream.exit_code()
         finally:
             stream.close()
@@ -309,8 +335,12 @@ class ExecStrategy:
         return None
 
 
-def make_strategy(legacy: bool, node: Node, paths: PodPaths, trace: TraceWriter) -> Strategy:
-    return ExecStrategy(node, paths, trace) if legacy else AttachStrategy(node, paths, trace)
+def make_strategy(
+    legacy: bool, node: Node, paths: PodPaths, trace: TraceWriter, *, cut_silent: bool = False
+) -> Strategy:
+    """CUT_SILENT: the silent-stream-cut fault."""
+    kind = ExecStrategy if legacy else AttachStrategy
+    return kind(node, paths, trace, cut_silent=cut_silent)
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, check: Checker, step_s: float = 0.1) -> bool:

@@ -14,6 +14,10 @@ YELLOW = "\x1b[0;33m"
 RESET = "\x1b[0;m"
 CLEAR = "\x1b[0K"
 
+BOLD_YELLOW = "\x1b[33;1m"  # helpers.ANSI_BOLD_YELLOW
+# common/consts.go DefaultTraceOutputLimit: the trace limit when [[runners]] output_limit is unset or 0.
+DEFAULT_OUTPUT_LIMIT = 4 * 1024 * 1024
+
 EXECUTOR_STREAM = "00"
 SCRIPT_STREAM = "01"
 
@@ -21,6 +25,43 @@ SCRIPT_STREAM = "01"
 def timestamp_prefix(ts: float, stream: str, kind: str = "O", continued: bool = False) -> str:
     stamp = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return f"{stamp} {stream}{kind}{'+' if continued else ' '}"
+
+
+def limit_message(limit: int) -> bytes:
+    """helpers/trace/buffer.go writeLimitExceededMessage (the same from v16.0 to v19.3): not timestamped."""
+    return (
+        f"\n{BOLD_YELLOW}Job's log exceeded limit of {limit} bytes.\n"
+        f"Job execution will continue but no more output will be collected.{RESET}\n"
+    ).encode()
+
+
+class LimitedSink:
+    """The runner's limitWriter: the trace keeps its first LIMIT bytes, then says so once and drops the rest.
+
+    The cut falls exactly at LIMIT bytes of what was written (masked and timestamped), even inside a line.
+    ANNOUNCE=False is the output-truncated-silently fault: the same cut without the message.
+    """
+
+    def __init__(self, append: Callable[[bytes], None], limit: int, *, announce: bool = True) -> None:
+        self._append = append
+        self.limit = limit
+        self.written = 0
+        self._announce = announce
+
+    def __call__(self, data: bytes) -> None:
+        capacity = self.limit - self.written
+        if capacity <= 0:
+            return
+        if len(data) >= capacity:
+            self._append(data[:capacity])
+            self.written += capacity
+            if self._announce:
+                message = limit_message(self.limit)
+                self._append(message)
+                self.written += len(message)
+            return
+        self._append(data)
+        self.written += len(data)
 
 
 class TraceWriter:
