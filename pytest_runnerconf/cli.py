@@ -91,9 +91,12 @@ def open_cluster(
 
 def cmd_profile(args: argparse.Namespace) -> int:
     """Print the profile of --runner-cluster as a run uses it (JSON; token sources, never a token)."""
+    from pytest_runnerconf.session import with_runner_config
+
     with open_cluster(args, log=_err) as target:
         assert target is not None
-        print(json.dumps(target.profile.summary(), indent=2))
+        # As a run: a runner_config ConfigMap is read (one get) and its expectations shown with their origins.
+        print(json.dumps(with_runner_config(target.profile).summary(), indent=2))
     return 0
 
 
@@ -199,11 +202,15 @@ def selected_reads(selection: list[str]) -> _SelectedReads:
 def cmd_rbac(args: argparse.Namespace) -> int:
     """Print the least-privilege Role the selected checks need in the job namespace."""
     from pytest_runnerconf import rbac
+    from pytest_runnerconf.runner_config import configmap_of
 
     namespace = args.namespace
-    if namespace is None and args.runner_cluster:
+    configmap = None  # the runner config's ConfigMap, when the profile's runner_config names one
+    if args.runner_cluster:
         with open_cluster(args, log=_err, start=False) as target:
-            namespace = target.profile.namespace if target is not None else None
+            if target is not None:
+                namespace = namespace or target.profile.namespace
+                configmap = configmap_of(target.profile)
     if namespace is None:
         raise ConfigError(
             "give --namespace NS, or --runner-cluster NAME of a profile (or of a running built-in cluster) to "
@@ -216,7 +223,13 @@ def cmd_rbac(args: argparse.Namespace) -> int:
     ]
     found = selected_reads(selection)
     print(
-        rbac.manifest(namespace, found.reads, checks=len(found.checks), service_account=args.service_account),
+        rbac.manifest(
+            namespace,
+            found.reads,
+            checks=len(found.checks),
+            service_account=args.service_account,
+            configmap=configmap,
+        ),
         end="",
     )
     return 0

@@ -25,6 +25,7 @@ from pytest_runnerconf.marker import BRANCH_PREFIX
 from pytest_runnerconf.plan import SCRIPTS_DIR, Plan, load_probe_jobs, render_pipeline, template_values
 from pytest_runnerconf.podjob import POD_LABEL
 from pytest_runnerconf.profile import ORIGINS, Profile
+from pytest_runnerconf.runner_config import configmap_of
 from pytest_runnerconf.safefiles import write_text
 from pytest_runnerconf.scrub import scrub_data, scrub_text
 
@@ -232,7 +233,7 @@ def preflight(profile: Profile, plan: Plan) -> tuple[list[Need], list[Need], lis
     scopes = [
         Need(scope, why, None if scopes_held is None else scope in scopes_held) for scope, why in TOKEN_SCOPES
     ]
-    rules = rbac.rules(plan.reads)
+    rules = rbac.rules(plan.reads, configmap_of(profile))  # the runner config's get, when it names one
     kube = attempt(lambda: KubeDriver(profile))
     missing: set[tuple[str, str]] | None = None
     if kube is not None:

@@ -407,7 +407,7 @@ class KubeDriver:
             return ""
         needed = [(rule, verb, why) for rule, verb, why in missing if rule.resource != SECRETS]
         if needed:
-            grants = ", ".join(f"{verb} {rule.resource}" for rule, verb, _why in needed)
+            grants = ", ".join(f"{verb} {_named(rule, self.namespace)}" for rule, verb, _why in needed)
             uses = "; ".join(f"{verb} {rule.resource}: {why}" for rule, verb, why in needed)
             raise KubeError(
                 f"no RBAC to {grants} in namespace {self.namespace} (asked by SelfSubjectAccessReview before "
@@ -422,7 +422,7 @@ class KubeDriver:
             "check needs `list` and `watch` on secrets (see `runnerconf rbac`)"
         )
 
-    def can_i(self, verb: str, resource: str) -> bool:
+    def can_i(self, verb: str, resource: str, namespace: str | None = None, name: str = "") -> bool:
         """Whether the kubeconfig's identity may VERB RESOURCE in the namespace (a SelfSubjectAccessReview).
 
         Every authenticated identity may ask this (system:basic-user); the review creates nothing, so it is
@@ -431,7 +431,14 @@ class KubeDriver:
         review = {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SelfSubjectAccessReview",
-            "spec": {"resourceAttributes": {"namespace": self.namespace, "verb": verb, "resource": resource}},
+            "spec": {
+                "resourceAttributes": {
+                    "namespace": namespace or self.namespace,
+                    "verb": verb,
+                    "resource": resource,
+                    **({"name": name} if name else {}),
+                }
+            },
         }
         with self._translate(f"ask whether it may {verb} {resource} (SelfSubjectAccessReview)"):
             body = self._raw(
@@ -445,7 +452,7 @@ class KubeDriver:
             (rule, verb, why)
             for rule in rules
             for verb, why in rule.verbs
-            if not self.can_i(verb, rule.resource)
+            if not self.can_i(verb, rule.resource, rule.namespace, next(iter(rule.names), ""))
         ]
 
     def server_version(self) -> str:
@@ -481,6 +488,34 @@ class KubeDriver:
             f"list pods in namespace {self.namespace}", forbidden=self._no_rbac("list pods")
         ):
             return self._raw(self._core.list_namespaced_pod, self.namespace, label_selector=selector)
+
+    def read_configmap(self, namespace: str, name: str) -> dict[str, str]:
+        """The data of one ConfigMap (the runner's config): one `get`, nothing listed, nothing kept here.
+
+        Raises:
+            ConfigMapUnreadable: it does not exist or may not be read (the profile's reference needs fixing).
+            KubeError: the API could not be reached or failed.
+        """
+        from pytest_runnerconf.runner_config import ConfigMapUnreadable
+
+        with self._translate(f"get ConfigMap {namespace}/{name}"):
+            try:
+                body = self._raw(self._core.read_namespaced_config_map, name, namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    raise ConfigMapUnreadable(
+                        f"it does not exist (404 from {self.host}); check the namespace and name (the Helm chart "
+                        "names it RELEASE-gitlab-runner, in the release's namespace)"
+                    ) from None
+                if exc.status == 403:
+                    raise ConfigMapUnreadable(
+                        f"the identity of {self._setting}.kubeconfig and {self._setting}.kube_context may not "
+                        f"get it (403); grant `get` on configmaps named {name} in namespace {namespace} "
+                        "(`runnerconf rbac` prints the rule)"
+                    ) from None
+                raise
+        data = body.get("data") or {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     def pod_events(self, pod_name: str) -> list[dict[str, Any]]:
         """The namespace's events about one pod; [] when events may not be read (reported, not fatal)."""
@@ -647,6 +682,15 @@ class KubeDriver:
             f"{self.host} ({code} {status.get('reason', '')}: {status.get('message', '')}); check the API "
             "server's health and the service account's RBAC"
         )
+
+
+def _named(rule: Rule, namespace: str) -> str:
+    """A rule's resource as a sentence names it: "pods", "configmaps gitlab-runner", or with " in namespace X"
+    when the object is outside the job NAMESPACE."""
+    if not rule.names:
+        return rule.resource
+    where = f" in namespace {rule.namespace}" if rule.namespace not in (None, namespace) else ""
+    return f"{rule.resource} {', '.join(rule.names)}{where}"
 
 
 def _noun(resource: str) -> str:

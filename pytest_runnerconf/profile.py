@@ -134,6 +134,8 @@ ORIGINS = {
     "profile": "set in the profile file",
     "target": "built into the target provider (its own profile of the cluster it runs)",
     "default": "the plugin's built-in default",
+    "runner config": "read from the deployed runner's config.toml (runner_config): its file is the ConfigMap "
+    "or path and the config key",
 }
 
 
@@ -206,6 +208,12 @@ class Profile:
     gitlab_ca_file: str | None = None  # a PEM bundle to verify GitLab's certificate (an internal CA)
     # Dotted expect keys that someone set -> (origin, file); every other expectation is a built-in default.
     expect_set: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    # Where the deployed runner's config.toml is (configmap:NS/NAME[#KEY] or a path), and which of its
+    # Kubernetes runners is under test when it has several; runner_config.py reads and derives from it.
+    runner_config: str | None = None
+    runner_name: str | None = None
+    # What was read from it (runner_config.Derived.section()): shown in the summary, never the token.
+    runner_config_found: Mapping[str, Any] | None = None
 
     def expect_sources(self) -> list[ExpectSource]:
         """Every expectation (flattened as in summary()["expect"]) with where its value came from."""
@@ -276,6 +284,11 @@ class Profile:
             "max_artifact_bytes": self.max_artifact_bytes,
             "expect": _expect_summary(exp),
             "expect_set": {key: list(where) for key, where in sorted(self.expect_set.items())},
+            "runner_config": self.runner_config,
+            "runner_name": self.runner_name,
+            "runner_config_found": None
+            if self.runner_config_found is None
+            else dict(self.runner_config_found),
         }
 
 
@@ -306,6 +319,9 @@ def profile_from_summary(summary: dict[str, Any]) -> Profile:
         allow_insecure_http=bool(summary.get("allow_insecure_http", False)),
         max_trace_bytes=int(summary.get("max_trace_bytes") or DEFAULT_MAX_TRACE_BYTES),
         max_artifact_bytes=int(summary.get("max_artifact_bytes") or DEFAULT_MAX_ARTIFACT_BYTES),
+        runner_config=summary.get("runner_config"),
+        runner_name=summary.get("runner_name"),
+        runner_config_found=summary.get("runner_config_found"),
         expect=Expectations(
             builds_dir=exp["builds_dir"],
             cleanup_deadline_s=exp["cleanup_deadline_s"],
@@ -570,6 +586,11 @@ _EXPECT_FIELDS: dict[str, Callable[[_Ctx, Any], Any]] = {
 }
 
 
+def expectations_from_table(file: str, key: str, table: Mapping[str, Any]) -> Expectations:
+    """Validated Expectations from an expect TABLE (errors name FILE and KEY, as a profile's do)."""
+    return _expectations(_Ctx(file, key), dict(table))
+
+
 def _expectations(ctx: _Ctx, value: Any) -> Expectations:
     table = _table(ctx, value)
     _check_keys(ctx, table, _EXPECT_FIELDS)
@@ -590,6 +611,8 @@ _CLUSTER_KEYS = (
     "allow_insecure_http",
     "max_trace_bytes",
     "max_artifact_bytes",
+    "runner_config",
+    "runner_name",
 )
 
 
@@ -637,6 +660,12 @@ def _cluster(
             "it must name the environment variable (or file) that holds the GitLab token"
         )
     ca_file = _path(_optional_str(ctx, table, "gitlab_ca_file"), base)
+    runner_config = _runner_config(ctx, table, base)
+    runner_name = _optional_str(ctx, table, "runner_name")
+    if runner_name is not None and runner_config is None:
+        raise ctx.sub("runner_name").error(
+            "is set but runner_config is not; set runner_config to the runner's config.toml or remove runner_name"
+        )
     if ca_file is not None and not url.startswith("https://"):
         raise ctx.sub("gitlab_ca_file").error(
             f"is set but gitlab_url {url!r} is not https://; remove gitlab_ca_file or use the https URL"
@@ -662,7 +691,21 @@ def _cluster(
             ctx.sub("max_artifact_bytes"), table.get("max_artifact_bytes", DEFAULT_MAX_ARTIFACT_BYTES)
         ),
         expect_set=_expect_set(ctx.file, table, origins),
+        runner_config=runner_config,
+        runner_name=runner_name,
     )
+
+
+def _runner_config(ctx: _Ctx, table: Mapping[str, Any], base: Path | None) -> str | None:
+    """The runner_config reference checked for form (reading it is runner_config.resolve's job), paths made
+    absolute as the profile's other paths are."""
+    from pytest_runnerconf.runner_config import parse_ref  # that module builds on this one
+
+    value = _optional_str(ctx, table, "runner_config")
+    if value is None:
+        return None
+    ref = parse_ref(f"{ctx.file}: {ctx.key}.runner_config", value, base)
+    return ref.path if ref.path is not None else value.strip()
 
 
 def insecure_http(url: str, allowed: bool) -> str | None:

@@ -125,6 +125,8 @@ def _profile_header(run: RunEvidence) -> dict[str, Any] | None:
         "source": run.profile.get("source"),
         "namespace": run.profile.get("namespace"),
         "expectations": expectations,
+        # What runner_config read (profile.Profile.runner_config_found); absent for a profile without one.
+        "runner_config": run.profile.get("runner_config_found"),
     }
 
 

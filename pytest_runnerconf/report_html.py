@@ -494,7 +494,12 @@ def _facts(doc: dict[str, Any], run: RunEvidence | None, command: str | None) ->
 
 
 # How the header names where an expectation came from (profile.ORIGINS says it at length).
-ORIGIN_WORDS = {"profile": "profile file", "target": "built into the target", "default": "built-in default"}
+ORIGIN_WORDS = {
+    "profile": "profile file",
+    "target": "built into the target",
+    "default": "built-in default",
+    "runner config": "deployed runner config",
+}
 
 
 def _expectations(doc: dict[str, Any], run: RunEvidence | None) -> list[dict[str, str]]:

@@ -51,6 +51,7 @@ from pytest_runnerconf.podjob import POD_LABEL, identify, is_runner_pod, same_to
 from pytest_runnerconf.profile import Profile
 from pytest_runnerconf.progress import FINISHED, Progress, RunChanges
 from pytest_runnerconf.rfc3339 import epoch
+from pytest_runnerconf.runner_config import configmap_of
 from pytest_runnerconf.trace import parse_trace
 
 NOT_STARTED = frozenset({"created", "pending", "waiting_for_resource", "preparing", "scheduled"})
@@ -351,7 +352,7 @@ def execute(
     run.retries = retry.Retries(limit=retries, judged=plan.judged)
     run.tracker.project_id = int(gitlab.project_id)
     selector = POD_LABEL  # set by every runner version; the project is matched per pod (PodTracker)
-    resource_version, secret_gap = kube.preflight(selector, rbac.rules(plan.reads))
+    resource_version, secret_gap = kube.preflight(selector, rbac.rules(plan.reads, configmap_of(profile)))
     facts["kubernetes_version"] = kube.server_version()
     stray, run.stray_error = stray_pods(kube, run.notes)
     with contextlib.suppress(GitLabError):

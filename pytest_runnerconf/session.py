@@ -27,6 +27,10 @@ from pytest_runnerconf.profile import (
     profile_from_summary,
 )
 from pytest_runnerconf.progress import END, Progress, note
+from pytest_runnerconf.runner_config import apply as apply_runner_config
+from pytest_runnerconf.runner_config import configmap_of
+from pytest_runnerconf.runner_config import from_record as runner_config_from_record
+from pytest_runnerconf.runner_config import resolve as resolve_runner_config
 from pytest_runnerconf.scrub import harvest, remember, scrub_text
 from pytest_runnerconf.targets import Log, Target, load_provider, provider_names
 
@@ -368,7 +372,26 @@ def resolve_target(settings: Settings) -> TargetSpec:
         provider.validate(table, source)
         return TargetSpec(name=name, provider=name, table=table, source=source)
     profile = load_profile(path, name, looked_in=looked_in, targets=offered)
+    if profile.runner_config is not None and configmap_of(profile) is None:
+        profile = resolve_runner_config(profile)  # a file: read now, so a bad one is a usage error at once
     return TargetSpec(name=name, profile=profile, source=profile.source)
+
+
+def with_runner_config(profile: Profile) -> Profile:
+    """PROFILE with the expectations its runner_config gives (a ConfigMap is read through the Kubernetes API,
+    one `get`); unchanged when it names none.
+
+    Raises:
+        ConfigError: the runner config cannot be found, read or used (a usage error, exit 4).
+        KubeError: the Kubernetes API cannot be reached (could not test).
+    """
+
+    def read(namespace: str, name: str) -> Mapping[str, str]:
+        from pytest_runnerconf.kube_driver import KubeDriver
+
+        return KubeDriver(profile).read_configmap(namespace, name)
+
+    return resolve_runner_config(profile, read)
 
 
 def open_target(spec: TargetSpec, log: Log, *, start: bool = True) -> Target | None:
@@ -474,7 +497,8 @@ class RunnerConfSession:
             if self.settings.replay is not None and self.settings.cluster is None:
                 self._profile = self._replay_profile()
             elif self.settings.replay is not None:
-                self._profile = self._target_spec().profile or self._replay_profile()
+                spec = self._target_spec().profile
+                self._profile = self._recorded_runner_config(spec) if spec else self._replay_profile()
             else:
                 self.evidence()
                 self._profile = profile_from_summary(
@@ -487,6 +511,15 @@ class RunnerConfSession:
             return resolve_target(self.settings)
         except ConfigError as exc:
             self.fatal(str(exc), EXIT_USAGE)
+
+    def _recorded_runner_config(self, profile: Profile) -> Profile:
+        """A replayed run's profile whose runner_config names a ConfigMap: the values the run read from it
+        (the replay reads no cluster); unchanged when the run read another config or none."""
+        if configmap_of(profile) is None or profile.runner_config_found is not None:
+            return profile
+        assert profile.runner_config is not None
+        recorded = runner_config_from_record(self.evidence().profile, profile.runner_config)
+        return profile if recorded is None else apply_runner_config(profile, recorded)
 
     def _replay_profile(self) -> Profile:
         # Without --runner-cluster (or for a provider's target), replay judges the evidence against the
@@ -572,6 +605,8 @@ class RunnerConfSession:
         target = open_target(self._target_spec(), lambda text: self.progress(note(text)))
         assert target is not None
         self._close = target.close
+        # The expectations its runner_config gives (a ConfigMap read with one get), for the run and the dry run.
+        target = replace(target, profile=with_runner_config(target.profile))
         remember_profile(target.profile)
         return target
 

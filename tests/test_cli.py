@@ -88,6 +88,23 @@ def test_profile_takes_runner_cluster_like_the_plugin(here: Path, capsys: pytest
     assert shown["expect"]["cleanup_deadline_s"] == 45  # type: ignore[index]
 
 
+def test_profile_shows_what_the_runner_config_gives_and_where_from(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = Path(__file__).resolve().parent / "data" / "runner_config" / "full-kubernetes.toml"
+    (here / "runnerconf.toml").write_text(
+        PROFILE.replace("[clusters.prod.expect]", f'runner_config = "{config}"\n[clusters.prod.expect]')
+    )
+    shown = _profile(capsys, "--runner-cluster=prod")
+    assert shown["expect"]["poll_timeout_s"] == 600  # type: ignore[index]
+    assert shown["expect"]["cleanup_deadline_s"] == 45  # type: ignore[index]  # the profile's own
+    assert shown["expect_set"]["poll_timeout_s"] == [  # type: ignore[index]
+        "runner config",
+        f"file {config}: [runners.kubernetes] poll_timeout",
+    ]
+    assert shown["runner_config_found"]["runner"] == "k8s-prod"  # type: ignore[index]
+
+
 def test_profile_reads_the_plugins_environment_variables(
     here: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -731,3 +731,55 @@ def test_preflight_asks_for_every_grant_and_names_all_that_are_missing(kube: tup
     assert sentence.startswith("no RBAC to watch pods, list events in namespace ci "), sentence
     assert "clusters.t.kubeconfig and clusters.t.kube_context" in sentence and ". " not in sentence
     assert "secrets" not in sentence.split("(what each is for")[0], "a Secret grant only skips its check"
+
+
+def test_runner_config_is_one_get_of_the_named_configmap(kube: tuple[KubeStore, Path]) -> None:
+    """runner_config = configmap:...: read with `get` on that ConfigMap; 404 and 403 name what to fix; the
+    preflight asks the review for exactly that object."""
+    from pytest_runnerconf.runner_config import ConfigMapUnreadable
+
+    store, kubeconfig = kube
+    store.create(
+        {
+            "kind": "ConfigMap",
+            "metadata": {"name": "gitlab-runner", "namespace": NS},
+            "data": {"config.toml": '[[runners]]\n  executor = "kubernetes"\n'},
+        }
+    )
+    cm = (NS, "gitlab-runner")
+    least = KubeDriver(_profile(kubeconfig, "least"))
+    with pytest.raises(ConfigMapUnreadable) as info:
+        least.read_configmap(*cm)  # the suite's Role without the runner_config rule
+    assert str(info.value) == (
+        "the identity of clusters.t.kubeconfig and clusters.t.kube_context may not get it (403); grant `get` on "
+        "configmaps named gitlab-runner in namespace ci (`runnerconf rbac` prints the rule)"
+    )
+    with pytest.raises(KubeError) as kinfo:
+        least.preflight(POD_SELECTOR, rbac.rules(["secrets"], cm))
+    assert str(kinfo.value).startswith("no RBAC to get configmaps gitlab-runner in namespace ci (asked by")
+
+
+def test_runner_config_configmap_read_and_not_found(tmp_path: Path) -> None:
+    from pytest_runnerconf.runner_config import ConfigMapUnreadable
+
+    store = KubeStore()
+    store.create({"kind": "Namespace", "metadata": {"name": NS}})
+    store.create(
+        {
+            "kind": "ConfigMap",
+            "metadata": {"name": "gitlab-runner", "namespace": NS},
+            "data": {"config.toml": "concurrent = 1\n"},
+        }
+    )
+    api = KubeAPI(store, {"cm-token-0000000001": rbac.grants(["secrets"], (NS, "gitlab-runner"))})
+    url = api.start().url
+    try:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", url, {"cm": "cm-token-0000000001"}, "cm", NS)
+        driver = KubeDriver(_profile(kubeconfig, "cm"))
+        assert driver.read_configmap(NS, "gitlab-runner") == {"config.toml": "concurrent = 1\n"}
+        with pytest.raises(ConfigMapUnreadable) as info:
+            driver.read_configmap(NS, "runner")
+        assert str(info.value).startswith(f"it does not exist (404 from {url}); check the namespace and name")
+        driver.preflight(POD_SELECTOR, rbac.rules(["secrets"], (NS, "gitlab-runner")))  # the rule is enough
+    finally:
+        api.stop()

@@ -189,6 +189,43 @@ def test_unreachable_gitlab_is_one_sentence_and_exit_6(
     _no_traceback(result)
 
 
+def test_unreadable_runner_config_file_is_a_usage_error(suite: pytest.Pytester) -> None:
+    _profile_toml(suite, extra='runner_config = "runner/config.toml"')
+    result = suite.runpytest("--runner-cluster=prod", "suites")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: *runnerconf.toml: clusters.prod.runner_config: cannot read the runner config file "
+            f"{suite.path / 'runner' / 'config.toml'} (No such file or directory); fix the path or use "
+            "configmap:NAMESPACE/NAME"
+        ]
+    )
+    _no_traceback(result)
+
+
+def test_runner_config_behind_an_unreachable_api_names_the_setting(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_runnerconf.local.kube_api import write_kubeconfig
+
+    monkeypatch.setenv(TOKEN_ENV, "glpat-not-a-real-token-000000")
+    url = f"http://127.0.0.1:{_closed_port()}"
+    kubeconfig = write_kubeconfig(suite.path / "kubeconfig", url, {"c": "kube-token-0000000001"}, "c", "ci")
+    _profile_toml(
+        suite, extra=f'kubeconfig = "{kubeconfig}"\nrunner_config = "configmap:gitlab-runner/gitlab-runner"'
+    )
+    result = suite.runpytest_subprocess("--runner-cluster=prod", "suites")
+    assert result.ret == 6
+    result.stdout.fnmatch_lines(
+        [
+            "*runnerconf: could not test: *runnerconf.toml: clusters.prod.runner_config: cannot read the runner "
+            f"config ConfigMap gitlab-runner/gitlab-runner: cannot reach the Kubernetes API at {url} *"
+        ]
+    )
+    assert "kube-token-0000000001" not in result.stdout.str() + result.stderr.str()
+    _no_traceback(result)
+
+
 # ---------------------------------------------------------------- replayed evidence through the real checks
 
 
@@ -317,6 +354,26 @@ def test_replay_reports_each_broken_behaviour_with_expected_and_observed(suite: 
         ]
     )
     result.stdout.fnmatch_lines([f"*expected: runnerconf-artifact.txt containing the run id {RUN_ID}"])
+
+
+def test_replay_with_a_configmap_runner_config_reads_no_cluster(suite: pytest.Pytester) -> None:
+    """The replayed run read its runner config: the replay judges with those values and reads nothing (the
+    profile names no kubeconfig that would reach a cluster)."""
+    bundle = _evidence(suite.path / "bundle")
+    run = load(bundle)
+    value = "configmap:ci/gitlab-runner"
+    run.profile = {
+        **run.profile,
+        "runner_config": value,
+        "runner_config_found": {"source": "ConfigMap ci/gitlab-runner key config.toml", "runner": "r",
+                                "derived": {"builds_dir": "[[runners]] builds_dir"}, "reported": {}},
+        "expect_set": {"builds_dir": ["runner config", "ConfigMap ci/gitlab-runner key config.toml: x"]},
+    }  # fmt: skip
+    save(run, bundle)
+    _profile_toml(suite, extra=f'runner_config = "{value}"\nkubeconfig = "{suite.path / "no-kubeconfig"}"')
+    result = suite.runpytest(f"--runnerconf-replay={bundle}", "--runner-cluster=prod", "suites")
+    result.assert_outcomes(passed=CHECK_COUNT)
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
 
 
 def test_replay_with_xdist_shares_the_bundle(suite: pytest.Pytester) -> None:
