@@ -25,7 +25,10 @@ RUN_ID_VARIABLE = "RUNNERCONF_RUN_ID"
 PROBE_MARKER = "runnerconf_probe"
 
 DIRECTIVES_KEY = "x-runnerconf"  # per-job instructions for the run, stripped before GitLab sees the job
-DIRECTIVES = ("cancel_on_record",)  # cancel_on_record: cancel the job once it printed a record of that probe
+# cancel_on_record: cancel the job once it printed a record of that probe; repeat: the job N times, named
+# <name>-1 .. <name>-N (a number or a placeholder such as "{{ capacity.jobs }}"), for probes whose job count
+# follows an expectation.
+DIRECTIVES = ("cancel_on_record", "repeat")
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_.]+)\s*\}\}")
 
 
@@ -162,6 +165,7 @@ def template_values(profile: Profile, run_id: str) -> dict[str, str]:
     """What `{{ name }}` placeholders in probe templates may refer to."""
     images = profile.expect.images
     silent_s = math.ceil(profile.expect.silent_step_s)
+    capacity = profile.expect.capacity
     return {
         "run_id": run_id,
         "builds_dir": profile.expect.builds_dir.rstrip("/") or "/",
@@ -174,6 +178,11 @@ def template_values(profile: Profile, run_id: str) -> dict[str, str]:
         # The silent step plus three minutes for the rest of the job: bounds a run whose runner never ends it.
         "logs.silent_timeout": f"{math.ceil(silent_s / 60) + 3} minutes",
         "logs.burst_kib": str(profile.expect.log_burst_kib),
+        # RC-CAP-*: the capacity jobs go to the runner the profile names; with none named they run on the
+        # default tags (an empty tag is dropped by _finish_job) and the checks skip.
+        "capacity.runner_tag": capacity.runner_tag if capacity is not None else "",
+        # limit + 1 jobs: LIMIT run at once and one more waits; one job when there is nothing to measure.
+        "capacity.jobs": str(capacity.limit + 1 if capacity is not None else 1),
     }
 
 
@@ -208,7 +217,30 @@ def load_probe_jobs(
     if not isinstance(jobs, dict) or not all(isinstance(v, dict) for v in jobs.values()):
         raise ConfigError(f"{path}: a probe template must map job names to job definitions")
     filled: dict[str, Any] = _fill(jobs, values, str(path))
-    return filled
+    return _repeat(filled, path)
+
+
+def _repeat(jobs: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Expand each job whose x-runnerconf table says `repeat = N` into N copies <name>-1 .. <name>-N."""
+    out: dict[str, Any] = {}
+    for name, job in jobs.items():
+        table = job.get(DIRECTIVES_KEY)
+        if not isinstance(table, dict) or "repeat" not in table:
+            out[name] = job
+            continue
+        raw = table["repeat"]
+        count = int(raw) if isinstance(raw, int | str) and str(raw).isdigit() else 0
+        if isinstance(raw, bool) or count < 1:
+            raise ConfigError(
+                f"{path}: job {name!r} has {DIRECTIVES_KEY} repeat = {raw!r}; it must be 1 or more"
+            )
+        rest = {k: v for k, v in table.items() if k != "repeat"}
+        for n in range(1, count + 1):
+            copy = {k: v for k, v in job.items() if k != DIRECTIVES_KEY}
+            if rest:
+                copy[DIRECTIVES_KEY] = dict(rest)
+            out[f"{name}-{n}"] = copy
+    return out
 
 
 def _finish_job(job: dict[str, Any], profile: Profile) -> dict[str, Any]:
@@ -217,6 +249,14 @@ def _finish_job(job: dict[str, Any], profile: Profile) -> dict[str, Any]:
     if profile.runner_tags:
         done["tags"] = list(profile.runner_tags)
     done.update({k: v for k, v in job.items() if k != DIRECTIVES_KEY})
+    own_tags = job.get("tags")
+    if isinstance(own_tags, list) and "" in own_tags:
+        # A tag placeholder the profile leaves unset: the job runs on the profile's default tags instead.
+        kept = [t for t in own_tags if t != ""] or list(profile.runner_tags)
+        if kept:
+            done["tags"] = kept
+        else:
+            done.pop("tags", None)
     return done
 
 

@@ -102,6 +102,14 @@ class ImagesExpect:
 
 
 @dataclass(frozen=True)
+class CapacityExpect:
+    """RC-CAP-*: a runner (reached by its own tag) whose `limit` (or `concurrent`) lets LIMIT jobs run at once."""
+
+    runner_tag: str
+    limit: int
+
+
+@dataclass(frozen=True)
 class Expectations:
     builds_dir: str = "/builds"
     cleanup_deadline_s: float = 60.0
@@ -127,6 +135,8 @@ class Expectations:
     # exactly there, with the runner's message.
     output_limit_kb: int = 4096
     log_burst_kib: int = 3072
+    # None: the profile names no runner to measure capacity on, so RC-CAP-* are skipped.
+    capacity: CapacityExpect | None = None
 
 
 # Where an expectation's value came from (report.html and report.json show it next to the value).
@@ -347,6 +357,7 @@ def profile_from_summary(summary: dict[str, Any]) -> Profile:
             service_oom_reported=exp["service_oom_reported"],
             # Bundles saved before the log expectations existed: the defaults.
             **{k: exp[k] for k in ("silent_step_s", "output_limit_kb", "log_burst_kib") if k in exp},
+            capacity=CapacityExpect(**exp["capacity"]) if exp.get("capacity") else None,
         ),
     )
 
@@ -387,6 +398,7 @@ def _expect_summary(exp: Expectations) -> dict[str, Any]:
         "silent_step_s": exp.silent_step_s,
         "output_limit_kb": exp.output_limit_kb,
         "log_burst_kib": exp.log_burst_kib,
+        "capacity": None if exp.capacity is None else dict(vars(exp.capacity)),
     }
 
 
@@ -564,6 +576,19 @@ def _images(ctx: _Ctx, value: Any) -> ImagesExpect:
     return ImagesExpect(**kwargs)
 
 
+def _capacity(ctx: _Ctx, value: Any) -> CapacityExpect:
+    table = _table(ctx, value)
+    _check_keys(ctx, table, tuple(CapacityExpect.__dataclass_fields__))
+    tag = _str(ctx.sub("runner_tag"), _required(ctx, table, "runner_tag", "the tag only that runner carries"))
+    limit = _required(ctx, table, "limit", "the runner's limit (or concurrent), a whole number, at least 1")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ctx.sub("limit").error(
+            f"= {_describe(limit)} is not allowed; it must be the runner's limit (or concurrent), a whole number, "
+            "at least 1 (a runner without a limit cannot show its cap: leave expect.capacity out)"
+        )
+    return CapacityExpect(runner_tag=tag, limit=limit)
+
+
 _EXPECT_FIELDS: dict[str, Callable[[_Ctx, Any], Any]] = {
     "builds_dir": _str,
     "cleanup_deadline_s": _seconds,
@@ -583,6 +608,7 @@ _EXPECT_FIELDS: dict[str, Callable[[_Ctx, Any], Any]] = {
     "silent_step_s": _seconds,
     "output_limit_kb": _kilobytes,
     "log_burst_kib": _kilobytes,
+    "capacity": _capacity,
 }
 
 

@@ -42,6 +42,8 @@ MATRIX: dict[str, set[str]] = {
     "slow-cleanup": {"cleanup"},
     "silent-stream-cut": {"logs"},
     "output-truncated-silently": {"logs"},
+    "concurrency-one": {"capacity"},
+    "limit-ignored": {"capacity"},
 }
 
 

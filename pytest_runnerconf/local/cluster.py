@@ -108,8 +108,9 @@ class LocalCluster:
         from pytest_runnerconf.local.kube_api import ALL_VERBS, OPERATOR_VERBS, KubeAPI, write_kubeconfig
         from pytest_runnerconf.local.kubelet import Kubelet
         from pytest_runnerconf.local.poddeletion import PodDeletion
-        from pytest_runnerconf.local.runner import LocalRunner
+        from pytest_runnerconf.local.runner import LocalRunner, Slots
         from pytest_runnerconf.local.runner_config import load_runner_config
+        from pytest_runnerconf.local.runners import RunnerSet
         from pytest_runnerconf.local.runtime import Runtime
         from pytest_runnerconf.local.standins import StandIns
         from pytest_runnerconf.local.tlsca import LocalCA
@@ -184,16 +185,23 @@ class LocalCluster:
         self._stops.append(kubelet.remove_all)
         deletion = PodDeletion(store, kubelet)
         store.on_delete["Pod"] = deletion.delete
-        runner = LocalRunner(
-            cfg,
-            kubelet,
-            store,
-            state,
-            tags=frozenset({cl["runner_tag"]}),
-            resolve_image=standins.resolve,
-            delete_pod=deletion.delete,
-            faults=self.faults,
-            registry=f"{cl['registry_host']}:{cl['registry_port']}",
+        slots = Slots(cfg.concurrent)  # the one process's `concurrent`, over all its [[runners]] entries
+        runner = RunnerSet(
+            [
+                LocalRunner(
+                    cfg.for_runner(section),
+                    kubelet,
+                    store,
+                    state,
+                    tags=frozenset({tag}),
+                    resolve_image=standins.resolve,
+                    delete_pod=deletion.delete,
+                    faults=self.faults,
+                    registry=f"{cl['registry_host']}:{cl['registry_port']}",
+                    slots=slots,
+                )
+                for section, tag in runner_tags(cfg, cl)
+            ]
         )
         state.job_queue = runner
         self._stops.insert(0, runner.shutdown)
@@ -282,6 +290,24 @@ class LocalCluster:
             stop = self._stops.pop(0)
             with contextlib.suppress(Exception):
                 stop()
+
+
+def runner_tags(cfg: Any, cluster: dict[str, Any]) -> list[tuple[Any, str]]:
+    """Each [[runners]] entry with the tag it is registered with (tags live on GitLab, not in config.toml).
+
+    The first entry carries cluster.toml's runner_tag; any other entry needs its own in extra_runner_tags
+    (runner name -> tag), so that jobs reach it only when they ask for it.
+    """
+    extra = cluster.get("extra_runner_tags") or {}
+    pairs = [(cfg.entries()[0], str(cluster["runner_tag"]))]
+    for section in cfg.entries()[1:]:
+        if section.name not in extra:
+            raise LocalConfigError(
+                f"{cfg.source}: [[runners]] {section.name!r} has no tag; add it to extra_runner_tags in "
+                "the local cluster's cluster.toml"
+            )
+        pairs.append((section, str(extra[section.name])))
+    return pairs
 
 
 def _write_private(path: Path, text: str) -> None:

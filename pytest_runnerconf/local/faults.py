@@ -30,6 +30,8 @@ FAULTS: dict[str, str] = {
     "until the runner's poll_timeout, shortened for the run, fails the job",
     "quota-exceeded": "the API server refuses job pods with a ResourceQuota error after the runner created "
     "the per-job Secret",
+    "concurrency-one": "a [[runners]] entry with a limit takes one job at a time, whatever its limit",
+    "limit-ignored": "a [[runners]] entry's limit is not enforced: only the global concurrent caps its jobs",
     # GitLab's side: a proxy that fails after GitLab did the work (the run must reconcile, not repeat).
     "gitlab-lost-response": "GitLab performs a run's first commit and pipeline POST, then answers 502",
     # Faults the run must survive with the same verdicts (a real API server and its proxies do these).

@@ -94,8 +94,42 @@ class RunningJob:
     attempted: set[str] = field(default_factory=set)  # stages started, for what runs after a failure
 
 
+class Slots:
+    """The global `concurrent` of one runner process, shared by all its [[runners]] entries.
+
+    commands/multi.go: `concurrent` workers request jobs for any entry; an entry at its `limit` does not
+    request ("runner limit met"), so its job stays pending on GitLab instead of holding a worker.
+    """
+
+    def __init__(self, concurrent: int) -> None:
+        self.concurrent = max(1, concurrent)
+        self._used = 0
+        self._lock = threading.Lock()
+        self._waiters: list[Callable[[], None]] = []
+
+    def register(self, dispatch: Callable[[], None]) -> None:
+        self._waiters.append(dispatch)
+
+    def take(self) -> bool:
+        with self._lock:
+            if self._used >= self.concurrent:
+                return False
+            self._used += 1
+            return True
+
+    def give(self) -> None:
+        with self._lock:
+            self._used -= 1
+        for dispatch in list(self._waiters):  # outside the lock: each takes its own runner's lock first
+            dispatch()
+
+
 class LocalRunner:
-    """Implements the JobQueue protocol for the GitLab side; runs up to `concurrent` jobs at once."""
+    """Implements the JobQueue protocol for the GitLab side for one [[runners]] entry (cfg.runner).
+
+    It runs up to its `limit` jobs at once (0: no limit) within the process's `concurrent` (Slots); a job
+    beyond either stays pending on GitLab until a slot frees, as a real runner does not request it.
+    """
 
     def __init__(
         self,
@@ -110,6 +144,7 @@ class LocalRunner:
         faults: frozenset[str] = frozenset(),
         manager_hostname: str = "runnerconf-local",
         registry: str | None = None,
+        slots: Slots | None = None,
     ) -> None:
         self.cfg = cfg
         self.node = node  # the kubelet: pods/exec, pods/attach and the pod's containers
@@ -122,6 +157,10 @@ class LocalRunner:
         self.manager_hostname = manager_hostname
         self.registry = registry
         self._pool = ThreadPoolExecutor(max_workers=max(1, cfg.concurrent), thread_name_prefix="job")
+        self._slots = slots or Slots(cfg.concurrent)
+        self._slots.register(self._dispatch)
+        self._waiting: list[RunningJob] = []  # submitted, not yet taken: pending on GitLab
+        self._running = 0
         self._jobs: dict[int, RunningJob] = {}
         self._lock = threading.Lock()
         self._concurrency_ids: set[int] = set()
@@ -142,7 +181,28 @@ class LocalRunner:
         job = RunningJob(payload, self.faults | job_faults)
         with self._lock:
             self._jobs[payload.id] = job
-        self._pool.submit(self._run_guarded, job)
+            self._waiting.append(job)
+        self._dispatch()
+
+    def _cap(self, job: RunningJob) -> int | None:
+        """How many jobs this entry may run at once for JOB (None: only `concurrent` caps them)."""
+        limit = self.cfg.runner.limit
+        if limit <= 0 or "limit-ignored" in job.faults:
+            return None
+        return 1 if "concurrency-one" in job.faults else limit
+
+    def _dispatch(self) -> None:
+        """Start waiting jobs in order while this entry's limit and the process's concurrent allow."""
+        start: list[RunningJob] = []
+        with self._lock:
+            while self._waiting:
+                cap = self._cap(self._waiting[0])
+                if (cap is not None and self._running >= cap) or not self._slots.take():
+                    break
+                self._running += 1
+                start.append(self._waiting.pop(0))
+        for job in start:
+            self._pool.submit(self._run_guarded, job)
 
     def cancel(self, job_id: int) -> None:
         with self._lock:
@@ -152,6 +212,7 @@ class LocalRunner:
 
     def shutdown(self) -> None:
         with self._lock:
+            self._waiting.clear()
             for job in self._jobs.values():
                 job.cancel.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -175,6 +236,8 @@ class LocalRunner:
         finally:
             with self._lock:
                 self._jobs.pop(job.payload.id, None)
+                self._running -= 1
+            self._slots.give()
 
     def _run(self, job: RunningJob) -> None:
         p = job.payload

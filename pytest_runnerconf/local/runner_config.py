@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 import types
@@ -235,6 +236,8 @@ class RunnerSection:
     builds_dir: str = ""
     # Kilobytes of trace the runner keeps (common/config.go OutputLimit); 0 (unset) is the 4096 KiB default.
     output_limit: int = 0
+    # Jobs this entry runs at once (common/config.go Limit); 0 (unset) is no limit but the global concurrent.
+    limit: int = 0
     environment: tuple[str, ...] = ()
     feature_flags: dict[str, bool] = field(default_factory=dict)
     kubernetes: KubernetesSection = KubernetesSection()
@@ -246,10 +249,21 @@ class RunnerSection:
 
 @dataclass(frozen=True)
 class RunnerConfig:
+    """The config.toml. `runner` is the entry this view is for (the first one unless for_runner() picked
+    another): every per-runner setting the emulation reads comes from it; `runners` is every entry."""
+
     concurrent: int
     runner: RunnerSection
     check_interval: int = 0
     source: str = "<text>"
+    runners: tuple[RunnerSection, ...] = ()
+
+    def entries(self) -> tuple[RunnerSection, ...]:
+        return self.runners or (self.runner,)
+
+    def for_runner(self, section: RunnerSection) -> RunnerConfig:
+        """The same config seen by another [[runners]] entry (as a real runner's worker sees its own)."""
+        return dataclasses.replace(self, runner=section)
 
     def feature_flag(self, name: str) -> bool:
         """The config's value, else the runner's default; an unknown flag is off."""
@@ -316,13 +330,22 @@ def _substitute(value: Any, subs: dict[str, str]) -> Any:
 def _runner_config(data: dict[str, Any], source: str) -> RunnerConfig:
     ctx = _Ctx(source, "top level")
     runners = data.get("runners")
-    if not isinstance(runners, list) or len(runners) != 1 or not isinstance(runners[0], dict):
-        raise LocalConfigError(f"{source}: expected exactly one [[runners]] table")
+    if not isinstance(runners, list) or not runners or not all(isinstance(r, dict) for r in runners):
+        raise LocalConfigError(f"{source}: expected at least one [[runners]] table")
+    sections = tuple(_runner_section(raw, source) for raw in runners)
+    for attr in ("name", "token"):
+        values = [getattr(s, attr) for s in sections]
+        if len(set(values)) != len(values):
+            # Each entry is its own runner: the pod names, labels and GitLab's runner record come from these.
+            raise LocalConfigError(
+                f"{source}: two [[runners]] tables have the same {attr}; give each its own"
+            )
     return RunnerConfig(
         concurrent=_typed(ctx, "concurrent", data.get("concurrent", 1), int),
         check_interval=_typed(ctx, "check_interval", data.get("check_interval", 0), int),
-        runner=_runner_section(runners[0], source),
+        runner=sections[0],
         source=source,
+        runners=sections,
     )
 
 
@@ -340,6 +363,7 @@ def _runner_section(raw: dict[str, Any], source: str) -> RunnerSection:
         executor=_typed(ctx, "executor", raw["executor"], str),
         builds_dir=_typed(ctx, "builds_dir", raw.get("builds_dir", ""), str),
         output_limit=_typed(ctx, "output_limit", raw.get("output_limit", 0), int),
+        limit=_typed(ctx, "limit", raw.get("limit", 0), int),
         environment=_typed(ctx, "environment", raw.get("environment", []), tuple[str, ...]),
         feature_flags=flags,
         kubernetes=_kubernetes_section(kube_raw, source),

@@ -767,7 +767,8 @@ def test_plan_does_not_mutate_the_config(cfg: RunnerConfig) -> None:
 
 
 def test_proc_mount_seccomp_apparmor_and_selinux_reach_the_spec() -> None:
-    text = FIXTURE.read_text() + (
+    # Appended to the first [[runners]] entry (the fixture's later entries start with "\n[[runners]]").
+    text = "\n[[runners]]".join(FIXTURE.read_text().split("\n[[runners]]")[:2]) + (
         "\n    [runners.kubernetes.pod_security_context]\n"
         '      selinux_type = "spc_t"\n'
         '      seccomp_profile = { type = "RuntimeDefault" }\n'

@@ -33,7 +33,7 @@ concurrent = 2
 def test_fixture_loads_with_substitutions() -> None:
     cfg = load_runner_config(FIXTURE, SUBS)
     kube = cfg.runner.kubernetes
-    assert cfg.concurrent == 16
+    assert cfg.concurrent == 24
     assert cfg.check_interval == 1
     assert cfg.runner.name == "runnerconf-local"
     assert cfg.runner.url == "http://127.0.0.1:8929/"
@@ -159,9 +159,35 @@ def test_token_not_in_repr() -> None:
     assert "abcdefghijklmn" not in repr(load_runner_config(MINIMAL))
 
 
-def test_exactly_one_runner_required() -> None:
-    with pytest.raises(ConfigError, match=r"exactly one \[\[runners\]\]"):
+def test_at_least_one_runner_required() -> None:
+    with pytest.raises(ConfigError, match=r"at least one \[\[runners\]\]"):
         load_runner_config("concurrent = 1\n")
+
+
+def test_fixture_has_a_capacity_runner_of_its_own() -> None:
+    """RC-CAP-*: the second entry is its own runner (name, token, limit); the first keeps every setting."""
+    cfg = load_runner_config(FIXTURE, SUBS)
+    main, capacity = cfg.entries()
+    assert cfg.runner is main and main.name == "runnerconf-local" and main.limit == 0
+    assert (capacity.name, capacity.limit, capacity.kubernetes.namespace) == ("runnerconf-capacity", 2, "ci")
+    assert capacity.short_token == "rccapacit" != main.short_token
+    view = cfg.for_runner(capacity)
+    assert view.runner is capacity and view.concurrent == cfg.concurrent and view.entries() == cfg.entries()
+    assert view.output_limit_bytes == 4096 * 1024  # its own output_limit (unset), not the first entry's
+
+
+def test_two_runners_with_one_name_or_token_are_refused() -> None:
+    second = MINIMAL[MINIMAL.index("[[runners]]") :]
+    with pytest.raises(ConfigError, match="two \\[\\[runners\\]\\] tables have the same name"):
+        load_runner_config(MINIMAL + "\n" + second)
+    renamed = second.replace('name = "', 'name = "other-', 1)
+    with pytest.raises(ConfigError, match="same token"):
+        load_runner_config(MINIMAL + "\n" + renamed)
+    limited = renamed.replace("glrt-t1_", "glrt-t1_zz", 1).replace(
+        '"kubernetes"\n', '"kubernetes"\n  limit = 3\n', 1
+    )
+    cfg = load_runner_config(MINIMAL + "\n" + limited)
+    assert [r.limit for r in cfg.entries()] == [0, 3]
 
 
 def test_required_runner_keys() -> None:

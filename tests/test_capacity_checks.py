@@ -1,0 +1,214 @@
+"""RC-CAP over hand-built jobs: overlap of the capacity jobs' sleeps, the extra job waiting, pod Running
+spans from watch timelines, the skip without a capacity runner; the plan's capacity jobs and tags."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from pytest_runnerconf.errors import ConfigError
+from pytest_runnerconf.evidence import JobEvidence, PodObservation
+from pytest_runnerconf.outcome import CouldNotTest
+from pytest_runnerconf.plan import Plan, ProbeLibrary, make_plan, render_pipeline
+from pytest_runnerconf.profile import CapacityExpect, Expectations, Profile
+
+ROOT = Path(__file__).resolve().parent.parent
+Failed = pytest.fail.Exception
+Skipped = pytest.skip.Exception
+
+
+def _load() -> ModuleType:
+    name = "runnerconf_capacity_checks"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "suites" / "test_capacity.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+cap = _load()
+
+
+def profile(limit: int | None = 2, tags: tuple[str, ...] = ("k8s",)) -> Profile:
+    capacity = None if limit is None else CapacityExpect(runner_tag="k8s-capacity", limit=limit)
+    return Profile(
+        name="t",
+        gitlab_url="http://127.0.0.1",
+        token_env="T",
+        token_file=None,
+        project="g/p",
+        runner_tags=tags,
+        kubeconfig=None,
+        kube_context=None,
+        namespace="ci",
+        expect=Expectations(capacity=capacity),
+        source="test",
+    )
+
+
+def pod(name: str, running: float, left: float | None, deleted: float | None = None) -> PodObservation:
+    """A pod the watch saw Pending, Running at RUNNING, then asked to be deleted at LEFT."""
+    timeline: list[dict[str, Any]] = [
+        {"time": running - 2, "type": "ADDED", "phase": "Pending"},
+        {"time": running, "type": "MODIFIED", "phase": "Running"},
+        {"time": running + 1, "type": "MODIFIED", "phase": "Running"},
+    ]
+    if left is not None:
+        timeline.append({"time": left, "type": "MODIFIED", "phase": "Running", "deletionTimestamp": "x"})
+    return PodObservation(name=name, first_seen=running - 2, timeline=timeline, deleted_at=deleted)
+
+
+def job(n: int, start: float, end: float, status: str = "success") -> JobEvidence:
+    return JobEvidence(
+        name=f"capacity-{n}",
+        job={"status": status},
+        trace="",
+        pod=pod(f"runner-rccapacit-project-1-concurrent-{n}-abcd1234", start - 3, end + 2),
+        records={"capacity": [{"start": start, "end": end, "sleep_s": 8}]},
+    )
+
+
+def lookup(*jobs: JobEvidence) -> Any:
+    by_name = {j.name: j for j in jobs}
+
+    def get(name: str) -> JobEvidence:
+        if name not in by_name:
+            raise CouldNotTest("no-evidence", f"no job {name}")
+        return by_name[name]
+
+    return get
+
+
+def span(start: float, end: float | None) -> Any:
+    return cap.RunSpan("j", "p", start, end)
+
+
+# ---- overlap logic -------------------------------------------------------------------------------------
+
+
+def test_max_overlap_counts_spans_running_at_one_instant() -> None:
+    assert cap.max_overlap([span(0, 8), span(1, 9), span(12, 20)]) == (2, 1)
+    assert cap.max_overlap([span(0, 8), span(1, 9), span(2, 10)]) == (3, 2)
+    assert cap.max_overlap([span(0, 8), span(9, 17), span(18, 26)]) == (1, 0)
+    assert cap.max_overlap([]) == (0, None)
+
+
+def test_spans_that_only_touch_do_not_overlap() -> None:
+    # One job ends as the next begins: at that instant only one runs.
+    assert cap.max_overlap([span(0, 8), span(8, 16)]) == (1, 0)
+
+
+def test_an_open_span_runs_to_the_end() -> None:
+    assert cap.max_overlap([span(0, None), span(5, 6), span(20, 21)]) == (2, 5)
+
+
+def test_late_starter_is_the_last_to_start_with_the_first_end_before_it() -> None:
+    last, first_end = cap.late_starter([span(0, 8), span(10, 18), span(1, 9)], 2)
+    assert (last.start, first_end) == (10, 8)
+    assert cap.late_starter([span(0, 8), span(1, 9)], 2) is None
+
+
+def test_running_span_from_a_watch_timeline() -> None:
+    observed = pod("p", 100.0, 112.0)
+    assert cap.running_span("j", observed) == cap.RunSpan("j", "p", 100.0, 112.0)
+    # Not yet asked to go: the deletion ends it; never deleted: open.
+    assert cap.running_span("j", pod("p", 100.0, None, deleted=115.0)).end == 115.0
+    assert cap.running_span("j", pod("p", 100.0, None)).end is None
+    # A phase change ends it too; a pod never seen Running has no span.
+    failed = PodObservation(
+        "p", 0.0, timeline=[{"time": 1, "phase": "Running"}, {"time": 4, "phase": "Failed"}]
+    )
+    assert cap.running_span("j", failed) == cap.RunSpan("j", "p", 1.0, 4.0)
+    pending = PodObservation("p", 0.0, timeline=[{"time": 1, "phase": "Pending"}, {"type": "x"}])
+    assert cap.running_span("j", pending) is None
+
+
+# ---- the checks ----------------------------------------------------------------------------------------
+
+CLEAN = (job(1, 100, 108), job(2, 100.5, 108.5), job(3, 113, 121))  # two at once, the third after
+
+
+def test_clean_runner_passes_both() -> None:
+    cap.test_limit_jobs_run_at_once(lookup(*CLEAN), profile())
+    cap.test_one_more_waits(lookup(*CLEAN), profile())
+
+
+def test_one_job_at_a_time_fails_only_the_at_once_check() -> None:
+    serial = (job(1, 100, 108), job(2, 113, 121), job(3, 126, 134))
+    with pytest.raises(
+        Failed,
+        match=r"expected: 2 jobs of runner .k8s-capacity. running at once.*\n  observed: \{\"at once\": 1,",
+    ):
+        cap.test_limit_jobs_run_at_once(lookup(*serial), profile())
+    cap.test_one_more_waits(lookup(*serial), profile())
+
+
+def test_limit_not_enforced_fails_only_the_waits_check() -> None:
+    together = (job(1, 100, 108), job(2, 100.5, 108.5), job(3, 101, 109))
+    cap.test_limit_jobs_run_at_once(lookup(*together), profile())
+    with pytest.raises(Failed, match=r"observed: \{\"at once\": 3,"):
+        cap.test_one_more_waits(lookup(*together), profile())
+
+
+def test_limit_three_needs_four_jobs() -> None:
+    four = (*CLEAN[:2], job(3, 101, 109), job(4, 113, 121))
+    cap.test_limit_jobs_run_at_once(lookup(*four), profile(limit=3))
+    cap.test_one_more_waits(lookup(*four), profile(limit=3))
+    with pytest.raises(CouldNotTest, match="no job capacity-4"):
+        cap.test_one_more_waits(lookup(*CLEAN), profile(limit=3))
+
+
+def test_no_capacity_runner_in_the_profile_is_a_skip_with_the_reason() -> None:
+    with pytest.raises(Skipped, match=r"names no capacity runner \(expect\.capacity"):
+        cap.test_limit_jobs_run_at_once(lookup(*CLEAN), profile(limit=None))
+    with pytest.raises(Skipped):
+        cap.test_one_more_waits(lookup(), profile(limit=None))
+
+
+def test_a_failed_job_or_missing_record_is_could_not_test() -> None:
+    with pytest.raises(CouldNotTest, match="capacity-2 should succeed"):
+        cap.test_limit_jobs_run_at_once(lookup(CLEAN[0], job(2, 100, 108, "failed"), CLEAN[2]), profile())
+    bare = job(3, 113, 121)
+    bare.records = {}
+    with pytest.raises(CouldNotTest, match="capacity-3 printed no capacity record"):
+        cap.test_one_more_waits(lookup(*CLEAN[:2], bare), profile())
+
+
+# ---- the plan ------------------------------------------------------------------------------------------
+
+
+def jobs_of(text: str) -> dict[str, Any]:
+    return {k: v for k, v in yaml.safe_load(text).items() if k not in ("stages", "variables")}
+
+
+def test_plan_renders_limit_plus_one_jobs_on_the_capacity_tag() -> None:
+    text, files = render_pipeline(make_plan(["capacity"]), profile(limit=2), "r1")
+    jobs = jobs_of(text)
+    assert sorted(jobs) == ["capacity-1", "capacity-2", "capacity-3"]
+    assert all(j["tags"] == ["k8s-capacity"] for j in jobs.values())
+    assert "x-runnerconf" not in text and ".runnerconf/capacity.sh" in files
+
+
+def test_plan_without_a_capacity_runner_runs_one_job_on_the_default_tags() -> None:
+    jobs = jobs_of(render_pipeline(make_plan(["capacity"]), profile(limit=None), "r1")[0])
+    assert list(jobs) == ["capacity-1"] and jobs["capacity-1"]["tags"] == ["k8s"]
+    untagged = jobs_of(render_pipeline(make_plan(["capacity"]), profile(limit=None, tags=()), "r1")[0])
+    assert "tags" not in untagged["capacity-1"]
+
+
+@pytest.mark.parametrize("value", ["0", "two", "true"])
+def test_a_bad_repeat_is_refused_naming_the_file(tmp_path: Path, value: str) -> None:
+    (tmp_path / "c.yml").write_text(f"c:\n  x-runnerconf:\n    repeat: {value}\n  script: [true]\n")
+    library = ProbeLibrary((ROOT / "fixtures" / "probes", tmp_path))
+    with pytest.raises(
+        ConfigError, match=r"c\.yml: job 'c' has x-runnerconf repeat = .*; it must be 1 or more"
+    ):
+        render_pipeline(Plan(probes=("c",), library=library), profile(), "r1")
