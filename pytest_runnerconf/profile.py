@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pytest_runnerconf import expect_pod
 from pytest_runnerconf.errors import ConfigError
+from pytest_runnerconf.expect_pod import LabelsExpect, SchedulingExpect, SecurityExpect
 
 PROFILE_FILE = "runnerconf.toml"
 DEFAULT_MAX_TRACE_BYTES = 32 * 1024 * 1024  # 8x the runner's default output_limit (4096 KiB)
@@ -119,6 +121,10 @@ class Expectations:
     oom_report: str = "container"
     cgroup: str = "auto"
     service_oom_reported: bool = False
+    # What the pod spec promises (expect_pod): None when the profile sets no such table.
+    labels: LabelsExpect | None = None
+    scheduling: SchedulingExpect | None = None
+    security: SecurityExpect | None = None
 
 
 # Where an expectation's value came from (report.html and report.json show it next to the value).
@@ -321,6 +327,7 @@ def profile_from_summary(summary: dict[str, Any]) -> Profile:
             oom_report=exp["oom_report"],
             cgroup=exp["cgroup"],
             service_oom_reported=exp["service_oom_reported"],
+            **{name: expect_pod.restore(name, exp.get(name)) for name in expect_pod.TABLES},
         ),
     )
 
@@ -358,6 +365,7 @@ def _expect_summary(exp: Expectations) -> dict[str, Any]:
         "oom_report": exp.oom_report,
         "cgroup": exp.cgroup,
         "service_oom_reported": exp.service_oom_reported,
+        **{name: expect_pod.summarize(getattr(exp, name)) for name in expect_pod.TABLES},
     }
 
 
@@ -550,6 +558,13 @@ def _expectations(ctx: _Ctx, value: Any) -> Expectations:
     table = _table(ctx, value)
     _check_keys(ctx, table, _EXPECT_FIELDS)
     return Expectations(**{key: _EXPECT_FIELDS[key](ctx.sub(key), val) for key, val in table.items()})
+
+
+def _pod_table(name: str) -> Callable[[_Ctx, Any], Any]:
+    return lambda ctx, value: expect_pod.parse_table(name, ctx.file, ctx.key, value)
+
+
+_EXPECT_FIELDS.update({name: _pod_table(name) for name in expect_pod.TABLES})
 
 
 _CLUSTER_KEYS = (

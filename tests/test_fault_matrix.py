@@ -37,6 +37,7 @@ MATRIX: dict[str, set[str]] = {
     "limits-not-applied": {"resources", "oom_cpu"},
     "oom-unreported": {"oom_cpu"},
     "overrides-ignored": {"resources"},
+    "pod-labels-dropped": {"labels"},
     "leak-pods": {"cleanup"},
     "leak-secrets": {"cleanup"},
     "slow-cleanup": {"cleanup"},

@@ -19,6 +19,8 @@ FAULTS: dict[str, str] = {
     "limits-not-applied": "the pod spec shows limits but the cgroups do not enforce them",
     "oom-unreported": "an OOM kill happens but its reason is not surfaced",
     "overrides-ignored": "KUBERNETES_* override variables are ignored",
+    "pod-labels-dropped": "pod_labels and pod_annotations (from config.toml and from KUBERNETES_POD_LABELS_* / "
+    "KUBERNETES_POD_ANNOTATIONS_* job variables) never reach the pod; the runner's own labels still do",
     "leak-pods": "job pods are not deleted after the job",
     "leak-secrets": "the per-job registry-credentials secret is left behind",
     "slow-cleanup": "job pods are deleted long after the job ended",

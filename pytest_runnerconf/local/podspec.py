@@ -51,7 +51,9 @@ BASH_DETECT_SHELL_SCRIPT = _BASH_DETECT_TEMPLATE.replace("$@", "")
 # The copy saved as <scripts>/detect_shell_script keeps "$@": it is run with the stage script as argument.
 BASH_DETECT_WITH_ARGS = _BASH_DETECT_TEMPLATE
 
-PODSPEC_FAULTS = frozenset({"no-host-aliases", "ignore-dns-config", "overrides-ignored"})
+PODSPEC_FAULTS = frozenset(
+    {"no-host-aliases", "ignore-dns-config", "overrides-ignored", "pod-labels-dropped"}
+)
 
 _NAME_SUFFIX_CHARS = string.ascii_lowercase + string.digits
 _NAME_MAX = 63
@@ -140,8 +142,9 @@ def random_suffix() -> str:
 
 
 def sanitize_label(value: str) -> str:
+    """sanitizeLabel (executors/kubernetes/util.go): trimmed again after the cut to 63 characters."""
     value = re.sub(r"[^A-Za-z0-9\-_.]", "_", value)
-    return value.strip("-_.")[:63]
+    return value.strip("-_.")[:63].strip("-_.")
 
 
 def dns1123_subdomain_errors(name: str) -> list[str]:
@@ -868,6 +871,9 @@ def build_pod(
         expanded_job_vars,
         "KUBERNETES_POD_ANNOTATIONS_",
     )
+    if "pod-labels-dropped" in faults:
+        # A broken runner (or an admission webhook) that loses the configured labels and annotations.
+        pod_labels, pod_annotations = {}, {}
     resources = _plan_resources(overrides, {v.key: v.value for v in expanded_job_vars}, services)
 
     unique = project_unique_name(cfg.runner.short_token, job.project_id, project_concurrency_id)

@@ -152,6 +152,11 @@ def expected_pod() -> dict[str, Any]:
                 "job.runner.gitlab.com/pod": "runner-runnercon-project-42-concurrent-0",
                 "manager.runner.gitlab.com/name": "runnerconf-local",
                 "manager.runner.gitlab.com/id-short": "runnercon",
+                # config.toml's pod_labels, expanded with the job's variables (this job has none of them)
+                "runnerconf.test/suite": "conformance",
+                "runnerconf.test/ref": "",
+                "runnerconf.test/job": "",
+                "runnerconf.test/pipeline": "p",  # "p-" sanitised: trailing - trimmed
             },
             "annotations": {
                 "job.runner.gitlab.com/id": "7",
@@ -162,6 +167,8 @@ def expected_pod() -> dict[str, Any]:
                 "job.runner.gitlab.com/name": "probe dns",
                 "job.runner.gitlab.com/timeout": "10m0s",
                 "project.runner.gitlab.com/id": "42",
+                "runnerconf.test/ref": "",
+                "runnerconf.test/job-url": "",
             },
         },
         "spec": {
@@ -688,7 +695,9 @@ def test_label_sanitising_and_protected_namespace(cfg: RunnerConfig) -> None:
 
 def test_pod_label_overrides_need_the_allow_regex(cfg: RunnerConfig) -> None:
     job = with_vars(make_job(), Variable("KUBERNETES_POD_LABELS_1", "tier=probe"))
-    assert "tier" not in plan_for(job, cfg).pod["metadata"]["labels"]
+    assert (
+        "tier" not in plan_for(job, with_kube(cfg, pod_labels_overwrite_allowed="")).pod["metadata"]["labels"]
+    )
     allowed = with_kube(cfg, pod_labels_overwrite_allowed="^tier=")
     plan = plan_for(job, allowed)
     assert plan.pod["metadata"]["labels"]["tier"] == "probe"
@@ -810,3 +819,16 @@ def test_legacy_execution_strategy_pod_has_no_logs_volume_nor_init_permissions(c
         "-c",
         "cp /usr/bin/dumb-init /scripts-42-7",
     ]
+
+
+def test_pod_labels_dropped_fault_keeps_only_the_runners_labels(cfg: RunnerConfig) -> None:
+    job = with_vars(make_job(), Variable("KUBERNETES_POD_LABELS_T", "runnerconf.test/team=platform"))
+    clean = plan_for(job, cfg).pod["metadata"]
+    assert clean["labels"]["runnerconf.test/team"] == "platform"
+    assert clean["annotations"]["runnerconf.test/ref"] == ""
+    broken = build_pod(job, cfg, faults=frozenset({"pod-labels-dropped"}), rand=lambda: "pod00000").pod
+    labels, annotations = broken["metadata"]["labels"], broken["metadata"]["annotations"]
+    assert not [k for k in labels if k.startswith("runnerconf.test/")]
+    assert not [k for k in annotations if k.startswith("runnerconf.test/")]
+    assert labels["job.runner.gitlab.com/pod"] == "runner-runnercon-project-42-concurrent-0"
+    assert annotations["job.runner.gitlab.com/id"] == "7"
