@@ -35,6 +35,8 @@ class SchedulingExpect:
     node_selector_overwrite_allowed: str = ""
     # config.toml's node_tolerations: "key=value" -> effect ("key" alone for Exists).
     node_tolerations: dict[str, str] = field(default_factory=dict)
+    # [runners.kubernetes.affinity] as config.toml writes it (snake_case keys).
+    affinity: dict[str, Any] = field(default_factory=dict)
     priority_class_name: str = ""
     service_account: str = ""
     runtime_class_name: str = ""
@@ -91,6 +93,10 @@ def _convert(file: str, key: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, list):
             raise _problem(file, key, value, f"a list of {'integers' if item is int else 'strings'}")
         return tuple(_convert(file, f"{key}[{i}]", v, item) for i, v in enumerate(value))
+    if origin is dict and args[1] is Any:
+        if not isinstance(value, dict):
+            raise _problem(file, key, value, "a table")
+        return dict(value)
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise _problem(file, key, value, 'a table of strings ({ "key" = "value" })')

@@ -38,6 +38,7 @@ MATRIX: dict[str, set[str]] = {
     "oom-unreported": {"oom_cpu"},
     "overrides-ignored": {"resources"},
     "pod-labels-dropped": {"labels"},
+    "node-selector-ignored": {"scheduling"},
     "leak-pods": {"cleanup"},
     "leak-secrets": {"cleanup"},
     "slow-cleanup": {"cleanup"},

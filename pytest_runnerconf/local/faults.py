@@ -18,7 +18,9 @@ FAULTS: dict[str, str] = {
     "dind-dns-fallback": "dockerd in DinD hands its containers 8.8.8.8 instead of the pod DNS",
     "limits-not-applied": "the pod spec shows limits but the cgroups do not enforce them",
     "oom-unreported": "an OOM kill happens but its reason is not surfaced",
-    "overrides-ignored": "KUBERNETES_* override variables are ignored",
+    "overrides-ignored": "KUBERNETES_* resource override variables (KUBERNETES_CPU_LIMIT etc.) are ignored",
+    "node-selector-ignored": "config.toml's node_selector and the job's KUBERNETES_NODE_SELECTOR_* never reach the "
+    "pod spec",
     "pod-labels-dropped": "pod_labels and pod_annotations (from config.toml and from KUBERNETES_POD_LABELS_* / "
     "KUBERNETES_POD_ANNOTATIONS_* job variables) never reach the pod; the runner's own labels still do",
     "leak-pods": "job pods are not deleted after the job",

@@ -31,8 +31,8 @@ from pytest_runnerconf.local.podstatus import (
 from pytest_runnerconf.local.quantity import cpu_shares, cpu_to_nano, memory_to_bytes
 from pytest_runnerconf.local.quantity import parse as quantity_parse
 from pytest_runnerconf.local.runtime import CLUSTER_LABEL, POD_LABEL, ExecStream, Runtime
+from pytest_runnerconf.local.scheduling import NODE_NAME
 
-NODE_NAME = "runnerconf-local"
 # Substituted for the pod DNS when the fault dind-dns-fallback is on: written into files only, never queried.
 FALLBACK_DNS = "8.8.8.8"
 # Faults that give each container its own copy of an emptyDir the pod should share.

@@ -437,10 +437,18 @@ class _Overrides:
         return requested
 
     def mapping(
-        self, field_name: str, values: dict[str, str], regex: str, variables: list[_Var], prefix: str
+        self,
+        field_name: str,
+        values: dict[str, str],
+        regex: str,
+        variables: list[_Var],
+        prefix: str,
+        split: Callable[[str], tuple[str, str]] | None = None,
     ) -> dict[str, str]:
-        """evaluateMapOverwrite: KUBERNETES_POD_LABELS_*/ANNOTATIONS_* = "k=v", allowed by a regex."""
-        if not regex or not self.enabled:
+        """evaluateMapOverwrite: KUBERNETES_POD_LABELS_*/ANNOTATIONS_* = "k=v" (or SPLIT's form), allowed by a
+        regex."""
+        # overrides-ignored stands for a runner that ignores the resource overrides only (RC-RES-*).
+        if not regex:
             return dict(values)
         out = dict(values)
         for var in variables:
@@ -451,11 +459,14 @@ class _Overrides:
                     f"couldn't prepare overwrites: provided value {go_quote(var.value)} "
                     f"does not match {go_quote(regex)}"
                 )
-            key, sep, value = var.value.partition("=")
-            if not sep:
-                raise PreparationError(
-                    f'couldn\'t prepare overwrites: provided value {go_quote(var.value)} does not match "k=v"'
-                )
+            if split is not None:
+                key, value = split(var.value)
+            else:
+                key, sep, value = var.value.partition("=")
+                if not sep:
+                    raise PreparationError(
+                        f'couldn\'t prepare overwrites: provided value {go_quote(var.value)} does not match "k=v"'
+                    )
             out[key] = value
             self.lines.append(f"{go_quote(field_name)} {go_quote(key)} overwritten with {go_quote(value)}")
         return out
@@ -871,6 +882,23 @@ def build_pod(
         expanded_job_vars,
         "KUBERNETES_POD_ANNOTATIONS_",
     )
+    node_selector = overrides.mapping(
+        "NodeSelector",
+        kube.node_selector,
+        kube.node_selector_overwrite_allowed,
+        expanded_job_vars,
+        "KUBERNETES_NODE_SELECTOR_",
+    )
+    tolerations = overrides.mapping(
+        "NodeTolerations",
+        kube.node_tolerations,
+        kube.node_tolerations_overwrite_allowed,
+        expanded_job_vars,
+        "KUBERNETES_NODE_TOLERATIONS_",
+        split=_split_toleration,
+    )
+    if "node-selector-ignored" in faults:
+        node_selector = {}  # a broken runner that never writes node_selector into the pod
     if "pod-labels-dropped" in faults:
         # A broken runner (or an admission webhook) that loses the configured labels and annotations.
         pod_labels, pod_annotations = {}, {}
@@ -951,7 +979,7 @@ def build_pod(
         )
         spec["activeDeadlineSeconds"] = job.timeout_s + 1
     spec.update(_dns(cfg, faults, pod_lines))
-    _add_optional_spec(spec, cfg, secret)
+    _add_optional_spec(spec, cfg, secret, node_selector, tolerations)
     if "no-host-aliases" not in faults:
         host_aliases = _host_aliases(cfg, services)
         if host_aliases:
@@ -983,10 +1011,18 @@ def build_pod(
     )
 
 
-def _add_optional_spec(spec: dict[str, Any], cfg: RunnerConfig, secret: dict[str, Any] | None) -> None:
+def _add_optional_spec(
+    spec: dict[str, Any],
+    cfg: RunnerConfig,
+    secret: dict[str, Any] | None,
+    node_selector: dict[str, str],
+    tolerations: dict[str, str],
+) -> None:
     kube = cfg.runner.kubernetes
-    if kube.node_selector:
-        spec["nodeSelector"] = dict(kube.node_selector)
+    if node_selector:
+        spec["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        spec["tolerations"] = pod_tolerations(tolerations)
     if kube.service_account:
         spec["serviceAccountName"] = kube.service_account
     security = _pod_security_context(cfg)
@@ -998,6 +1034,46 @@ def _add_optional_spec(spec: dict[str, Any], cfg: RunnerConfig, secret: dict[str
             pull_secrets.append({"name": secret["metadata"]["name"]})
         if pull_secrets:
             spec["imagePullSecrets"] = pull_secrets
-    spec["affinity"] = {}
+    spec["affinity"] = camel_keys(kube.affinity)
     if kube.scheduler_name:
         spec["schedulerName"] = kube.scheduler_name
+    if kube.runtime_class_name:
+        spec["runtimeClassName"] = kube.runtime_class_name
+    if kube.priority_class_name:
+        spec["priorityClassName"] = kube.priority_class_name
+
+
+def pod_tolerations(values: dict[str, str]) -> list[dict[str, str]]:
+    """getPodTolerations: "key=value" -> Equal, "key" -> Exists; the effect as given ("" left out).
+
+    The runner ranges over a Go map (random order); sorted here so specs compare stably."""
+    out = []
+    for keyvalue, effect in sorted(values.items()):
+        key, sep, value = keyvalue.partition("=")
+        toleration = {"key": key, "operator": "Equal" if sep else "Exists"}
+        if value:
+            toleration["value"] = value
+        if effect:
+            toleration["effect"] = effect
+        out.append(toleration)
+    return out
+
+
+def _split_toleration(text: str) -> tuple[str, str]:
+    """splitToleration: "key=value:Effect" -> ("key=value", "Effect"); never an error."""
+    keyvalue, _, effect = text.partition(":")
+    return keyvalue, effect
+
+
+def camel_keys(value: Any) -> Any:
+    """config.toml's snake_case affinity tables as the API's camelCase fields (the runner's struct tags)."""
+    if isinstance(value, dict):
+        return {_camel(k): camel_keys(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [camel_keys(v) for v in value]
+    return value
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)

@@ -29,7 +29,7 @@ from pytest_runnerconf.local.model import JobPayload, JobSink
 from pytest_runnerconf.local.podspec import PodPlan, PreparationError, build_pod, go_duration
 from pytest_runnerconf.local.podstatus import ImageChoice
 from pytest_runnerconf.local.runner_config import RunnerConfig, short_token
-from pytest_runnerconf.local.scheduling import keep_unschedulable
+from pytest_runnerconf.local.scheduling import NODE_NAME, keep_unschedulable, unschedulable
 from pytest_runnerconf.local.strategies import (
     DOCKER_COMMAND,
     PodPaths,
@@ -409,6 +409,10 @@ class LocalRunner:
             try:
                 if "pod-pending-timeout" in job.faults:
                     keep_unschedulable(self.store, stored, job.ended)  # no node ever takes it
+                    return
+                why = unschedulable(stored, self.store.get("Node", "", NODE_NAME))
+                if why is not None:  # nodeSelector, affinity or taints keep it off the one node
+                    keep_unschedulable(self.store, stored, job.ended, message=why)
                     return
                 self.node.run(stored, job.faults)
             except Exception as exc:  # surfaced by the wait below as the runner would see it: a failed pod

@@ -223,8 +223,44 @@ def expected_pod() -> dict[str, Any]:
                 "searches": ["ci.svc.cluster.local", "svc.cluster.local", "cluster.local"],
                 "options": [{"name": "ndots", "value": "2"}, {"name": "timeout", "value": "2"}],
             },
+            # config.toml's scheduling settings, in the runner's field order (dict order does not matter)
+            "nodeSelector": {"runnerconf.test/pool": "ci-jobs", "kubernetes.io/os": "linux"},
+            "tolerations": [
+                {
+                    "key": "runnerconf.test/dedicated",
+                    "operator": "Equal",
+                    "value": "ci",
+                    "effect": "NoSchedule",
+                }
+            ],
+            "serviceAccountName": "runnerconf-job",
             "imagePullSecrets": [{"name": SECRET}],
-            "affinity": {},
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}
+                                ]
+                            }
+                        ]
+                    }
+                },
+                "podAntiAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "weight": 100,
+                            "podAffinityTerm": {
+                                "topologyKey": "kubernetes.io/hostname",
+                                "labelSelector": {"matchLabels": {"runnerconf.test/suite": "conformance"}},
+                            },
+                        }
+                    ]
+                },
+            },
+            "runtimeClassName": "runc",
+            "priorityClassName": "runnerconf-ci-jobs",
         },
     }
 
@@ -832,3 +868,42 @@ def test_pod_labels_dropped_fault_keeps_only_the_runners_labels(cfg: RunnerConfi
     assert not [k for k in annotations if k.startswith("runnerconf.test/")]
     assert labels["job.runner.gitlab.com/pod"] == "runner-runnercon-project-42-concurrent-0"
     assert annotations["job.runner.gitlab.com/id"] == "7"
+
+
+def test_node_selector_overrides_and_tolerations(cfg: RunnerConfig) -> None:
+    job = with_vars(
+        make_job(),
+        Variable("KUBERNETES_NODE_SELECTOR_ARCH", "kubernetes.io/arch=amd64"),
+        Variable("KUBERNETES_NODE_TOLERATIONS_1", "gpu:NoExecute"),
+    )
+    allowed = with_kube(cfg, node_tolerations_overwrite_allowed="^gpu")
+    plan = plan_for(job, allowed)
+    assert plan.pod["spec"]["nodeSelector"]["kubernetes.io/arch"] == "amd64"
+    assert {"key": "gpu", "operator": "Exists", "effect": "NoExecute"} in plan.pod["spec"]["tolerations"]
+    assert '"NodeSelector" "kubernetes.io/arch" overwritten with "amd64"' in plan.executor_log_lines
+    refused = with_vars(
+        make_job(), Variable("KUBERNETES_NODE_SELECTOR_POOL", "runnerconf.test/pool=elsewhere")
+    )
+    with pytest.raises(
+        PreparationError, match=r'provided value "runnerconf.test/pool=elsewhere" does not match'
+    ):
+        plan_for(refused, cfg)
+    broken = build_pod(job, cfg, faults=frozenset({"node-selector-ignored"}), rand=lambda: "pod00000").pod
+    assert "nodeSelector" not in broken["spec"]
+
+
+def test_the_emulated_node_takes_only_pods_that_match_and_tolerate_it(cfg: RunnerConfig) -> None:
+    from pytest_runnerconf.local import admission
+    from pytest_runnerconf.local.scheduling import node_object, unschedulable
+
+    pod = plan_for(make_job(), cfg).pod
+    admission.admit("Pod", pod)
+    assert unschedulable(pod, node_object()) is None
+    elsewhere = {**pod, "spec": {**pod["spec"], "nodeSelector": {"runnerconf.test/pool": "other"}}}
+    assert "1 node(s) didn't match Pod's node affinity/selector" in str(
+        unschedulable(elsewhere, node_object())
+    )
+    untolerated = {**pod, "spec": {**pod["spec"], "tolerations": []}}
+    assert "untolerated taint {runnerconf.test/dedicated: ci}" in str(
+        unschedulable(untolerated, node_object())
+    )
