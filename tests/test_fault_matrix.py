@@ -37,6 +37,8 @@ MATRIX: dict[str, set[str]] = {
     "limits-not-applied": {"resources", "oom_cpu"},
     "oom-unreported": {"oom_cpu"},
     "overrides-ignored": {"resources"},
+    "security-context-ignored": {"security"},
+    "allowed-users-ignored": {"security"},
     "pod-labels-dropped": {"labels"},
     "node-selector-ignored": {"scheduling"},
     "leak-pods": {"cleanup"},

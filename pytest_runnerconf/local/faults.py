@@ -21,6 +21,10 @@ FAULTS: dict[str, str] = {
     "overrides-ignored": "KUBERNETES_* resource override variables (KUBERNETES_CPU_LIMIT etc.) are ignored",
     "node-selector-ignored": "config.toml's node_selector and the job's KUBERNETES_NODE_SELECTOR_* never reach the "
     "pod spec",
+    "security-context-ignored": "the pod spec carries config.toml's runAsUser/runAsGroup/supplemental groups, but "
+    "every container's processes run as the image's user (root)",
+    "allowed-users-ignored": "a job's image/service `kubernetes: user:` is applied whatever allowed_users and "
+    "allowed_groups say (root included)",
     "pod-labels-dropped": "pod_labels and pod_annotations (from config.toml and from KUBERNETES_POD_LABELS_* / "
     "KUBERNETES_POD_ANNOTATIONS_* job variables) never reach the pod; the runner's own labels still do",
     "leak-pods": "job pods are not deleted after the job",

@@ -31,6 +31,7 @@ class ServiceDef:
     command: tuple[str, ...] = ()
     entrypoint: tuple[str, ...] = ()
     variables: tuple[Variable, ...] = ()
+    user: str = ""  # `kubernetes: user:` ("uid" or "uid:gid"), checked against allowed_users/allowed_groups
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class JobPayload:
     repo_path: Path  # bare git repository on disk the helper clones from
     image: str
     image_entrypoint: tuple[str, ...] | None = None
+    image_user: str = ""  # image's `kubernetes: user:`
     services: tuple[ServiceDef, ...] = ()
     before_script: tuple[str, ...] = ()
     script: tuple[str, ...] = ()

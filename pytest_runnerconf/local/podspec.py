@@ -640,6 +640,92 @@ def _security_context(cfg: RunnerConfig, own: ContainerSecurityContext) -> dict[
     return ctx
 
 
+_ID_SOURCES = ("container security context", "pod security context", "job configuration")
+
+
+def _validate_id(kind: str, id_str: str, allowed: tuple[str, ...], *, check: bool = True) -> int:
+    """parseAndValidateID + isUserOrGroupAllowed (v18.11.1+: IDs compared numerically, so "00" is root).
+
+    Raises ValueError with the runner's text."""
+    if id_str == "":
+        return -1
+    try:
+        value = int(id_str, 10)
+    except ValueError:
+        raise ValueError(
+            f"failed to parse {kind}: strconv.ParseInt: parsing {go_quote(id_str)}: invalid syntax"
+        ) from None
+    if value < 0:
+        raise ValueError(f"failed to parse {kind}: negative values not allowed")
+    noun = "user" if kind == "UID" else "group"
+    listed = {int(e) for e in allowed if re.fullmatch(r"[+-]?\d+", e)}
+    if check and ((value == 0 and 0 not in listed) or (value != 0 and allowed and value not in listed)):
+        raise ValueError(
+            f"validating {kind}: {noun} {go_quote(id_str)} is not in the allowed list: [{' '.join(allowed)}]"
+        )
+    return value
+
+
+def container_ids(
+    cfg: RunnerConfig,
+    own: ContainerSecurityContext,
+    job_user: str,
+    container: str,
+    lines: list[str],
+    faults: frozenset[str] = frozenset(),
+) -> tuple[int, int]:
+    """getContainerUIDGID: the container's context, else the pod's, else the job's validated user/group."""
+    kube = cfg.runner.kubernetes
+    psc = kube.pod_security_context
+    uid_str, _, gid_str = job_user.partition(":")
+    picked = []
+    for kind, id_str, mine, pods, allowed in (
+        ("UID", uid_str, own.run_as_user, psc.run_as_user, kube.allowed_users),
+        ("GID", gid_str, own.run_as_group, psc.run_as_group, kube.allowed_groups),
+    ):
+        if mine is not None:
+            value, source = mine, _ID_SOURCES[0]
+        elif pods is not None:
+            value, source = pods, _ID_SOURCES[1]
+        else:
+            source = _ID_SOURCES[2]
+            try:
+                # allowed-users-ignored: a broken runner that accepts any requested ID
+                value = _validate_id(kind, id_str, allowed, check="allowed-users-ignored" not in faults)
+            except ValueError as exc:
+                value = -1
+                lines.append(
+                    f"WARNING: Error parsing '{kind.lower()}' from image options for container "
+                    f"{go_quote(container)}, using the configured security context: {exc}"
+                )
+        if source != _ID_SOURCES[2] and id_str:
+            what = "user" if kind == "UID" else "group"
+            lines.append(
+                f"Overriding {what} for container {go_quote(container)} to {go_quote(id_str)} is not allowed: "
+                f"{what} is set to {value} in {source}"
+            )
+        picked.append(value)
+    return picked[0], picked[1]
+
+
+def _security_with_ids(
+    cfg: RunnerConfig,
+    own: ContainerSecurityContext,
+    job_user: str,
+    container: str,
+    lines: list[str],
+    faults: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """getSecurityContextWithUIDGID: the container context with the picked runAsUser/runAsGroup."""
+    context = _security_context(cfg, own)
+    uid, gid = container_ids(cfg, own, job_user, container, lines, faults)
+    if uid > -1:
+        context["runAsUser"] = uid
+    if gid > -1:
+        context["runAsGroup"] = gid
+    return context
+
+
 def _proc_mount(value: str) -> str | None:
     """getProcMount: title-cased; only Default and Unmasked reach the spec (others: a manager-log error)."""
     title = value.strip().title()
@@ -920,6 +1006,7 @@ def build_pod(
         {"name": "repo", "mountPath": cfg.builds_dir},
     ]
     all_vars = _all_variables(ctx)
+    pod_lines: list[str] = []
     service_containers = [
         _container(
             name,
@@ -929,7 +1016,9 @@ def build_pod(
             env=_env(_expand_all(all_vars + [_Var(v.key, v.value, v.file) for v in service.variables])),
             resources=resources.services[name],
             mounts=mounts,
-            security=_security_context(cfg, kube.service_container_security_context),
+            security=_security_with_ids(
+                cfg, kube.service_container_security_context, service.user, name, pod_lines, faults
+            ),
         )
         for service, name in sorted(services, key=lambda item: item[1])
     ]
@@ -942,7 +1031,9 @@ def build_pod(
         env=_env(all_vars),
         resources=resources.build,
         mounts=mounts,
-        security=_security_context(cfg, kube.build_container_security_context),
+        security=_security_with_ids(
+            cfg, kube.build_container_security_context, job.image_user, "build", pod_lines, faults
+        ),
     )
     helper = _container(
         "helper",
@@ -952,9 +1043,8 @@ def build_pod(
         env=[],
         resources=resources.helper,
         mounts=mounts,
-        security=_security_context(cfg, kube.helper_container_security_context),
+        security=_security_with_ids(cfg, kube.helper_container_security_context, "", "helper", pod_lines),
     )
-    pod_lines: list[str] = []
     # buildInitContainers: init-permissions in attach mode, or for dumb-init in legacy mode.
     inits = (
         [

@@ -635,6 +635,9 @@ class LocalRunner:
     def _get_sources(self, job: RunningJob, plan: PodPlan, strategy: Strategy, trace: TraceWriter) -> None:
         p = job.payload
         d = shlex.quote(plan.project_dir)
+        # The stand-in remote is a bind-mounted bare repository owned by the cluster's user: git's ownership
+        # check must be lifted for upload-pack too (its own process), or a helper running as another uid (a
+        # helper_container_security_context run_as_user) is refused with "detected dubious ownership".
         body = f"""echo "Fetching changes with git depth set to 20..."
 mkdir -p {d}
 git -c safe.directory='*' init -q {d}
@@ -642,7 +645,7 @@ echo "Initialized empty Git repository in {plan.project_dir}/.git/"
 cd {d}
 git -c safe.directory='*' remote add origin file:///runnerconf/repo.git
 echo "Created fresh repository."
-git -c safe.directory='*' fetch -q --depth 20 origin +refs/heads/{shlex.quote(p.ref)}:refs/remotes/origin/{shlex.quote(p.ref)}
+git -c safe.directory='*' fetch --upload-pack="git -c safe.directory='*' upload-pack" -q --depth 20 origin +refs/heads/{shlex.quote(p.ref)}:refs/remotes/origin/{shlex.quote(p.ref)}
 echo "Checking out {p.sha[:8]} as detached HEAD (ref is {p.ref})..."
 git -c safe.directory='*' -c advice.detachedHead=false checkout -q -f {p.sha}
 echo

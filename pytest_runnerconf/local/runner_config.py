@@ -204,6 +204,9 @@ class KubernetesSection:
     pod_annotations_overwrite_allowed: str = ""
     node_selector: dict[str, str] = field(default_factory=dict)
     node_selector_overwrite_allowed: str = ""
+    # Which `kubernetes: user:` IDs a job may ask for (numeric strings; root only when listed).
+    allowed_users: tuple[str, ...] = ()
+    allowed_groups: tuple[str, ...] = ()
     # "key=value" (Equal) or "key" (Exists) -> effect, as getPodTolerations reads them
     node_tolerations: dict[str, str] = field(default_factory=dict)
     node_tolerations_overwrite_allowed: str = ""

@@ -128,6 +128,20 @@ MOUNTS = [
     {"name": "repo", "mountPath": "/builds"},
 ]
 SECURITY = {"capabilities": {"drop": ["NET_RAW"]}, "privileged": True}
+# config.toml's build and helper contexts: their own users, unprivileged (only services take privileged = true)
+BUILD_SECURITY = {
+    "capabilities": {"drop": ["NET_RAW"]},
+    "privileged": False,
+    "allowPrivilegeEscalation": False,
+    "runAsUser": 2000,
+    "runAsGroup": 2001,
+}
+HELPER_SECURITY = {
+    "capabilities": {"drop": ["NET_RAW"]},
+    "privileged": False,
+    "runAsUser": 3000,
+    "runAsGroup": 3001,
+}
 HELPER_RESOURCES = {
     "limits": {"cpu": "500m", "memory": "256Mi"},
     "requests": {"cpu": "100m", "memory": "128Mi"},
@@ -202,7 +216,7 @@ def expected_pod() -> dict[str, Any]:
                         "requests": {"cpu": "500m", "memory": "256Mi"},
                     },
                     "volumeMounts": MOUNTS,
-                    "securityContext": SECURITY,
+                    "securityContext": BUILD_SECURITY,
                     "stdin": True,
                 },
                 {
@@ -211,7 +225,7 @@ def expected_pod() -> dict[str, Any]:
                     "command": ["sh", "-c", BASH_DETECT_SHELL_SCRIPT],
                     "resources": HELPER_RESOURCES,
                     "volumeMounts": MOUNTS,
-                    "securityContext": SECURITY,
+                    "securityContext": HELPER_SECURITY,
                     "stdin": True,
                 },
             ],
@@ -234,6 +248,7 @@ def expected_pod() -> dict[str, Any]:
                 }
             ],
             "serviceAccountName": "runnerconf-job",
+            "securityContext": {"fsGroup": 1500, "supplementalGroups": [1501]},
             "imagePullSecrets": [{"name": SECRET}],
             "affinity": {
                 "nodeAffinity": {
@@ -765,6 +780,7 @@ def test_security_context_rules(cfg: RunnerConfig) -> None:
         cap_add=("NET_RAW", "SYS_TIME"),
         cap_drop=("SYS_TIME",),
         allow_privilege_escalation=False,
+        build_container_security_context=ContainerSecurityContext(),
         helper_container_security_context=ContainerSecurityContext(privileged=False, cap_drop=("ALL",)),
     )
     plan = plan_for(make_job(), custom)
@@ -812,7 +828,8 @@ def test_plan_does_not_mutate_the_config(cfg: RunnerConfig) -> None:
 
 
 def test_proc_mount_seccomp_apparmor_and_selinux_reach_the_spec() -> None:
-    text = FIXTURE.read_text() + (
+    # config.toml's own security tables are left out: this test declares them itself
+    text = FIXTURE.read_text().split("\n  [runners.kubernetes.pod_security_context]")[0] + (
         "\n    [runners.kubernetes.pod_security_context]\n"
         '      selinux_type = "spc_t"\n'
         '      seccomp_profile = { type = "RuntimeDefault" }\n'
@@ -906,4 +923,43 @@ def test_the_emulated_node_takes_only_pods_that_match_and_tolerate_it(cfg: Runne
     untolerated = {**pod, "spec": {**pod["spec"], "tolerations": []}}
     assert "untolerated taint {runnerconf.test/dedicated: ci}" in str(
         unschedulable(untolerated, node_object())
+    )
+
+
+def test_job_user_is_applied_within_the_allow_lists_and_root_needs_listing(cfg: RunnerConfig) -> None:
+    from pytest_runnerconf.local.runner_config import ContainerSecurityContext
+
+    services = (
+        ServiceDef(name="busybox:1.36", alias="ok", user="4000:4001"),
+        ServiceDef(name="busybox:1.36", alias="root", user="0"),
+        ServiceDef(name="busybox:1.36", alias="zeros", user="00"),
+        ServiceDef(name="busybox:1.36", alias="other", user="4242"),
+    )
+    plan = plan_for(make_job(services=services, image_user="1000"), cfg)
+    contexts = {c["name"]: c["securityContext"] for c in plan.pod["spec"]["containers"]}
+    assert (contexts["ok"]["runAsUser"], contexts["ok"]["runAsGroup"]) == (4000, 4001)
+    assert not {"runAsUser", "runAsGroup"} & (contexts["root"].keys() | contexts["zeros"].keys())
+    assert "runAsUser" not in contexts["other"] and contexts["build"]["runAsUser"] == 2000
+    lines = plan.pod_log_lines
+    assert (
+        "WARNING: Error parsing 'uid' from image options for container \"zeros\", using the configured security "
+        'context: validating UID: user "00" is not in the allowed list: [4000 1000]'
+    ) in lines
+    assert 'validating UID: user "4242" is not in the allowed list: [4000 1000]' in " ".join(lines)
+    assert (
+        'Overriding user for container "build" to "1000" is not allowed: user is set to 2000 in container '
+        "security context"
+    ) in lines
+    broken = build_pod(
+        make_job(services=services), cfg, faults=frozenset({"allowed-users-ignored"}), rand=lambda: "pod00000"
+    )
+    assert {c["name"]: c["securityContext"].get("runAsUser") for c in broken.pod["spec"]["containers"]}[
+        "zeros"
+    ] == 0
+    open_cfg = with_kube(cfg, build_container_security_context=ContainerSecurityContext())
+    assert (
+        container(plan_for(make_job(image_user="1000:1001"), open_cfg), "build")["securityContext"][
+            "runAsUser"
+        ]
+        == 1000
     )
