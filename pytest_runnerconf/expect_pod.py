@@ -1,4 +1,5 @@
-"""Expectations about what the pod spec promises: [expect.labels], [expect.scheduling], [expect.security].
+"""Expectations about what the pod spec promises: [expect.labels], [expect.scheduling], [expect.security],
+[expect.image_policy].
 
 Each table is a frozen dataclass whose field names are the profile keys (the runner's config.toml names where
 one exists). Keys are checked strictly, as the other expect tables are; a value of the wrong type is one
@@ -62,10 +63,24 @@ class SecurityExpect:
     allowed_groups: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class ImagePolicyExpect:
+    """config.toml's image allow-lists (doublestar patterns; empty = any) and pull policies (Docker-style
+    names: always, if-not-present, never; empty = the cluster's default)."""
+
+    allowed_images: tuple[str, ...] = ()
+    allowed_services: tuple[str, ...] = ()
+    pull_policy: tuple[str, ...] = ()
+    allowed_pull_policies: tuple[str, ...] = ()
+    # A missing image must fail its job within this many seconds (default: well inside poll_timeout).
+    pull_failure_deadline_s: int = 60
+
+
 TABLES: dict[str, type] = {
     "labels": LabelsExpect,
     "scheduling": SchedulingExpect,
     "security": SecurityExpect,
+    "image_policy": ImagePolicyExpect,
 }
 
 

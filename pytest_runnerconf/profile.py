@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pytest_runnerconf import expect_pod
 from pytest_runnerconf.errors import ConfigError
-from pytest_runnerconf.expect_pod import LabelsExpect, SchedulingExpect, SecurityExpect
+from pytest_runnerconf.expect_pod import ImagePolicyExpect, LabelsExpect, SchedulingExpect, SecurityExpect
 
 PROFILE_FILE = "runnerconf.toml"
 DEFAULT_MAX_TRACE_BYTES = 32 * 1024 * 1024  # 8x the runner's default output_limit (4096 KiB)
@@ -125,6 +125,7 @@ class Expectations:
     labels: LabelsExpect | None = None
     scheduling: SchedulingExpect | None = None
     security: SecurityExpect | None = None
+    image_policy: ImagePolicyExpect | None = None
 
 
 # Where an expectation's value came from (report.html and report.json show it next to the value).

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf import JobEvidence, Profile, check, could_not_test, fail, held
-from pytest_runnerconf.expect_pod import SchedulingExpect
+from pytest_runnerconf import JobEvidence, Profile, SchedulingExpect, check, could_not_test, fail, held
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]
@@ -236,13 +235,17 @@ def test_node_selector_overrides(job_evidence: JobLookup, runnerconf_profile: Pr
                 job=refused_job,
                 summary=f"{REFUSED[0]}={REFUSED[1]} was not refused: job {refused_job.status}",
             )
-        said.append(f"{REFUSED[0]} refused, no pod: {found[0].group(0)}")
+        said.append(
+            f"{REFUSED[0]}={REFUSED[1]} refused (does not match node_selector_overwrite_allowed), no pod"
+        )
     else:
-        said.append(f"{REFUSED[0]} {refused_kind} under regex {regex!r}: job {refused_job.status}")
+        said.append(
+            f"{REFUSED[0]} {refused_kind} under node_selector_overwrite_allowed: job {refused_job.status}"
+        )
     held(
         "RC-SCH-005",
         {OVERRIDE[0]: kind, REFUSED[0]: refused_kind, "regex": regex},
-        {"nodeSelector": selector, "refused job": refused_job.status},
+        {"nodeSelector": selector, "refused job": refused_job.status, "trace": said[-1]},
         job=job,
         summary="; ".join(said),
     )

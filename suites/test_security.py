@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf import JobEvidence, Profile, check, could_not_test, fail, held
-from pytest_runnerconf.expect_pod import SecurityExpect
+from pytest_runnerconf import JobEvidence, Profile, SecurityExpect, check, could_not_test, fail, held
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]

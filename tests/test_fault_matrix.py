@@ -40,6 +40,7 @@ MATRIX: dict[str, set[str]] = {
     "security-context-ignored": {"security"},
     "allowed-users-ignored": {"security"},
     "pod-labels-dropped": {"labels"},
+    "pull-errors-unreported": {"images"},
     "node-selector-ignored": {"scheduling"},
     "leak-pods": {"cleanup"},
     "leak-secrets": {"cleanup"},

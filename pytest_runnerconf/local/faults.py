@@ -25,6 +25,8 @@ FAULTS: dict[str, str] = {
     "every container's processes run as the image's user (root)",
     "allowed-users-ignored": "a job's image/service `kubernetes: user:` is applied whatever allowed_users and "
     "allowed_groups say (root included)",
+    "pull-errors-unreported": "a job whose image cannot be pulled waits out the runner's poll_timeout (30 s for "
+    "the run) and fails with the timeout message instead of the pull error",
     "pod-labels-dropped": "pod_labels and pod_annotations (from config.toml and from KUBERNETES_POD_LABELS_* / "
     "KUBERNETES_POD_ANNOTATIONS_* job variables) never reach the pod; the runner's own labels still do",
     "leak-pods": "job pods are not deleted after the job",

@@ -32,6 +32,7 @@ class ServiceDef:
     entrypoint: tuple[str, ...] = ()
     variables: tuple[Variable, ...] = ()
     user: str = ""  # `kubernetes: user:` ("uid" or "uid:gid"), checked against allowed_users/allowed_groups
+    pull_policies: tuple[str, ...] = ()  # `pull_policy:` (Docker-style names)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class JobPayload:
     image: str
     image_entrypoint: tuple[str, ...] | None = None
     image_user: str = ""  # image's `kubernetes: user:`
+    image_pull_policies: tuple[str, ...] = ()  # image's `pull_policy:`
     services: tuple[ServiceDef, ...] = ()
     before_script: tuple[str, ...] = ()
     script: tuple[str, ...] = ()

@@ -86,9 +86,18 @@ class PreparationError(Exception):
     or "prepare_script" (pod creation).
     """
 
-    def __init__(self, message: str, stage: str = "prepare_executor") -> None:
+    def __init__(
+        self,
+        message: str,
+        stage: str = "prepare_executor",
+        lines: tuple[str, ...] = (),
+        *,
+        retry: bool = True,
+    ) -> None:
         super().__init__(message)
         self.stage = stage
+        self.lines = lines  # what the runner logs before the error (e.g. the list of allowed images)
+        self.retry = retry  # False for a BuildError, which Prepare does not retry
 
 
 @dataclass
@@ -103,6 +112,8 @@ class PodPlan:
     executor_log_lines: list[str] = field(default_factory=list)
     pod_log_lines: list[str] = field(default_factory=list)
     feature_flags: dict[str, bool] = field(default_factory=dict)
+    # "Using effective pull policy of [...] for container ..." (preparePullManager, in Prepare)
+    pull_policy_lines: list[str] = field(default_factory=list)
 
     @property
     def log_lines(self) -> list[str]:
@@ -549,6 +560,111 @@ def _plan_resources(
     )
 
 
+# --- images and pull policies ----------------------------------------------------------------------------
+
+_DOCKER_PULL_POLICIES = {"always": "Always", "if-not-present": "IfNotPresent", "never": "Never"}
+ALLOWED_IMAGES_DOCS = "https://docs.gitlab.com/runner/configuration/advanced-configuration/"
+
+
+def doublestar_match(pattern: str, name: str) -> bool:
+    """github.com/bmatcuk/doublestar Match for image names: * and ? stay within a path segment, ** crosses them,
+    {a,b} alternatives and [...] classes as in the library."""
+    out, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if ch == "*":
+            out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch == "{":
+            end = pattern.find("}", i)
+            if end == -1:
+                return False  # ErrBadPattern: doublestar reports no match
+            out.append("(?:" + "|".join(re.escape(a) for a in pattern[i + 1 : end].split(",")) + ")")
+            i = end + 1
+            continue
+        elif ch == "[":
+            end = pattern.find("]", i + 1)
+            if end == -1:
+                return False
+            body = pattern[i + 1 : end]
+            out.append("[" + ("^" + body[1:] if body[:1] in "!^" and body else body) + "]")
+            i = end + 1
+            continue
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return re.fullmatch("".join(out), name) is not None
+
+
+def verify_allowed_image(
+    image: str, option: str, allowed: tuple[str, ...], internal: tuple[str, ...]
+) -> None:
+    """common.VerifyAllowedImage: a listed pattern or an internal image passes; an empty list allows any.
+
+    Raises PreparationError("disallowed image") carrying the lines the runner logs first."""
+    if any(doublestar_match(p, image) for p in allowed) or image in internal or not allowed:
+        return
+    lines = (
+        "",
+        f"ERROR: The {go_quote(image)} image is not present on list of allowed {option}:",
+        *(f"- {p}" for p in allowed),
+        "",
+        f"Please check runner's allowed_images configuration: {ALLOWED_IMAGES_DOCS}",
+    )
+    raise PreparationError("setting up build pod: disallowed image", stage="prepare_script", lines=lines)
+
+
+def _k8s_policies(names: tuple[str, ...] | str, where: str) -> list[str]:
+    """ConvertFromDockerPullPolicy; an unknown name is the runner's conversion error."""
+    out = []
+    for name in (names,) if isinstance(names, str) else names:
+        if name == "":
+            out.append("")
+        elif name in _DOCKER_PULL_POLICIES:
+            out.append(_DOCKER_PULL_POLICIES[name])
+        else:
+            raise PreparationError(
+                f"converting pull policy for container {go_quote(where)}: unsupported pull_policy {go_quote(name)}"
+            )
+    return out
+
+
+def effective_pull_policies(
+    cfg: RunnerConfig, requested: dict[str, tuple[str, ...]]
+) -> tuple[dict[str, list[str]], list[str]]:
+    """preparePullManager: per container the job's pull_policy, else config.toml's (GetPullPolicies: [""] when
+    none), limited to allowed_pull_policies (ComputeEffectivePullPolicies); and the runner's log lines."""
+    kube = cfg.runner.kubernetes
+    configured = _k8s_policies(kube.pull_policy, "config") or [""]
+    allowed = _k8s_policies(kube.allowed_pull_policies, "config") or configured
+    out: dict[str, list[str]] = {}
+    lines = []
+    for name, ci in requested.items():
+        policies = _k8s_policies(ci, name) or configured
+        effective = [p for p in policies if p in allowed]
+        if not effective:
+            source = (
+                "GitLab pipeline config"
+                if ci
+                else "Runner config"
+                if kube.pull_policy
+                else "Runner config (default)"
+            )
+            raise PreparationError(
+                f"invalid pull policy for container {go_quote(name)}: pull_policy ([{' '.join(policies)}]) "
+                f"defined in {source} is not one of the allowed_pull_policies ([{' '.join(allowed)}])",
+                retry=False,
+            )
+        out[name] = effective
+        lines.append(f"Using effective pull policy of [{' '.join(effective)}] for container {name}")
+    return out, lines
+
+
 # --- services and host aliases ---------------------------------------------------------------------------
 
 
@@ -989,6 +1105,16 @@ def build_pod(
         # A broken runner (or an admission webhook) that loses the configured labels and annotations.
         pod_labels, pod_annotations = {}, {}
     resources = _plan_resources(overrides, {v.key: v.value for v in expanded_job_vars}, services)
+    policies, pull_lines = effective_pull_policies(
+        cfg,
+        {
+            "init-permissions": job.image_pull_policies,
+            "build": job.image_pull_policies,
+            "helper": job.image_pull_policies,
+            **{name: service.pull_policies for service, name in services},
+        },
+    )
+    internal = (kube.image, _helper_image(cfg))
 
     unique = project_unique_name(cfg.runner.short_token, job.project_id, project_concurrency_id)
     secret = _docker_cfg_secret(job, cfg, lambda: resource_name(unique, rand), registry)
@@ -1007,6 +1133,9 @@ def build_pod(
     ]
     all_vars = _all_variables(ctx)
     pod_lines: list[str] = []
+    for service, _ in sorted(services, key=lambda item: item[1]):
+        verify_allowed_image(service.name, "services", kube.allowed_services, internal)
+    verify_allowed_image(job.image or kube.image, "images", kube.allowed_images, internal)
     service_containers = [
         _container(
             name,
@@ -1077,6 +1206,11 @@ def build_pod(
     pod_resources = resources.pod.as_k8s()
     if pod_resources:
         spec["resources"] = pod_resources
+    for c in [*spec.get("initContainers", []), *spec["containers"]]:
+        # GetPullPolicyFor: the first effective policy ("" is left for the API server to default)
+        first = (policies.get(c["name"]) or [""])[0]
+        if first:
+            c["imagePullPolicy"] = first
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -1098,6 +1232,7 @@ def build_pod(
         executor_log_lines=overrides.lines,
         pod_log_lines=pod_lines,
         feature_flags=flags,
+        pull_policy_lines=pull_lines,
     )
 
 

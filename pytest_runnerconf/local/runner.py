@@ -246,6 +246,12 @@ class LocalRunner:
                 )
                 break
             except PreparationError as exc:
+                for line in exc.lines:
+                    trace.line(line)
+                if not exc.retry:
+                    # A BuildError (an invalid pull policy): Prepare gives up at once, the job fails plainly.
+                    trace.section_end("prepare_executor")
+                    raise StageFailed(str(exc), system=False) from None
                 if exc.stage != "prepare_executor":
                     # Errors met while creating the pod are not retried by the runner.
                     trace.section_end("prepare_executor")
@@ -264,9 +270,8 @@ class LocalRunner:
             trace.info("Using attach strategy to execute scripts...")
         for line in plan.executor_log_lines:
             trace.info(line)
-        for c in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]:
-            # No pull_policy configured: [""], printed by Go as [] (the API server then defaults it).
-            trace.info(f"Using effective pull policy of [] for container {c['name']}")
+        for line in plan.pull_policy_lines:
+            trace.info(line)
         for c in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]:
             choice = self.resolve_image(c["image"])
             if choice.local and choice.local != c["image"]:
@@ -428,7 +433,11 @@ class LocalRunner:
         k8s = self.cfg.runner.kubernetes
         poll = max(0.2, float(k8s.poll_interval))
         # The fault stands for a cluster whose runner has a short poll_timeout, so the run ends in minutes.
-        timeout = PENDING_POLL_TIMEOUT_S if "pod-pending-timeout" in job.faults else k8s.poll_timeout
+        # pull-errors-unreported: a runner that never looks at container waiting reasons, with the short
+        # poll_timeout of the pending fault so the run ends in seconds, not minutes.
+        unreported = "pull-errors-unreported" in job.faults
+        short = "pod-pending-timeout" in job.faults or unreported
+        timeout = PENDING_POLL_TIMEOUT_S if short else k8s.poll_timeout
         attempts = max(1, int(timeout / poll))
         if "runner-flaky-once" in job.faults and self._first_attempt(job):
             # The API server dropped out for a moment: getPodPhase's GET fails and Run ends the job with
@@ -454,9 +463,17 @@ class LocalRunner:
                 )
             if phase == "Failed":
                 raise prepare_failure("waiting for pod running: pod status is failed")
-            self._check_terminal_container_errors(
-                job, [*statuses, *status.get("initContainerStatuses", [])], trace
-            )
+            policies = {
+                c.get("name", ""): c.get("imagePullPolicy", "")
+                for c in [
+                    *pod.get("spec", {}).get("initContainers", []),
+                    *pod.get("spec", {}).get("containers", []),
+                ]
+            }
+            if not unreported:
+                self._check_terminal_container_errors(
+                    job, [*statuses, *status.get("initContainerStatuses", [])], trace, policies
+                )
             node = pod.get("spec", {}).get("nodeName") or "<unknown>"
             trace.line(
                 f"Waiting for pod {ns}/{name} to be running on the node {node}, status is {phase}",
@@ -479,7 +496,11 @@ class LocalRunner:
         return first
 
     def _check_terminal_container_errors(
-        self, job: RunningJob, statuses: list[dict[str, Any]], trace: TraceWriter
+        self,
+        job: RunningJob,
+        statuses: list[dict[str, Any]],
+        trace: TraceWriter,
+        policies: dict[str, str] | None = None,
     ) -> None:
         """watchers.CheckTerminalContainerErrors, then what Run does with an image pull error."""
         for st in statuses:
@@ -492,7 +513,8 @@ class LocalRunner:
             if reason == "InvalidImageName":  # a BuildError without a reason: script_failure in v18.11
                 raise prepare_failure(f"waiting for pod running: {message}", system=False)
             trace.warning(
-                f'Failed to pull image "{st.get("image", "")}" for container "{st["name"]}" with policy "": {message}'
+                f'Failed to pull image "{st.get("image", "")}" for container "{st["name"]}" with policy '
+                f'"{(policies or {}).get(st["name"], "")}": {message}'
             )
             raise prepare_failure(
                 f'waiting for pod running: pulling image "{st.get("image", "")}" for container {st["name"]}: {message}',

@@ -207,6 +207,12 @@ class KubernetesSection:
     # Which `kubernetes: user:` IDs a job may ask for (numeric strings; root only when listed).
     allowed_users: tuple[str, ...] = ()
     allowed_groups: tuple[str, ...] = ()
+    # Images a job may name (doublestar patterns); empty = any. The runner's own image and helper always pass.
+    allowed_images: tuple[str, ...] = ()
+    allowed_services: tuple[str, ...] = ()
+    # Docker-style names ("always", "if-not-present", "never"); a single string is accepted as in the runner.
+    pull_policy: tuple[str, ...] | str = ()
+    allowed_pull_policies: tuple[str, ...] = ()
     # "key=value" (Equal) or "key" (Exists) -> effect, as getPodTolerations reads them
     node_tolerations: dict[str, str] = field(default_factory=dict)
     node_tolerations_overwrite_allowed: str = ""

@@ -18,6 +18,7 @@ from pytest_runnerconf.local.podspec import (
     PodPlan,
     PreparationError,
     build_pod,
+    doublestar_match,
     go_duration,
     go_expand,
     image_aliases,
@@ -42,7 +43,9 @@ INVALID_DNS = (
 
 @pytest.fixture(scope="module")
 def cfg() -> RunnerConfig:
-    return load_runner_config(FIXTURE, SUBS)
+    # config.toml's allowed_images/allowed_services would refuse the many images these tests name; the
+    # allow-lists have their own tests (the config as shipped).
+    return with_kube(load_runner_config(FIXTURE, SUBS), allowed_images=(), allowed_services=())
 
 
 def make_job(**changes: Any) -> JobPayload:
@@ -195,6 +198,7 @@ def expected_pod() -> dict[str, Any]:
                 {
                     "name": "init-permissions",
                     "image": HELPER,
+                    "imagePullPolicy": "IfNotPresent",
                     "command": [
                         "sh",
                         "-c",
@@ -209,6 +213,7 @@ def expected_pod() -> dict[str, Any]:
                 {
                     "name": "build",
                     "image": "alpine:3.20",
+                    "imagePullPolicy": "IfNotPresent",
                     "command": ["sh", "-c", BASH_DETECT_SHELL_SCRIPT],
                     "env": expected_build_env(),
                     "resources": {
@@ -222,6 +227,7 @@ def expected_pod() -> dict[str, Any]:
                 {
                     "name": "helper",
                     "image": HELPER,
+                    "imagePullPolicy": "IfNotPresent",
                     "command": ["sh", "-c", BASH_DETECT_SHELL_SCRIPT],
                     "resources": HELPER_RESOURCES,
                     "volumeMounts": MOUNTS,
@@ -963,3 +969,43 @@ def test_job_user_is_applied_within_the_allow_lists_and_root_needs_listing(cfg: 
         ]
         == 1000
     )
+
+
+def test_allowed_images_and_services_refuse_with_the_runners_lines() -> None:
+    shipped = load_runner_config(FIXTURE, SUBS)
+    plan = plan_for(make_job(image="registry.runnerconf.test:5000/group/app:1"), shipped)
+    assert container(plan, "build")["image"] == "registry.runnerconf.test:5000/group/app:1"
+    with pytest.raises(PreparationError) as info:
+        plan_for(make_job(image="python:3.12"), shipped)
+    assert (str(info.value), info.value.stage) == ("setting up build pod: disallowed image", "prepare_script")
+    assert info.value.lines == (
+        "",
+        'ERROR: The "python:3.12" image is not present on list of allowed images:',
+        "- alpine:*",
+        "- docker:*-cli",
+        "- registry.runnerconf.test:5000/**",
+        "",
+        "Please check runner's allowed_images configuration: "
+        "https://docs.gitlab.com/runner/configuration/advanced-configuration/",
+    )
+    with pytest.raises(PreparationError, match="disallowed image") as info:
+        plan_for(make_job(services=(ServiceDef(name="postgres:16"),)), shipped)
+    assert 'ERROR: The "postgres:16" image is not present on list of allowed services:' in info.value.lines
+    # the default image and the helper always pass, whatever the lists say
+    assert plan_for(make_job(image=""), shipped).pod["spec"]["containers"][0]["image"] == "alpine:3.20"
+    assert doublestar_match("registry.runnerconf.test:5000/**", "registry.runnerconf.test:5000/a/b:1")
+    assert not doublestar_match("alpine:*", "library/alpine:3")
+
+
+def test_pull_policies_from_job_and_config_within_the_allowed_ones(cfg: RunnerConfig) -> None:
+    plan = plan_for(make_job(image_pull_policies=("always",)), cfg)
+    assert container(plan, "build")["imagePullPolicy"] == "Always"
+    assert "Using effective pull policy of [Always] for container build" in plan.pull_policy_lines
+    assert "Using effective pull policy of [IfNotPresent] for container helper" not in plan.pull_policy_lines
+    with pytest.raises(PreparationError) as info:
+        plan_for(make_job(image_pull_policies=("never",)), cfg)
+    assert str(info.value) == (
+        'invalid pull policy for container "init-permissions": pull_policy ([Never]) defined in GitLab pipeline '
+        "config is not one of the allowed_pull_policies ([IfNotPresent Always])"
+    )
+    assert info.value.retry is False
