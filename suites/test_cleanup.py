@@ -339,6 +339,9 @@ def test_missing_image_leaves_nothing(runnerconf_evidence: RunEvidence, runnerco
         could_not_test("no-evidence", "the run has no job images-missing (the images probe did not run)")
     deadline = runnerconf_profile.expect.cleanup_deadline_s
     if job.pod is None:
+        ended = classify_end(job)
+        if ended.infrastructure:  # a refused pod (a quota), an API outage: no pod to judge, and why
+            could_not_test(ended.cause or "no-evidence", ended.sentence(job.name), job=job)
         could_not_test("no-evidence", f"no pod was seen for job {job.name} ({job.status})", job=job)
     end = float(job.finished_at) if job.finished_at is not None else None
     gone = job.pod.deleted_at

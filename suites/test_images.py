@@ -18,6 +18,7 @@ from pytest_runnerconf import (
     could_not_test,
     fail,
     held,
+    job_end,
 )
 
 JobLookup = Callable[[str], JobEvidence]
@@ -84,6 +85,34 @@ def _missing_job(evidence: RunEvidence, expect: ImagePolicyExpect) -> JobEvidenc
     return job
 
 
+def pull_failed_on_pod(job: JobEvidence) -> bool:
+    """Whether the pod shows its image could not be pulled (a waiting reason or the kubelet's Failed event)."""
+    if job.pod is None:
+        return False
+    for event in job.pod.events:
+        if event.get("reason") in ("Failed", "BackOff") and "pull" in str(event.get("message") or "").lower():
+            return True
+    status = job.pod.last.get("status") or {}
+    for st in [*(status.get("containerStatuses") or []), *(status.get("initContainerStatuses") or [])]:
+        if ((st.get("state") or {}).get("waiting") or {}).get("reason") in (
+            "ErrImagePull",
+            "ImagePullBackOff",
+        ):
+            return True
+    return False
+
+
+def judgeable(job: JobEvidence) -> None:
+    """could_not_test unless the job's end is the missing image's: a quota refusal, an API outage or a pod that
+    never got scheduled (no pull was ever tried) says nothing about how the runner reports a pull failure."""
+    end = job_end(job)
+    if not end.infrastructure or end.cause == "image-pull":
+        return
+    if end.cause == "pod-not-started" and pull_failed_on_pod(job):
+        return  # the pull failed and the runner waited instead of saying so: that is what RC-IMG-001 judges
+    could_not_test(end.cause or "runner-system-failure", end.sentence(job.name), job=job)
+
+
 def _duration(job: JobEvidence) -> float | None:
     if job.started_at is None or job.finished_at is None:
         return None
@@ -104,6 +133,7 @@ def test_missing_image_fails_promptly(runnerconf_evidence: RunEvidence, runnerco
     expect = _expect(runnerconf_profile)
     # Read directly: job_evidence would (rightly, elsewhere) turn an image-pull end into could-not-test.
     job = _missing_job(runnerconf_evidence, expect)
+    judgeable(job)
     text = job.trace_parsed.text
     took = _duration(job)
     reason = str(job.job.get("failure_reason") or "")

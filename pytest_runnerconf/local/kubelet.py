@@ -194,6 +194,15 @@ class Kubelet:
         self.publish(pod)
         return pod
 
+    def bind(self, pod_obj: dict[str, Any]) -> None:
+        """The scheduler's binding alone (nodeName), before the kubelet starts the pod."""
+
+        def schedule(obj: dict[str, Any]) -> None:
+            obj["spec"]["nodeName"] = self.node_name
+
+        meta = pod_obj["metadata"]
+        self.store.update("Pod", meta["namespace"], meta["name"], schedule)
+
     def _bind(self, pod: PodRun) -> None:
         """The scheduler's part: one node, so binding is immediate."""
 
@@ -238,6 +247,7 @@ class Kubelet:
                         vol, self.runtime.labels(pod.key, f"volume:{m['name']}-private")
                     )
                     pod.volumes.append(vol)
+                    self._open_volume(vol, (spec.get("securityContext") or {}).get("fsGroup"))
             binds[vol] = {"bind": m["mountPath"], "mode": "ro" if m.get("readOnly") else "rw"}
         if c.kind == "helper":
             binds.update(pod.repo_binds)
@@ -299,6 +309,18 @@ class Kubelet:
             raise RuntimeError(
                 f"setting up the pod's emptyDir volumes failed: {out.decode(errors='replace')}"
             )
+
+    def _open_volume(self, volume: str, fs_group: Any) -> None:
+        """A volume made after the sandbox (a fault's private copy) opened as the kubelet opens an emptyDir."""
+        script = "chmod 0777 /v" + (
+            f" && chgrp {int(fs_group)} /v && chmod g+s /v" if fs_group is not None else ""
+        )
+        self.runtime.client.containers.run(
+            self.pause_image,
+            ["sh", "-c", script],
+            volumes={volume: {"bind": "/v", "mode": "rw"}},
+            remove=True,
+        )
 
     def _security(self, spec: dict[str, Any], c: ContainerRun, pod: PodRun) -> dict[str, Any]:
         """securityContext -> Docker: privileged (pseudo-privileged on this host), capabilities, user, etc."""

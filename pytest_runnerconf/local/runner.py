@@ -410,12 +410,16 @@ class LocalRunner:
         ns, name = stored["metadata"]["namespace"], stored["metadata"]["name"]
         pod_error: list[BaseException] = []
 
+        # The scheduler decides before the runner's first look, so its "Waiting for pod" lines name the node.
+        why = unschedulable(stored, self.store.get("Node", "", NODE_NAME))
+        if why is None and "pod-pending-timeout" not in job.faults:
+            self.node.bind(stored)
+
         def start_pod() -> None:
             try:
                 if "pod-pending-timeout" in job.faults:
                     keep_unschedulable(self.store, stored, job.ended)  # no node ever takes it
                     return
-                why = unschedulable(stored, self.store.get("Node", "", NODE_NAME))
                 if why is not None:  # nodeSelector, affinity or taints keep it off the one node
                     keep_unschedulable(self.store, stored, job.ended, message=why)
                     return
