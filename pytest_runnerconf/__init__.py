@@ -10,7 +10,8 @@ The public check API (what the bundled suite and a team's own checks are written
 - ``RunEvidence``, ``JobEvidence``, ``PodObservation``: what the run observed; ``pod_name_prefix``,
   ``same_runner_token`` and ``POD_NAME_IN_TEXT`` tell which runner and job slot a pod name belongs to;
 - ``Profile``, ``Expectations``, ``Limits``, ``DnsExpect``: the cluster under test and what its runner
-  promises; ``quantity_value`` reads a Kubernetes quantity;
+  promises (``LabelsExpect``, ``SchedulingExpect``, ``SecurityExpect``, ``ImagePolicyExpect``: what its pod spec
+  promises); ``quantity_value`` reads a Kubernetes quantity;
 - fixtures ``runnerconf_evidence``, ``runnerconf_profile``, ``job_evidence``, ``probe_record``;
 - ``require_behaviour(key, job)`` skips a check when the runner that ran JOB predates a behaviour of the
   version table (``versions.TABLE``); ``has_behaviour(key, job)`` says which side of a changed one it is on;
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from pytest_runnerconf.checks import CheckInfo, check, expect_equal, expect_true, fail, held
 from pytest_runnerconf.evidence import JobEvidence, PodObservation, RunEvidence
+from pytest_runnerconf.expect_pod import ImagePolicyExpect, LabelsExpect, SchedulingExpect, SecurityExpect
 from pytest_runnerconf.jobend import JobEnd
 from pytest_runnerconf.jobend import classify as job_end
 from pytest_runnerconf.outcome import CAUSES, CouldNotTest, could_not_test
@@ -39,12 +41,16 @@ __all__ = [
     "CouldNotTest",
     "DnsExpect",
     "Expectations",
+    "ImagePolicyExpect",
     "JobEnd",
     "JobEvidence",
+    "LabelsExpect",
     "Limits",
     "PodObservation",
     "Profile",
     "RunEvidence",
+    "SchedulingExpect",
+    "SecurityExpect",
     "__version__",
     "check",
     "could_not_test",

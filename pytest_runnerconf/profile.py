@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pytest_runnerconf import expect_pod
 from pytest_runnerconf.errors import ConfigError
+from pytest_runnerconf.expect_pod import ImagePolicyExpect, LabelsExpect, SchedulingExpect, SecurityExpect
 
 PROFILE_FILE = "runnerconf.toml"
 DEFAULT_MAX_TRACE_BYTES = 32 * 1024 * 1024  # 8x the runner's default output_limit (4096 KiB)
@@ -137,6 +139,11 @@ class Expectations:
     log_burst_kib: int = 3072
     # None: the profile names no runner to measure capacity on, so RC-CAP-* are skipped.
     capacity: CapacityExpect | None = None
+    # What the pod spec promises (expect_pod): None when the profile sets no such table.
+    labels: LabelsExpect | None = None
+    scheduling: SchedulingExpect | None = None
+    security: SecurityExpect | None = None
+    image_policy: ImagePolicyExpect | None = None
 
 
 # Where an expectation's value came from (report.html and report.json show it next to the value).
@@ -358,6 +365,7 @@ def profile_from_summary(summary: dict[str, Any]) -> Profile:
             # Bundles saved before the log expectations existed: the defaults.
             **{k: exp[k] for k in ("silent_step_s", "output_limit_kb", "log_burst_kib") if k in exp},
             capacity=CapacityExpect(**exp["capacity"]) if exp.get("capacity") else None,
+            **{name: expect_pod.restore(name, exp.get(name)) for name in expect_pod.TABLES},
         ),
     )
 
@@ -399,6 +407,7 @@ def _expect_summary(exp: Expectations) -> dict[str, Any]:
         "output_limit_kb": exp.output_limit_kb,
         "log_burst_kib": exp.log_burst_kib,
         "capacity": None if exp.capacity is None else dict(vars(exp.capacity)),
+        **{name: expect_pod.summarize(getattr(exp, name)) for name in expect_pod.TABLES},
     }
 
 
@@ -621,6 +630,13 @@ def _expectations(ctx: _Ctx, value: Any) -> Expectations:
     table = _table(ctx, value)
     _check_keys(ctx, table, _EXPECT_FIELDS)
     return Expectations(**{key: _EXPECT_FIELDS[key](ctx.sub(key), val) for key, val in table.items()})
+
+
+def _pod_table(name: str) -> Callable[[_Ctx, Any], Any]:
+    return lambda ctx, value: expect_pod.parse_table(name, ctx.file, ctx.key, value)
+
+
+_EXPECT_FIELDS.update({name: _pod_table(name) for name in expect_pod.TABLES})
 
 
 _CLUSTER_KEYS = (

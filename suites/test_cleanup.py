@@ -321,3 +321,54 @@ def test_no_stray_pods(runnerconf_evidence: RunEvidence) -> None:
         summary=f"no pod of this run left at the deadline, no stray pod of runner "
         f"{', '.join(run.runner_tokens) or '?'}{elsewhere}",
     )
+
+
+@check(
+    id="RC-CLN-007",
+    claim="the pod (and the per-job Secret) of a job whose image does not exist are deleted by the cleanup "
+    "deadline",
+    remediation="the runner deletes the pod in Cleanup also after a failed Prepare; check the runner's RBAC "
+    "(pods and secrets delete), 'Error cleaning up' lines in the job log and the garbage collector",
+    area="cleanup",
+    probes=("images",),
+    reads=("secrets",),
+)
+def test_missing_image_leaves_nothing(runnerconf_evidence: RunEvidence, runnerconf_profile: Profile) -> None:
+    job = runnerconf_evidence.jobs.get("images-missing")
+    if job is None:
+        could_not_test("no-evidence", "the run has no job images-missing (the images probe did not run)")
+    deadline = runnerconf_profile.expect.cleanup_deadline_s
+    if job.pod is None:
+        ended = classify_end(job)
+        if ended.infrastructure:  # a refused pod (a quota), an API outage: no pod to judge, and why
+            could_not_test(ended.cause or "no-evidence", ended.sentence(job.name), job=job)
+        could_not_test("no-evidence", f"no pod was seen for job {job.name} ({job.status})", job=job)
+    end = float(job.finished_at) if job.finished_at is not None else None
+    gone = job.pod.deleted_at
+    problems = []
+    if gone is None:
+        problems.append(f"pod {job.pod.name} still there at the cleanup deadline")
+    elif end is not None and gone - end > deadline:
+        problems.append(f"pod deleted {gone - end:.1f}s after the job ended (deadline {deadline:g}s)")
+    secrets = runnerconf_evidence.secrets
+    left: list[str] = []
+    if secrets is not None:
+        prefix = job.pod.name.rsplit("-", 1)[0]
+        mine = {n: s for n, s in secrets.items() if n.startswith(prefix) and
+                any(o.get("name") == job.pod.name for o in s.get("owner_references") or [])}  # fmt: skip
+        left = sorted(n for n, s in mine.items() if s.get("deleted_at") is None)
+        if left:
+            problems.append(f"Secret(s) {', '.join(left)} left behind")
+    said_secret = (
+        "its Secret not watched" if secrets is None else f"{'no' if not left else len(left)} Secret left"
+    )
+    if gone is None:
+        said_pod = "still present when the run stopped watching"
+    else:
+        said_pod = f"deleted {gone - end:.1f} s after the job ended" if end is not None else "deleted"
+    summary = f"missing-image pod {said_pod}, deadline {deadline:g} s; {said_secret}"
+    observed = {"pod deleted_at": gone, "job finished_at": end, "secrets left": left}
+    if problems:
+        fail("RC-CLN-007", {"deleted within_s": deadline}, observed, job=job, detail="; ".join(problems),
+             summary=summary)  # fmt: skip
+    held("RC-CLN-007", {"deleted within_s": deadline}, observed, job=job, summary=summary)

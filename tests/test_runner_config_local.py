@@ -48,6 +48,7 @@ def user_profile(info: Any, path: Path) -> Path:
         f'kube_context = "{OPERATOR_CONTEXT}"',
         f'namespace = "{info.namespace}"',
         'runner_config = "configmap:ci/gitlab-runner"',
+        'runner_name = "runnerconf-local"',  # the ConfigMap's config.toml also holds the capacity runner
         *([f'gitlab_ca_file = "{info.gitlab_ca_file}"'] if info.gitlab_ca_file else []),
         "[clusters.viacm.expect.images]",
         *(f"{key} = {json.dumps(value)}" for key, value in images.items()),

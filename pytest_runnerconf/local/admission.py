@@ -22,7 +22,15 @@ from pytest_runnerconf.local.kstore import Forbidden, Invalid
 
 DEFAULT_GRACE_S = 30
 DEFAULT_TOLERATION_S = 300
-PRIORITY_CLASSES = {"system-node-critical": 2000001000, "system-cluster-critical": 2000000000}
+# The built-in classes, and the one PriorityClass the local cluster holds for job pods (config.toml's
+# priority_class_name).
+PRIORITY_CLASSES = {
+    "system-node-critical": 2000001000,
+    "system-cluster-critical": 2000000000,
+    "runnerconf-ci-jobs": 1000,
+}
+# RuntimeClass objects the local cluster holds: runc, the handler Docker runs every container with.
+RUNTIME_CLASSES = frozenset({"runc"})
 _LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_MSG = (
     "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start "
@@ -135,6 +143,12 @@ def admit_priority(pod: dict[str, Any]) -> None:
             f'pods "{pod["metadata"]["name"]}" is forbidden: no PriorityClass with name {name} was found'
         )
     spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+    runtime = spec.get("runtimeClassName")
+    if runtime and runtime not in RUNTIME_CLASSES:
+        # The RuntimeClass admission plugin's refusal.
+        raise Forbidden(
+            f'pods "{pod["metadata"]["name"]}" is forbidden: pod rejected: RuntimeClass "{runtime}" not found'
+        )
 
 
 def qos_class(spec: dict[str, Any]) -> str:

@@ -129,6 +129,8 @@ class JobDef:
     after_script: tuple[str, ...] = ()
     image: str = ""
     image_entrypoint: tuple[str, ...] | None = None
+    image_user: str = ""
+    image_pull_policies: tuple[str, ...] = ()
     services: tuple[ServiceDef, ...] = ()
     global_variables: tuple[Variable, ...] = ()
     variables: tuple[Variable, ...] = ()
@@ -317,6 +319,32 @@ def _image(value: Any, where: str) -> tuple[str, tuple[str, ...] | None]:
     return name, None if entry is None else _str_tuple(entry, f"{where}:entrypoint")
 
 
+def pull_policies(value: Any, where: str) -> tuple[str, ...]:
+    """An image's or service's `pull_policy:` (one name or a list of them)."""
+    if not isinstance(value, dict) or value.get("pull_policy") is None:
+        return ()
+    policy = value["pull_policy"]
+    names = [policy] if isinstance(policy, str) else policy
+    if not isinstance(names, list) or not all(n in ("always", "never", "if-not-present") for n in names):
+        raise CIConfigError(
+            f"{where}:pull_policy config should be one of always, never, if-not-present, or an array of them"
+        )
+    return tuple(names)
+
+
+def kubernetes_user(value: Any, where: str) -> str:
+    """An image's or service's `kubernetes: {user: ...}` (a string or an integer) as the runner receives it."""
+    if not isinstance(value, dict) or value.get("kubernetes") is None:
+        return ""
+    options = value["kubernetes"]
+    if not isinstance(options, dict) or set(options) - {"user"}:
+        raise CIConfigError(f"{where}:kubernetes config contains unknown keys (only user is allowed)")
+    user = options.get("user", "")
+    if isinstance(user, bool) or not isinstance(user, str | int):
+        raise CIConfigError(f"{where}:kubernetes:user config should be a string or an integer")
+    return str(user)
+
+
 def _service(value: Any, where: str) -> ServiceDef:
     if isinstance(value, str):
         return ServiceDef(name=value)
@@ -335,6 +363,8 @@ def _service(value: Any, where: str) -> ServiceDef:
         command=_str_tuple(value.get("command"), f"{where}:command"),
         entrypoint=_str_tuple(value.get("entrypoint"), f"{where}:entrypoint"),
         variables=_variables(value.get("variables"), f"{where}:variables"),
+        user=kubernetes_user(value, where),
+        pull_policies=pull_policies(value, where),
     )
 
 
@@ -481,6 +511,8 @@ def _job(
         after_script=tuple(_optional_script(job.get("after_script"), f"{where}:after_script")),
         image=image,
         image_entrypoint=entrypoint,
+        image_user=kubernetes_user(job.get("image"), f"{where}:image"),
+        image_pull_policies=pull_policies(job.get("image"), f"{where}:image"),
         services=_services(job.get("services"), f"{where}:services"),
         global_variables=gvars,
         variables=_variables(job.get("variables"), f"{where}:variables"),

@@ -100,7 +100,7 @@ class LocalCluster:
         self.info: ClusterInfo | None = None
 
     def start(self, log: Log = print) -> ClusterInfo:
-        from pytest_runnerconf.local import admission, engine, images, netsvc, setup
+        from pytest_runnerconf.local import admission, engine, images, netsvc, scheduling, setup
         from pytest_runnerconf.local.apifaults import RunFaults
         from pytest_runnerconf.local.gitlab_api import GitLabAPI
         from pytest_runnerconf.local.gitlab_state import GitLabState
@@ -156,6 +156,7 @@ class LocalCluster:
         store = KubeStore()
         store.admission.append(admission.admit)
         store.create({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": namespace}})
+        store.create(scheduling.node_object())  # the node the kubelet (Docker) stands for
         store.create(
             {
                 "kind": "ConfigMap",

@@ -18,7 +18,17 @@ FAULTS: dict[str, str] = {
     "dind-dns-fallback": "dockerd in DinD hands its containers 8.8.8.8 instead of the pod DNS",
     "limits-not-applied": "the pod spec shows limits but the cgroups do not enforce them",
     "oom-unreported": "an OOM kill happens but its reason is not surfaced",
-    "overrides-ignored": "KUBERNETES_* override variables are ignored",
+    "overrides-ignored": "KUBERNETES_* resource override variables (KUBERNETES_CPU_LIMIT etc.) are ignored",
+    "node-selector-ignored": "config.toml's node_selector and the job's KUBERNETES_NODE_SELECTOR_* never reach the "
+    "pod spec",
+    "security-context-ignored": "the pod spec carries config.toml's runAsUser/runAsGroup/supplemental groups, but "
+    "every container's processes run as the image's user (root)",
+    "allowed-users-ignored": "a job's image/service `kubernetes: user:` is applied whatever allowed_users and "
+    "allowed_groups say (root included)",
+    "pull-errors-unreported": "a job whose image cannot be pulled waits out the runner's poll_timeout (30 s for "
+    "the run) and fails with the timeout message instead of the pull error",
+    "pod-labels-dropped": "pod_labels and pod_annotations (from config.toml and from KUBERNETES_POD_LABELS_* / "
+    "KUBERNETES_POD_ANNOTATIONS_* job variables) never reach the pod; the runner's own labels still do",
     "leak-pods": "job pods are not deleted after the job",
     "leak-secrets": "the per-job registry-credentials secret is left behind",
     "slow-cleanup": "job pods are deleted long after the job ended",

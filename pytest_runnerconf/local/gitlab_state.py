@@ -542,6 +542,8 @@ class GitLabState:
             repo_path=project.repo.path,
             image=definition.image,
             image_entrypoint=definition.image_entrypoint,
+            image_user=definition.image_user,
+            image_pull_policies=definition.image_pull_policies,
             services=definition.services,
             before_script=definition.before_script,
             script=definition.script,

@@ -18,7 +18,7 @@ from typing import Any
 from pytest_runnerconf.local.errors import LocalError
 
 NAMESPACED_KINDS = frozenset({"Pod", "Event", "Secret", "ConfigMap"})
-KINDS = NAMESPACED_KINDS | {"Namespace"}
+KINDS = NAMESPACED_KINDS | {"Namespace", "Node"}
 
 # Fields each kind may be selected on, as the real API server registers them (plus metadata.*).
 _FIELDS: dict[str, frozenset[str]] = {

@@ -31,8 +31,8 @@ from pytest_runnerconf.local.podstatus import (
 from pytest_runnerconf.local.quantity import cpu_shares, cpu_to_nano, memory_to_bytes
 from pytest_runnerconf.local.quantity import parse as quantity_parse
 from pytest_runnerconf.local.runtime import CLUSTER_LABEL, POD_LABEL, ExecStream, Runtime
+from pytest_runnerconf.local.scheduling import NODE_NAME
 
-NODE_NAME = "runnerconf-local"
 # Substituted for the pod DNS when the fault dind-dns-fallback is on: written into files only, never queried.
 FALLBACK_DNS = "8.8.8.8"
 # Faults that give each container its own copy of an emptyDir the pod should share.
@@ -194,6 +194,15 @@ class Kubelet:
         self.publish(pod)
         return pod
 
+    def bind(self, pod_obj: dict[str, Any]) -> None:
+        """The scheduler's binding alone (nodeName), before the kubelet starts the pod."""
+
+        def schedule(obj: dict[str, Any]) -> None:
+            obj["spec"]["nodeName"] = self.node_name
+
+        meta = pod_obj["metadata"]
+        self.store.update("Pod", meta["namespace"], meta["name"], schedule)
+
     def _bind(self, pod: PodRun) -> None:
         """The scheduler's part: one node, so binding is immediate."""
 
@@ -238,6 +247,7 @@ class Kubelet:
                         vol, self.runtime.labels(pod.key, f"volume:{m['name']}-private")
                     )
                     pod.volumes.append(vol)
+                    self._open_volume(vol, (spec.get("securityContext") or {}).get("fsGroup"))
             binds[vol] = {"bind": m["mountPath"], "mode": "ro" if m.get("readOnly") else "rw"}
         if c.kind == "helper":
             binds.update(pod.repo_binds)
@@ -274,6 +284,7 @@ class Kubelet:
             volumes=binds,  # holds Memory emptyDirs alive for the pod's lifetime, like the kubelet
             **kwargs,
         )
+        self._open_empty_dirs(pod, spec)
         pod.pod_ip = self.runtime.sandbox_ip(pod.sandbox_id)
         directory = self.state_dir / "pods" / pod.uid
         directory.mkdir(parents=True, exist_ok=True)
@@ -282,6 +293,34 @@ class Kubelet:
             hosts_file(pod.pod_ip, spec.get("hostname") or pod.name, spec.get("hostAliases") or [])
         )
         pod.hosts_file.chmod(0o644)
+
+    def _open_empty_dirs(self, pod: PodRun, spec: dict[str, Any]) -> None:
+        """The kubelet creates emptyDirs with mode 0777 and, with fsGroup, gives them that group and the setgid bit
+        (SetVolumeOwnership), so containers running as other users can write them; Docker volumes start 0755."""
+        paths = [f"/var/run/runnerconf/{v}" for v in pod.volumes]
+        if not paths or pod.sandbox_id is None:
+            return
+        fs_group = (spec.get("securityContext") or {}).get("fsGroup")
+        script = 'chmod 0777 "$@"'
+        if fs_group is not None:
+            script += f' && chgrp {int(fs_group)} "$@" && chmod g+s "$@"'
+        out, code = self.runtime.run(pod.sandbox_id, ["sh", "-c", script, "sh", *paths])
+        if code != 0:
+            raise RuntimeError(
+                f"setting up the pod's emptyDir volumes failed: {out.decode(errors='replace')}"
+            )
+
+    def _open_volume(self, volume: str, fs_group: Any) -> None:
+        """A volume made after the sandbox (a fault's private copy) opened as the kubelet opens an emptyDir."""
+        script = "chmod 0777 /v" + (
+            f" && chgrp {int(fs_group)} /v && chmod g+s /v" if fs_group is not None else ""
+        )
+        self.runtime.client.containers.run(
+            self.pause_image,
+            ["sh", "-c", script],
+            volumes={volume: {"bind": "/v", "mode": "rw"}},
+            remove=True,
+        )
 
     def _security(self, spec: dict[str, Any], c: ContainerRun, pod: PodRun) -> dict[str, Any]:
         """securityContext -> Docker: privileged (pseudo-privileged on this host), capabilities, user, etc."""
@@ -313,10 +352,15 @@ class Kubelet:
             host["security_opt"] = [*host.get("security_opt", []), *opts]
         if sec.get("readOnlyRootFilesystem"):
             host["read_only"] = True
+        if "security-context-ignored" in pod.faults:
+            # A runtime that drops the identity of the securityContext: every process runs as the image's user.
+            return {"host": host, "config": config}
         uid = sec.get("runAsUser", pod_sec.get("runAsUser"))
         gid = sec.get("runAsGroup", pod_sec.get("runAsGroup"))
         if uid is not None:
             config["user"] = f"{uid}:{gid}" if gid is not None else str(uid)
+        elif gid is not None:
+            config["user"] = f"0:{gid}"  # runAsGroup alone: the image's user (root here) with that group
         groups = [str(g) for g in pod_sec.get("supplementalGroups") or []]
         if pod_sec.get("fsGroup") is not None:
             groups.append(str(pod_sec["fsGroup"]))

@@ -31,6 +31,8 @@ class ServiceDef:
     command: tuple[str, ...] = ()
     entrypoint: tuple[str, ...] = ()
     variables: tuple[Variable, ...] = ()
+    user: str = ""  # `kubernetes: user:` ("uid" or "uid:gid"), checked against allowed_users/allowed_groups
+    pull_policies: tuple[str, ...] = ()  # `pull_policy:` (Docker-style names)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class JobPayload:
     repo_path: Path  # bare git repository on disk the helper clones from
     image: str
     image_entrypoint: tuple[str, ...] | None = None
+    image_user: str = ""  # image's `kubernetes: user:`
+    image_pull_policies: tuple[str, ...] = ()  # image's `pull_policy:`
     services: tuple[ServiceDef, ...] = ()
     before_script: tuple[str, ...] = ()
     script: tuple[str, ...] = ()

@@ -51,7 +51,9 @@ BASH_DETECT_SHELL_SCRIPT = _BASH_DETECT_TEMPLATE.replace("$@", "")
 # The copy saved as <scripts>/detect_shell_script keeps "$@": it is run with the stage script as argument.
 BASH_DETECT_WITH_ARGS = _BASH_DETECT_TEMPLATE
 
-PODSPEC_FAULTS = frozenset({"no-host-aliases", "ignore-dns-config", "overrides-ignored"})
+PODSPEC_FAULTS = frozenset(
+    {"no-host-aliases", "ignore-dns-config", "overrides-ignored", "pod-labels-dropped"}
+)
 
 _NAME_SUFFIX_CHARS = string.ascii_lowercase + string.digits
 _NAME_MAX = 63
@@ -84,9 +86,18 @@ class PreparationError(Exception):
     or "prepare_script" (pod creation).
     """
 
-    def __init__(self, message: str, stage: str = "prepare_executor") -> None:
+    def __init__(
+        self,
+        message: str,
+        stage: str = "prepare_executor",
+        lines: tuple[str, ...] = (),
+        *,
+        retry: bool = True,
+    ) -> None:
         super().__init__(message)
         self.stage = stage
+        self.lines = lines  # what the runner logs before the error (e.g. the list of allowed images)
+        self.retry = retry  # False for a BuildError, which Prepare does not retry
 
 
 @dataclass
@@ -101,6 +112,8 @@ class PodPlan:
     executor_log_lines: list[str] = field(default_factory=list)
     pod_log_lines: list[str] = field(default_factory=list)
     feature_flags: dict[str, bool] = field(default_factory=dict)
+    # "Using effective pull policy of [...] for container ..." (preparePullManager, in Prepare)
+    pull_policy_lines: list[str] = field(default_factory=list)
 
     @property
     def log_lines(self) -> list[str]:
@@ -140,8 +153,9 @@ def random_suffix() -> str:
 
 
 def sanitize_label(value: str) -> str:
+    """sanitizeLabel (executors/kubernetes/util.go): trimmed again after the cut to 63 characters."""
     value = re.sub(r"[^A-Za-z0-9\-_.]", "_", value)
-    return value.strip("-_.")[:63]
+    return value.strip("-_.")[:63].strip("-_.")
 
 
 def dns1123_subdomain_errors(name: str) -> list[str]:
@@ -434,10 +448,18 @@ class _Overrides:
         return requested
 
     def mapping(
-        self, field_name: str, values: dict[str, str], regex: str, variables: list[_Var], prefix: str
+        self,
+        field_name: str,
+        values: dict[str, str],
+        regex: str,
+        variables: list[_Var],
+        prefix: str,
+        split: Callable[[str], tuple[str, str]] | None = None,
     ) -> dict[str, str]:
-        """evaluateMapOverwrite: KUBERNETES_POD_LABELS_*/ANNOTATIONS_* = "k=v", allowed by a regex."""
-        if not regex or not self.enabled:
+        """evaluateMapOverwrite: KUBERNETES_POD_LABELS_*/ANNOTATIONS_* = "k=v" (or SPLIT's form), allowed by a
+        regex."""
+        # overrides-ignored stands for a runner that ignores the resource overrides only (RC-RES-*).
+        if not regex:
             return dict(values)
         out = dict(values)
         for var in variables:
@@ -448,11 +470,14 @@ class _Overrides:
                     f"couldn't prepare overwrites: provided value {go_quote(var.value)} "
                     f"does not match {go_quote(regex)}"
                 )
-            key, sep, value = var.value.partition("=")
-            if not sep:
-                raise PreparationError(
-                    f'couldn\'t prepare overwrites: provided value {go_quote(var.value)} does not match "k=v"'
-                )
+            if split is not None:
+                key, value = split(var.value)
+            else:
+                key, sep, value = var.value.partition("=")
+                if not sep:
+                    raise PreparationError(
+                        f'couldn\'t prepare overwrites: provided value {go_quote(var.value)} does not match "k=v"'
+                    )
             out[key] = value
             self.lines.append(f"{go_quote(field_name)} {go_quote(key)} overwritten with {go_quote(value)}")
         return out
@@ -533,6 +558,111 @@ def _plan_resources(
         services=per_service,
         pod=_Resources(planned["pod_request"], planned["pod_limit"]),
     )
+
+
+# --- images and pull policies ----------------------------------------------------------------------------
+
+_DOCKER_PULL_POLICIES = {"always": "Always", "if-not-present": "IfNotPresent", "never": "Never"}
+ALLOWED_IMAGES_DOCS = "https://docs.gitlab.com/runner/configuration/advanced-configuration/"
+
+
+def doublestar_match(pattern: str, name: str) -> bool:
+    """github.com/bmatcuk/doublestar Match for image names: * and ? stay within a path segment, ** crosses them,
+    {a,b} alternatives and [...] classes as in the library."""
+    out, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if ch == "*":
+            out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch == "{":
+            end = pattern.find("}", i)
+            if end == -1:
+                return False  # ErrBadPattern: doublestar reports no match
+            out.append("(?:" + "|".join(re.escape(a) for a in pattern[i + 1 : end].split(",")) + ")")
+            i = end + 1
+            continue
+        elif ch == "[":
+            end = pattern.find("]", i + 1)
+            if end == -1:
+                return False
+            body = pattern[i + 1 : end]
+            out.append("[" + ("^" + body[1:] if body[:1] in "!^" and body else body) + "]")
+            i = end + 1
+            continue
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return re.fullmatch("".join(out), name) is not None
+
+
+def verify_allowed_image(
+    image: str, option: str, allowed: tuple[str, ...], internal: tuple[str, ...]
+) -> None:
+    """common.VerifyAllowedImage: a listed pattern or an internal image passes; an empty list allows any.
+
+    Raises PreparationError("disallowed image") carrying the lines the runner logs first."""
+    if any(doublestar_match(p, image) for p in allowed) or image in internal or not allowed:
+        return
+    lines = (
+        "",
+        f"ERROR: The {go_quote(image)} image is not present on list of allowed {option}:",
+        *(f"- {p}" for p in allowed),
+        "",
+        f"Please check runner's allowed_images configuration: {ALLOWED_IMAGES_DOCS}",
+    )
+    raise PreparationError("setting up build pod: disallowed image", stage="prepare_script", lines=lines)
+
+
+def _k8s_policies(names: tuple[str, ...] | str, where: str) -> list[str]:
+    """ConvertFromDockerPullPolicy; an unknown name is the runner's conversion error."""
+    out = []
+    for name in (names,) if isinstance(names, str) else names:
+        if name == "":
+            out.append("")
+        elif name in _DOCKER_PULL_POLICIES:
+            out.append(_DOCKER_PULL_POLICIES[name])
+        else:
+            raise PreparationError(
+                f"converting pull policy for container {go_quote(where)}: unsupported pull_policy {go_quote(name)}"
+            )
+    return out
+
+
+def effective_pull_policies(
+    cfg: RunnerConfig, requested: dict[str, tuple[str, ...]]
+) -> tuple[dict[str, list[str]], list[str]]:
+    """preparePullManager: per container the job's pull_policy, else config.toml's (GetPullPolicies: [""] when
+    none), limited to allowed_pull_policies (ComputeEffectivePullPolicies); and the runner's log lines."""
+    kube = cfg.runner.kubernetes
+    configured = _k8s_policies(kube.pull_policy, "config") or [""]
+    allowed = _k8s_policies(kube.allowed_pull_policies, "config") or configured
+    out: dict[str, list[str]] = {}
+    lines = []
+    for name, ci in requested.items():
+        policies = _k8s_policies(ci, name) or configured
+        effective = [p for p in policies if p in allowed]
+        if not effective:
+            source = (
+                "GitLab pipeline config"
+                if ci
+                else "Runner config"
+                if kube.pull_policy
+                else "Runner config (default)"
+            )
+            raise PreparationError(
+                f"invalid pull policy for container {go_quote(name)}: pull_policy ([{' '.join(policies)}]) "
+                f"defined in {source} is not one of the allowed_pull_policies ([{' '.join(allowed)}])",
+                retry=False,
+            )
+        out[name] = effective
+        lines.append(f"Using effective pull policy of [{' '.join(effective)}] for container {name}")
+    return out, lines
 
 
 # --- services and host aliases ---------------------------------------------------------------------------
@@ -624,6 +754,92 @@ def _security_context(cfg: RunnerConfig, own: ContainerSecurityContext) -> dict[
     }
     ctx.update({k: v for k, v in optional.items() if v is not None})
     return ctx
+
+
+_ID_SOURCES = ("container security context", "pod security context", "job configuration")
+
+
+def _validate_id(kind: str, id_str: str, allowed: tuple[str, ...], *, check: bool = True) -> int:
+    """parseAndValidateID + isUserOrGroupAllowed (v18.11.1+: IDs compared numerically, so "00" is root).
+
+    Raises ValueError with the runner's text."""
+    if id_str == "":
+        return -1
+    try:
+        value = int(id_str, 10)
+    except ValueError:
+        raise ValueError(
+            f"failed to parse {kind}: strconv.ParseInt: parsing {go_quote(id_str)}: invalid syntax"
+        ) from None
+    if value < 0:
+        raise ValueError(f"failed to parse {kind}: negative values not allowed")
+    noun = "user" if kind == "UID" else "group"
+    listed = {int(e) for e in allowed if re.fullmatch(r"[+-]?\d+", e)}
+    if check and ((value == 0 and 0 not in listed) or (value != 0 and allowed and value not in listed)):
+        raise ValueError(
+            f"validating {kind}: {noun} {go_quote(id_str)} is not in the allowed list: [{' '.join(allowed)}]"
+        )
+    return value
+
+
+def container_ids(
+    cfg: RunnerConfig,
+    own: ContainerSecurityContext,
+    job_user: str,
+    container: str,
+    lines: list[str],
+    faults: frozenset[str] = frozenset(),
+) -> tuple[int, int]:
+    """getContainerUIDGID: the container's context, else the pod's, else the job's validated user/group."""
+    kube = cfg.runner.kubernetes
+    psc = kube.pod_security_context
+    uid_str, _, gid_str = job_user.partition(":")
+    picked = []
+    for kind, id_str, mine, pods, allowed in (
+        ("UID", uid_str, own.run_as_user, psc.run_as_user, kube.allowed_users),
+        ("GID", gid_str, own.run_as_group, psc.run_as_group, kube.allowed_groups),
+    ):
+        if mine is not None:
+            value, source = mine, _ID_SOURCES[0]
+        elif pods is not None:
+            value, source = pods, _ID_SOURCES[1]
+        else:
+            source = _ID_SOURCES[2]
+            try:
+                # allowed-users-ignored: a broken runner that accepts any requested ID
+                value = _validate_id(kind, id_str, allowed, check="allowed-users-ignored" not in faults)
+            except ValueError as exc:
+                value = -1
+                lines.append(
+                    f"WARNING: Error parsing '{kind.lower()}' from image options for container "
+                    f"{go_quote(container)}, using the configured security context: {exc}"
+                )
+        if source != _ID_SOURCES[2] and id_str:
+            what = "user" if kind == "UID" else "group"
+            lines.append(
+                f"Overriding {what} for container {go_quote(container)} to {go_quote(id_str)} is not allowed: "
+                f"{what} is set to {value} in {source}"
+            )
+        picked.append(value)
+    return picked[0], picked[1]
+
+
+def _security_with_ids(
+    cfg: RunnerConfig,
+    own: ContainerSecurityContext,
+    job_user: str,
+    container: str,
+    lines: list[str],
+    faults: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """getSecurityContextWithUIDGID: the container context with the picked runAsUser/runAsGroup."""
+    context = _security_context(cfg, own)
+    uid, gid = container_ids(cfg, own, job_user, container, lines, faults)
+    if uid > -1:
+        context["runAsUser"] = uid
+    if gid > -1:
+        context["runAsGroup"] = gid
+    return context
 
 
 def _proc_mount(value: str) -> str | None:
@@ -868,7 +1084,37 @@ def build_pod(
         expanded_job_vars,
         "KUBERNETES_POD_ANNOTATIONS_",
     )
+    node_selector = overrides.mapping(
+        "NodeSelector",
+        kube.node_selector,
+        kube.node_selector_overwrite_allowed,
+        expanded_job_vars,
+        "KUBERNETES_NODE_SELECTOR_",
+    )
+    tolerations = overrides.mapping(
+        "NodeTolerations",
+        kube.node_tolerations,
+        kube.node_tolerations_overwrite_allowed,
+        expanded_job_vars,
+        "KUBERNETES_NODE_TOLERATIONS_",
+        split=_split_toleration,
+    )
+    if "node-selector-ignored" in faults:
+        node_selector = {}  # a broken runner that never writes node_selector into the pod
+    if "pod-labels-dropped" in faults:
+        # A broken runner (or an admission webhook) that loses the configured labels and annotations.
+        pod_labels, pod_annotations = {}, {}
     resources = _plan_resources(overrides, {v.key: v.value for v in expanded_job_vars}, services)
+    policies, pull_lines = effective_pull_policies(
+        cfg,
+        {
+            "init-permissions": job.image_pull_policies,
+            "build": job.image_pull_policies,
+            "helper": job.image_pull_policies,
+            **{name: service.pull_policies for service, name in services},
+        },
+    )
+    internal = (kube.image, _helper_image(cfg))
 
     unique = project_unique_name(cfg.runner.short_token, job.project_id, project_concurrency_id)
     secret = _docker_cfg_secret(job, cfg, lambda: resource_name(unique, rand), registry)
@@ -886,6 +1132,10 @@ def build_pod(
         {"name": "repo", "mountPath": cfg.builds_dir},
     ]
     all_vars = _all_variables(ctx)
+    pod_lines: list[str] = []
+    for service, _ in sorted(services, key=lambda item: item[1]):
+        verify_allowed_image(service.name, "services", kube.allowed_services, internal)
+    verify_allowed_image(job.image or kube.image, "images", kube.allowed_images, internal)
     service_containers = [
         _container(
             name,
@@ -895,7 +1145,9 @@ def build_pod(
             env=_env(_expand_all(all_vars + [_Var(v.key, v.value, v.file) for v in service.variables])),
             resources=resources.services[name],
             mounts=mounts,
-            security=_security_context(cfg, kube.service_container_security_context),
+            security=_security_with_ids(
+                cfg, kube.service_container_security_context, service.user, name, pod_lines, faults
+            ),
         )
         for service, name in sorted(services, key=lambda item: item[1])
     ]
@@ -908,7 +1160,9 @@ def build_pod(
         env=_env(all_vars),
         resources=resources.build,
         mounts=mounts,
-        security=_security_context(cfg, kube.build_container_security_context),
+        security=_security_with_ids(
+            cfg, kube.build_container_security_context, job.image_user, "build", pod_lines, faults
+        ),
     )
     helper = _container(
         "helper",
@@ -918,9 +1172,8 @@ def build_pod(
         env=[],
         resources=resources.helper,
         mounts=mounts,
-        security=_security_context(cfg, kube.helper_container_security_context),
+        security=_security_with_ids(cfg, kube.helper_container_security_context, "", "helper", pod_lines),
     )
-    pod_lines: list[str] = []
     # buildInitContainers: init-permissions in attach mode, or for dumb-init in legacy mode.
     inits = (
         [
@@ -945,7 +1198,7 @@ def build_pod(
         )
         spec["activeDeadlineSeconds"] = job.timeout_s + 1
     spec.update(_dns(cfg, faults, pod_lines))
-    _add_optional_spec(spec, cfg, secret)
+    _add_optional_spec(spec, cfg, secret, node_selector, tolerations)
     if "no-host-aliases" not in faults:
         host_aliases = _host_aliases(cfg, services)
         if host_aliases:
@@ -953,6 +1206,11 @@ def build_pod(
     pod_resources = resources.pod.as_k8s()
     if pod_resources:
         spec["resources"] = pod_resources
+    for c in [*spec.get("initContainers", []), *spec["containers"]]:
+        # GetPullPolicyFor: the first effective policy ("" is left for the API server to default)
+        first = (policies.get(c["name"]) or [""])[0]
+        if first:
+            c["imagePullPolicy"] = first
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -974,13 +1232,22 @@ def build_pod(
         executor_log_lines=overrides.lines,
         pod_log_lines=pod_lines,
         feature_flags=flags,
+        pull_policy_lines=pull_lines,
     )
 
 
-def _add_optional_spec(spec: dict[str, Any], cfg: RunnerConfig, secret: dict[str, Any] | None) -> None:
+def _add_optional_spec(
+    spec: dict[str, Any],
+    cfg: RunnerConfig,
+    secret: dict[str, Any] | None,
+    node_selector: dict[str, str],
+    tolerations: dict[str, str],
+) -> None:
     kube = cfg.runner.kubernetes
-    if kube.node_selector:
-        spec["nodeSelector"] = dict(kube.node_selector)
+    if node_selector:
+        spec["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        spec["tolerations"] = pod_tolerations(tolerations)
     if kube.service_account:
         spec["serviceAccountName"] = kube.service_account
     security = _pod_security_context(cfg)
@@ -992,6 +1259,46 @@ def _add_optional_spec(spec: dict[str, Any], cfg: RunnerConfig, secret: dict[str
             pull_secrets.append({"name": secret["metadata"]["name"]})
         if pull_secrets:
             spec["imagePullSecrets"] = pull_secrets
-    spec["affinity"] = {}
+    spec["affinity"] = camel_keys(kube.affinity)
     if kube.scheduler_name:
         spec["schedulerName"] = kube.scheduler_name
+    if kube.runtime_class_name:
+        spec["runtimeClassName"] = kube.runtime_class_name
+    if kube.priority_class_name:
+        spec["priorityClassName"] = kube.priority_class_name
+
+
+def pod_tolerations(values: dict[str, str]) -> list[dict[str, str]]:
+    """getPodTolerations: "key=value" -> Equal, "key" -> Exists; the effect as given ("" left out).
+
+    The runner ranges over a Go map (random order); sorted here so specs compare stably."""
+    out = []
+    for keyvalue, effect in sorted(values.items()):
+        key, sep, value = keyvalue.partition("=")
+        toleration = {"key": key, "operator": "Equal" if sep else "Exists"}
+        if value:
+            toleration["value"] = value
+        if effect:
+            toleration["effect"] = effect
+        out.append(toleration)
+    return out
+
+
+def _split_toleration(text: str) -> tuple[str, str]:
+    """splitToleration: "key=value:Effect" -> ("key=value", "Effect"); never an error."""
+    keyvalue, _, effect = text.partition(":")
+    return keyvalue, effect
+
+
+def camel_keys(value: Any) -> Any:
+    """config.toml's snake_case affinity tables as the API's camelCase fields (the runner's struct tags)."""
+    if isinstance(value, dict):
+        return {_camel(k): camel_keys(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [camel_keys(v) for v in value]
+    return value
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)

@@ -29,7 +29,7 @@ from pytest_runnerconf.local.model import JobPayload, JobSink
 from pytest_runnerconf.local.podspec import PodPlan, PreparationError, build_pod, go_duration
 from pytest_runnerconf.local.podstatus import ImageChoice
 from pytest_runnerconf.local.runner_config import RunnerConfig, short_token
-from pytest_runnerconf.local.scheduling import keep_unschedulable
+from pytest_runnerconf.local.scheduling import NODE_NAME, keep_unschedulable, unschedulable
 from pytest_runnerconf.local.strategies import (
     DOCKER_COMMAND,
     PodPaths,
@@ -314,6 +314,12 @@ class LocalRunner:
                 )
                 break
             except PreparationError as exc:
+                for line in exc.lines:
+                    trace.line(line)
+                if not exc.retry:
+                    # A BuildError (an invalid pull policy): Prepare gives up at once, the job fails plainly.
+                    trace.section_end("prepare_executor")
+                    raise StageFailed(str(exc), system=False) from None
                 if exc.stage != "prepare_executor":
                     # Errors met while creating the pod are not retried by the runner.
                     trace.section_end("prepare_executor")
@@ -332,9 +338,8 @@ class LocalRunner:
             trace.info("Using attach strategy to execute scripts...")
         for line in plan.executor_log_lines:
             trace.info(line)
-        for c in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]:
-            # No pull_policy configured: [""], printed by Go as [] (the API server then defaults it).
-            trace.info(f"Using effective pull policy of [] for container {c['name']}")
+        for line in plan.pull_policy_lines:
+            trace.info(line)
         for c in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]:
             choice = self.resolve_image(c["image"])
             if choice.local and choice.local != c["image"]:
@@ -477,10 +482,18 @@ class LocalRunner:
         ns, name = stored["metadata"]["namespace"], stored["metadata"]["name"]
         pod_error: list[BaseException] = []
 
+        # The scheduler decides before the runner's first look, so its "Waiting for pod" lines name the node.
+        why = unschedulable(stored, self.store.get("Node", "", NODE_NAME))
+        if why is None and "pod-pending-timeout" not in job.faults:
+            self.node.bind(stored)
+
         def start_pod() -> None:
             try:
                 if "pod-pending-timeout" in job.faults:
                     keep_unschedulable(self.store, stored, job.ended)  # no node ever takes it
+                    return
+                if why is not None:  # nodeSelector, affinity or taints keep it off the one node
+                    keep_unschedulable(self.store, stored, job.ended, message=why)
                     return
                 self.node.run(stored, job.faults)
             except Exception as exc:  # surfaced by the wait below as the runner would see it: a failed pod
@@ -496,7 +509,11 @@ class LocalRunner:
         k8s = self.cfg.runner.kubernetes
         poll = max(0.2, float(k8s.poll_interval))
         # The fault stands for a cluster whose runner has a short poll_timeout, so the run ends in minutes.
-        timeout = PENDING_POLL_TIMEOUT_S if "pod-pending-timeout" in job.faults else k8s.poll_timeout
+        # pull-errors-unreported: a runner that never looks at container waiting reasons, with the short
+        # poll_timeout of the pending fault so the run ends in seconds, not minutes.
+        unreported = "pull-errors-unreported" in job.faults
+        short = "pod-pending-timeout" in job.faults or unreported
+        timeout = PENDING_POLL_TIMEOUT_S if short else k8s.poll_timeout
         attempts = max(1, int(timeout / poll))
         if "runner-flaky-once" in job.faults and self._first_attempt(job):
             # The API server dropped out for a moment: getPodPhase's GET fails and Run ends the job with
@@ -522,9 +539,17 @@ class LocalRunner:
                 )
             if phase == "Failed":
                 raise prepare_failure("waiting for pod running: pod status is failed")
-            self._check_terminal_container_errors(
-                job, [*statuses, *status.get("initContainerStatuses", [])], trace
-            )
+            policies = {
+                c.get("name", ""): c.get("imagePullPolicy", "")
+                for c in [
+                    *pod.get("spec", {}).get("initContainers", []),
+                    *pod.get("spec", {}).get("containers", []),
+                ]
+            }
+            if not unreported:
+                self._check_terminal_container_errors(
+                    job, [*statuses, *status.get("initContainerStatuses", [])], trace, policies
+                )
             node = pod.get("spec", {}).get("nodeName") or "<unknown>"
             trace.line(
                 f"Waiting for pod {ns}/{name} to be running on the node {node}, status is {phase}",
@@ -547,7 +572,11 @@ class LocalRunner:
         return first
 
     def _check_terminal_container_errors(
-        self, job: RunningJob, statuses: list[dict[str, Any]], trace: TraceWriter
+        self,
+        job: RunningJob,
+        statuses: list[dict[str, Any]],
+        trace: TraceWriter,
+        policies: dict[str, str] | None = None,
     ) -> None:
         """watchers.CheckTerminalContainerErrors, then what Run does with an image pull error."""
         for st in statuses:
@@ -560,7 +589,8 @@ class LocalRunner:
             if reason == "InvalidImageName":  # a BuildError without a reason: script_failure in v18.11
                 raise prepare_failure(f"waiting for pod running: {message}", system=False)
             trace.warning(
-                f'Failed to pull image "{st.get("image", "")}" for container "{st["name"]}" with policy "": {message}'
+                f'Failed to pull image "{st.get("image", "")}" for container "{st["name"]}" with policy '
+                f'"{(policies or {}).get(st["name"], "")}": {message}'
             )
             raise prepare_failure(
                 f'waiting for pod running: pulling image "{st.get("image", "")}" for container {st["name"]}: {message}',
@@ -703,6 +733,9 @@ class LocalRunner:
     def _get_sources(self, job: RunningJob, plan: PodPlan, strategy: Strategy, trace: TraceWriter) -> None:
         p = job.payload
         d = shlex.quote(plan.project_dir)
+        # The stand-in remote is a bind-mounted bare repository owned by the cluster's user: git's ownership
+        # check must be lifted for upload-pack too (its own process), or a helper running as another uid (a
+        # helper_container_security_context run_as_user) is refused with "detected dubious ownership".
         body = f"""echo "Fetching changes with git depth set to 20..."
 mkdir -p {d}
 git -c safe.directory='*' init -q {d}
@@ -710,7 +743,7 @@ echo "Initialized empty Git repository in {plan.project_dir}/.git/"
 cd {d}
 git -c safe.directory='*' remote add origin file:///runnerconf/repo.git
 echo "Created fresh repository."
-git -c safe.directory='*' fetch -q --depth 20 origin +refs/heads/{shlex.quote(p.ref)}:refs/remotes/origin/{shlex.quote(p.ref)}
+git -c safe.directory='*' fetch --upload-pack="git -c safe.directory='*' upload-pack" -q --depth 20 origin +refs/heads/{shlex.quote(p.ref)}:refs/remotes/origin/{shlex.quote(p.ref)}
 echo "Checking out {p.sha[:8]} as detached HEAD (ref is {p.ref})..."
 git -c safe.directory='*' -c advice.detachedHead=false checkout -q -f {p.sha}
 echo

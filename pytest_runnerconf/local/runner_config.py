@@ -205,6 +205,23 @@ class KubernetesSection:
     pod_labels_overwrite_allowed: str = ""
     pod_annotations_overwrite_allowed: str = ""
     node_selector: dict[str, str] = field(default_factory=dict)
+    node_selector_overwrite_allowed: str = ""
+    # Which `kubernetes: user:` IDs a job may ask for (numeric strings; root only when listed).
+    allowed_users: tuple[str, ...] = ()
+    allowed_groups: tuple[str, ...] = ()
+    # Images a job may name (doublestar patterns); empty = any. The runner's own image and helper always pass.
+    allowed_images: tuple[str, ...] = ()
+    allowed_services: tuple[str, ...] = ()
+    # Docker-style names ("always", "if-not-present", "never"); a single string is accepted as in the runner.
+    pull_policy: tuple[str, ...] | str = ()
+    allowed_pull_policies: tuple[str, ...] = ()
+    # "key=value" (Equal) or "key" (Exists) -> effect, as getPodTolerations reads them
+    node_tolerations: dict[str, str] = field(default_factory=dict)
+    node_tolerations_overwrite_allowed: str = ""
+    # [runners.kubernetes.affinity] as written (snake_case keys, the runner's KubernetesAffinity structs)
+    affinity: dict[str, Any] = field(default_factory=dict)
+    priority_class_name: str = ""
+    runtime_class_name: str = ""
     service_account: str = ""
     scheduler_name: str = ""
     poll_interval: int = 3
@@ -370,7 +387,7 @@ def _runner_section(raw: dict[str, Any], source: str) -> RunnerSection:
     )
 
 
-_NESTED = {"dns_config", "host_aliases", "services", "pod_security_context"}
+_NESTED = {"dns_config", "host_aliases", "services", "pod_security_context", "affinity"}
 _QUANTITY_KEY = re.compile(r"(cpu|memory|ephemeral_storage)_(limit|request)(_overwrite_max_allowed)?$")
 
 
@@ -400,6 +417,8 @@ def _nested(ctx: _Ctx, key: str, value: Any) -> Any:
         return tuple(_host_alias(sub, item) for item in _typed(ctx, key, value, list[dict]))
     if key == "services":
         return tuple(_service(sub, item) for item in _typed(ctx, key, value, list[dict]))
+    if key == "affinity":
+        return _typed(ctx, key, value, dict)
     return _pod_security_context(sub, _typed(ctx, key, value, dict))
 
 

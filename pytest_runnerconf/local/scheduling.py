@@ -1,4 +1,5 @@
-"""The scheduler's answer for a pod no node can take: it stays Pending, with FailedScheduling events.
+"""The scheduler: the one emulated Node (labels, taints) and the answer for a pod no node can take: it stays
+Pending, with FailedScheduling events.
 
 What kube-scheduler (1.27 and later) writes when every node lacks the CPU the pod requests: the condition
 PodScheduled=False (reason Unschedulable) and a Warning event from default-scheduler, repeated while it keeps
@@ -19,6 +20,84 @@ from pytest_runnerconf.local.podstatus import rfc3339
 
 RETRY_S = 10.0  # how often the scheduler retries an unschedulable pod (and says so again)
 
+NODE_NAME = "runnerconf-local"
+# The emulated node: the well-known labels a kubelet sets, one pool label and one taint, so that a job pod is
+# scheduled only with config.toml's node_selector and node_tolerations (fixtures/local/config.toml).
+NODE_LABELS = {
+    "kubernetes.io/hostname": NODE_NAME,
+    "kubernetes.io/os": "linux",
+    "kubernetes.io/arch": "amd64",
+    "runnerconf.test/pool": "ci-jobs",
+}
+NODE_TAINTS = ({"key": "runnerconf.test/dedicated", "value": "ci", "effect": "NoSchedule"},)
+
+
+def node_object() -> dict[str, Any]:
+    return {
+        "kind": "Node",
+        "apiVersion": "v1",
+        "metadata": {"name": NODE_NAME, "labels": dict(NODE_LABELS)},
+        "spec": {"taints": [dict(t) for t in NODE_TAINTS]},
+        "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]},
+    }
+
+
+def _tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
+    """v1 Toleration.ToleratesTaint."""
+    if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
+        return False
+    if toleration.get("key") and toleration["key"] != taint.get("key"):
+        return False
+    if (toleration.get("operator") or "Equal") == "Exists":
+        return True
+    return bool(toleration.get("value", "") == taint.get("value", ""))
+
+
+def _expression_holds(expr: dict[str, Any], labels: dict[str, str]) -> bool:
+    key, op, values = expr.get("key", ""), expr.get("operator", ""), list(expr.get("values") or [])
+    if op == "In":
+        return key in labels and labels[key] in values
+    if op == "NotIn":
+        return key not in labels or labels[key] not in values
+    if op == "Exists":
+        return key in labels
+    if op == "DoesNotExist":
+        return key not in labels
+    return False  # Gt/Lt are not used by runner configs here
+
+
+def unschedulable(pod: dict[str, Any], node: dict[str, Any]) -> str | None:
+    """Why NODE cannot take POD, in kube-scheduler's words; None when it can."""
+    spec = pod.get("spec") or {}
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    reasons = []
+    selector = spec.get("nodeSelector") or {}
+    required = (
+        ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        )
+        or {}
+    ).get("nodeSelectorTerms") or []
+    terms_ok = not required or any(
+        all(_expression_holds(e, labels) for e in term.get("matchExpressions") or []) for term in required
+    )
+    if any(labels.get(k) != v for k, v in selector.items()) or not terms_ok:
+        reasons.append("1 node(s) didn't match Pod's node affinity/selector")
+    tolerations = spec.get("tolerations") or []
+    for taint in (node.get("spec") or {}).get("taints") or []:
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not any(
+            _tolerates(t, taint) for t in tolerations
+        ):
+            reasons.append(f"1 node(s) had untolerated taint {{{taint['key']}: {taint.get('value', '')}}}")
+            break
+    if not reasons:
+        return None
+    # kube-scheduler 1.27+: the reasons, then the preemption verdict (nothing can be preempted for these).
+    return (
+        f"0/1 nodes are available: {', '.join(sorted(reasons))}. preemption: 0/1 nodes are available: "
+        "1 Preemption is not helpful for scheduling."
+    )
+
 
 def insufficient_cpu(nodes: int = 1) -> str:
     return (
@@ -27,11 +106,14 @@ def insufficient_cpu(nodes: int = 1) -> str:
     )
 
 
-def keep_unschedulable(store: Any, pod: dict[str, Any], stop: threading.Event, nodes: int = 1) -> None:
-    """Mark POD unschedulable and say so again every RETRY_S until it is deleted or STOP is set."""
+def keep_unschedulable(
+    store: Any, pod: dict[str, Any], stop: threading.Event, nodes: int = 1, message: str | None = None
+) -> None:
+    """Mark POD unschedulable (MESSAGE, default: insufficient CPU) and say so again every RETRY_S until it is
+    deleted or STOP is set."""
     meta = pod["metadata"]
     ns, name = meta["namespace"], meta["name"]
-    message = insufficient_cpu(nodes)
+    message = message or insufficient_cpu(nodes)
     event_name = f"{name}.{time.time_ns():016x}"
     first = rfc3339()
     count = 0

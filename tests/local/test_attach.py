@@ -49,7 +49,7 @@ afterfail:
     paths: [artifact.txt]
 
 badimage:
-  image: nosuch/image:1
+  image: registry.runnerconf.test:5000/nosuch/image:1
   script:
     - echo never
 """
@@ -135,16 +135,19 @@ def test_image_pull_failure_worded_and_classified_as_the_runner_does(runs: dict[
     assert run.job.status == "failed" and run.job.failure_reason == "runner_system_failure"
     assert not run.trace.system_failure, "an image pull failure is a build error (no '(system failure)')"
     assert run.trace.failure.startswith(
-        'prepare environment: waiting for pod running: pulling image "nosuch/image:1" for container build: '
+        'prepare environment: waiting for pod running: pulling image "registry.runnerconf.test:5000/nosuch/image:1" for container build: '
         "image pull failed: rpc error: code = NotFound"
     )
     assert run.trace.failure.endswith(
         ". Check https://docs.gitlab.com/runner/shells/#shell-profile-loading for more information"
     )
     text = run.trace.text
-    assert 'WARNING: Event retrieved from the cluster: Failed to pull image "nosuch/image:1"' in text
     assert (
-        'Failed to pull image "nosuch/image:1" for container "build" with policy "": image pull failed'
+        'WARNING: Event retrieved from the cluster: Failed to pull image "registry.runnerconf.test:5000/nosuch/image:1"'
+        in text
+    )
+    assert (
+        'Failed to pull image "registry.runnerconf.test:5000/nosuch/image:1" for container "build" with policy "IfNotPresent": image pull failed'
         in text
     )
     waiting = [line.text for line in run.trace.lines if line.text.startswith("Waiting for pod ")]

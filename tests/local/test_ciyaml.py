@@ -238,3 +238,14 @@ def test_malformed_config_has_gitlabs_message(text: str, message: str) -> None:
 def test_unemulated_keywords_are_refused_not_ignored(keyword: str) -> None:
     with pytest.raises(CIConfigError, match=keyword):
         parse_pipeline(f"x:\n  script: a\n  {keyword}: []\n")
+
+
+def test_kubernetes_user_of_image_and_services() -> None:
+    (job,) = parse_pipeline(
+        "j:\n  image: {name: alpine, kubernetes: {user: 1000}}\n"
+        "  services: [{name: busybox, alias: s, kubernetes: {user: '4000:4001'}}]\n  script: [x]\n"
+    )
+    assert job.image_user == "1000"
+    assert job.services[0].user == "4000:4001"
+    with pytest.raises(CIConfigError, match="kubernetes config contains unknown keys"):
+        parse_pipeline("j:\n  image: {name: alpine, kubernetes: {uid: 1}}\n  script: [x]\n")

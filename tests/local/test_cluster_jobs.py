@@ -80,7 +80,7 @@ fail:
     - exit 3
 
 badimage:
-  image: nosuch/image:1
+  image: registry.runnerconf.test:5000/nosuch/image:1
   script:
     - echo never
 
@@ -232,7 +232,10 @@ def test_script_failure_message(runs: dict[str, JobRun]) -> None:
 def test_unknown_image_fails_like_a_pull_failure(runs: dict[str, JobRun]) -> None:
     run = runs["badimage"]
     assert run.job.status == "failed"
-    assert "image pull failed" in run.trace.failure and "nosuch/image:1" in run.trace.failure
+    assert (
+        "image pull failed" in run.trace.failure
+        and "registry.runnerconf.test:5000/nosuch/image:1" in run.trace.failure
+    )
     reasons = [s["state"].get("waiting", {}).get("reason") for s in run.pod.statuses("build")]
     assert "ErrImagePull" in reasons
 

@@ -110,8 +110,9 @@ def test_get_pods_shows_the_running_job_pod(target: Target) -> None:
 def test_describe_pod_shows_defaults_and_kubelet_events(target: Target) -> None:
     text = target.kubectl.ok("describe", "pod", target.name)
     assert re.search(rf"^Node:\s+runnerconf-local/{re.escape(target.pod['status']['hostIP'])}$", text, re.M)
-    assert re.search(r"^Service Account:\s+default$", text, re.M)
-    assert re.search(r"^Priority:\s+0$", text, re.M)
+    # config.toml's service_account and priority_class_name (the local cluster's PriorityClass: 1000)
+    assert re.search(r"^Service Account:\s+runnerconf-job$", text, re.M)
+    assert re.search(r"^Priority:\s+1000$", text, re.M)
     assert "node.kubernetes.io/not-ready:NoExecute op=Exists for 300s" in text
     assert re.search(r"^QoS Class:\s+Burstable$", text, re.M)
     events = text.split("Events:", 1)[1]
@@ -124,7 +125,7 @@ def test_api_server_defaults_are_in_the_stored_pod(target: Target) -> None:
     doc = json.loads(target.kubectl.ok("get", "pod", target.name, "-o", "json"))
     spec = doc["spec"]
     assert spec["schedulerName"] == "default-scheduler" and spec["enableServiceLinks"] is True
-    assert spec["priority"] == 0 and spec["serviceAccountName"] == "default"
+    assert spec["priority"] == 1000 and spec["serviceAccountName"] == "runnerconf-job"
     assert spec["terminationGracePeriodSeconds"] == 30
     policies = {c["name"]: c["imagePullPolicy"] for c in spec["containers"]}
     assert policies["build"] == "IfNotPresent"

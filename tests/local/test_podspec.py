@@ -18,6 +18,7 @@ from pytest_runnerconf.local.podspec import (
     PodPlan,
     PreparationError,
     build_pod,
+    doublestar_match,
     go_duration,
     go_expand,
     image_aliases,
@@ -42,7 +43,9 @@ INVALID_DNS = (
 
 @pytest.fixture(scope="module")
 def cfg() -> RunnerConfig:
-    return load_runner_config(FIXTURE, SUBS)
+    # config.toml's allowed_images/allowed_services would refuse the many images these tests name; the
+    # allow-lists have their own tests (the config as shipped).
+    return with_kube(load_runner_config(FIXTURE, SUBS), allowed_images=(), allowed_services=())
 
 
 def make_job(**changes: Any) -> JobPayload:
@@ -128,6 +131,20 @@ MOUNTS = [
     {"name": "repo", "mountPath": "/builds"},
 ]
 SECURITY = {"capabilities": {"drop": ["NET_RAW"]}, "privileged": True}
+# config.toml's build and helper contexts: their own users, unprivileged (only services take privileged = true)
+BUILD_SECURITY = {
+    "capabilities": {"drop": ["NET_RAW"]},
+    "privileged": False,
+    "allowPrivilegeEscalation": False,
+    "runAsUser": 2000,
+    "runAsGroup": 2001,
+}
+HELPER_SECURITY = {
+    "capabilities": {"drop": ["NET_RAW"]},
+    "privileged": False,
+    "runAsUser": 3000,
+    "runAsGroup": 3001,
+}
 HELPER_RESOURCES = {
     "limits": {"cpu": "500m", "memory": "256Mi"},
     "requests": {"cpu": "100m", "memory": "128Mi"},
@@ -152,6 +169,11 @@ def expected_pod() -> dict[str, Any]:
                 "job.runner.gitlab.com/pod": "runner-runnercon-project-42-concurrent-0",
                 "manager.runner.gitlab.com/name": "runnerconf-local",
                 "manager.runner.gitlab.com/id-short": "runnercon",
+                # config.toml's pod_labels, expanded with the job's variables (this job has none of them)
+                "runnerconf.test/suite": "conformance",
+                "runnerconf.test/ref": "",
+                "runnerconf.test/job": "",
+                "runnerconf.test/pipeline": "p",  # "p-" sanitised: trailing - trimmed
             },
             "annotations": {
                 "job.runner.gitlab.com/id": "7",
@@ -162,6 +184,8 @@ def expected_pod() -> dict[str, Any]:
                 "job.runner.gitlab.com/name": "probe dns",
                 "job.runner.gitlab.com/timeout": "10m0s",
                 "project.runner.gitlab.com/id": "42",
+                "runnerconf.test/ref": "",
+                "runnerconf.test/job-url": "",
             },
         },
         "spec": {
@@ -174,6 +198,7 @@ def expected_pod() -> dict[str, Any]:
                 {
                     "name": "init-permissions",
                     "image": HELPER,
+                    "imagePullPolicy": "IfNotPresent",
                     "command": [
                         "sh",
                         "-c",
@@ -188,6 +213,7 @@ def expected_pod() -> dict[str, Any]:
                 {
                     "name": "build",
                     "image": "alpine:3.20",
+                    "imagePullPolicy": "IfNotPresent",
                     "command": ["sh", "-c", BASH_DETECT_SHELL_SCRIPT],
                     "env": expected_build_env(),
                     "resources": {
@@ -195,16 +221,17 @@ def expected_pod() -> dict[str, Any]:
                         "requests": {"cpu": "500m", "memory": "256Mi"},
                     },
                     "volumeMounts": MOUNTS,
-                    "securityContext": SECURITY,
+                    "securityContext": BUILD_SECURITY,
                     "stdin": True,
                 },
                 {
                     "name": "helper",
                     "image": HELPER,
+                    "imagePullPolicy": "IfNotPresent",
                     "command": ["sh", "-c", BASH_DETECT_SHELL_SCRIPT],
                     "resources": HELPER_RESOURCES,
                     "volumeMounts": MOUNTS,
-                    "securityContext": SECURITY,
+                    "securityContext": HELPER_SECURITY,
                     "stdin": True,
                 },
             ],
@@ -216,8 +243,45 @@ def expected_pod() -> dict[str, Any]:
                 "searches": ["ci.svc.cluster.local", "svc.cluster.local", "cluster.local"],
                 "options": [{"name": "ndots", "value": "2"}, {"name": "timeout", "value": "2"}],
             },
+            # config.toml's scheduling settings, in the runner's field order (dict order does not matter)
+            "nodeSelector": {"runnerconf.test/pool": "ci-jobs", "kubernetes.io/os": "linux"},
+            "tolerations": [
+                {
+                    "key": "runnerconf.test/dedicated",
+                    "operator": "Equal",
+                    "value": "ci",
+                    "effect": "NoSchedule",
+                }
+            ],
+            "serviceAccountName": "runnerconf-job",
+            "securityContext": {"fsGroup": 1500, "supplementalGroups": [1501]},
             "imagePullSecrets": [{"name": SECRET}],
-            "affinity": {},
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}
+                                ]
+                            }
+                        ]
+                    }
+                },
+                "podAntiAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "weight": 100,
+                            "podAffinityTerm": {
+                                "topologyKey": "kubernetes.io/hostname",
+                                "labelSelector": {"matchLabels": {"runnerconf.test/suite": "conformance"}},
+                            },
+                        }
+                    ]
+                },
+            },
+            "runtimeClassName": "runc",
+            "priorityClassName": "runnerconf-ci-jobs",
         },
     }
 
@@ -688,7 +752,9 @@ def test_label_sanitising_and_protected_namespace(cfg: RunnerConfig) -> None:
 
 def test_pod_label_overrides_need_the_allow_regex(cfg: RunnerConfig) -> None:
     job = with_vars(make_job(), Variable("KUBERNETES_POD_LABELS_1", "tier=probe"))
-    assert "tier" not in plan_for(job, cfg).pod["metadata"]["labels"]
+    assert (
+        "tier" not in plan_for(job, with_kube(cfg, pod_labels_overwrite_allowed="")).pod["metadata"]["labels"]
+    )
     allowed = with_kube(cfg, pod_labels_overwrite_allowed="^tier=")
     plan = plan_for(job, allowed)
     assert plan.pod["metadata"]["labels"]["tier"] == "probe"
@@ -720,6 +786,7 @@ def test_security_context_rules(cfg: RunnerConfig) -> None:
         cap_add=("NET_RAW", "SYS_TIME"),
         cap_drop=("SYS_TIME",),
         allow_privilege_escalation=False,
+        build_container_security_context=ContainerSecurityContext(),
         helper_container_security_context=ContainerSecurityContext(privileged=False, cap_drop=("ALL",)),
     )
     plan = plan_for(make_job(), custom)
@@ -767,8 +834,10 @@ def test_plan_does_not_mutate_the_config(cfg: RunnerConfig) -> None:
 
 
 def test_proc_mount_seccomp_apparmor_and_selinux_reach_the_spec() -> None:
-    # Appended to the first [[runners]] entry (the fixture's later entries start with "\n[[runners]]").
-    text = "\n[[runners]]".join(FIXTURE.read_text().split("\n[[runners]]")[:2]) + (
+    # The first [[runners]] entry only (the fixture's later entries start with "\n[[runners]]"), without
+    # config.toml's own security tables: this test declares them itself.
+    first = "\n[[runners]]".join(FIXTURE.read_text().split("\n[[runners]]")[:2])
+    text = first.split("\n  [runners.kubernetes.pod_security_context]")[0] + (
         "\n    [runners.kubernetes.pod_security_context]\n"
         '      selinux_type = "spc_t"\n'
         '      seccomp_profile = { type = "RuntimeDefault" }\n'
@@ -811,3 +880,134 @@ def test_legacy_execution_strategy_pod_has_no_logs_volume_nor_init_permissions(c
         "-c",
         "cp /usr/bin/dumb-init /scripts-42-7",
     ]
+
+
+def test_pod_labels_dropped_fault_keeps_only_the_runners_labels(cfg: RunnerConfig) -> None:
+    job = with_vars(make_job(), Variable("KUBERNETES_POD_LABELS_T", "runnerconf.test/team=platform"))
+    clean = plan_for(job, cfg).pod["metadata"]
+    assert clean["labels"]["runnerconf.test/team"] == "platform"
+    assert clean["annotations"]["runnerconf.test/ref"] == ""
+    broken = build_pod(job, cfg, faults=frozenset({"pod-labels-dropped"}), rand=lambda: "pod00000").pod
+    labels, annotations = broken["metadata"]["labels"], broken["metadata"]["annotations"]
+    assert not [k for k in labels if k.startswith("runnerconf.test/")]
+    assert not [k for k in annotations if k.startswith("runnerconf.test/")]
+    assert labels["job.runner.gitlab.com/pod"] == "runner-runnercon-project-42-concurrent-0"
+    assert annotations["job.runner.gitlab.com/id"] == "7"
+
+
+def test_node_selector_overrides_and_tolerations(cfg: RunnerConfig) -> None:
+    job = with_vars(
+        make_job(),
+        Variable("KUBERNETES_NODE_SELECTOR_ARCH", "kubernetes.io/arch=amd64"),
+        Variable("KUBERNETES_NODE_TOLERATIONS_1", "gpu:NoExecute"),
+    )
+    allowed = with_kube(cfg, node_tolerations_overwrite_allowed="^gpu")
+    plan = plan_for(job, allowed)
+    assert plan.pod["spec"]["nodeSelector"]["kubernetes.io/arch"] == "amd64"
+    assert {"key": "gpu", "operator": "Exists", "effect": "NoExecute"} in plan.pod["spec"]["tolerations"]
+    assert '"NodeSelector" "kubernetes.io/arch" overwritten with "amd64"' in plan.executor_log_lines
+    refused = with_vars(
+        make_job(), Variable("KUBERNETES_NODE_SELECTOR_POOL", "runnerconf.test/pool=elsewhere")
+    )
+    with pytest.raises(
+        PreparationError, match=r'provided value "runnerconf.test/pool=elsewhere" does not match'
+    ):
+        plan_for(refused, cfg)
+    broken = build_pod(job, cfg, faults=frozenset({"node-selector-ignored"}), rand=lambda: "pod00000").pod
+    assert "nodeSelector" not in broken["spec"]
+
+
+def test_the_emulated_node_takes_only_pods_that_match_and_tolerate_it(cfg: RunnerConfig) -> None:
+    from pytest_runnerconf.local import admission
+    from pytest_runnerconf.local.scheduling import node_object, unschedulable
+
+    pod = plan_for(make_job(), cfg).pod
+    admission.admit("Pod", pod)
+    assert unschedulable(pod, node_object()) is None
+    elsewhere = {**pod, "spec": {**pod["spec"], "nodeSelector": {"runnerconf.test/pool": "other"}}}
+    assert "1 node(s) didn't match Pod's node affinity/selector" in str(
+        unschedulable(elsewhere, node_object())
+    )
+    untolerated = {**pod, "spec": {**pod["spec"], "tolerations": []}}
+    assert "untolerated taint {runnerconf.test/dedicated: ci}" in str(
+        unschedulable(untolerated, node_object())
+    )
+
+
+def test_job_user_is_applied_within_the_allow_lists_and_root_needs_listing(cfg: RunnerConfig) -> None:
+    from pytest_runnerconf.local.runner_config import ContainerSecurityContext
+
+    services = (
+        ServiceDef(name="busybox:1.36", alias="ok", user="4000:4001"),
+        ServiceDef(name="busybox:1.36", alias="root", user="0"),
+        ServiceDef(name="busybox:1.36", alias="zeros", user="00"),
+        ServiceDef(name="busybox:1.36", alias="other", user="4242"),
+    )
+    plan = plan_for(make_job(services=services, image_user="1000"), cfg)
+    contexts = {c["name"]: c["securityContext"] for c in plan.pod["spec"]["containers"]}
+    assert (contexts["ok"]["runAsUser"], contexts["ok"]["runAsGroup"]) == (4000, 4001)
+    assert not {"runAsUser", "runAsGroup"} & (contexts["root"].keys() | contexts["zeros"].keys())
+    assert "runAsUser" not in contexts["other"] and contexts["build"]["runAsUser"] == 2000
+    lines = plan.pod_log_lines
+    assert (
+        "WARNING: Error parsing 'uid' from image options for container \"zeros\", using the configured security "
+        'context: validating UID: user "00" is not in the allowed list: [4000 1000]'
+    ) in lines
+    assert 'validating UID: user "4242" is not in the allowed list: [4000 1000]' in " ".join(lines)
+    assert (
+        'Overriding user for container "build" to "1000" is not allowed: user is set to 2000 in container '
+        "security context"
+    ) in lines
+    broken = build_pod(
+        make_job(services=services), cfg, faults=frozenset({"allowed-users-ignored"}), rand=lambda: "pod00000"
+    )
+    assert {c["name"]: c["securityContext"].get("runAsUser") for c in broken.pod["spec"]["containers"]}[
+        "zeros"
+    ] == 0
+    open_cfg = with_kube(cfg, build_container_security_context=ContainerSecurityContext())
+    assert (
+        container(plan_for(make_job(image_user="1000:1001"), open_cfg), "build")["securityContext"][
+            "runAsUser"
+        ]
+        == 1000
+    )
+
+
+def test_allowed_images_and_services_refuse_with_the_runners_lines() -> None:
+    shipped = load_runner_config(FIXTURE, SUBS)
+    plan = plan_for(make_job(image="registry.runnerconf.test:5000/group/app:1"), shipped)
+    assert container(plan, "build")["image"] == "registry.runnerconf.test:5000/group/app:1"
+    with pytest.raises(PreparationError) as info:
+        plan_for(make_job(image="python:3.12"), shipped)
+    assert (str(info.value), info.value.stage) == ("setting up build pod: disallowed image", "prepare_script")
+    assert info.value.lines == (
+        "",
+        'ERROR: The "python:3.12" image is not present on list of allowed images:',
+        "- alpine:*",
+        "- docker:*-cli",
+        "- registry.runnerconf.test:5000/**",
+        "",
+        "Please check runner's allowed_images configuration: "
+        "https://docs.gitlab.com/runner/configuration/advanced-configuration/",
+    )
+    with pytest.raises(PreparationError, match="disallowed image") as info:
+        plan_for(make_job(services=(ServiceDef(name="postgres:16"),)), shipped)
+    assert 'ERROR: The "postgres:16" image is not present on list of allowed services:' in info.value.lines
+    # the default image and the helper always pass, whatever the lists say
+    assert plan_for(make_job(image=""), shipped).pod["spec"]["containers"][0]["image"] == "alpine:3.20"
+    assert doublestar_match("registry.runnerconf.test:5000/**", "registry.runnerconf.test:5000/a/b:1")
+    assert not doublestar_match("alpine:*", "library/alpine:3")
+
+
+def test_pull_policies_from_job_and_config_within_the_allowed_ones(cfg: RunnerConfig) -> None:
+    plan = plan_for(make_job(image_pull_policies=("always",)), cfg)
+    assert container(plan, "build")["imagePullPolicy"] == "Always"
+    assert "Using effective pull policy of [Always] for container build" in plan.pull_policy_lines
+    assert "Using effective pull policy of [IfNotPresent] for container helper" not in plan.pull_policy_lines
+    with pytest.raises(PreparationError) as info:
+        plan_for(make_job(image_pull_policies=("never",)), cfg)
+    assert str(info.value) == (
+        'invalid pull policy for container "init-permissions": pull_policy ([Never]) defined in GitLab pipeline '
+        "config is not one of the allowed_pull_policies ([IfNotPresent Always])"
+    )
+    assert info.value.retry is False
