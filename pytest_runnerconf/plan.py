@@ -25,7 +25,9 @@ RUN_ID_VARIABLE = "RUNNERCONF_RUN_ID"
 PROBE_MARKER = "runnerconf_probe"
 
 DIRECTIVES_KEY = "x-runnerconf"  # per-job instructions for the run, stripped before GitLab sees the job
-DIRECTIVES = ("cancel_on_record",)  # cancel_on_record: cancel the job once it printed a record of that probe
+# cancel_on_record: cancel the job once it printed a record of that probe; evict_on_record: evict its pod
+# (Eviction API, as a node drain does) once it printed a record of that probe.
+DIRECTIVES = ("cancel_on_record", "evict_on_record")
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_.]+)\s*\}\}")
 
 
