@@ -54,7 +54,7 @@ from pytest_runnerconf.rfc3339 import epoch
 from pytest_runnerconf.trace import parse_trace
 
 NOT_STARTED = frozenset({"created", "pending", "waiting_for_resource", "preparing", "scheduled"})
-# How the run notes the Eviction it made of a job's pod ("job disruption-evict: eviction of pod P accepted (201)"):
+# How the run notes the Eviction it made of a job's pod ("evict job disruption-evict: eviction of pod P accepted (201)"):
 # the disruption checks find what the API server answered by this prefix and the job name.
 EVICTION_NOTE = "evict job"
 BACKOFF_START_S = 0.5

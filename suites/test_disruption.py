@@ -105,8 +105,7 @@ def disruption_message(trace: str) -> dict[str, str] | None:
 
 @check(
     id="RC-DIS-001",
-    claim="a job whose pod is evicted fails at once as a runner system failure with the runner's disruption "
-    "message",
+    claim="a job whose pod is evicted fails as a runner system failure with the runner's disruption message",
     remediation=REMEDIATION,
     area="disruption",
     probes=("disruption",),
