@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from pytest_runnerconf import rbac
 from pytest_runnerconf.disruptive import asked_for
+from pytest_runnerconf.errors import KubeError
 from pytest_runnerconf.evidence import JobEvidence, PodObservation, RunEvidence
 from pytest_runnerconf.jobend import INFRASTRUCTURE, classify
+from pytest_runnerconf.kube_driver import Eviction
 from pytest_runnerconf.local.kube_api import EVICTION_CONDITION
 from pytest_runnerconf.run import EVICTION_NOTE
 from suites import test_disruption as dis
@@ -132,3 +136,82 @@ def test_eviction_grant_only_when_a_disruptive_check_is_selected() -> None:
     assert "the run never creates" not in with_eviction
     assert "create pods/eviction" in rbac.grants(["pods/eviction"])
     assert "create pods/eviction" not in rbac.grants(["secrets"])
+
+
+# ---------------------------------------------------------------- the probe and the run's eviction
+
+
+def test_the_probe_job_asks_the_run_to_evict_it_on_its_own_record() -> None:
+    from pytest_runnerconf.plan import load_probe_jobs
+
+    jobs = load_probe_jobs("disruption", {"images.build": "alpine:3.20"})
+    assert jobs[dis.JOB]["x-runnerconf"] == {"evict_on_record": "disruption"}
+    assert jobs[dis.JOB]["allow_failure"] is True  # an evicted job must not turn the pipeline red
+    assert "rc_emit disruption" in (ROOT / "fixtures" / "probes" / "disruption.sh").read_text()
+
+
+class _Kube:
+    def __init__(self, answer: Any) -> None:
+        self.answer, self.asked = answer, []
+
+    def evict_pod(self, name: str) -> Any:
+        self.asked.append(name)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+class _GitLab:
+    def __init__(self, trace: str) -> None:
+        self.text = trace
+
+    def trace(self, job_id: int) -> str:
+        return self.text
+
+
+def _run_with(trace: str, kube: _Kube, status: str = "running") -> Any:
+    from pytest_runnerconf.run import PodTracker
+
+    tracker = PodTracker()
+    tracker.pods[POD] = PodObservation(name=POD, first_seen=1.0)
+    tracker.job_of[POD] = 7
+    return SimpleNamespace(
+        jobs={7: {"id": 7, "name": dis.JOB, "status": status}},
+        directives={dis.JOB: {"evict_on_record": "disruption"}},
+        evicted=set(),
+        tracker=tracker,
+        gitlab=_GitLab(trace),
+        kube=kube,
+        notes=[],
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (Eviction(POD, 201, ""), f"{EVICTION_NOTE} {dis.JOB}: eviction of pod {POD} accepted (201)"),
+        (
+            Eviction(POD, 429, "Cannot evict pod as it would violate the pod's disruption budget."),
+            f"{EVICTION_NOTE} {dis.JOB}: eviction of pod {POD} refused (429): Cannot evict pod as it would "
+            "violate the pod's disruption budget.",
+        ),
+        (
+            KubeError("no RBAC to create pods/eviction"),
+            f"{EVICTION_NOTE} {dis.JOB}: pod {POD} could not be evicted: no RBAC to create pods/eviction",
+        ),
+    ],
+)
+def test_the_run_evicts_once_the_record_is_there_and_notes_the_answer(answer: Any, said: str) -> None:
+    from pytest_runnerconf.run import _evict_on_records
+
+    sample = (TRACES / "runner-18.11-evicted.txt").read_text()
+    before_record = sample[: sample.index("RUNNERCONF disruption")]
+    kube = _Kube(answer)
+    run = _run_with(before_record, kube)
+    _evict_on_records(run)
+    assert kube.asked == [] and run.notes == []  # no record yet: nothing done
+    run.gitlab = _GitLab(sample)
+    _evict_on_records(run)
+    _evict_on_records(run)  # tried once only: a write is never repeated
+    assert kube.asked == [POD] and run.notes == [said]
+    assert dis.eviction_note(RunEvidence(notes=run.notes)) == said.split(": ", 1)[1]
