@@ -19,7 +19,9 @@ MARKER_HELP = f"{MARKER}(id): the conformance check a test implements (set by @c
 _ID = re.compile(r"^RC-[A-Z]{2,4}-\d{3}$")
 
 F = TypeVar("F", bound=Callable[..., Any])
-KUBE_READS = ("secrets",)  # what a check may declare in reads=(...)
+# What a check may declare in reads=(...): "pods/eviction" is the one write, asked only by the opt-in
+# disruption checks (the run evicts their probe pod), so the Role grants it only when one is selected.
+KUBE_READS = ("secrets", "pods/eviction")
 
 
 @dataclass(frozen=True)

@@ -428,17 +428,17 @@ class KubeDriver:
         Every authenticated identity may ask this (system:basic-user); the review creates nothing, so it is
         retried like a read.
         """
+        # "pods/eviction" is asked as RBAC sees it: resource pods, subresource eviction.
+        plural, _, subresource = resource.partition("/")
+        attributes = {"namespace": namespace or self.namespace, "verb": verb, "resource": plural}
+        if subresource:
+            attributes["subresource"] = subresource
+        if name:
+            attributes["name"] = name
         review = {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SelfSubjectAccessReview",
-            "spec": {
-                "resourceAttributes": {
-                    "namespace": namespace or self.namespace,
-                    "verb": verb,
-                    "resource": resource,
-                    **({"name": name} if name else {}),
-                }
-            },
+            "spec": {"resourceAttributes": attributes},
         }
         with self._translate(f"ask whether it may {verb} {resource} (SelfSubjectAccessReview)"):
             body = self._raw(
@@ -454,6 +454,41 @@ class KubeDriver:
             for verb, why in rule.verbs
             if not self.can_i(verb, rule.resource, rule.namespace, next(iter(rule.names), ""))
         ]
+
+    def evict_pod(self, name: str) -> Eviction:
+        """POST an Eviction (policy/v1) for pod NAME, once: a write is never retried.
+
+        201: the API server marked the pod (DisruptionTarget) and deletes it gracefully; 429: a
+        PodDisruptionBudget refused it (the answer a disruption check judges, not an error). Anything else is
+        a KubeError naming what to fix.
+        """
+        body = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": self.namespace},
+        }
+        try:
+            with self._translate(
+                f"evict pod {name}",
+                forbidden=f"no RBAC to create pods/eviction in namespace {self.namespace} (403); the disruption "
+                "checks need it (see `runnerconf rbac`)",
+            ):
+                try:
+                    # a plain dict body is sent as it is (the client serialises dicts unchanged)
+                    self._core.create_namespaced_pod_eviction(
+                        name,
+                        self.namespace,
+                        body,  # type: ignore[arg-type]
+                        _preload_content=False,
+                        _request_timeout=REQUEST_TIMEOUT_S,
+                    )
+                except ApiException as exc:
+                    if exc.status != 429:
+                        raise
+                    return Eviction(name, 429, _status_message(exc.body))
+        except KubeAPIFailing as exc:  # phrased for reads ("failed N times"): a write was tried once
+            raise KubeError(str(exc)) from None
+        return Eviction(name, 201, "")
 
     def server_version(self) -> str:
         """The API server's gitVersion ("v1.31.2") for the report's header; "" when it cannot be read."""
@@ -691,6 +726,29 @@ def _named(rule: Rule, namespace: str) -> str:
         return rule.resource
     where = f" in namespace {rule.namespace}" if rule.namespace not in (None, namespace) else ""
     return f"{rule.resource} {', '.join(rule.names)}{where}"
+
+
+@dataclass(frozen=True)
+class Eviction:
+    """What the API server answered to the run's Eviction of a pod."""
+
+    pod: str
+    code: int  # 201 evicted, 429 refused by a PodDisruptionBudget
+    message: str  # the API server's Status message when refused
+
+    @property
+    def refused(self) -> bool:
+        return self.code == 429
+
+
+def _status_message(body: Any) -> str:
+    """The message of a metav1.Status body (bytes or text); the raw text when it is not one."""
+    text = body.decode(errors="replace") if isinstance(body, bytes) else str(body or "")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return text[:300]
+    return str(parsed.get("message") or "") if isinstance(parsed, dict) else text[:300]
 
 
 def _noun(resource: str) -> str:

@@ -25,10 +25,11 @@ RUN_ID_VARIABLE = "RUNNERCONF_RUN_ID"
 PROBE_MARKER = "runnerconf_probe"
 
 DIRECTIVES_KEY = "x-runnerconf"  # per-job instructions for the run, stripped before GitLab sees the job
-# cancel_on_record: cancel the job once it printed a record of that probe; repeat: the job N times, named
+# cancel_on_record: cancel the job once it printed a record of that probe; evict_on_record: evict its pod
+# (Eviction API, as a node drain does) once it printed a record of that probe; repeat: the job N times, named
 # <name>-1 .. <name>-N (a number or a placeholder such as "{{ capacity.jobs }}"), for probes whose job count
 # follows an expectation.
-DIRECTIVES = ("cancel_on_record", "repeat")
+DIRECTIVES = ("cancel_on_record", "evict_on_record", "repeat")
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_.]+)\s*\}\}")
 
 

@@ -18,6 +18,8 @@ from pytest_runnerconf import interrupts, jobend, multicluster, retry
 from pytest_runnerconf.allure_report import AllureAdapter
 from pytest_runnerconf.checks import MARKER_HELP, info_for
 from pytest_runnerconf.display import ProgressDisplay
+from pytest_runnerconf.disruptive import HELP as DISRUPTIVE_HELP
+from pytest_runnerconf.disruptive import deselect as deselect_disruptive
 from pytest_runnerconf.errors import ConfigError
 from pytest_runnerconf.evidence import JobEvidence, RunEvidence
 from pytest_runnerconf.outcome import NEVER_RAN, could_not_test
@@ -95,6 +97,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{PROBE_MARKER}(*names): probe jobs a test needs besides its @check probes"
     )
+    config.addinivalue_line("markers", DISRUPTIVE_HELP)
     settings = resolve_settings(config)
     if not (config.option.help or config.option.version):
         validate(settings)
@@ -275,6 +278,7 @@ def _is_check(item: pytest.Item) -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # trylast: -k/-m deselection has already run, so the plan covers exactly the selected checks.
     state = config.stash[STATE]
+    state.disruptive_note = deselect_disruptive(config, items)
     if not state.settings.active:
         for item in items:
             if _is_check(item):
@@ -284,6 +288,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         state.plan = plan_for_items(items, state.settings.probe_library())
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
+    return config.stash[STATE].disruptive_note or None
 
 
 @pytest.hookimpl(tryfirst=True)

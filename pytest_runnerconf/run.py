@@ -55,6 +55,9 @@ from pytest_runnerconf.runner_config import configmap_of
 from pytest_runnerconf.trace import parse_trace
 
 NOT_STARTED = frozenset({"created", "pending", "waiting_for_resource", "preparing", "scheduled"})
+# How the run notes the Eviction it made of a job's pod ("evict job disruption-evict: eviction of pod P accepted (201)"):
+# the disruption checks find what the API server answered by this prefix and the job name.
+EVICTION_NOTE = "evict job"
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 3.0
 CANCEL_GRACE_S = 30.0  # how long we watch our pods go away after cancelling on an error
@@ -149,6 +152,7 @@ class _Run:
     directives: dict[str, dict[str, Any]] = field(default_factory=dict)
     variables: dict[str, str] = field(default_factory=dict)  # the pipeline's variables
     cancelled: set[int] = field(default_factory=set)
+    evicted: set[int] = field(default_factory=set)  # jobs whose pod the run tried to evict
     branch: str = ""
     pushing: bool = False  # the branch POST was sent: the branch may exist even if its answer was lost
     cleaned: list[str] = field(default_factory=list)  # what an abort undid, for the interrupt summary
@@ -535,6 +539,7 @@ def _follow(run: _Run) -> None:
         if _retry_infrastructure(run):
             queued = time.monotonic()
         _cancel_on_records(run)
+        _evict_on_records(run)
         _collect_finished(run)
         run.report()
         if run.jobs and all(j.get("status") in FINISHED for j in run.jobs.values()):
@@ -624,6 +629,36 @@ def _cancel_on_records(run: _Run) -> None:
         if seen:
             run.gitlab.cancel_job(job_id)
             run.cancelled.add(job_id)
+
+
+def _evict_on_records(run: _Run) -> None:
+    """Evict the pod of each running job whose x-runnerconf evict_on_record probe has printed its record.
+
+    Tried once per job; what the API server answered goes into the notes, where the disruption checks read
+    it (the eviction's effect they read from the pod itself: its DisruptionTarget condition and deletion).
+    """
+    for job_id, job in run.jobs.items():
+        probe = run.directives.get(str(job.get("name")), {}).get("evict_on_record")
+        if not probe or job_id in run.evicted or job.get("status") != "running":
+            continue
+        pod = run.tracker.for_job(job_id)
+        if pod is None or pod.deleted_at is not None:
+            continue  # the watch has not shown its pod yet: try again on the next pass
+        try:
+            seen = parse_trace(run.gitlab.trace(job_id)).records_for(str(probe))
+        except ProbeProtocolError:
+            seen = []
+        if not seen:
+            continue
+        run.evicted.add(job_id)
+        name = job.get("name")
+        try:
+            answer = run.kube.evict_pod(pod.name)
+        except KubeError as exc:
+            run.notes.append(f"{EVICTION_NOTE} {name}: pod {pod.name} could not be evicted: {exc}")
+            continue
+        said = f"refused (429): {answer.message}" if answer.refused else "accepted (201)"
+        run.notes.append(f"{EVICTION_NOTE} {name}: eviction of pod {pod.name} {said}")
 
 
 def _job_states(run: _Run) -> str:

@@ -472,6 +472,7 @@ class RunnerConfSession:
     def __init__(self, config: pytest.Config, settings: Settings, shared: Path, progress: Progress) -> None:
         self.config = config
         self.settings = settings
+        self.disruptive_note = ""  # the one line saying disruptive checks were deselected (disruptive.py)
         self.shared = shared
         self.progress = progress
         self.plan = Plan(probes=(), library=settings.probe_library())

@@ -87,6 +87,21 @@ TABLE: tuple[Behaviour, ...] = (
         before="the project id only as the project.runner.gitlab.com/id annotation (the pod label alone)",
     ),
     Behaviour(
+        "pod_disruption_message",
+        (17, 9, 0),
+        CHANGED,
+        'an evicted job pod ends the job at once with \'pod "NS/NAME" is disrupted: reason "...", '
+        'message "..."\' (the pod informer reads its DisruptionTarget condition)',
+        "CHANGELOG.md v17.9.0: 'Gracefully handle missing informer permissions !5290'; commits c5de0132c "
+        "'Implement a pod watcher' and ab74d73d4 'Use the pod watcher in the k8s executor'; "
+        "executors/kubernetes/internal/watchers/pod.go checkTerminalPodErrors, absent at v17.8.0, present "
+        "from v17.9.0 to v19.3.0; used when the runner may list and watch pods (else it logs \"won't use "
+        'informers" and polls the pod as before)',
+        before="no pod informer: the job fails when polling finds the pod gone or not Running "
+        '(\'pods "NAME" not found\', \'pod "NAME" status is "Failed"\')',
+        checks=("RC-DIS-001",),
+    ),
+    Behaviour(
         "trace_timestamps_default",
         (18, 7, 0),
         CHANGED,

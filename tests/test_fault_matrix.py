@@ -21,6 +21,8 @@ import pytest
 from tests.report_schema import assert_valid_report
 
 ROOT = Path(__file__).resolve().parent.parent
+# CI runs the whole suite with the opt-in disruptive checks (they evict their own probe pod): so does every run here.
+WHOLE_SUITE = ["-m", "disruptive or not disruptive"]
 
 # fault -> areas allowed (and required) to fail; the first three come from the spine's issue, the rest
 # from the catalogue's fault table.
@@ -45,6 +47,7 @@ MATRIX: dict[str, set[str]] = {
     "leak-pods": {"cleanup"},
     "leak-secrets": {"cleanup"},
     "slow-cleanup": {"cleanup"},
+    "eviction-unnoticed": {"disruption"},  # the evicted job succeeds: RC-DIS-001; the pod still goes
     "silent-stream-cut": {"logs"},
     "output-truncated-silently": {"logs"},
     "concurrency-one": {"capacity"},
@@ -118,6 +121,7 @@ def run_suite(
             "-m",
             "pytest",
             *MODULES.get(fault, ["suites"]),
+            *WHOLE_SUITE,
             "--runner-cluster=local",
             f"--runnerconf-report={report}",
             f"--runnerconf-evidence={out / 'evidence' / label}",
@@ -368,7 +372,7 @@ def test_the_clean_run_replays_to_the_same_verdicts_and_a_valid_report(
     bundle = Path(doc["evidence"])
     assert (bundle / "evidence.json").is_file(), doc["evidence"]
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "suites", f"--runnerconf-replay={bundle}",
+        [sys.executable, "-m", "pytest", "suites", *WHOLE_SUITE, f"--runnerconf-replay={bundle}",
          f"--runnerconf-report={tmp_path}", "-p", "no:cacheprovider", "-q"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -91,6 +91,9 @@ CASES = [
      "timed out waiting for pod to start", "prepare_script"),
     ("runner-18.11-overwrite-cap-retries.txt", "failed", "runner_system_failure", INFRASTRUCTURE, "runner-config",
      'the resource "CPULimit" requested "3" is higher than limit allowed "2"', "prepare_executor"),
+    # An evicted pod: the pod informer's error, not a BuildError, so a system failure after the probe started.
+    ("runner-18.11-evicted.txt", "failed", "runner_system_failure", INFRASTRUCTURE, "runner-system-failure",
+     'is disrupted: reason "EvictionByEvictionAPI", message "Eviction API: evicting"', "step_script"),
     ("runner-18.11-get-sources-failure.txt", "failed", "script_failure", SCRIPT_FAILURE, None,
      "command terminated with exit code 1", "get_sources"),
     ("runner-19.3-success.txt", "success", None, SUCCEEDED, None, "", "step_script"),

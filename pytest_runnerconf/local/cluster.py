@@ -219,7 +219,7 @@ class LocalCluster:
                 # the operator's context: what the plugin needs, plus kubectl logs and exec
                 kube_token: OPERATOR_VERBS,
                 restricted: frozenset(ALL_VERBS - {"watch", "delete"}),
-                least: rbac.grants(["secrets"]),
+                least: rbac.grants(["secrets", "pods/eviction"]),
                 no_secrets: rbac.grants([]),
             },
             users={

@@ -32,6 +32,8 @@ FAULTS: dict[str, str] = {
     "leak-pods": "job pods are not deleted after the job",
     "leak-secrets": "the per-job registry-credentials secret is left behind",
     "slow-cleanup": "job pods are deleted long after the job ended",
+    "eviction-unnoticed": "the runner misses its pod's eviction (no pod informer, a broken stream taken for "
+    "the step's end): an evicted pod's job succeeds",
     "silent-stream-cut": "a job step's output stream is cut after 15 s of silence and the runner takes the cut "
     "for the step's successful end",
     "output-truncated-silently": "the trace is cut at the runner's output_limit without the runner's "

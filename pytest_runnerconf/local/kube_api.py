@@ -24,6 +24,7 @@ from pytest_runnerconf.local.errors import LocalConfigError
 from pytest_runnerconf.local.httpserve import LoopbackServer, Request, Response, Router, Takeover
 from pytest_runnerconf.local.kstore import BadRequest, Gone, KubeStore, NotFound, StoreError, plural
 from pytest_runnerconf.local.kube_negotiate import Negotiated, Representation, is_protobuf, negotiate
+from pytest_runnerconf.local.podstatus import rfc3339
 
 # kubectl's dispatcher runs kubectl.1.<minor> for the server's minor: answer as the version emulated here.
 KUBE_MAJOR, KUBE_MINOR = "1", "32"
@@ -57,7 +58,19 @@ RESOURCES: dict[str, ResourceInfo] = {
     "configmaps": ResourceInfo("ConfigMap", ("cm",)),
     "namespaces": ResourceInfo("Namespace", ("ns",), namespaced=False),
 }
-SUBRESOURCES = {"pods/log": ("Pod", ("get",)), "pods/exec": ("PodExecOptions", ("create", "get"))}
+SUBRESOURCES = {
+    "pods/log": ("Pod", ("get",)),
+    "pods/exec": ("PodExecOptions", ("create", "get")),
+    "pods/eviction": ("Eviction", ("create",)),
+}
+# The API server's mark on a pod it evicts through the Eviction API (pkg/registry/core/pod/storage/eviction.go,
+# addConditionAndDeletePod, PodDisruptionConditions GA in 1.31), before the graceful delete.
+EVICTION_CONDITION = {
+    "type": "DisruptionTarget",
+    "status": "True",
+    "reason": "EvictionByEvictionAPI",
+    "message": "Eviction API: evicting",
+}
 REVIEWS = {
     "selfsubjectaccessreviews": "SelfSubjectAccessReview",
     "selfsubjectrulesreviews": "SelfSubjectRulesReview",
@@ -192,6 +205,9 @@ class KubeAPI:
         self._route(router, _NS_ITEM + "/log", {"GET": self._guarded(self._log, "get", "log")})
         exec_handler = self._guarded(self._exec, "create", "exec")
         self._route(router, _NS_ITEM + "/exec", {"GET": exec_handler, "POST": exec_handler})
+        self._route(
+            router, _NS_ITEM + "/eviction", {"POST": self._guarded(self._evict, "create", "eviction")}
+        )
         return router
 
     def start(self, port: int = 0, tls: Any = None) -> LoopbackServer:
@@ -344,9 +360,10 @@ class KubeAPI:
                 entry["categories"] = list(info.categories)
             resources.append(entry)
         for name, (kind, verbs) in SUBRESOURCES.items():
-            resources.append(
-                {"name": name, "singularName": "", "namespaced": True, "kind": kind, "verbs": list(verbs)}
-            )
+            entry = {"name": name, "singularName": "", "namespaced": True, "kind": kind, "verbs": list(verbs)}
+            if kind == "Eviction":  # the API server lists it so: its body is policy/v1
+                entry.update(group="policy", version="v1")
+            resources.append(entry)
         return Response(200, {"kind": "APIResourceList", "groupVersion": "v1", "resources": resources})
 
     def _group(self, request: Request | None = None) -> Response:
@@ -532,6 +549,42 @@ class KubeAPI:
             )
 
         return handle
+
+    def _evict(self, request: Request) -> Response:
+        """POST pods/NAME/eviction (policy/v1 Eviction): mark the pod DisruptionTarget, delete it gracefully.
+
+        No PodDisruptionBudget is served here, so none can refuse it (a real API server answers 429 "Cannot
+        evict pod as it would violate the pod's disruption budget." then). A pod already terminating is
+        accepted again, as the API server does.
+        """
+        ns, name = request.params["ns"], request.params["name"]
+        try:
+            body = request.json() if request.body else {}
+        except ValueError as exc:
+            raise BadRequest(f"the Eviction body cannot be read: {exc}") from None
+        current = self.store.get("Pod", ns, name)
+        options = (body or {}).get("deleteOptions") or {}
+        grace = _int_or_none(options.get("gracePeriodSeconds"))
+        if grace is None:
+            grace = _int_or_none(current.get("spec", {}).get("terminationGracePeriodSeconds"))
+        if not current["metadata"].get("deletionTimestamp"):
+
+            def mark(obj: dict[str, Any]) -> None:
+                conditions = [
+                    c
+                    for c in obj.setdefault("status", {}).get("conditions") or []
+                    if c.get("type") != "DisruptionTarget"
+                ]
+                conditions.append({**EVICTION_CONDITION, "lastTransitionTime": rfc3339()})
+                obj["status"]["conditions"] = conditions
+
+            self.store.update("Pod", ns, name, mark)
+            hook = self.store.on_delete.get("Pod")
+            if hook is not None:
+                hook(ns, name, DEFAULT_GRACE_S if grace is None else max(grace, 0))
+            else:
+                self.store.delete("Pod", ns, name)
+        return Response(201, status(201, "", "") | {"status": "Success"})
 
     def _grace(self, request: Request, obj: dict[str, Any]) -> int:
         options = request.json() if request.body else {}

@@ -153,7 +153,13 @@ class Kubelet:
         def mutate(obj: dict[str, Any]) -> None:
             current = obj.setdefault("status", {})
             qos = current.get("qosClass")
+            # Conditions the kubelet does not own (DisruptionTarget, set by the API server on an eviction) stay,
+            # after its own, as the kubelet's status manager merges them.
+            own = {c.get("type") for c in status.get("conditions") or []}
+            kept = [c for c in current.get("conditions") or [] if c.get("type") not in own]
             obj["status"] = status | ({"qosClass": qos} if qos else {})
+            if kept:
+                obj["status"]["conditions"] = [*(status.get("conditions") or []), *kept]
 
         with contextlib.suppress(NotFound):
             self.store.update("Pod", pod.namespace, pod.name, mutate)

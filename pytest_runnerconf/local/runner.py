@@ -651,19 +651,39 @@ class LocalRunner:
             if failure:
                 raise StageFailed(failure, system=True)
 
+        def unnoticed() -> bool:
+            # eviction-unnoticed: a runner without the pod informer that takes the evicted pod's broken
+            # stream for the stage's end, so the job goes on and succeeds.
+            return "eviction-unnoticed" in job.faults and evicted_or_gone(self._pod(ns, name))
+
         try:
-            return strategy.run(stage, body, check)
+            code = strategy.run(stage, body, check)
         except StrategyError as exc:
+            if unnoticed():
+                return 0
             raise StageFailed(str(exc), system=True) from None
+        except StageFailed:
+            if unnoticed():
+                return 0
+            raise
         except JobAborted:
             strategy.cancel(stage)
             raise
+        return 0 if unnoticed() else code
 
     def _pod_failure(self, ns: str, name: str, watched: tuple[str, ...]) -> str | None:
         """The runner's pod-status check: a gone pod, a non-Running phase, a terminated build/helper."""
         pod = self._pod(ns, name)
         if not pod:
             return f'pods "{name}" not found'
+        disrupted = disruption_target(pod)
+        if disrupted is not None:
+            # The pod informer's first word on an evicted pod (watchers/pod.go checkTerminalPodErrors, v17.9.0
+            # on): the condition comes before the deletion, so it is what ends the job.
+            return (
+                f'pod "{ns}/{name}" is disrupted: reason "{disrupted.get("reason", "")}", '
+                f'message "{disrupted.get("message", "")}"'
+            )
         for st in pod.get("status", {}).get("containerStatuses", []):
             term = st.get("state", {}).get("terminated")
             if st["name"] in watched and term is not None:
@@ -903,6 +923,18 @@ echo "Skipping Git submodules setup"
         # DELETE returns once the pod is marked Terminating; containers stop in the background (propagation
         # Background), so the final job line is written before the pod is gone, as with the real runner.
         delete()
+
+
+def disruption_target(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod's DisruptionTarget condition when True (the API server's mark of an eviction)."""
+    for cond in pod.get("status", {}).get("conditions") or []:
+        if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
+            return dict(cond)
+    return None
+
+
+def evicted_or_gone(pod: dict[str, Any]) -> bool:
+    return not pod or disruption_target(pod) is not None
 
 
 def pod_ref(plan: PodPlan) -> tuple[str, str]:

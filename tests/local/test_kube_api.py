@@ -226,6 +226,7 @@ def test_version_and_discovery(cluster: Cluster) -> None:
         "pods",
         "pods/log",
         "pods/exec",
+        "pods/eviction",
         "events",
         "secrets",
         "configmaps",
