@@ -106,7 +106,9 @@ def test_disruptive_checks_are_deselected_unless_asked_for(suite: pytest.Pyteste
     assert "test_disruption.py" not in out
     assert "2 deselected" in out
     assert "runnerconf: 2 disruptive checks deselected" in out
-    result.stdout.fnmatch_lines(["PLAN ('cleanup', 'oom', 'ordering') ['secrets']"])  # no probe, no grant
+    result.stdout.fnmatch_lines(
+        ["PLAN ('cleanup', 'images', 'oom', 'ordering') ['secrets']"]
+    )  # no disruption probe, no grant (RC-CLN-007 needs the images probe)
 
 
 def test_disruptive_checks_run_with_the_marker(suite: pytest.Pytester) -> None:

@@ -110,7 +110,11 @@ def test_runner_config_from_the_local_configmap_gives_the_builtin_verdicts(
     # cluster started from an older checkout publishes its own config).
     rows = {e["key"]: e for e in derived["profile"]["expectations"]}
     read = KubeDriver(load_profile(profile, "viacm")).read_configmap("ci", "gitlab-runner")["config.toml"]
-    derived_here = rc.derive(rc.parse_config(read, "ConfigMap ci/gitlab-runner key config.toml", "test"))
+    derived_here = rc.derive(
+        rc.parse_config(
+            read, "ConfigMap ci/gitlab-runner key config.toml", "test", runner_name="runnerconf-local"
+        )
+    )
     expected = dict(flat_keys(derived_here.expect))
     from_config = {key: row for key, row in rows.items() if row["origin"] == "runner config"}
     assert {k.split(".")[0] for k in from_config} == {
