@@ -34,8 +34,13 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):  # inside a list (scheduling's affinity terms): an inline table
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"no TOML for {value!r}")
+
+
+def _toml_key(key: str) -> str:
+    """A bare key when TOML allows one, else a quoted one (label keys hold dots and slashes)."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
 
 
 def _toml_table(prefix: str, table: dict[str, Any]) -> list[str]:
@@ -45,9 +50,9 @@ def _toml_table(prefix: str, table: dict[str, Any]) -> list[str]:
         if isinstance(value, dict):
             nested.append((key, value))
         else:
-            lines.append(f"{key} = {_toml_value(value)}")
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
     for key, value in nested:
-        lines += ["", *_toml_table(f"{prefix}.{key}", value)]
+        lines += ["", *_toml_table(f"{prefix}.{_toml_key(key)}", value)]
     return lines
 
 
