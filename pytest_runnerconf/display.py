@@ -132,6 +132,9 @@ class ProgressDisplay:
         if event.kind == "end":
             self._end()
             return
+        if event.kind == "pause":
+            self._pause()
+            return
         if event.kind != "note":
             self._event = event
         text = describe(event)
@@ -185,6 +188,15 @@ class ProgressDisplay:
             self._last_at = event.elapsed
         self._show("\r" + text + CLEAR if self._row == "live" else "\n" + text)
         self._row = "line"
+
+    def _pause(self) -> None:
+        # Checks of a finished cluster run while another cluster's run goes on: end our row so that pytest's
+        # result letters start a row of their own; the next event opens a new row of ours.
+        if self._row == "live":
+            self._line(END, self._live_shown)
+        if self._row:
+            self._row = ""
+            self.out.resume()
 
     def _end(self) -> None:
         if not self._row:

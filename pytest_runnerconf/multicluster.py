@@ -27,7 +27,7 @@ from pytest_runnerconf.errors import ConfigError, GitLabError, KubeError, RunTim
 from pytest_runnerconf.evidence import RunEvidence, load
 from pytest_runnerconf.interrupts import Interrupted
 from pytest_runnerconf.outcome import could_not_test
-from pytest_runnerconf.progress import END, Progress, ProgressEvent
+from pytest_runnerconf.progress import END, PAUSE, Progress, ProgressEvent
 from pytest_runnerconf.scrub import scrub_text
 from pytest_runnerconf.session import (
     COULD_NOT_TEST,
@@ -150,13 +150,30 @@ class MultiSession:
         self._runs: dict[str, RunEvidence] = {}
         self._failures: dict[str, BaseException] = {}
         self._ended = False
+        # Progress reaches the display only while the main thread waits for a run: while checks run, pytest
+        # owns the terminal's row, so other clusters' events are held and shown at the next wait.
+        self._waiting = False
+        self._held: list[ProgressEvent] = []
         self.cluster_of: dict[str, str] = {}  # nodeid -> cluster, from the reports (also an xdist worker's)
 
     def _progress(self, event: ProgressEvent) -> None:
         if event.kind == "end":
             return  # the display ends once, when every cluster's run has (see _finish)
         with self._lock:
-            self.parent.progress(event)
+            if self._waiting:
+                self.parent.progress(event)
+            else:
+                self._held.append(event)
+
+    def _showing(self, waiting: bool) -> None:
+        """Start (flushing what was held) or stop showing progress as the main thread waits or not."""
+        with self._lock:
+            self._waiting = waiting
+            held, self._held = self._held, []
+            for event in held:
+                self.parent.progress(event)
+            if not waiting and not all(over.is_set() for over in self._over.values()):
+                self.parent.progress(PAUSE)
 
     def session(self, name: str) -> ClusterSession:
         if name not in self._sessions:
@@ -187,12 +204,15 @@ class MultiSession:
     def wait(self, name: str) -> None:
         """Wait for NAME's run; Ctrl-C (or SIGTERM) here interrupts every run, which then cleans up."""
         self.start()
+        self._showing(True)
         try:
             while not self._over[name].wait(0.2):
                 pass
         except KeyboardInterrupt:
             self._interrupt_all()
             raise
+        finally:
+            self._showing(False)
         if all(over.is_set() for over in self._over.values()):
             self._finish()
 
@@ -216,6 +236,9 @@ class MultiSession:
         if not self._ended:
             self._ended = True
             with self._lock:
+                held, self._held = self._held, []
+                for event in held:
+                    self.parent.progress(event)
                 self.parent.progress(END)
 
     def evidence(self, name: str) -> RunEvidence:

@@ -19,6 +19,7 @@ Kind = Literal[
     "waiting",  # every job finished; count = pods (name "pods") or Secrets (name "secrets") still there
     "done",  # the evidence is saved; count = pods still there at the cleanup deadline
     "tick",  # nothing changed; a live display refreshes its clock, a log may write a heartbeat
+    "pause",  # the session runs checks while other runs go on: displays hand the row back to pytest
     "end",  # the session is done with the run, whatever happened; displays finish their output
 ]
 FINISHED = frozenset({"success", "failed", "canceled", "skipped", "manual"})
@@ -68,6 +69,7 @@ def note(text: str) -> ProgressEvent:
 
 
 END = ProgressEvent("end")
+PAUSE = ProgressEvent("pause")
 
 
 @dataclass

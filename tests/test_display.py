@@ -12,7 +12,7 @@ import pyte
 import pytest
 
 from pytest_runnerconf.display import HEARTBEAT_S, ProgressDisplay
-from pytest_runnerconf.progress import END, RunChanges, note
+from pytest_runnerconf.progress import END, PAUSE, RunChanges, note
 
 PIPELINE = {"id": 7, "web_url": "https://g.test/p/-/pipelines/7"}
 PYTEST_ROW = "suites/test_a.py "  # what pytest has written on its row when the run starts
@@ -226,3 +226,19 @@ def test_a_stopped_live_run_keeps_its_last_state(verbosity: int) -> None:
         "runnerconf prod: [    5s] stopped: pipeline #7: 0/3 jobs finished, running: a, b, pods 0/2 deleted",
     ]
     assert out.resumed == 0
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_a_pause_hands_the_row_back_to_pytest_and_later_events_open_a_new_row(live: bool) -> None:
+    """Several clusters: one cluster's checks run while another's run goes on (MultiSession holds its events)."""
+    out = FakeOutput()
+    display = ProgressDisplay(out, live=live, verbosity=0)
+    display(note("runnerconf local: docker engine ready (0.1s)"))
+    display(PAUSE)
+    assert out.resumed == 1
+    # pytest's result letters go on a row of their own
+    assert _screen(out)[-2:] == ["runnerconf local: docker engine ready (0.1s)", PYTEST_ROW.rstrip()]
+    display(PAUSE)  # nothing of ours since: nothing to hand back
+    assert out.resumed == 1
+    display(note("runnerconf local: another line"))
+    assert _screen(out)[-2:] == [PYTEST_ROW.rstrip(), "runnerconf local: another line"]

@@ -289,6 +289,25 @@ def verdicts(doc: dict[str, Any]) -> dict[str, str]:
     return {r["nodeid"]: r["outcome"] for r in doc["results"]}
 
 
+def _busy(r: dict[str, Any]) -> bool:
+    """The CPU check's honest answer to a node too busy for its loops (two fault runs share 2 CPUs)."""
+    return r["outcome"] == "could_not_test" and r.get("cause") == "inconclusive"
+
+
+def same_verdicts(doc: dict[str, Any], clean: dict[str, Any]) -> None:
+    """DOC judged every check as the clean run did, its exit status included; a check one of the two runs
+    found inconclusive for a busy node is left out (it neither passed nor failed there)."""
+    busy = {r["nodeid"] for d in (doc, clean) for r in d["results"] if _busy(r)}
+    mine = {k: v for k, v in verdicts(doc).items() if k not in busy}
+    theirs = {k: v for k, v in verdicts(clean).items() if k not in busy}
+    assert mine == theirs, doc["output"]
+    untested = {r["nodeid"] for d in (doc, clean) for r in d["results"] if r["outcome"] == "could_not_test"}
+    if busy and untested <= busy:  # exit 6 only for the inconclusive check: the same run otherwise
+        assert {doc["exit"], clean["exit"]} <= {0, EXIT_COULD_NOT_TEST}, doc["output"]
+    else:
+        assert doc["exit"] == clean["exit"], doc["output"]
+
+
 @pytest.mark.parametrize("fault", HARMLESS)
 def test_harmless_fault_changes_no_verdict_and_makes_one_pipeline(
     fault: str, matrix: dict[str, dict[str, Any]], local_cluster: Any
@@ -296,8 +315,7 @@ def test_harmless_fault_changes_no_verdict_and_makes_one_pipeline(
     import gitlab
 
     doc, clean = matrix[fault], matrix[""]
-    assert verdicts(doc) == verdicts(clean), doc["output"]
-    assert doc["exit"] == clean["exit"]
+    same_verdicts(doc, clean)
     evidence = json.loads((Path(doc["evidence"]) / "evidence.json").read_text())
     if fault == "gitlab-lost-response":
         assert any("lost the answer" in note for note in evidence["notes"]), evidence["notes"]
@@ -337,10 +355,7 @@ def test_retry_turns_an_infrastructure_fault_into_the_clean_verdicts(
     fault: str, matrix: dict[str, dict[str, Any]]
 ) -> None:
     doc, clean = matrix[fault], matrix[""]
-    assert verdicts(doc) == verdicts(clean), doc["output"]
-    assert (
-        doc["exit"] == clean["exit"]
-    )  # 0, or 6 with the clean run when a busy node leaves RC-CPU inconclusive
+    same_verdicts(doc, clean)
     jobs = attempts_per_job(doc)
     assert jobs.keys() == clean["attempts"].keys()
     for name, rows in jobs.items():
@@ -360,7 +375,11 @@ def test_retry_turns_an_infrastructure_fault_into_the_clean_verdicts(
         assert "connection refused" in first["sentence"] and first["pod"], first
         assert last["job_id"] > first["job_id"] and last["pod"] != first["pod"], last
         assert last["status"] == cleanly["status"], (name, last)  # as the clean run ended it
-    assert sum(len(rows) == 2 for rows in jobs.values()) >= len(jobs) - 2, "the fault met (nearly) every job"
+    # The fault meets every job that gets a pod (the catalogue's refusal probes get none), and most do.
+    podded = sum(bool(clean["attempts"][name][0]["pod"]) for name in jobs)
+    assert sum(len(rows) == 2 for rows in jobs.values()) == podded > len(jobs) // 2, (
+        "the fault met every podded job"
+    )
     named = [r for r in doc["results"] if r["attempts"]]
     assert named, "the results name their jobs' attempts"
     for r in named:  # each result carries every attempt of each job it read

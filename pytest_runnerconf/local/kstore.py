@@ -265,13 +265,17 @@ class KubeStore:
         self._rv = 0
         self._history: dict[int, _Change] = {}  # rv -> change; rvs are consecutive, so this is a window
         self._oldest = 1
+        # kind -> the resourceVersion its watch cache was last re-initialised at. A real API server keeps one
+        # watch cache per resource, so a reset of the pods' cache sends 410 to pod watches only.
+        self._reset_at: dict[str, int] = {}
         self._history_limit = history_limit
         # kind -> hook(namespace, name, grace_s) the API's DELETE calls instead of removing at once
         self.on_delete: dict[str, DeleteHook] = {}
         # run in order on every create (defaulting first, then validation and admission plugins)
         self.admission: list[AdmissionHook] = []
         # Called under the lock with (type, kind, object) as each change is recorded; True drops the whole
-        # history, that change included, as a watch cache re-initialised then: watches behind it get 410.
+        # kind's history, that change included, as its watch cache re-initialised then: watches of that kind
+        # behind it get 410.
         self.expire_history: ExpireHook | None = None
 
     @property
@@ -287,8 +291,7 @@ class KubeStore:
             del self._history[self._oldest]
             self._oldest += 1
         if self.expire_history is not None and self.expire_history(type_, kind, obj):
-            self._history.clear()
-            self._oldest = self._rv + 1
+            self._reset_at[kind] = self._rv
         self._cond.notify_all()
 
     def _bump(self, obj: dict[str, Any]) -> None:
@@ -414,13 +417,14 @@ class KubeStore:
                 ]
             else:
                 cursor = _parse_rv(resource_version)
-                self._check_window(cursor)
+                self._check_window(kind, cursor)
                 initial = []
         return self._stream(kind, selector, cursor, initial, timeout_s, stop, bookmark_s)
 
-    def _check_window(self, cursor: int) -> None:
-        if cursor < self._oldest - 1:
-            raise Gone(f"too old resource version: {cursor} ({self._oldest - 1})")
+    def _check_window(self, kind: str, cursor: int) -> None:
+        oldest = max(self._oldest - 1, self._reset_at.get(kind, 0))
+        if cursor < oldest:
+            raise Gone(f"too old resource version: {cursor} ({oldest})")
 
     def _stream(
         self,
@@ -467,7 +471,7 @@ class KubeStore:
                     ended = deadline is not None and time.monotonic() >= deadline
                     return [], cursor, ended
                 self._cond.wait(remaining)
-            self._check_window(cursor)
+            self._check_window(kind, cursor)
             events = []
             for rv in range(cursor + 1, self._rv + 1):
                 change = self._history[rv]

@@ -629,6 +629,23 @@ def test_store_watch_that_falls_behind_the_history_gets_gone() -> None:
         next(events)
 
 
+def test_store_reset_of_one_kinds_watch_cache_leaves_other_kinds_watching() -> None:
+    """A real API server keeps a watch cache per resource: the pods' reset sends 410 to pod watches only."""
+    store = KubeStore()
+    store.expire_history = lambda type_, kind, obj: kind == "Pod" and obj["metadata"]["name"] == "p1"
+    store.create(pod("p0"))
+    start = store.resource_version
+    pods = store.watch("Pod", NS, resource_version=start, timeout_s=5)
+    maps = store.watch("ConfigMap", NS, resource_version=start, timeout_s=5)
+    store.create(pod("p1"))
+    store.create({"kind": "ConfigMap", "metadata": {"name": "c", "namespace": NS}, "data": {}})
+    with pytest.raises(Gone):
+        next(pods)
+    assert next(maps)[0] == "ADDED"
+    with pytest.raises(Gone):  # a pod watch from before the reset cannot reopen either
+        next(store.watch("Pod", NS, resource_version=start, timeout_s=1))
+
+
 def test_store_watch_ends_when_stop_is_set() -> None:
     store = KubeStore()
     stop = threading.Event()

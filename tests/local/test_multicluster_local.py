@@ -94,7 +94,9 @@ def test_two_profiles_on_the_local_cluster_give_the_matrix(local_cluster: Any, t
     by_cluster = {
         name: sorted(i.removesuffix(f"[{name}]") for i in ids if i.endswith(f"[{name}]")) for name in NAMES
     }
-    assert by_cluster[NAMES[0]] and by_cluster[NAMES[0]] == by_cluster[NAMES[1]], ids
+    assert by_cluster[NAMES[0]] and by_cluster[NAMES[0]] == by_cluster[NAMES[1]], out[-6000:]
+    # Every check's result starts its own row: none lands after a progress line of either cluster.
+    assert not re.search(r"^runnerconf .*(PASSED|FAILED|SKIPPED)", out, re.M), out[-6000:]
     assert len(ids) == 2 * len(by_cluster[NAMES[0]])
     for name in NAMES:
         assert re.search(rf"^runnerconf {name}: \[ *\d+s\] pipeline #\d+ created", out, re.M), out[-3000:]
