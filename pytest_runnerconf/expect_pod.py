@@ -61,6 +61,14 @@ class SecurityExpect:
     build_cap_drop: tuple[str, ...] = ("NET_RAW",)
     allowed_users: tuple[str, ...] = ()
     allowed_groups: tuple[str, ...] = ()
+    # The build container's hardening (None: not checked), as build_container_security_context sets it
+    # (common/config.go KubernetesContainerSecurityContext, v18.11): allow_privilege_escalation, the seccomp and
+    # AppArmor profile types (RuntimeDefault, Localhost, Unconfined; the pod's when the container sets none) and
+    # proc_mount (Default or Unmasked).
+    build_allow_privilege_escalation: bool | None = None
+    build_seccomp_profile: str | None = None
+    build_app_armor_profile: str | None = None
+    build_proc_mount: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,10 @@ def _convert(file: str, key: str, value: Any, hint: Any) -> Any:
     if origin in (types.UnionType, typing.Union):  # int | None: None is the default, never written
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _problem(file, key, value, "true or false")
+        return value
     if hint is str:
         if not isinstance(value, str):
             raise _problem(file, key, value, "a string")

@@ -394,3 +394,59 @@ def test_root_refused(
     if wrong:
         fail("RC-SEC-006", want, wrong, job=job, summary=summary)
     held("RC-SEC-006", want, {n: ids.get(n, "") for n in want}, job=job, summary=summary)
+
+
+# What /proc/self/status says of a seccomp profile type: 2 (filter) for a runtime's or a node's own profile,
+# 0 for none (proc(5) "Seccomp").
+SECCOMP_MODE = {"RuntimeDefault": "2", "Localhost": "2", "Unconfined": "0"}
+
+
+@check(
+    id="RC-SEC-007",
+    claim="the build container carries the configured allowPrivilegeEscalation, seccomp and AppArmor profiles "
+    "and procMount, and inside it no_new_privs and the seccomp mode follow them",
+    remediation="check allow_privilege_escalation, seccomp_profile, app_armor_profile and proc_mount in "
+    "[runners.kubernetes.build_container_security_context] (and pod_security_context for the profiles); inside "
+    "the container the kubelet and runtime must apply them: a process with no_new_privs 0 or seccomp mode 0 "
+    "points at the runtime, PodSecurity admission or a webhook",
+    area="security",
+    probes=("security",),
+)
+def test_build_hardening(
+    job_evidence: JobLookup, probe_record: ProbeLookup, runnerconf_profile: Profile
+) -> None:
+    expect = _expect(runnerconf_profile)
+    wanted = {
+        "allowPrivilegeEscalation": expect.build_allow_privilege_escalation,
+        "seccompProfile": expect.build_seccomp_profile,
+        "appArmorProfile": expect.build_app_armor_profile,
+        "procMount": expect.build_proc_mount,
+    }
+    want = {k: v for k, v in wanted.items() if v is not None}
+    if not want:
+        pytest.skip(f"the profile of cluster {runnerconf_profile.name} expects no build hardening settings")
+    job = job_evidence("security")
+    spec = _spec(job)
+    ctx, pod = _context(spec, "build"), spec.get("securityContext") or {}
+    got: dict[str, Any] = {
+        "allowPrivilegeEscalation": ctx.get("allowPrivilegeEscalation"),
+        "seccompProfile": (ctx.get("seccompProfile") or pod.get("seccompProfile") or {}).get("type"),
+        "appArmorProfile": (ctx.get("appArmorProfile") or pod.get("appArmorProfile") or {}).get("type"),
+        "procMount": ctx.get("procMount") or "Default",  # the API server's default
+    }
+    got = {k: got[k] for k in want}
+    wrong = {k: f"{got[k]} (want {v})" for k, v in want.items() if got[k] != v}
+    record = probe_record(job, "security")
+    inside = {"NoNewPrivs": status_field(record, "NoNewPrivs"), "Seccomp": status_field(record, "Seccomp")}
+    if not ctx.get("privileged"):  # a privileged container is exempt from both (the runtime says so)
+        if want.get("allowPrivilegeEscalation") is False and inside["NoNewPrivs"] != "1":
+            wrong["inside: NoNewPrivs"] = f"{inside['NoNewPrivs'] or 'unreadable'} (want 1)"
+        mode = SECCOMP_MODE.get(str(want.get("seccompProfile")))
+        if mode is not None and inside["Seccomp"] != mode:
+            wrong["inside: Seccomp"] = f"{inside['Seccomp'] or 'unreadable'} (want {mode})"
+    summary = ", ".join(f"{k} {v}" for k, v in got.items()) + (
+        f"; inside: no_new_privs {inside['NoNewPrivs'] or '?'}, seccomp mode {inside['Seccomp'] or '?'}"
+    )
+    if wrong:
+        fail("RC-SEC-007", want, wrong, job=job, summary=summary)
+    held("RC-SEC-007", want, {**got, "inside": inside}, job=job, summary=summary)

@@ -22,7 +22,7 @@ FAULTS: dict[str, str] = {
     "node-selector-ignored": "config.toml's node_selector and the job's KUBERNETES_NODE_SELECTOR_* never reach the "
     "pod spec",
     "security-context-ignored": "the pod spec carries config.toml's runAsUser/runAsGroup/supplemental groups, but "
-    "every container's processes run as the image's user (root)",
+    "every container's processes run as the image's user (root), without the context's no_new_privs or profiles",
     "allowed-users-ignored": "a job's image/service `kubernetes: user:` is applied whatever allowed_users and "
     "allowed_groups say (root included)",
     "pull-errors-unreported": "a job whose image cannot be pulled waits out the runner's poll_timeout (30 s for "

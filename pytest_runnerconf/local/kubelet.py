@@ -354,6 +354,8 @@ class Kubelet:
         selinux = (sec.get("seLinuxOptions") or pod_sec.get("seLinuxOptions") or {}).get("type")
         if selinux:
             opts.append(f"label=type:{selinux}")
+        if "security-context-ignored" in pod.faults:
+            opts = []  # nor its hardening: no no_new_privs, no profile the context asks for
         if opts:
             host["security_opt"] = [*host.get("security_opt", []), *opts]
         if sec.get("readOnlyRootFilesystem"):

@@ -138,6 +138,8 @@ BUILD_SECURITY = {
     "allowPrivilegeEscalation": False,
     "runAsUser": 2000,
     "runAsGroup": 2001,
+    "procMount": "Default",
+    "seccompProfile": {"type": "RuntimeDefault"},
 }
 HELPER_SECURITY = {
     "capabilities": {"drop": ["NET_RAW"]},
