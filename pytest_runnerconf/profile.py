@@ -109,6 +109,9 @@ class CapacityExpect:
 
     runner_tag: str
     limit: int
+    # RC-CAP-003: how soon after its creation each of the runner's pods must be bound to a node (None: the
+    # profile's pickup_deadline_s).
+    schedule_within_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -595,7 +598,12 @@ def _capacity(ctx: _Ctx, value: Any) -> CapacityExpect:
             f"= {_describe(limit)} is not allowed; it must be the runner's limit (or concurrent), a whole number, "
             "at least 1 (a runner without a limit cannot show its cap: leave expect.capacity out)"
         )
-    return CapacityExpect(runner_tag=tag, limit=limit)
+    within = table.get("schedule_within_s")
+    return CapacityExpect(
+        runner_tag=tag,
+        limit=limit,
+        schedule_within_s=None if within is None else _seconds(ctx.sub("schedule_within_s"), within),
+    )
 
 
 _EXPECT_FIELDS: dict[str, Callable[[_Ctx, Any], Any]] = {

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from pytest_runnerconf import JobEvidence, PodObservation, Profile, check, could_not_test, fail, held
+from pytest_runnerconf.rfc3339 import epoch
 
 JobLookup = Callable[[str], JobEvidence]
 PROBE = "capacity"
@@ -210,3 +211,79 @@ def test_one_more_waits(job_evidence: JobLookup, runnerconf_profile: Profile) ->
 
 def last_job(jobs: list[JobEvidence], span: RunSpan) -> JobEvidence:
     return next(j for j in jobs if j.name == span.job)
+
+
+def bound_after(pod: PodObservation) -> tuple[float | None, str]:
+    """Seconds from the pod's creation to its binding, on the API server's own stamps (creationTimestamp and
+    the PodScheduled=True condition's lastTransitionTime, whole seconds), and the node; None: never bound."""
+    created = epoch((pod.spec.get("metadata") or {}).get("creationTimestamp"))
+    for source in (pod.last, pod.spec):
+        conditions = (source.get("status") or {}).get("conditions") or []
+        scheduled = next((c for c in conditions if c.get("type") == "PodScheduled"), None)
+        bound = epoch((scheduled or {}).get("lastTransitionTime"))
+        if scheduled is not None and scheduled.get("status") == "True" and bound is not None:
+            node = str((source.get("spec") or {}).get("nodeName") or "")
+            return (None if created is None else max(0.0, bound - created)), node
+    return None, ""
+
+
+def scheduler_said(pod: PodObservation) -> str:
+    """The scheduler's last word on why the pod waited (a FailedScheduling event), if any."""
+    said = [e for e in pod.events if e.get("reason") == "FailedScheduling"]
+    return str(said[-1].get("message") or "") if said else ""
+
+
+@check(
+    id="RC-CAP-003",
+    claim="the capacity runner's pods, whose requests fit a node, are bound to a node within "
+    "expect.capacity.schedule_within_s of their creation",
+    remediation="a pod waits for a node when none has the CPU or memory it requests free (FailedScheduling: "
+    "Insufficient cpu/memory), when node_selector, node_tolerations or affinity match no node, or while a "
+    "cluster autoscaler adds one; check the capacity runner's cpu_request/memory_request (and the helper_ and "
+    "service_ requests) against the node pool's allocatable, its node_selector and node_tolerations, and the "
+    "autoscaler's scale-up time",
+    area="capacity",
+    probes=(PROBE,),
+)
+def test_pods_scheduled_promptly(job_evidence: JobLookup, runnerconf_profile: Profile) -> None:
+    tag, limit = _capacity(runnerconf_profile)
+    capacity = runnerconf_profile.expect.capacity
+    assert capacity is not None  # _capacity skipped otherwise
+    within = capacity.schedule_within_s
+    setting = "expect.capacity.schedule_within_s"
+    if within is None:
+        within, setting = runnerconf_profile.expect.pickup_deadline_s, "expect.pickup_deadline_s"
+    jobs = [job_evidence(f"{PROBE}-{n}") for n in range(1, limit + 2)]
+    rows: list[dict[str, Any]] = []
+    late: list[str] = []
+    first_late: JobEvidence | None = None
+    for job in jobs:
+        if job.pod is None:
+            could_not_test("no-evidence", f"the run saw no pod of job {job.name}", job=job)
+        after, node = bound_after(job.pod)
+        if after is None and epoch((job.pod.spec.get("metadata") or {}).get("creationTimestamp")) is None:
+            could_not_test("no-evidence", f"pod {job.pod.name} of job {job.name} has no creationTimestamp")
+        row: dict[str, Any] = {"job": job.name, "pod": job.pod.name, "bound after s": after, "node": node}
+        if after is None or after > within:
+            row["scheduler"] = scheduler_said(job.pod)
+            late.append(f"{job.pod.name} " + ("never bound" if after is None else f"bound after {after:g} s"))
+            first_late = first_late or job
+        rows.append(row)
+    slowest = max((r["bound after s"] or 0.0 for r in rows), default=0.0)
+    want = {"bound within s": within, "setting": setting, "runner tag": tag}
+    if late:
+        said = next((r["scheduler"] for r in rows if r.get("scheduler")), "")
+        fail(
+            "RC-CAP-003",
+            want,
+            {"pods": rows},
+            job=first_late,
+            summary=f"{'; '.join(late)}, allowed {within:g} s" + (f" (scheduler: {said})" if said else ""),
+        )
+    held(
+        "RC-CAP-003",
+        want,
+        {"pods": rows},
+        job=jobs[0],
+        summary=f"{len(rows)} pods bound within {slowest:g} s of their creation, allowed {within:g} s",
+    )

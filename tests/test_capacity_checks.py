@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -180,6 +182,75 @@ def test_a_failed_job_or_missing_record_is_could_not_test() -> None:
     bare.records = {}
     with pytest.raises(CouldNotTest, match="capacity-3 printed no capacity record"):
         cap.test_one_more_waits(lookup(*CLEAN[:2], bare), profile())
+
+
+# ---- RC-CAP-003: binding times -----------------------------------------------------------------------
+
+
+def _stamp(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def bound(j: JobEvidence, after: float | None, created: float = 1_700_000_000.0) -> JobEvidence:
+    """J's pod created at CREATED and bound AFTER seconds later (None: still Unschedulable), as the API
+    server stamps them, with the scheduler's event while it waited."""
+    assert j.pod is not None
+    j.pod.spec = {"metadata": {"creationTimestamp": _stamp(created)}}
+    if after is None:
+        condition = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
+        j.pod.last = {"spec": {}, "status": {"phase": "Pending", "conditions": [condition]}}
+    else:
+        condition = {"type": "PodScheduled", "status": "True", "lastTransitionTime": _stamp(created + after)}
+        j.pod.last = {"spec": {"nodeName": "n1"}, "status": {"phase": "Running", "conditions": [condition]}}
+    if after is None or after > 1:
+        message = "0/1 nodes are available: 1 Insufficient cpu."
+        j.pod.events = [{"reason": "FailedScheduling", "type": "Warning", "message": message}]
+    return j
+
+
+def within(seconds: float | None) -> Profile:
+    p = profile()
+    assert p.expect.capacity is not None
+    capacity = CapacityExpect(runner_tag="k8s-capacity", limit=2, schedule_within_s=seconds)
+    return replace(p, expect=replace(p.expect, capacity=capacity, pickup_deadline_s=60.0))
+
+
+def test_pods_bound_at_once_pass() -> None:
+    jobs = [bound(job(n, 100, 108), 0) for n in (1, 2, 3)]
+    cap.test_pods_scheduled_promptly(lookup(*jobs), within(10))
+
+
+def test_a_pod_bound_late_fails_naming_it_and_the_scheduler() -> None:
+    jobs = [bound(job(1, 100, 108), 0), bound(job(2, 100, 108), 15), bound(job(3, 113, 121), 1)]
+    with pytest.raises(
+        Failed,
+        match=r'"bound after s": 15.0, "job": "capacity-2", .*"scheduler": "0/1 nodes.*\n  job: capacity-2 ',
+    ):
+        cap.test_pods_scheduled_promptly(lookup(*jobs), within(10))
+    cap.test_pods_scheduled_promptly(lookup(*jobs), within(20))
+
+
+def test_a_pod_never_bound_fails() -> None:
+    jobs = [bound(job(1, 100, 108), 0), bound(job(2, 100, 108), 0), bound(job(3, 113, 121), None)]
+    with pytest.raises(Failed, match=r'"bound after s": null, "job": "capacity-3".*\n  job: capacity-3 '):
+        cap.test_pods_scheduled_promptly(lookup(*jobs), within(10))
+
+
+def test_without_its_own_setting_the_pickup_deadline_bounds_binding() -> None:
+    jobs = [bound(job(1, 100, 108), 0), bound(job(2, 100, 108), 45), bound(job(3, 113, 121), 0)]
+    cap.test_pods_scheduled_promptly(lookup(*jobs), within(None))  # 45 s < pickup_deadline_s 60
+    jobs[1] = bound(job(2, 100, 108), 61)
+    with pytest.raises(Failed, match=r"expect\.pickup_deadline_s"):
+        cap.test_pods_scheduled_promptly(lookup(*jobs), within(None))
+
+
+def test_a_pod_without_its_creation_time_is_could_not_test() -> None:
+    jobs = [bound(job(n, 100, 108), 0) for n in (1, 2, 3)]
+    assert jobs[0].pod is not None
+    jobs[0].pod.spec = {}
+    jobs[0].pod.last = {}
+    with pytest.raises(CouldNotTest, match="has no creationTimestamp"):
+        cap.test_pods_scheduled_promptly(lookup(*jobs), within(10))
 
 
 # ---- the plan ------------------------------------------------------------------------------------------

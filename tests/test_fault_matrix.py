@@ -52,6 +52,7 @@ MATRIX: dict[str, set[str]] = {
     "output-truncated-silently": {"logs"},
     "concurrency-one": {"capacity"},
     "limit-ignored": {"capacity"},
+    "scheduling-slow": {"capacity"},
 }
 
 

@@ -44,6 +44,8 @@ FAULTS: dict[str, str] = {
     "the per-job Secret",
     "concurrency-one": "a [[runners]] entry with a limit takes one job at a time, whatever its limit",
     "limit-ignored": "a [[runners]] entry's limit is not enforced: only the global concurrent caps its jobs",
+    "scheduling-slow": "pods of a [[runners]] entry with a limit stay Pending (Unschedulable: Insufficient cpu) "
+    "for 15 s before a node takes them, as while a node pool scales up",
     # GitLab's side: a proxy that fails after GitLab did the work (the run must reconcile, not repeat).
     "gitlab-lost-response": "GitLab performs a run's first commit and pipeline POST, then answers 502",
     # Faults the run must survive with the same verdicts (a real API server and its proxies do these).
@@ -57,6 +59,9 @@ FAULTS: dict[str, str] = {
 }
 
 ENV_VAR = "RUNNERCONF_LOCAL_FAULTS"
+# How long scheduling-slow keeps a pod Pending: past the local profile's expect.capacity.schedule_within_s
+# (10 s), well within its poll_timeout.
+SLOW_SCHEDULING_S = 15
 # The runner's poll_timeout under pod-pending-timeout: short, so that a full run under it takes minutes.
 PENDING_POLL_TIMEOUT_S = 30
 

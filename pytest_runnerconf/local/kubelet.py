@@ -216,6 +216,7 @@ class Kubelet:
             obj["spec"]["nodeName"] = self.node_name
 
         self.store.update("Pod", pod.namespace, pod.name, schedule)
+        pod.scheduled_at = time.time()
         self.event(
             pod,
             "Scheduled",

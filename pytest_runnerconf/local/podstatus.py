@@ -55,6 +55,9 @@ class PodRun:
     hosts_file: Path | None = None
     deleting: bool = False
     started_at: float | None = None
+    scheduled_at: float | None = None  # when the scheduler bound it (PodScheduled's lastTransitionTime)
+    # condition type -> (status, lastTransitionTime): a kubelet moves the time only when the status changes
+    transitions: dict[str, tuple[str, str]] = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
     faults: frozenset[str] = frozenset()
     repo_binds: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -142,11 +145,16 @@ def pod_status(pod: PodRun, *, host_ip: str, now: float | None = None) -> dict[s
     ts = rfc3339(now)
 
     def cond(type_: str, ok: bool, reason: str = "", message: str = "") -> dict[str, Any]:
+        state = "True" if ok else "False"
+        since = pod.transitions.get(type_)
+        if since is None or since[0] != state:
+            first = rfc3339(pod.scheduled_at) if type_ == "PodScheduled" and pod.scheduled_at else ts
+            since = pod.transitions[type_] = (state, first)
         c: dict[str, Any] = {
             "type": type_,
-            "status": "True" if ok else "False",
+            "status": state,
             "lastProbeTime": None,
-            "lastTransitionTime": ts,
+            "lastTransitionTime": since[1],
         }
         if not ok and reason:
             c["reason"] = reason

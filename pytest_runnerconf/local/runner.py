@@ -23,7 +23,7 @@ from typing import Any
 from pytest_runnerconf.local.admission import refuse_over_quota
 from pytest_runnerconf.local.errors import LocalConfigError
 from pytest_runnerconf.local.faults import ENV_VAR as FAULTS_ENV_VAR
-from pytest_runnerconf.local.faults import PENDING_POLL_TIMEOUT_S, parse_faults
+from pytest_runnerconf.local.faults import PENDING_POLL_TIMEOUT_S, SLOW_SCHEDULING_S, parse_faults
 from pytest_runnerconf.local.kstore import NotFound, StoreError
 from pytest_runnerconf.local.model import JobPayload, JobSink
 from pytest_runnerconf.local.podspec import PodPlan, PreparationError, build_pod, go_duration
@@ -484,7 +484,8 @@ class LocalRunner:
 
         # The scheduler decides before the runner's first look, so its "Waiting for pod" lines name the node.
         why = unschedulable(stored, self.store.get("Node", "", NODE_NAME))
-        if why is None and "pod-pending-timeout" not in job.faults:
+        slow = why is None and "scheduling-slow" in job.faults and self.cfg.runner.limit > 0
+        if why is None and not slow and "pod-pending-timeout" not in job.faults:
             self.node.bind(stored)
 
         def start_pod() -> None:
@@ -495,6 +496,14 @@ class LocalRunner:
                 if why is not None:  # nodeSelector, affinity or taints keep it off the one node
                     keep_unschedulable(self.store, stored, job.ended, message=why)
                     return
+                if slow:  # no room until the node pool has grown: Unschedulable for a while, then bound
+                    scaled = threading.Event()
+                    timer = threading.Timer(SLOW_SCHEDULING_S, scaled.set)
+                    timer.start()
+                    keep_unschedulable(self.store, stored, scaled)
+                    timer.cancel()
+                    if job.ended.is_set() or not scaled.is_set():
+                        return  # the job ended (or its pod went) while it waited
                 self.node.run(stored, job.faults)
             except Exception as exc:  # surfaced by the wait below as the runner would see it: a failed pod
                 pod_error.append(exc)

@@ -153,6 +153,25 @@ def test_pod_status_while_initializing_and_when_done() -> None:
     assert kube_tables.pod_reason({"status": done, "spec": {}}) == "OOMKilled"
 
 
+def test_condition_times_move_only_when_their_status_changes() -> None:
+    """As a kubelet writes them: PodScheduled keeps the binding's time, the others their last transition."""
+    pod = PodRun("ci", "p", "uid", sandbox_id="s", scheduled_at=1_700_000_000.0)
+    pod.containers["build"] = ContainerRun("build", "build", {"image": "alpine:3.20"})
+
+    def times(now: float) -> dict[str, str]:
+        status = pod_status(pod, host_ip="172.17.0.1", now=now)
+        return {c["type"]: c["lastTransitionTime"] for c in status["conditions"]}
+
+    first = times(1_700_000_005.0)
+    assert first["PodScheduled"] == "2023-11-14T22:13:20Z"  # the binding, not the status write
+    assert first["Ready"] == "2023-11-14T22:13:25Z"
+    pod.containers["build"].docker_id, pod.containers["build"].started_at = "b", 1_700_000_006.0
+    later = times(1_700_000_009.0)
+    assert later["PodScheduled"] == first["PodScheduled"] and later["Initialized"] == first["Initialized"]
+    assert later["Ready"] == "2023-11-14T22:13:29Z"  # Ready went True then
+    assert times(1_700_000_020.0)["Ready"] == later["Ready"]  # and stays put while it stays True
+
+
 @pytest.mark.parametrize(
     ("seconds", "text"),
     [
