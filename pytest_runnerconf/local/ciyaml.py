@@ -46,6 +46,7 @@ _JOB_KEYS = {
     "allow_failure",
     "extends",
     "when",
+    "needs",
 }
 _JOB_IGNORED = {
     "cache",
@@ -57,7 +58,7 @@ _JOB_IGNORED = {
     "hooks",
     "environment",
 }
-_JOB_UNSUPPORTED = {"rules", "only", "except", "needs", "parallel", "trigger", "run", "inherit", "release"}
+_JOB_UNSUPPORTED = {"rules", "only", "except", "parallel", "trigger", "run", "inherit", "release"}
 _JOB_WHEN = ("on_success", "on_failure", "always", "never")
 _ARTIFACT_KEYS = {
     "paths",
@@ -140,6 +141,16 @@ class JobDef:
     timeout_s: int | None = None
     allow_failure: bool = False
     when: str = "on_success"
+    # `needs:` (None: the job waits for the earlier stages; a tuple, even empty: only for these jobs).
+    needs: tuple[NeedDef, ...] | None = None
+
+
+@dataclass(frozen=True)
+class NeedDef:
+    """One `needs:` entry: the job waited for and whether its artifacts are downloaded (default true)."""
+
+    job: str
+    artifacts: bool = True
 
 
 @dataclass(frozen=True)
@@ -522,7 +533,61 @@ def _job(
         timeout_s=_timeout(job.get("timeout"), f"{where}:timeout"),
         allow_failure=_allow_failure(job.get("allow_failure", False), f"{where}:allow_failure"),
         when=_when(job.get("when", "on_success"), f"{where}:when"),
+        needs=_needs(job.get("needs"), f"{where}:needs", "needs" in job),
     )
+
+
+def _needs(value: Any, where: str, present: bool) -> tuple[NeedDef, ...] | None:
+    """`needs: [name, {job: name, artifacts: bool}]` (the keyword subset the probes use)."""
+    if not present:
+        return None
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise CIConfigError(f"{where} config can only be a hash or an array")
+    needs: list[NeedDef] = []
+    for item in value:
+        if isinstance(item, str):
+            needs.append(NeedDef(item))
+        elif isinstance(item, dict) and isinstance(item.get("job"), str):
+            unknown = [str(k) for k in item if k not in ("job", "artifacts", "optional")]
+            if unknown:
+                raise CIConfigError(f"{where}:need config contains unknown keys: {', '.join(unknown)}")
+            artifacts = item.get("artifacts", True)
+            if not isinstance(artifacts, bool):
+                raise CIConfigError(f"{where}:need:artifacts config should be a boolean value")
+            needs.append(NeedDef(item["job"], artifacts))
+        else:
+            raise CIConfigError(f"{where}:need config should be a string or a hash with a job key")
+    return tuple(needs)
+
+
+def _check_needs(jobs: list[JobDef]) -> None:
+    """GitLab's pipeline-level checks of `needs`: every needed job exists, and no job needs itself in a loop."""
+    by_name = {j.name: j for j in jobs}
+    for job in jobs:
+        for need in job.needs or ():
+            other = by_name.get(need.job)
+            if other is None:
+                # Gitlab::Ci::YamlProcessor's message (since 15.x it names needs:optional)
+                raise CIConfigError(
+                    f"'{job.name}' job needs '{need.job}' job, but '{need.job}' does not exist in the "
+                    "pipeline. This might be because of the only, except, or rules keywords. To need a job "
+                    "that sometimes does not exist in the pipeline, use needs:optional."
+                )
+            if other.stage_idx > job.stage_idx:
+                raise CIConfigError(
+                    f"{job.name} job: need {need.job} is not defined in current or prior stages"
+                )
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if name in chain:
+            raise CIConfigError(f"{name}: circular dependency detected in `needs`")
+        for need in by_name[name].needs or ():
+            visit(need.job, (*chain, name))
+
+    for job in jobs:
+        visit(job.name, ())
 
 
 def _optional_script(value: Any, where: str) -> list[str]:
@@ -580,6 +645,7 @@ def parse_config(yaml_text: str) -> PipelineDef:
     if not jobs:
         raise CIConfigError("jobs config should contain at least one visible job")
     visible = [j for j in jobs if j.when != "never"]
+    _check_needs(visible)
     visible.sort(key=lambda j: j.stage_idx)  # stable: YAML order within a stage
     return PipelineDef(stages=stages, variables=gvars, jobs=tuple(visible))
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_runnerconf.local.admission import refuse_over_quota
+from pytest_runnerconf.local.archives import zip_to_tar
 from pytest_runnerconf.local.errors import LocalConfigError
 from pytest_runnerconf.local.faults import ENV_VAR as FAULTS_ENV_VAR
 from pytest_runnerconf.local.faults import PENDING_POLL_TIMEOUT_S, SLOW_SCHEDULING_S, parse_faults
@@ -38,7 +39,15 @@ from pytest_runnerconf.local.strategies import (
     container_for,
     make_strategy,
 )
-from pytest_runnerconf.local.tracewriter import GREEN, RED, RESET, SCRIPT_STREAM, LimitedSink, TraceWriter
+from pytest_runnerconf.local.tracewriter import (
+    GREEN,
+    RED,
+    RESET,
+    SCRIPT_STREAM,
+    YELLOW,
+    LimitedSink,
+    TraceWriter,
+)
 
 BEHAVIOUR_VERSION = "18.11.4"
 PREPARATION_RETRIES = 3
@@ -704,7 +713,7 @@ class LocalRunner:
 
     def _stages(self, job: RunningJob, plan: PodPlan, strategy: Strategy, trace: TraceWriter) -> None:
         p = job.payload
-        order = ["get_sources", "step_script"]
+        order = ["get_sources", "download_artifacts", "step_script"]
         if "script-before-sources" in job.faults:
             order.reverse()
         error: StageFailed | JobAborted | None = None
@@ -713,6 +722,8 @@ class LocalRunner:
             try:
                 if stage == "get_sources":
                     self._get_sources(job, plan, strategy, trace)
+                elif stage == "download_artifacts":
+                    self._download_artifacts(job, plan, trace)
                 else:
                     self._step_script(job, plan, strategy, trace)
             except StageFailed as exc:
@@ -785,6 +796,42 @@ echo "Skipping Git submodules setup"
             trace.section_end("get_sources")
         if code != 0:
             raise StageFailed(f"command terminated with exit code {code}", system=False)
+
+    def _download_artifacts(self, job: RunningJob, plan: PodPlan, trace: TraceWriter) -> None:
+        """downloadAllArtifacts (shells/abstract.go): each dependency with artifacts, extracted into the project
+        directory by the helper's artifacts-downloader. No dependency with artifacts: the stage is skipped."""
+        deps = [d for d in job.payload.dependencies if d.artifacts_filename]
+        if not deps:
+            return
+        ns, pod = pod_ref(plan)
+        trace.section_start("download_artifacts", "Downloading artifacts")
+        try:
+            for dep in deps:
+                trace.line(
+                    f"{GREEN}Downloading artifacts for {dep.name} ({dep.id})...{RESET}", stream=SCRIPT_STREAM
+                )
+                stored = self.sink.artifacts(dep.id)
+                if stored is None:
+                    # network/gitlab.go DownloadArtifacts: a 404 is logged as an error and fails the stage
+                    trace.line(
+                        helper_log("ERROR", "Downloading artifacts from coordinator... not found", id=dep.id),
+                        stream=SCRIPT_STREAM,
+                    )
+                    raise StageFailed("command terminated with exit code 1", system=False)
+                trace.line(
+                    helper_log(
+                        "", "Downloading artifacts from coordinator... ok", id=dep.id, responseStatus="200 OK"
+                    ),
+                    stream=SCRIPT_STREAM,
+                )
+                try:
+                    tar, _count = zip_to_tar(stored[1])
+                    self.node.put_archive(ns, pod, "helper", plan.project_dir, tar)
+                except (zipfile.BadZipFile, ValueError, StoreError) as exc:
+                    trace.line(helper_log("FATAL", str(exc)), stream=SCRIPT_STREAM)
+                    raise StageFailed("command terminated with exit code 1", system=False) from None
+        finally:
+            trace.section_end("download_artifacts")
 
     def _user_script(self, plan: PodPlan, commands: tuple[str, ...]) -> str:
         lines = [f"cd {shlex.quote(plan.project_dir)}"]
@@ -932,6 +979,17 @@ echo "Skipping Git submodules setup"
         # DELETE returns once the pod is marked Terminating; containers stop in the background (propagation
         # Background), so the final job line is written before the pod is gone, as with the real runner.
         delete()
+
+
+def helper_log(level: str, message: str, **fields: object) -> str:
+    """A line of the helper binary's logrus output (log/runner_formatter.go: the level's prefix, the message
+    padded to 50 columns less the prefix, then " key=value" per field in sorted order)."""
+    prefix = f"{level}: " if level else ""
+    text = f"{prefix}{message:<{50 - len(prefix)}} "
+    for key in sorted(fields):
+        text += f" {key}={fields[key]}"
+    color = {"WARNING": YELLOW, "ERROR": RED, "FATAL": RED}.get(level, "")
+    return f"{color}{text}{RESET}" if color else text
 
 
 def disruption_target(pod: dict[str, Any]) -> dict[str, Any] | None:
