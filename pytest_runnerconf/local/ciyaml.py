@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from pytest_runnerconf.local.errors import LocalAPIError
-from pytest_runnerconf.local.model import ArtifactsDef, ServiceDef, Variable
+from pytest_runnerconf.local.model import ArtifactsDef, CacheDef, ServiceDef, Variable
 
 DEFAULT_STAGES = ("build", "test", "deploy")
 EDGE_PRE, EDGE_POST = ".pre", ".post"
@@ -47,9 +47,9 @@ _JOB_KEYS = {
     "extends",
     "when",
     "needs",
+    "cache",
 }
 _JOB_IGNORED = {
-    "cache",
     "interruptible",
     "retry",
     "coverage",
@@ -143,6 +143,7 @@ class JobDef:
     when: str = "on_success"
     # `needs:` (None: the job waits for the earlier stages; a tuple, even empty: only for these jobs).
     needs: tuple[NeedDef, ...] | None = None
+    cache: tuple[CacheDef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -534,7 +535,49 @@ def _job(
         allow_failure=_allow_failure(job.get("allow_failure", False), f"{where}:allow_failure"),
         when=_when(job.get("when", "on_success"), f"{where}:when"),
         needs=_needs(job.get("needs"), f"{where}:needs", "needs" in job),
+        cache=_cache(job.get("cache"), f"{where}:cache"),
     )
+
+
+_CACHE_KEYS = {"key", "paths", "policy", "when", "untracked", "fallback_keys", "unprotect"}
+
+
+def _cache(value: Any, where: str) -> tuple[CacheDef, ...]:
+    """A job's `cache:` (one table or a list of them); key as a string only (no `key: files:`)."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else [value]
+    caches: list[CacheDef] = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise CIConfigError(f"{where} config should be a hash or an array of hashes")
+        _unknown_keys(item, _CACHE_KEYS, where)
+        key = item.get("key", "default")
+        if isinstance(key, int | float) and not isinstance(key, bool):
+            key = str(key)
+        if not isinstance(key, str):
+            raise CIConfigError(
+                f"{where}:key config should be a string or symbol (key: files: is not emulated)"
+            )
+        policy = item.get("policy", "pull-push")
+        if policy not in ("pull-push", "pull", "push"):
+            raise CIConfigError(f"{where}:policy config should be one of: pull-push, pull, push")
+        when = item.get("when", "on_success")
+        if when not in ("on_success", "on_failure", "always"):
+            raise CIConfigError(f"{where}:when config should be one of: on_success, on_failure, always")
+        untracked = item.get("untracked", False)
+        if not isinstance(untracked, bool):
+            raise CIConfigError(f"{where}:untracked config should be a boolean value")
+        caches.append(
+            CacheDef(
+                key=key or "default",
+                paths=_str_tuple(item.get("paths"), f"{where}:paths"),
+                policy=policy,
+                when=when,
+                untracked=untracked,
+            )
+        )
+    return tuple(caches)
 
 
 def _needs(value: Any, where: str, present: bool) -> tuple[NeedDef, ...] | None:

@@ -572,6 +572,7 @@ class GitLabState:
             variables=variables,
             artifacts=definition.artifacts,
             dependencies=self._dependencies(job, pipeline),
+            cache=definition.cache,
             timeout_s=definition.timeout_s or DEFAULT_TIMEOUT_S,
             tags=definition.tags,
             allow_failure=definition.allow_failure,

@@ -43,6 +43,17 @@ class ArtifactsDef:
 
 
 @dataclass(frozen=True)
+class CacheDef:
+    """One `cache:` entry of a job (the job request's `cache` item)."""
+
+    key: str = "default"  # GitLab's key when the job names none
+    paths: tuple[str, ...] = ()
+    policy: str = "pull-push"  # pull-push | pull | push
+    when: str = "on_success"  # on_success | on_failure | always
+    untracked: bool = False
+
+
+@dataclass(frozen=True)
 class Dependency:
     """A job whose artifacts this job downloads (the job request's `dependencies` entry)."""
 
@@ -83,6 +94,7 @@ class JobPayload:
     variables: tuple[Variable, ...] = ()  # predefined, then global yaml, job yaml, pipeline
     artifacts: ArtifactsDef | None = None
     dependencies: tuple[Dependency, ...] = ()
+    cache: tuple[CacheDef, ...] = ()
     timeout_s: int = 3600
     tags: tuple[str, ...] = ()
     allow_failure: bool = False
