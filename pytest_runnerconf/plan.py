@@ -184,6 +184,9 @@ def template_values(profile: Profile, run_id: str) -> dict[str, str]:
         "capacity.runner_tag": capacity.runner_tag if capacity is not None else "",
         # limit + 1 jobs: LIMIT run at once and one more waits; one job when there is nothing to measure.
         "capacity.jobs": str(capacity.limit + 1 if capacity is not None else 1),
+        # RC-CCH-002: the restoring job goes to the other runner; with none named it runs on the default tags
+        # (dropped empty tag) and the check skips.
+        "cache.other_runner_tag": profile.expect.cache.other_runner_tag if profile.expect.cache else "",
     }
 
 

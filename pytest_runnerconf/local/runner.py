@@ -925,7 +925,9 @@ echo "Skipping Git submodules setup"
             for rel in found:
                 data = self.node.get_archive(ns, pod, "helper", f"{plan.project_dir}/{rel}")
                 if data is not None:
-                    base = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
+                    # the runtime's archive of a/b is rooted at b: its parent is the prefix ("x/" is x)
+                    parent = rel.rstrip("/")
+                    base = parent.rsplit("/", 1)[0] + "/" if "/" in parent else ""
                     files.extend(tar_members(data, base))
         if not files:
             trace.line(helper_log("WARNING", "No files to cache."), stream=SCRIPT_STREAM)
@@ -1082,7 +1084,8 @@ echo "Skipping Git submodules setup"
         if data is None:
             return 0
         count = 0
-        base = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
+        parent = rel.rstrip("/")  # "out/" archives as out/...: no prefix of its own
+        base = parent.rsplit("/", 1)[0] + "/" if "/" in parent else ""
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             for member in tar.getmembers():
                 if member.isfile():
