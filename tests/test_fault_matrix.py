@@ -53,6 +53,7 @@ MATRIX: dict[str, set[str]] = {
     "concurrency-one": {"capacity"},
     "limit-ignored": {"capacity"},
     "scheduling-slow": {"capacity"},
+    "dind-mtu-too-big": {"dind"},
 }
 
 
