@@ -5,7 +5,8 @@ it starts) an MTU of 1500 unless told otherwise, while pod networks with an over
 often carry less (1450, 1440, 1376, 1360 are common). Small requests then work and large TLS transfers inside
 `docker build` stall or reset: packets bigger than the pod's interface never make it out. The "dns" probe job
 reads the MTU of the pod's default-route interface, dockerd's bridge option and the MTU a container it starts
-actually gets.
+actually gets. The other classic is TLS: docker:dind turns it on by default, and on Kubernetes the build only
+reaches it when the runner config shares the service's client certificates with the build ("dind-tls").
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pytest_runnerconf import JobEvidence, check, could_not_test, fail, held
+import pytest
+
+from pytest_runnerconf import JobEvidence, Profile, check, could_not_test, fail, held
 
 JobLookup = Callable[[str], JobEvidence]
 ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]
@@ -76,3 +79,60 @@ def test_dind_mtu_fits_the_pod(job_evidence: JobLookup, probe_record: ProbeLooku
     if inner_mtu > pod_mtu:
         fail("RC-DND-001", want, observed, job=job, summary=summary)
     held("RC-DND-001", want, observed, job=job, summary=summary)
+
+
+@check(
+    id="RC-DND-002",
+    claim="with TLS on (DOCKER_TLS_CERTDIR=/certs, DOCKER_HOST=tcp://docker:2376) the build finds the DinD "
+    "service's client certificates in /certs/client and reaches dockerd over verified TLS",
+    remediation="share a certificates volume between the DinD service and the build: "
+    '[[runners.kubernetes.volumes.empty_dir]] name = "docker-certs", mount_path = "/certs/client", '
+    'medium = "Memory" in config.toml (the runner mounts config volumes in every container of the pod); the '
+    "job sets DOCKER_TLS_CERTDIR=/certs, DOCKER_HOST=tcp://docker:2376, DOCKER_TLS_VERIFY=1 and "
+    'DOCKER_CERT_PATH=/certs/client. Without TLS, set DOCKER_TLS_CERTDIR="" and use tcp://docker:2375',
+    area="dind",
+    probes=("dind",),
+)
+def test_tls_dind_reached_with_shared_certificates(
+    job_evidence: JobLookup, probe_record: ProbeLookup, runnerconf_profile: Profile
+) -> None:
+    offered = runnerconf_profile.expect.dind_tls
+    if not offered:
+        pytest.skip(
+            f"the profile of cluster {runnerconf_profile.name} "
+            + (
+                "says TLS Docker-in-Docker is not offered"
+                if offered is False
+                else "does not say whether TLS Docker-in-Docker is offered"
+            )
+            + " (expect.dind_tls)"
+        )
+    job = job_evidence("dind-tls")
+    record = probe_record(job, "dind")
+    found = str(record.get("certs_found") or "").split()
+    observed = {
+        "certificates in " + str(record.get("cert_path")): found,
+        "mounts under /certs": record.get("mounts") or [],
+        "docker_host": record.get("docker_host"),
+        "dockerd over TLS": record.get("dockerd_ready") is True,
+        "server version": record.get("server_version"),
+        "client error": record.get("docker_error") or [],
+    }
+    wanted = ["ca.pem", "cert.pem", "key.pem"]
+    want = {"certificates": wanted, "dockerd over TLS": True}
+    missing = [f for f in wanted if f not in found]
+    if missing or record.get("dockerd_ready") is not True:
+        said = (
+            f"{', '.join(missing)} missing in {record.get('cert_path')}"
+            if missing
+            else "the TLS connection failed: " + " / ".join(record.get("docker_error") or ["no error text"])
+        )
+        fail("RC-DND-002", want, observed, job=job, summary=said)
+    held(
+        "RC-DND-002",
+        want,
+        observed,
+        job=job,
+        summary=f"dockerd {record.get('server_version')} at {record.get('docker_host')} over verified TLS, "
+        f"client certificates in {record.get('cert_path')}",
+    )

@@ -54,6 +54,7 @@ MATRIX: dict[str, set[str]] = {
     "limit-ignored": {"capacity"},
     "scheduling-slow": {"capacity"},
     "dind-mtu-too-big": {"dind"},
+    "dind-certs-not-shared": {"dind"},
 }
 
 
