@@ -11,7 +11,7 @@ The public check API (what the bundled suite and a team's own checks are written
   ``same_runner_token`` and ``POD_NAME_IN_TEXT`` tell which runner and job slot a pod name belongs to;
 - ``Profile``, ``Expectations``, ``Limits``, ``DnsExpect``: the cluster under test and what its runner
   promises (``LabelsExpect``, ``SchedulingExpect``, ``SecurityExpect``, ``ImagePolicyExpect``: what its pod spec
-  promises); ``quantity_value`` reads a Kubernetes quantity;
+  promises); ``quantity_value`` reads a Kubernetes quantity, ``api_time`` a GitLab or Kubernetes timestamp;
 - fixtures ``runnerconf_evidence``, ``runnerconf_profile``, ``job_evidence``, ``probe_record``;
 - ``require_behaviour(key, job)`` skips a check when the runner that ran JOB predates a behaviour of the
   version table (``versions.TABLE``); ``has_behaviour(key, job)`` says which side of a changed one it is on;
@@ -30,6 +30,7 @@ from pytest_runnerconf.podjob import POD_NAME_IN_TEXT
 from pytest_runnerconf.podjob import name_prefix as pod_name_prefix
 from pytest_runnerconf.podjob import same_token as same_runner_token
 from pytest_runnerconf.profile import DnsExpect, Expectations, Limits, Profile, quantity_value
+from pytest_runnerconf.rfc3339 import epoch as api_time
 from pytest_runnerconf.versions import has_behaviour, require_behaviour
 
 __version__ = "0.2.0"
@@ -52,6 +53,7 @@ __all__ = [
     "SchedulingExpect",
     "SecurityExpect",
     "__version__",
+    "api_time",
     "check",
     "could_not_test",
     "expect_equal",

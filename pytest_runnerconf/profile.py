@@ -139,6 +139,9 @@ class Expectations:
     oom_report: str = "container"
     cgroup: str = "auto"
     service_oom_reported: bool = False
+    # RC-DND-002: whether the runner offers TLS Docker-in-Docker (a certificates volume, an empty_dir at
+    # /certs/client, shared by the DinD service and the build); None: the profile does not say, so skipped.
+    dind_tls: bool | None = None
     # RC-LOG-002: how long the silent step stays silent. 330 s is past the 300 s idle timeouts that load
     # balancers in front of API servers are known to cut exec/attach streams at.
     silent_step_s: float = 330.0
@@ -375,7 +378,11 @@ def profile_from_summary(summary: dict[str, Any]) -> Profile:
             cgroup=exp["cgroup"],
             service_oom_reported=exp["service_oom_reported"],
             # Bundles saved before the log expectations existed: the defaults.
-            **{k: exp[k] for k in ("silent_step_s", "output_limit_kb", "log_burst_kib") if k in exp},
+            **{
+                k: exp[k]
+                for k in ("silent_step_s", "output_limit_kb", "log_burst_kib", "dind_tls")
+                if k in exp
+            },
             capacity=CapacityExpect(**exp["capacity"]) if exp.get("capacity") else None,
             cache=CacheExpect(**exp["cache"]) if exp.get("cache") else None,
             **{name: expect_pod.restore(name, exp.get(name)) for name in expect_pod.TABLES},
@@ -419,6 +426,7 @@ def _expect_summary(exp: Expectations) -> dict[str, Any]:
         "silent_step_s": exp.silent_step_s,
         "output_limit_kb": exp.output_limit_kb,
         "log_burst_kib": exp.log_burst_kib,
+        "dind_tls": exp.dind_tls,
         "capacity": None if exp.capacity is None else dict(vars(exp.capacity)),
         "cache": None if exp.cache is None else dict(vars(exp.cache)),
         **{name: expect_pod.summarize(getattr(exp, name)) for name in expect_pod.TABLES},
@@ -642,6 +650,7 @@ _EXPECT_FIELDS: dict[str, Callable[[_Ctx, Any], Any]] = {
     "oom_report": _choice("container", "process"),
     "cgroup": _choice("auto", "v1", "v2"),
     "service_oom_reported": _bool,
+    "dind_tls": _bool,
     "silent_step_s": _seconds,
     "output_limit_kb": _kilobytes,
     "log_burst_kib": _kilobytes,

@@ -117,7 +117,7 @@ UNCHECKED_LIMIT_KEYS = tuple(
     for k in _LIMIT_KEYS
     if ("ephemeral_storage" in k or k.startswith("pod_")) and not k.endswith("_overwrite_max_allowed")
 )
-KUBERNETES_KEYS = (*_LIMIT_KEYS, "poll_timeout", "dns_policy", "dns_config", *REPORTED_KEYS)
+KUBERNETES_KEYS = (*_LIMIT_KEYS, "poll_timeout", "dns_policy", "dns_config", "volumes", *REPORTED_KEYS)
 
 # The runner's defaults where a missing key still has a value the checks depend on (common/consts.go
 # KubernetesPollTimeout = 180, applied in KubernetesConfig.GetPollTimeout when poll_timeout <= 0; the
@@ -364,6 +364,25 @@ _CAP_ROWS = [
     for kind in ("limit", "request")
 ]
 
+
+def _dind_tls(settings: RunnerSettings) -> bool:
+    """Whether the config mounts a volume at /certs or below in every container (getVolumeMountsForConfig),
+    the way TLS Docker-in-Docker's client certificates reach the build; no such volume: not offered."""
+    volumes = settings.value("volumes")
+    if volumes is None:
+        return False
+    if not isinstance(volumes, dict):
+        raise ConfigError(f"{settings.where}: [runners.kubernetes.volumes] must be a table of volume lists")
+    paths = [
+        str(volume.get("mount_path") or "")
+        for kind in volumes.values()
+        if isinstance(kind, list)
+        for volume in kind
+        if isinstance(volume, dict)
+    ]
+    return any(path == "/certs" or path.startswith("/certs/") for path in paths)
+
+
 DERIVATIONS: tuple[Derivation, ...] = (
     Derivation(
         "builds_dir", "builds_dir", _plain("builds_dir", str, "a directory path"), default_applies=True
@@ -374,6 +393,7 @@ DERIVATIONS: tuple[Derivation, ...] = (
     Derivation(
         "output_limit", "output_limit_kb", _plain("output_limit", int, "a whole number of kilobytes"), True
     ),
+    Derivation("volumes", "dind_tls", _dind_tls, default_applies=True),
     *_LIMIT_ROWS,
     *_CAP_ROWS,
 )

@@ -130,6 +130,16 @@ TABLE: tuple[Behaviour, ...] = (
         "values' (closes runner issue #39349), first tag v19.0.0, absent at v18.11.4",
         before="env values as given: kubelet expands $(VAR) in them",
     ),
+    Behaviour(
+        "security_profiles",
+        (18, 11, 0),
+        ARRIVED,
+        "seccomp_profile and app_armor_profile in config.toml's security contexts",
+        "CHANGELOG.md v18.11.0: 'Add seccomp and AppArmor profile support to Kubernetes executor security "
+        "context !6512'; common/config.go KubernetesSeccompProfile/KubernetesAppArmorProfile, absent at "
+        "v18.10.0, present at v18.11.0",
+        checks=("RC-SEC-007",),
+    ),
 )
 BY_KEY = {row.key: row for row in TABLE}
 

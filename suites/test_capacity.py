@@ -15,8 +15,16 @@ from typing import Any
 
 import pytest
 
-from pytest_runnerconf import JobEvidence, PodObservation, Profile, check, could_not_test, fail, held
-from pytest_runnerconf.rfc3339 import epoch
+from pytest_runnerconf import (
+    JobEvidence,
+    PodObservation,
+    Profile,
+    api_time,
+    check,
+    could_not_test,
+    fail,
+    held,
+)
 
 JobLookup = Callable[[str], JobEvidence]
 PROBE = "capacity"
@@ -216,11 +224,11 @@ def last_job(jobs: list[JobEvidence], span: RunSpan) -> JobEvidence:
 def bound_after(pod: PodObservation) -> tuple[float | None, str]:
     """Seconds from the pod's creation to its binding, on the API server's own stamps (creationTimestamp and
     the PodScheduled=True condition's lastTransitionTime, whole seconds), and the node; None: never bound."""
-    created = epoch((pod.spec.get("metadata") or {}).get("creationTimestamp"))
+    created = api_time((pod.spec.get("metadata") or {}).get("creationTimestamp"))
     for source in (pod.last, pod.spec):
         conditions = (source.get("status") or {}).get("conditions") or []
         scheduled = next((c for c in conditions if c.get("type") == "PodScheduled"), None)
-        bound = epoch((scheduled or {}).get("lastTransitionTime"))
+        bound = api_time((scheduled or {}).get("lastTransitionTime"))
         if scheduled is not None and scheduled.get("status") == "True" and bound is not None:
             node = str((source.get("spec") or {}).get("nodeName") or "")
             return (None if created is None else max(0.0, bound - created)), node
@@ -261,7 +269,7 @@ def test_pods_scheduled_promptly(job_evidence: JobLookup, runnerconf_profile: Pr
         if job.pod is None:
             could_not_test("no-evidence", f"the run saw no pod of job {job.name}", job=job)
         after, node = bound_after(job.pod)
-        if after is None and epoch((job.pod.spec.get("metadata") or {}).get("creationTimestamp")) is None:
+        if after is None and api_time((job.pod.spec.get("metadata") or {}).get("creationTimestamp")) is None:
             could_not_test("no-evidence", f"pod {job.pod.name} of job {job.name} has no creationTimestamp")
         row: dict[str, Any] = {"job": job.name, "pod": job.pod.name, "bound after s": after, "node": node}
         if after is None or after > within:

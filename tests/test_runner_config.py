@@ -186,7 +186,13 @@ def test_missing_keys_take_the_runners_defaults_only_where_it_has_one() -> None:
     )
     derived = rc.derive(rc.parse_config(text, "file bare.toml", SETTING))
     # common/consts.go KubernetesPollTimeout = 180; the Kubernetes executor's builds dir /builds; 4 MiB of trace.
-    assert derived.expect == {"builds_dir": "/builds", "poll_timeout_s": 180, "output_limit_kb": 4096}
+    # No volume under /certs: TLS Docker-in-Docker cannot reach the build, so it is not offered.
+    assert derived.expect == {
+        "builds_dir": "/builds",
+        "poll_timeout_s": 180,
+        "output_limit_kb": 4096,
+        "dind_tls": False,
+    }
     assert derived.sources["poll_timeout_s"] == "[runners.kubernetes] poll_timeout (the runner's default)"
     assert "dns" not in derived.expect  # no DNS settings: nothing to compare the pod's resolver with
 
@@ -470,3 +476,17 @@ def test_a_replay_uses_what_the_run_read_and_never_reads_the_configmap_again(tmp
     # A run that read another config (or none) gives nothing to reuse.
     assert rc.from_record(recorded, "configmap:ci/other") is None
     assert rc.from_record(fresh.summary(), value) is None
+
+
+def test_a_volume_under_certs_means_tls_dind_is_offered() -> None:
+    """GitLab's TLS DinD set-up on Kubernetes: an empty_dir at /certs/client shared with the build."""
+    text = (
+        '[[runners]]\n  name = "tls"\n  executor = "kubernetes"\n  [runners.kubernetes]\n'
+        '  [[runners.kubernetes.volumes.empty_dir]]\n    name = "docker-certs"\n    mount_path = "/certs/client"\n'
+        '    medium = "Memory"\n'
+    )
+    derived = rc.derive(rc.parse_config(text, "file tls.toml", SETTING))
+    assert derived.expect["dind_tls"] is True
+    assert derived.sources["dind_tls"] == "[runners.kubernetes] volumes"
+    other = text.replace("/certs/client", "/cache")
+    assert rc.derive(rc.parse_config(other, "file other.toml", SETTING)).expect["dind_tls"] is False

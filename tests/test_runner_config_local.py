@@ -120,6 +120,7 @@ def test_runner_config_from_the_local_configmap_gives_the_builtin_verdicts(
     assert {k.split(".")[0] for k in from_config} == {
         "build",
         "builds_dir",
+        "dind_tls",
         "dns",
         "helper",
         "output_limit_kb",

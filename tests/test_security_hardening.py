@@ -96,3 +96,18 @@ def test_the_table_takes_a_boolean_for_allow_privilege_escalation() -> None:
         parse_table(
             "security", "p.toml", "clusters.x.expect.security", {"build_allow_privilege_escalation": "no"}
         )
+
+
+def test_a_runner_before_18_11_is_not_held_to_profiles_it_cannot_set() -> None:
+    """seccomp_profile/app_armor_profile arrived in 18.11.0: an older runner's spec lacks them rightly."""
+    old = security_job({"allowPrivilegeEscalation": False}, {"NoNewPrivs": "1", "Seccomp": "0"})
+    old.trace = "Running with gitlab-runner 18.10.2 (0a1b2c3d)\n"
+    judge(old)  # allowPrivilegeEscalation and procMount are still judged, the profile is not
+    with pytest.raises(ConformanceFailure, match="allowPrivilegeEscalation"):
+        judge(replace(old, pod=security_job({}, {"NoNewPrivs": "0"}).pod))
+    only_profiles = SecurityExpect(build_seccomp_profile="RuntimeDefault")
+    with pytest.raises(pytest.skip.Exception, match=r"seccomp_profile .* arrived in 18\.11; .* 18\.10\.2"):
+        judge(old, only_profiles)
+    new = replace(old, trace="Running with gitlab-runner 18.11.0 (0a1b2c3d)\n")
+    with pytest.raises(ConformanceFailure, match="seccompProfile"):
+        judge(new)

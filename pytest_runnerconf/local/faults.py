@@ -44,6 +44,10 @@ FAULTS: dict[str, str] = {
     "the per-job Secret",
     "concurrency-one": "a [[runners]] entry with a limit takes one job at a time, whatever its limit",
     "limit-ignored": "a [[runners]] entry's limit is not enforced: only the global concurrent caps its jobs",
+    "dind-certs-not-shared": "config.toml's certificates volume (mounted under /certs) reaches a job's "
+    "services but not its build container, so TLS Docker-in-Docker has no client certificates",
+    "dind-mtu-too-big": "the pod's interface gets an MTU of 1400, below the 1500 dockerd gives its bridge in a "
+    "DinD service (an overlay network's MTU, dockerd not told)",
     "scheduling-slow": "pods of a [[runners]] entry with a limit stay Pending (Unschedulable: Insufficient cpu) "
     "for 15 s before a node takes them, as while a node pool scales up",
     "cache-upload-fails-silently": 'the helper\'s cache archiver prints its upload line and "Created cache" '
@@ -66,6 +70,7 @@ ENV_VAR = "RUNNERCONF_LOCAL_FAULTS"
 # How long scheduling-slow keeps a pod Pending: past the local profile's expect.capacity.schedule_within_s
 # (10 s), well within its poll_timeout.
 SLOW_SCHEDULING_S = 15
+FAULT_POD_MTU = 1400  # dind-mtu-too-big: the pod interface's MTU
 # The runner's poll_timeout under pod-pending-timeout: short, so that a full run under it takes minutes.
 PENDING_POLL_TIMEOUT_S = 30
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pytest_runnerconf.local.faults import FAULT_POD_MTU
 from pytest_runnerconf.local.kstore import BadRequest, NotFound, StoreError
 from pytest_runnerconf.local.kube_api import LogOptions
 from pytest_runnerconf.local.kube_tables import parse_time
@@ -292,6 +293,8 @@ class Kubelet:
             **kwargs,
         )
         self._open_empty_dirs(pod, spec)
+        if "dind-mtu-too-big" in pod.faults:
+            self._lower_mtu(pod)
         pod.pod_ip = self.runtime.sandbox_ip(pod.sandbox_id)
         directory = self.state_dir / "pods" / pod.uid
         directory.mkdir(parents=True, exist_ok=True)
@@ -300,6 +303,19 @@ class Kubelet:
             hosts_file(pod.pod_ip, spec.get("hostname") or pod.name, spec.get("hostAliases") or [])
         )
         pod.hosts_file.chmod(0o644)
+
+    def _lower_mtu(self, pod: PodRun) -> None:
+        """dind-mtu-too-big: the pod's interface carries less than dockerd's default bridge (an overlay CNI's
+        MTU), set from a short-lived container in the pod's network namespace (the pause one has no
+        NET_ADMIN, as a pod's sandbox has none)."""
+        self.runtime.client.containers.run(
+            self.pause_image,
+            ["ip", "link", "set", "dev", "eth0", "mtu", str(FAULT_POD_MTU)],
+            network_mode=f"container:{pod.sandbox_id}",
+            cap_add=["NET_ADMIN"],
+            labels=self.runtime.labels(pod.key, "mtu"),
+            remove=True,
+        )
 
     def _open_empty_dirs(self, pod: PodRun, spec: dict[str, Any]) -> None:
         """The kubelet creates emptyDirs with mode 0777 and, with fsGroup, gives them that group and the setgid bit

@@ -1127,11 +1127,25 @@ def build_pod(
     attach = not flags["FF_USE_LEGACY_KUBERNETES_EXECUTION_STRATEGY"]
     dumb_init = flags["FF_USE_DUMB_INIT_WITH_KUBERNETES_EXECUTOR"]
     with_volumes = [n for n, wanted in (("scripts", attach or dumb_init), ("logs", attach)) if wanted]
+    all_vars = _all_variables(ctx)
+    expand = _lookup_in(all_vars)
+    # getVolumeMountsForConfig: config.toml's volumes between the logs and repo mounts, paths expanded.
+    config_mounts = [
+        {"name": v.name, "mountPath": go_expand(v.mount_path, expand)}
+        | ({"subPath": go_expand(v.sub_path, expand)} if v.sub_path else {})
+        for v in kube.volumes
+    ]
     mounts = [
         *({"name": n, "mountPath": scripts_dir if n == "scripts" else logs_dir} for n in with_volumes),
+        *config_mounts,
         {"name": "repo", "mountPath": cfg.builds_dir},
     ]
-    all_vars = _all_variables(ctx)
+    # dind-certs-not-shared: a runner config whose certificates volume reaches the DinD service only.
+    build_mounts = (
+        [m for m in mounts if not str(m["mountPath"]).startswith("/certs")]
+        if "dind-certs-not-shared" in faults
+        else mounts
+    )
     pod_lines: list[str] = []
     for service, _ in sorted(services, key=lambda item: item[1]):
         verify_allowed_image(service.name, "services", kube.allowed_services, internal)
@@ -1159,7 +1173,7 @@ def build_pod(
         args=[],
         env=_env(all_vars),
         resources=resources.build,
-        mounts=mounts,
+        mounts=build_mounts,
         security=_security_with_ids(
             cfg, kube.build_container_security_context, job.image_user, "build", pod_lines, faults
         ),
@@ -1184,7 +1198,17 @@ def build_pod(
         if attach or dumb_init
         else []
     )
-    spec: dict[str, Any] = {"volumes": [{"name": n, "emptyDir": {}} for n in ("repo", *with_volumes)]}
+    # getVolumes: config.toml's volumes first (getVolumesForEmptyDirs: medium and sizeLimit as given).
+    config_volumes = [
+        {
+            "name": v.name,
+            "emptyDir": {k: val for k, val in (("medium", v.medium), ("sizeLimit", v.size_limit)) if val},
+        }
+        for v in kube.volumes
+    ]
+    spec: dict[str, Any] = {
+        "volumes": [*config_volumes, *({"name": n, "emptyDir": {}} for n in ("repo", *with_volumes))]
+    }
     if inits:
         spec["initContainers"] = inits
     spec["containers"] = [build, helper, *service_containers]

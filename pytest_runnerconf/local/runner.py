@@ -55,8 +55,11 @@ from pytest_runnerconf.local.tracewriter import (
 BEHAVIOUR_VERSION = "18.11.4"
 PREPARATION_RETRIES = 3
 PREPARATION_RETRY_DELAY_S = 3.0
-# How long after a script exits 137 to wait for the cgroup OOM notice before calling it a plain kill.
-OOM_NOTICE_WAIT_S = 3.0
+# How long after a script exits 137 to wait for the cgroup OOM notice before calling it a plain kill. The
+# wait ends as soon as the pod status shows the container terminated (any reason), so only a kill that leaves
+# the container running waits it out; 3 s was too short when two 31-job runs shared the 2-CPU node (the
+# engine's oom event came later and RC-OOM-003 saw a plain exit 137).
+OOM_NOTICE_WAIT_S = 15.0
 SLOW_CLEANUP_DELAY_S = 90.0
 SHELL_PROFILE_HINT = "Check https://docs.gitlab.com/runner/shells/#shell-profile-loading for more information"
 TIMEOUT_DOCS = "https://docs.gitlab.com/ci/runners/configure_runners/#set-script-and-after_script-timeouts"

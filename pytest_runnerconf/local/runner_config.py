@@ -104,6 +104,17 @@ class HostAlias:
 
 
 @dataclass(frozen=True)
+class EmptyDirVolume:
+    """`[[runners.kubernetes.volumes.empty_dir]]` (common/config.go KubernetesEmptyDir, v18.11)."""
+
+    name: str
+    mount_path: str
+    sub_path: str = ""
+    medium: str = ""
+    size_limit: str = ""
+
+
+@dataclass(frozen=True)
 class SecurityProfile:
     """A `seccomp_profile` / `app_armor_profile` table (v18.11): type and, for Localhost, the profile."""
 
@@ -235,6 +246,8 @@ class KubernetesSection:
     logs_base_dir: str = ""
     scripts_base_dir: str = ""
     services: tuple[ServiceDef, ...] = ()
+    # [runners.kubernetes.volumes]: only its empty_dir list (the other kinds need storage this cluster lacks)
+    volumes: tuple[EmptyDirVolume, ...] = ()
     build_container_security_context: ContainerSecurityContext = ContainerSecurityContext()
     helper_container_security_context: ContainerSecurityContext = ContainerSecurityContext()
     service_container_security_context: ContainerSecurityContext = ContainerSecurityContext()
@@ -445,7 +458,7 @@ def _cache_section(raw: Any, source: str) -> CacheSection | None:
     return CacheSection(**values)
 
 
-_NESTED = {"dns_config", "host_aliases", "services", "pod_security_context", "affinity"}
+_NESTED = {"dns_config", "host_aliases", "services", "pod_security_context", "affinity", "volumes"}
 _QUANTITY_KEY = re.compile(r"(cpu|memory|ephemeral_storage)_(limit|request)(_overwrite_max_allowed)?$")
 
 
@@ -477,6 +490,12 @@ def _nested(ctx: _Ctx, key: str, value: Any) -> Any:
         return tuple(_service(sub, item) for item in _typed(ctx, key, value, list[dict]))
     if key == "affinity":
         return _typed(ctx, key, value, dict)
+    if key == "volumes":
+        table = _typed(ctx, key, value, dict)
+        sub = _Ctx(ctx.source, "[[runners.kubernetes.volumes.empty_dir]]")
+        return tuple(
+            _empty_dir(sub, item) for item in _typed(sub, "empty_dir", table.get("empty_dir", []), list[dict])
+        )
     return _pod_security_context(sub, _typed(ctx, key, value, dict))
 
 
@@ -497,6 +516,16 @@ def _host_alias(ctx: _Ctx, raw: dict[str, Any]) -> HostAlias:
     return HostAlias(
         ip=_typed(ctx, "ip", raw.get("ip"), str),
         hostnames=_typed(ctx, "hostnames", raw.get("hostnames", []), tuple[str, ...]),
+    )
+
+
+def _empty_dir(ctx: _Ctx, raw: dict[str, Any]) -> EmptyDirVolume:
+    return EmptyDirVolume(
+        name=_typed(ctx, "name", raw.get("name"), str),
+        mount_path=_typed(ctx, "mount_path", raw.get("mount_path"), str),
+        sub_path=_typed(ctx, "sub_path", raw.get("sub_path", ""), str),
+        medium=_typed(ctx, "medium", raw.get("medium", ""), str),
+        size_limit=_typed(ctx, "size_limit", raw.get("size_limit", ""), str),
     )
 
 

@@ -125,9 +125,12 @@ def expected_build_env() -> list[dict[str, str]]:
     return flags + [{"name": k, "value": v} for k, v in rest]
 
 
+# getVolumeMounts order: scripts, logs, config.toml's volumes (the DinD certificates), repo.
+CERTS = {"name": "docker-certs", "mountPath": "/certs/client"}
 MOUNTS = [
     {"name": "scripts", "mountPath": "/scripts-42-7"},
     {"name": "logs", "mountPath": "/logs-42-7"},
+    CERTS,
     {"name": "repo", "mountPath": "/builds"},
 ]
 SECURITY = {"capabilities": {"drop": ["NET_RAW"]}, "privileged": True}
@@ -192,6 +195,7 @@ def expected_pod() -> dict[str, Any]:
         },
         "spec": {
             "volumes": [
+                {"name": "docker-certs", "emptyDir": {"medium": "Memory"}},  # config volumes come first
                 {"name": "repo", "emptyDir": {}},
                 {"name": "scripts", "emptyDir": {}},
                 {"name": "logs", "emptyDir": {}},
@@ -872,11 +876,11 @@ def test_legacy_execution_strategy_pod_has_no_logs_volume_nor_init_permissions(c
     plan = plan_for(job, cfg)
     spec = plan.pod["spec"]
     assert plan.legacy
-    assert [v["name"] for v in spec["volumes"]] == ["repo"]
+    assert [v["name"] for v in spec["volumes"]] == ["docker-certs", "repo"]
     assert "initContainers" not in spec
-    assert container(plan, "build")["volumeMounts"] == [{"name": "repo", "mountPath": "/builds"}]
+    assert container(plan, "build")["volumeMounts"] == [CERTS, {"name": "repo", "mountPath": "/builds"}]
     dumb = plan_for(with_vars(job, Variable("FF_USE_DUMB_INIT_WITH_KUBERNETES_EXECUTOR", "true")), cfg)
-    assert [v["name"] for v in dumb.pod["spec"]["volumes"]] == ["repo", "scripts"]
+    assert [v["name"] for v in dumb.pod["spec"]["volumes"]] == ["docker-certs", "repo", "scripts"]
     assert dumb.pod["spec"]["initContainers"][0]["command"] == [
         "sh",
         "-c",
@@ -1013,3 +1017,33 @@ def test_pull_policies_from_job_and_config_within_the_allowed_ones(cfg: RunnerCo
         "config is not one of the allowed_pull_policies ([IfNotPresent Always])"
     )
     assert info.value.retry is False
+
+
+def test_config_empty_dirs_mount_in_every_container_but_not_the_build_under_the_certs_fault(
+    cfg: RunnerConfig,
+) -> None:
+    """getVolumeMountsForConfig (v18.11): every container of the pod, init and services included."""
+    job = make_job(services=(ServiceDef(name="docker:27-dind", alias="docker"),))
+    plan = plan_for(job, cfg)
+    for c in [*plan.pod["spec"]["initContainers"], *plan.pod["spec"]["containers"]]:
+        assert CERTS in c["volumeMounts"], c["name"]
+    faulted = plan_for(job, cfg, faults=frozenset({"dind-certs-not-shared"}))
+    assert CERTS not in container(faulted, "build")["volumeMounts"]
+    assert CERTS in container(faulted, "docker")["volumeMounts"]
+
+
+def test_empty_dir_volumes_are_read_with_their_fields(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        'concurrent = 1\n[[runners]]\nname = "r"\nurl = "http://x"\ntoken = "glrt-t1_abc"\nexecutor = "kubernetes"\n'
+        "[runners.kubernetes]\n"
+        '[[runners.kubernetes.volumes.empty_dir]]\nname = "cache"\nmount_path = "/cache/$CI_PROJECT_ID"\n'
+        'size_limit = "1Gi"\n'
+    )
+    volume = load_runner_config(path).runners[0].kubernetes.volumes[0]
+    assert (volume.name, volume.mount_path, volume.size_limit, volume.medium) == (
+        "cache",
+        "/cache/$CI_PROJECT_ID",
+        "1Gi",
+        "",
+    )

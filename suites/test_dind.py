@@ -1,0 +1,138 @@
+"""RC-DND: Docker-in-Docker on the Kubernetes executor, beyond name resolution (RC-DNS-003..005).
+
+The classic DinD-on-Kubernetes failure after DNS is the MTU: dockerd gives its bridge (and so every container
+it starts) an MTU of 1500 unless told otherwise, while pod networks with an overlay or a cloud's own network
+often carry less (1450, 1440, 1376, 1360 are common). Small requests then work and large TLS transfers inside
+`docker build` stall or reset: packets bigger than the pod's interface never make it out. The "dns" probe job
+reads the MTU of the pod's default-route interface, dockerd's bridge option and the MTU a container it starts
+actually gets. The other classic is TLS: docker:dind turns it on by default, and on Kubernetes the build only
+reaches it when the runner config shares the service's client certificates with the build ("dind-tls").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from pytest_runnerconf import JobEvidence, Profile, check, could_not_test, fail, held
+
+JobLookup = Callable[[str], JobEvidence]
+ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]
+DOCKERD_DEFAULT_MTU = 1500  # moby's default bridge MTU when dockerd gets no --mtu
+
+
+def route_mtu(value: Any) -> tuple[str, int] | None:
+    """The probe's "eth0 1450" (the default route's interface and its MTU); None when unreadable."""
+    parts = str(value or "").split()
+    if len(parts) != 2 or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+@check(
+    id="RC-DND-001",
+    claim="containers that dockerd in a DinD service starts get an MTU no larger than the pod's interface",
+    remediation="give dockerd the pod network's MTU: add --mtu=<pod MTU> to the DinD service's command "
+    '(services: [{name: docker:dind, command: ["--mtu=1450"]}]) and, for networks the job creates (docker '
+    "compose), --default-network-opt=bridge=com.docker.network.driver.mtu=<pod MTU>; or raise the CNI's MTU. "
+    "A larger inner MTU lets small requests through and makes large TLS transfers in docker build hang",
+    area="dind",
+    probes=("dns",),
+)
+def test_dind_mtu_fits_the_pod(job_evidence: JobLookup, probe_record: ProbeLookup) -> None:
+    job = job_evidence("dns")
+    record = probe_record(job, "dns")
+    if record.get("dockerd_ready") is not True:
+        could_not_test(
+            "no-evidence",
+            f"dockerd at {record.get('docker_host')} never answered, so its bridge MTU is unknown "
+            "(RC-DNS-003 judges the DinD service itself)",
+            job=job,
+        )
+    pod = route_mtu(record.get("pod_mtu"))
+    if pod is None:
+        could_not_test(
+            "no-evidence", f"the probe could not read the pod's interface MTU ({record.get('pod_mtu')!r})"
+        )
+    iface, pod_mtu = pod
+    bridge = str(record.get("bridge_mtu") or "")
+    inner = route_mtu(record.get("inner_mtu"))
+    # What an inner container really got wins; without one (its image did not pull: RC-DNS-003) dockerd's
+    # own statement of its bridge, and without that its default.
+    if inner is not None:
+        inner_mtu, source = inner[1], f"a container dockerd started ({inner[0]})"
+    elif bridge.isdigit():
+        inner_mtu, source = int(bridge), "dockerd's bridge network option"
+    else:
+        inner_mtu, source = DOCKERD_DEFAULT_MTU, "dockerd's default (its bridge states no MTU)"
+    observed = {
+        "pod interface": iface,
+        "pod MTU": pod_mtu,
+        "bridge option": bridge or None,
+        "inner MTU": inner_mtu,
+        "inner MTU from": source,
+    }
+    want = {"inner MTU at most": pod_mtu}
+    summary = f"inner MTU {inner_mtu} ({source}), pod {iface} MTU {pod_mtu}"
+    if inner_mtu > pod_mtu:
+        fail("RC-DND-001", want, observed, job=job, summary=summary)
+    held("RC-DND-001", want, observed, job=job, summary=summary)
+
+
+@check(
+    id="RC-DND-002",
+    claim="with TLS on (DOCKER_TLS_CERTDIR=/certs, DOCKER_HOST=tcp://docker:2376) the build finds the DinD "
+    "service's client certificates in /certs/client and reaches dockerd over verified TLS",
+    remediation="share a certificates volume between the DinD service and the build: "
+    '[[runners.kubernetes.volumes.empty_dir]] name = "docker-certs", mount_path = "/certs/client", '
+    'medium = "Memory" in config.toml (the runner mounts config volumes in every container of the pod); the '
+    "job sets DOCKER_TLS_CERTDIR=/certs, DOCKER_HOST=tcp://docker:2376, DOCKER_TLS_VERIFY=1 and "
+    'DOCKER_CERT_PATH=/certs/client. Without TLS, set DOCKER_TLS_CERTDIR="" and use tcp://docker:2375',
+    area="dind",
+    probes=("dind",),
+)
+def test_tls_dind_reached_with_shared_certificates(
+    job_evidence: JobLookup, probe_record: ProbeLookup, runnerconf_profile: Profile
+) -> None:
+    offered = runnerconf_profile.expect.dind_tls
+    if not offered:
+        pytest.skip(
+            f"the profile of cluster {runnerconf_profile.name} "
+            + (
+                "says TLS Docker-in-Docker is not offered"
+                if offered is False
+                else "does not say whether TLS Docker-in-Docker is offered"
+            )
+            + " (expect.dind_tls)"
+        )
+    job = job_evidence("dind-tls")
+    record = probe_record(job, "dind")
+    found = str(record.get("certs_found") or "").split()
+    observed = {
+        "certificates in " + str(record.get("cert_path")): found,
+        "mounts under /certs": record.get("mounts") or [],
+        "docker_host": record.get("docker_host"),
+        "dockerd over TLS": record.get("dockerd_ready") is True,
+        "server version": record.get("server_version"),
+        "client error": record.get("docker_error") or [],
+    }
+    wanted = ["ca.pem", "cert.pem", "key.pem"]
+    want = {"certificates": wanted, "dockerd over TLS": True}
+    missing = [f for f in wanted if f not in found]
+    if missing or record.get("dockerd_ready") is not True:
+        said = (
+            f"{', '.join(missing)} missing in {record.get('cert_path')}"
+            if missing
+            else "the TLS connection failed: " + " / ".join(record.get("docker_error") or ["no error text"])
+        )
+        fail("RC-DND-002", want, observed, job=job, summary=said)
+    held(
+        "RC-DND-002",
+        want,
+        observed,
+        job=job,
+        summary=f"dockerd {record.get('server_version')} at {record.get('docker_host')} over verified TLS, "
+        f"client certificates in {record.get('cert_path')}",
+    )
