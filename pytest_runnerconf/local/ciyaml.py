@@ -28,10 +28,19 @@ _GLOBAL_KEYS = {
     "before_script",
     "after_script",
 }
-_IGNORED_GLOBAL_KEYS = {"cache", "workflow"}  # accepted; nothing in the local cluster depends on them
+_IGNORED_GLOBAL_KEYS = {"cache", "workflow"}  # never job names; a global cache is a default (see _defaults)
 _UNSUPPORTED_GLOBAL_KEYS = {"include"}
-_DEFAULT_KEYS = {"image", "services", "before_script", "after_script", "tags", "timeout", "artifacts"}
-_DEFAULT_IGNORED = {"cache", "interruptible", "retry", "hooks", "id_tokens"}
+_DEFAULT_KEYS = {
+    "image",
+    "services",
+    "before_script",
+    "after_script",
+    "tags",
+    "timeout",
+    "artifacts",
+    "cache",
+}
+_DEFAULT_IGNORED = {"interruptible", "retry", "hooks", "id_tokens"}
 _JOB_KEYS = {
     "stage",
     "image",
@@ -466,7 +475,7 @@ def _stages(config: dict[str, Any]) -> tuple[str, ...]:
 def _defaults(config: dict[str, Any]) -> dict[str, Any]:
     """Merged `default:` and the deprecated top-level image/services/before_script/after_script."""
     defaults: dict[str, Any] = {
-        k: config[k] for k in ("image", "services", "before_script", "after_script") if k in config
+        k: config[k] for k in ("image", "services", "before_script", "after_script", "cache") if k in config
     }
     block = config.get("default")
     if block is None:

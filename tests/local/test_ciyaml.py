@@ -290,3 +290,25 @@ def test_needs_lists_the_jobs_waited_for_and_their_artifacts() -> None:
 def test_bad_needs_are_refused_with_gitlabs_wording(text: str, message: str) -> None:
     with pytest.raises(CIConfigError, match=re.escape(message)):
         parse_pipeline(text)
+
+
+def test_cache_of_a_job_of_default_and_of_the_deprecated_global() -> None:
+    jobs = {
+        j.name: j
+        for j in parse_pipeline(
+            "default:\n  cache: {key: dflt, paths: [d/]}\n"
+            "own: {script: a, cache: [{key: k1, paths: [a/], policy: pull}, {paths: [b/], when: always}]}\n"
+            "inherits: {script: a}\n"
+        )
+    }
+    assert [(c.key, c.paths, c.policy, c.when) for c in jobs["own"].cache] == [
+        ("k1", ("a/",), "pull", "on_success"),
+        ("default", ("b/",), "pull-push", "always"),  # GitLab's key when none is given
+    ]
+    assert [(c.key, c.paths) for c in jobs["inherits"].cache] == [("dflt", ("d/",))]
+    (job,) = parse_pipeline("cache: {key: g, paths: [g/]}\nj: {script: a}\n")
+    assert [(c.key, c.paths) for c in job.cache] == [("g", ("g/",))]
+    with pytest.raises(
+        CIConfigError, match="jobs:j:cache:policy config should be one of: pull-push, pull, push"
+    ):
+        parse_pipeline("j: {script: a, cache: {paths: [x], policy: sometimes}}\n")
