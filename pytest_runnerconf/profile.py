@@ -115,6 +115,13 @@ class CapacityExpect:
 
 
 @dataclass(frozen=True)
+class CacheExpect:
+    """RC-CCH-002: another runner (reached by its own tag) sharing the first one's distributed cache."""
+
+    other_runner_tag: str
+
+
+@dataclass(frozen=True)
 class Expectations:
     builds_dir: str = "/builds"
     cleanup_deadline_s: float = 60.0
@@ -145,6 +152,8 @@ class Expectations:
     log_burst_kib: int = 3072
     # None: the profile names no runner to measure capacity on, so RC-CAP-* are skipped.
     capacity: CapacityExpect | None = None
+    # None: the profile names no second runner sharing the cache, so RC-CCH-002 is skipped.
+    cache: CacheExpect | None = None
     # What the pod spec promises (expect_pod): None when the profile sets no such table.
     labels: LabelsExpect | None = None
     scheduling: SchedulingExpect | None = None
@@ -375,6 +384,7 @@ def profile_from_summary(summary: dict[str, Any]) -> Profile:
                 if k in exp
             },
             capacity=CapacityExpect(**exp["capacity"]) if exp.get("capacity") else None,
+            cache=CacheExpect(**exp["cache"]) if exp.get("cache") else None,
             **{name: expect_pod.restore(name, exp.get(name)) for name in expect_pod.TABLES},
         ),
     )
@@ -418,6 +428,7 @@ def _expect_summary(exp: Expectations) -> dict[str, Any]:
         "log_burst_kib": exp.log_burst_kib,
         "dind_tls": exp.dind_tls,
         "capacity": None if exp.capacity is None else dict(vars(exp.capacity)),
+        "cache": None if exp.cache is None else dict(vars(exp.cache)),
         **{name: expect_pod.summarize(getattr(exp, name)) for name in expect_pod.TABLES},
     }
 
@@ -614,6 +625,15 @@ def _capacity(ctx: _Ctx, value: Any) -> CapacityExpect:
     )
 
 
+def _cache(ctx: _Ctx, value: Any) -> CacheExpect:
+    table = _table(ctx, value)
+    _check_keys(ctx, table, tuple(CacheExpect.__dataclass_fields__))
+    tag = _required(
+        ctx, table, "other_runner_tag", "the tag only the second runner sharing the cache carries"
+    )
+    return CacheExpect(other_runner_tag=_str(ctx.sub("other_runner_tag"), tag))
+
+
 _EXPECT_FIELDS: dict[str, Callable[[_Ctx, Any], Any]] = {
     "builds_dir": _str,
     "cleanup_deadline_s": _seconds,
@@ -635,6 +655,7 @@ _EXPECT_FIELDS: dict[str, Callable[[_Ctx, Any], Any]] = {
     "output_limit_kb": _kilobytes,
     "log_burst_kib": _kilobytes,
     "capacity": _capacity,
+    "cache": _cache,
 }
 
 

@@ -55,6 +55,8 @@ MATRIX: dict[str, set[str]] = {
     "scheduling-slow": {"capacity"},
     "dind-mtu-too-big": {"dind"},
     "dind-certs-not-shared": {"dind"},
+    "cache-upload-fails-silently": {"cache"},  # RC-CCH-001 (and the migration RC-CCH-002): nothing to restore
+    "cache-not-shared": {"cache"},  # RC-CCH-002 only: the other runner looks under its own prefix
 }
 
 

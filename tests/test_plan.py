@@ -244,3 +244,26 @@ def test_ordering_probe_reports_closed_port_without_waiting_forever(tmp_path: Pa
     assert record["connected_at"] is None
     assert record["port"] == 9
     assert record["tool"] in ("python3", "nc")
+
+
+def test_a_probe_job_may_need_another_in_the_same_pipeline(tmp_path: Path) -> None:
+    library = _only(tmp_path)
+    (tmp_path / "pair.yml").write_text(
+        "pair-save:\n  script: [true]\npair-use:\n  needs: [pair-save]\n  script: [true]\n"
+    )
+    text, _ = render_pipeline(Plan(probes=("pair",), library=library), _profile(), RUN_ID)
+    document = yaml.safe_load(text)
+    # one stage for all: the needing job waits for its need only, the rest of the pipeline runs at once
+    assert document["pair-use"]["needs"] == ["pair-save"]
+    assert document["pair-use"]["stage"] == document["pair-save"]["stage"] == STAGE
+
+
+def test_a_need_no_probe_of_the_run_defines_is_refused_before_the_push(tmp_path: Path) -> None:
+    library = _only(tmp_path)
+    (tmp_path / "use.yml").write_text("use:\n  needs: [{job: save}]\n  script: [true]\n")
+    (tmp_path / "save.yml").write_text("save:\n  script: [true]\n")
+    with pytest.raises(
+        ConfigError, match=r"use\.yml: job 'use' needs job 'save', which no probe of this run"
+    ):
+        render_pipeline(Plan(probes=("use",), library=library), _profile(), RUN_ID)
+    render_pipeline(Plan(probes=("save", "use"), library=library), _profile(), RUN_ID)

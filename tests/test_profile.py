@@ -164,7 +164,7 @@ def test_unknown_key_suggests_the_near_one(tmp_path: Path) -> None:
     assert message.startswith(
         f"{path}: unknown key clusters.prod.expect.buidls_dir (did you mean builds_dir?); "
     )
-    assert "allowed keys: build, builds_dir, capacity, cgroup, cleanup_deadline_s," in message
+    assert "allowed keys: build, builds_dir, cache, capacity, cgroup, cleanup_deadline_s," in message
     path = write(tmp_path, MINIMAL + '[clusters.prod.expect.build]\ncpu_limt = "1"\n')
     assert "unknown key clusters.prod.expect.build.cpu_limt (did you mean cpu_limit?)" in error_of(path)
     path = write(tmp_path, MINIMAL.replace("[clusters.prod]", 'token = "x"\n[clusters.prod]'))

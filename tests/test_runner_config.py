@@ -106,8 +106,9 @@ def test_the_local_runner_config_gives_the_builtin_local_expectations() -> None:
     assert {k: v for k, v in got.items() if expected.get(k) != v} == {}
     # What the runner's config does not say: the plugin's deadlines, the probe images, kernel behaviour; and
     # what it says that is not derived yet (labels, scheduling, security, image policy: reported, see below;
-    # capacity: the limit is config.toml's, the tag GitLab's).
+    # capacity: the limit is config.toml's, the tag GitLab's; cache: the other runner's tag is GitLab's too).
     assert sorted({k.split(".")[0] for k in set(expected) - set(got)}) == [
+        "cache",
         "capacity",
         "cgroup",
         "cleanup_deadline_s",

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from pytest_runnerconf.local.errors import LocalAPIError
-from pytest_runnerconf.local.model import ArtifactsDef, ServiceDef, Variable
+from pytest_runnerconf.local.model import ArtifactsDef, CacheDef, ServiceDef, Variable
 
 DEFAULT_STAGES = ("build", "test", "deploy")
 EDGE_PRE, EDGE_POST = ".pre", ".post"
@@ -28,10 +28,19 @@ _GLOBAL_KEYS = {
     "before_script",
     "after_script",
 }
-_IGNORED_GLOBAL_KEYS = {"cache", "workflow"}  # accepted; nothing in the local cluster depends on them
+_IGNORED_GLOBAL_KEYS = {"cache", "workflow"}  # never job names; a global cache is a default (see _defaults)
 _UNSUPPORTED_GLOBAL_KEYS = {"include"}
-_DEFAULT_KEYS = {"image", "services", "before_script", "after_script", "tags", "timeout", "artifacts"}
-_DEFAULT_IGNORED = {"cache", "interruptible", "retry", "hooks", "id_tokens"}
+_DEFAULT_KEYS = {
+    "image",
+    "services",
+    "before_script",
+    "after_script",
+    "tags",
+    "timeout",
+    "artifacts",
+    "cache",
+}
+_DEFAULT_IGNORED = {"interruptible", "retry", "hooks", "id_tokens"}
 _JOB_KEYS = {
     "stage",
     "image",
@@ -46,9 +55,10 @@ _JOB_KEYS = {
     "allow_failure",
     "extends",
     "when",
+    "needs",
+    "cache",
 }
 _JOB_IGNORED = {
-    "cache",
     "interruptible",
     "retry",
     "coverage",
@@ -57,7 +67,7 @@ _JOB_IGNORED = {
     "hooks",
     "environment",
 }
-_JOB_UNSUPPORTED = {"rules", "only", "except", "needs", "parallel", "trigger", "run", "inherit", "release"}
+_JOB_UNSUPPORTED = {"rules", "only", "except", "parallel", "trigger", "run", "inherit", "release"}
 _JOB_WHEN = ("on_success", "on_failure", "always", "never")
 _ARTIFACT_KEYS = {
     "paths",
@@ -140,6 +150,17 @@ class JobDef:
     timeout_s: int | None = None
     allow_failure: bool = False
     when: str = "on_success"
+    # `needs:` (None: the job waits for the earlier stages; a tuple, even empty: only for these jobs).
+    needs: tuple[NeedDef, ...] | None = None
+    cache: tuple[CacheDef, ...] = ()
+
+
+@dataclass(frozen=True)
+class NeedDef:
+    """One `needs:` entry: the job waited for and whether its artifacts are downloaded (default true)."""
+
+    job: str
+    artifacts: bool = True
 
 
 @dataclass(frozen=True)
@@ -454,7 +475,7 @@ def _stages(config: dict[str, Any]) -> tuple[str, ...]:
 def _defaults(config: dict[str, Any]) -> dict[str, Any]:
     """Merged `default:` and the deprecated top-level image/services/before_script/after_script."""
     defaults: dict[str, Any] = {
-        k: config[k] for k in ("image", "services", "before_script", "after_script") if k in config
+        k: config[k] for k in ("image", "services", "before_script", "after_script", "cache") if k in config
     }
     block = config.get("default")
     if block is None:
@@ -522,7 +543,103 @@ def _job(
         timeout_s=_timeout(job.get("timeout"), f"{where}:timeout"),
         allow_failure=_allow_failure(job.get("allow_failure", False), f"{where}:allow_failure"),
         when=_when(job.get("when", "on_success"), f"{where}:when"),
+        needs=_needs(job.get("needs"), f"{where}:needs", "needs" in job),
+        cache=_cache(job.get("cache"), f"{where}:cache"),
     )
+
+
+_CACHE_KEYS = {"key", "paths", "policy", "when", "untracked", "fallback_keys", "unprotect"}
+
+
+def _cache(value: Any, where: str) -> tuple[CacheDef, ...]:
+    """A job's `cache:` (one table or a list of them); key as a string only (no `key: files:`)."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else [value]
+    caches: list[CacheDef] = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise CIConfigError(f"{where} config should be a hash or an array of hashes")
+        _unknown_keys(item, _CACHE_KEYS, where)
+        key = item.get("key", "default")
+        if isinstance(key, int | float) and not isinstance(key, bool):
+            key = str(key)
+        if not isinstance(key, str):
+            raise CIConfigError(
+                f"{where}:key config should be a string or symbol (key: files: is not emulated)"
+            )
+        policy = item.get("policy", "pull-push")
+        if policy not in ("pull-push", "pull", "push"):
+            raise CIConfigError(f"{where}:policy config should be one of: pull-push, pull, push")
+        when = item.get("when", "on_success")
+        if when not in ("on_success", "on_failure", "always"):
+            raise CIConfigError(f"{where}:when config should be one of: on_success, on_failure, always")
+        untracked = item.get("untracked", False)
+        if not isinstance(untracked, bool):
+            raise CIConfigError(f"{where}:untracked config should be a boolean value")
+        caches.append(
+            CacheDef(
+                key=key or "default",
+                paths=_str_tuple(item.get("paths"), f"{where}:paths"),
+                policy=policy,
+                when=when,
+                untracked=untracked,
+            )
+        )
+    return tuple(caches)
+
+
+def _needs(value: Any, where: str, present: bool) -> tuple[NeedDef, ...] | None:
+    """`needs: [name, {job: name, artifacts: bool}]` (the keyword subset the probes use)."""
+    if not present:
+        return None
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise CIConfigError(f"{where} config can only be a hash or an array")
+    needs: list[NeedDef] = []
+    for item in value:
+        if isinstance(item, str):
+            needs.append(NeedDef(item))
+        elif isinstance(item, dict) and isinstance(item.get("job"), str):
+            unknown = [str(k) for k in item if k not in ("job", "artifacts", "optional")]
+            if unknown:
+                raise CIConfigError(f"{where}:need config contains unknown keys: {', '.join(unknown)}")
+            artifacts = item.get("artifacts", True)
+            if not isinstance(artifacts, bool):
+                raise CIConfigError(f"{where}:need:artifacts config should be a boolean value")
+            needs.append(NeedDef(item["job"], artifacts))
+        else:
+            raise CIConfigError(f"{where}:need config should be a string or a hash with a job key")
+    return tuple(needs)
+
+
+def _check_needs(jobs: list[JobDef]) -> None:
+    """GitLab's pipeline-level checks of `needs`: every needed job exists, and no job needs itself in a loop."""
+    by_name = {j.name: j for j in jobs}
+    for job in jobs:
+        for need in job.needs or ():
+            other = by_name.get(need.job)
+            if other is None:
+                # Gitlab::Ci::YamlProcessor's message (since 15.x it names needs:optional)
+                raise CIConfigError(
+                    f"'{job.name}' job needs '{need.job}' job, but '{need.job}' does not exist in the "
+                    "pipeline. This might be because of the only, except, or rules keywords. To need a job "
+                    "that sometimes does not exist in the pipeline, use needs:optional."
+                )
+            if other.stage_idx > job.stage_idx:
+                raise CIConfigError(
+                    f"{job.name} job: need {need.job} is not defined in current or prior stages"
+                )
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if name in chain:
+            raise CIConfigError(f"{name}: circular dependency detected in `needs`")
+        for need in by_name[name].needs or ():
+            visit(need.job, (*chain, name))
+
+    for job in jobs:
+        visit(job.name, ())
 
 
 def _optional_script(value: Any, where: str) -> list[str]:
@@ -580,6 +697,7 @@ def parse_config(yaml_text: str) -> PipelineDef:
     if not jobs:
         raise CIConfigError("jobs config should contain at least one visible job")
     visible = [j for j in jobs if j.when != "never"]
+    _check_needs(visible)
     visible.sort(key=lambda j: j.stage_idx)  # stable: YAML order within a stage
     return PipelineDef(stages=stages, variables=gvars, jobs=tuple(visible))
 

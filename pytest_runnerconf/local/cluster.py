@@ -112,6 +112,7 @@ class LocalCluster:
         from pytest_runnerconf.local.runner_config import load_runner_config
         from pytest_runnerconf.local.runners import RunnerSet
         from pytest_runnerconf.local.runtime import Runtime
+        from pytest_runnerconf.local.s3cache import S3Server
         from pytest_runnerconf.local.standins import StandIns
         from pytest_runnerconf.local.tlsca import LocalCA
 
@@ -150,8 +151,22 @@ class LocalCluster:
         )
         self._stops.insert(0, gitlab.stop)
         state.base_url = gitlab.url
-        substitutions = {"@local-dns": gateway, "@gitlab-url": gitlab.url}
+        # The runners' distributed cache: an S3 server on the pods' network with a secret made per start
+        # (config.toml names only placeholders; the deployed copy redacts the key).
+        s3_server = S3Server(gateway)
+        s3_secret = secrets.token_urlsafe(24)
+        substitutions = {
+            "@local-dns": gateway,
+            "@gitlab-url": gitlab.url,
+            "@s3-address": s3_server.address,
+            "@s3-secret-key": s3_secret,
+        }
         cfg = load_runner_config(self.config_path, substitutions=substitutions)
+        buckets = [s.cache.s3 for s in cfg.entries() if s.cache is not None and s.cache.s3 is not None]
+        if buckets:
+            s3_server.start([b.bucket_name for b in buckets], buckets[0].access_key, s3_secret)
+            self._stops.insert(0, s3_server.stop)
+            log(f"runnerconf local: S3 cache server {s3_server.address} ({time.monotonic() - t0:.1f}s)")
         namespace = cfg.runner.kubernetes.namespace
         store = KubeStore()
         store.admission.append(admission.admit)
@@ -321,7 +336,8 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def deployed_config(text: str, substitutions: dict[str, str]) -> str:
-    """config.toml as the running runner has it: placeholders filled in, the token redacted (a secret)."""
+    """config.toml as the running runner has it: placeholders filled in, the token and the cache's SecretKey
+    redacted (secrets)."""
     import re
 
     lines = []
@@ -330,7 +346,7 @@ def deployed_config(text: str, substitutions: dict[str, str]) -> str:
             for key, value in substitutions.items():
                 line = line.replace(key, value)
         lines.append(line)
-    return re.sub(r'(?m)^(\s*token\s*=\s*)".*"', r'\1"[REDACTED]"', "".join(lines))
+    return re.sub(r'(?m)^(\s*(?:token|SecretKey)\s*=\s*)".*"', r'\1"[REDACTED]"', "".join(lines))
 
 
 def cleanup_leftovers(client: Any, home: Path, *, services: bool = True) -> int:

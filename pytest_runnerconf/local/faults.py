@@ -50,6 +50,10 @@ FAULTS: dict[str, str] = {
     "DinD service (an overlay network's MTU, dockerd not told)",
     "scheduling-slow": "pods of a [[runners]] entry with a limit stay Pending (Unschedulable: Insufficient cpu) "
     "for 15 s before a node takes them, as while a node pool scales up",
+    "cache-upload-fails-silently": 'the helper\'s cache archiver prints its upload line and "Created cache" '
+    "but nothing reaches the bucket",
+    "cache-not-shared": "every runner keeps its cache under its own runner/<short token>/ prefix, as with "
+    "Shared = false, so a cache saved on one runner is not found on another",
     # GitLab's side: a proxy that fails after GitLab did the work (the run must reconcile, not repeat).
     "gitlab-lost-response": "GitLab performs a run's first commit and pipeline POST, then answers 502",
     # Faults the run must survive with the same verdicts (a real API server and its proxies do these).

@@ -16,7 +16,7 @@ from typing import Any
 from pytest_runnerconf.local.ciyaml import CIConfigError, JobDef, parse_config
 from pytest_runnerconf.local.errors import LocalAPIError
 from pytest_runnerconf.local.gitrepo import ZERO_SHA, Commit, GitRepo, RepoError
-from pytest_runnerconf.local.model import JobPayload, JobQueue, Variable
+from pytest_runnerconf.local.model import Dependency, JobPayload, JobQueue, Variable
 
 USER_ID = 1
 USERNAME = "runnerconf"
@@ -476,11 +476,32 @@ class GitLabState:
     def _process(self, pipeline: Pipeline, runner_tags: frozenset[str]) -> list[JobPayload]:
         jobs = self.jobs(pipeline)
         payloads: list[JobPayload] = []
+        # Jobs with `needs:` leave the stage order (a DAG): each waits only for the jobs it names, and runs
+        # when they all succeeded (allow_failure counts as success), else is skipped, as Ci::ProcessBuildService
+        # does with a need's composite status.
+        by_name = {j.name: j for j in jobs}
+        for job in (j for j in jobs if j.definition.needs is not None and j.status == "created"):
+            needed = [by_name[n.job] for n in job.definition.needs or () if n.job in by_name]
+            prior = composite_status(needed) or "success"
+            if prior not in FINISHED:
+                continue
+            if _should_run(job.definition.when, prior):
+                payload = self._enqueue(job, pipeline, runner_tags)
+                if payload is not None:
+                    payloads.append(payload)
+            else:
+                job.status = "skipped"
         for stage_idx in sorted({j.definition.stage_idx for j in jobs}):
             prior = composite_status(j for j in jobs if j.definition.stage_idx < stage_idx) or "success"
             if prior not in FINISHED:
                 break
-            for job in (j for j in jobs if j.definition.stage_idx == stage_idx and j.status == "created"):
+            for job in (
+                j
+                for j in jobs
+                if j.definition.stage_idx == stage_idx
+                and j.status == "created"
+                and j.definition.needs is None
+            ):
                 if _should_run(job.definition.when, prior):
                     payload = self._enqueue(job, pipeline, runner_tags)
                     if payload is not None:
@@ -550,9 +571,24 @@ class GitLabState:
             after_script=definition.after_script,
             variables=variables,
             artifacts=definition.artifacts,
+            dependencies=self._dependencies(job, pipeline),
+            cache=definition.cache,
             timeout_s=definition.timeout_s or DEFAULT_TIMEOUT_S,
             tags=definition.tags,
             allow_failure=definition.allow_failure,
+        )
+
+    def _dependencies(self, job: Job, pipeline: Pipeline) -> tuple[Dependency, ...]:
+        """The jobs whose artifacts the runner downloads: the needed ones with artifacts, else earlier stages'."""
+        jobs = [j for j in self.jobs(pipeline) if j.id != job.id]
+        needs = job.definition.needs
+        if needs is None:
+            chosen = [j for j in jobs if j.definition.stage_idx < job.definition.stage_idx]
+        else:
+            wanted = {n.job for n in needs if n.artifacts}
+            chosen = [j for j in jobs if j.name in wanted]
+        return tuple(
+            Dependency(j.id, j.name, j.token, j.artifact[0] if j.artifact is not None else "") for j in chosen
         )
 
     def _predefined(self, job: Job, pipeline: Pipeline, project: Project) -> list[Variable]:

@@ -645,6 +645,10 @@ class Kubelet:
     ) -> None:
         self.runtime.put_file(self._running(namespace, pod, container), path, content, mode)
 
+    def put_archive(self, namespace: str, pod: str, container: str, directory: str, tar: bytes) -> None:
+        """A tar stream unpacked into DIRECTORY of a running container (what the helper's extractors write)."""
+        self.runtime.put_archive(self._running(namespace, pod, container), directory, tar)
+
     def get_archive(self, namespace: str, pod: str, container: str, path: str) -> bytes | None:
         c = self.container(namespace, pod, container)
         if c is None or c.docker_id is None:

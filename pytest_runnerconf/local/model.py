@@ -43,6 +43,27 @@ class ArtifactsDef:
 
 
 @dataclass(frozen=True)
+class CacheDef:
+    """One `cache:` entry of a job (the job request's `cache` item)."""
+
+    key: str = "default"  # GitLab's key when the job names none
+    paths: tuple[str, ...] = ()
+    policy: str = "pull-push"  # pull-push | pull | push
+    when: str = "on_success"  # on_success | on_failure | always
+    untracked: bool = False
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """A job whose artifacts this job downloads (the job request's `dependencies` entry)."""
+
+    id: int
+    name: str
+    token: str = field(repr=False)
+    artifacts_filename: str = ""  # empty: the job stored no artifacts, so there is nothing to download
+
+
+@dataclass(frozen=True)
 class JobPayload:
     """What the emulated runner receives for one job (the job request response of GitLab)."""
 
@@ -72,6 +93,8 @@ class JobPayload:
     after_script: tuple[str, ...] = ()
     variables: tuple[Variable, ...] = ()  # predefined, then global yaml, job yaml, pipeline
     artifacts: ArtifactsDef | None = None
+    dependencies: tuple[Dependency, ...] = ()
+    cache: tuple[CacheDef, ...] = ()
     timeout_s: int = 3600
     tags: tuple[str, ...] = ()
     allow_failure: bool = False
@@ -99,6 +122,9 @@ class JobSink(Protocol):
         """status: success | failed | canceled; failure_reason e.g. script_failure, runner_system_failure."""
 
     def store_artifacts(self, job_id: int, filename: str, data: bytes) -> None: ...
+
+    def artifacts(self, job_id: int) -> tuple[str, bytes] | None:
+        """A finished job's artifacts archive (filename, bytes), as the artifacts-downloader fetches it."""
 
 
 class JobQueue(Protocol):

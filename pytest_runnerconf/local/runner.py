@@ -9,6 +9,7 @@ still run after a failed script, cleanup before the final line. Messages are the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import shlex
 import tarfile
@@ -18,9 +19,11 @@ import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from pytest_runnerconf.local.admission import refuse_over_quota
+from pytest_runnerconf.local.archives import tar_members, zip_entries, zip_to_tar
 from pytest_runnerconf.local.errors import LocalConfigError
 from pytest_runnerconf.local.faults import ENV_VAR as FAULTS_ENV_VAR
 from pytest_runnerconf.local.faults import PENDING_POLL_TIMEOUT_S, SLOW_SCHEDULING_S, parse_faults
@@ -29,6 +32,7 @@ from pytest_runnerconf.local.model import JobPayload, JobSink
 from pytest_runnerconf.local.podspec import PodPlan, PreparationError, build_pod, go_duration
 from pytest_runnerconf.local.podstatus import ImageChoice
 from pytest_runnerconf.local.runner_config import RunnerConfig, short_token
+from pytest_runnerconf.local.s3cache import clean_url, http_get, http_put, object_name, presigned_url
 from pytest_runnerconf.local.scheduling import NODE_NAME, keep_unschedulable, unschedulable
 from pytest_runnerconf.local.strategies import (
     DOCKER_COMMAND,
@@ -38,7 +42,15 @@ from pytest_runnerconf.local.strategies import (
     container_for,
     make_strategy,
 )
-from pytest_runnerconf.local.tracewriter import GREEN, RED, RESET, SCRIPT_STREAM, LimitedSink, TraceWriter
+from pytest_runnerconf.local.tracewriter import (
+    GREEN,
+    RED,
+    RESET,
+    SCRIPT_STREAM,
+    YELLOW,
+    LimitedSink,
+    TraceWriter,
+)
 
 BEHAVIOUR_VERSION = "18.11.4"
 PREPARATION_RETRIES = 3
@@ -246,6 +258,8 @@ class LocalRunner:
         p = job.payload
         rcfg = self.cfg.runner
         masked = [v.value for v in p.variables if v.masked] + [rcfg.token]
+        if rcfg.cache is not None and rcfg.cache.s3 is not None and rcfg.cache.s3.secret_key:
+            masked.append(rcfg.cache.s3.secret_key)
         sink = LimitedSink(
             lambda data: self.sink.append_trace(p.id, data),
             self.cfg.output_limit_bytes,
@@ -707,7 +721,7 @@ class LocalRunner:
 
     def _stages(self, job: RunningJob, plan: PodPlan, strategy: Strategy, trace: TraceWriter) -> None:
         p = job.payload
-        order = ["get_sources", "step_script"]
+        order = ["get_sources", "restore_cache", "download_artifacts", "step_script"]
         if "script-before-sources" in job.faults:
             order.reverse()
         error: StageFailed | JobAborted | None = None
@@ -716,6 +730,10 @@ class LocalRunner:
             try:
                 if stage == "get_sources":
                     self._get_sources(job, plan, strategy, trace)
+                elif stage == "restore_cache":
+                    self._restore_cache(job, plan, trace)
+                elif stage == "download_artifacts":
+                    self._download_artifacts(job, plan, trace)
                 else:
                     self._step_script(job, plan, strategy, trace)
             except StageFailed as exc:
@@ -735,6 +753,8 @@ class LocalRunner:
         if p.after_script and "step_script" in job.attempted:
             self._after_script(job, plan, strategy, trace, error)
         success = error is None
+        if any(c.when == "always" or (c.when == "on_failure") != success for c in p.cache):
+            self._archive_cache(job, plan, trace, success)
         art = p.artifacts
         if art and art.paths and (art.when == "always" or (art.when == "on_failure") != success):
             self._upload_artifacts(job, plan, strategy, trace, success)
@@ -788,6 +808,205 @@ echo "Skipping Git submodules setup"
             trace.section_end("get_sources")
         if code != 0:
             raise StageFailed(f"command terminated with exit code {code}", system=False)
+
+    # ---- cache (shells/abstract.go cacheExtractor / cacheArchiver; commands/helpers/cache_*.go) ----------
+
+    def _cache_object(self, job: RunningJob, key: str) -> str | None:
+        """The S3 object of KEY for this runner (cache.GetAdapter), None without a distributed S3 cache."""
+        cache = self.cfg.runner.cache
+        if cache is None or cache.type != "s3" or cache.s3 is None:
+            return None
+        if "cache-not-shared" in job.faults:
+            cache = dataclasses.replace(
+                cache, shared=False
+            )  # each runner under its own runner/<token> prefix
+        return object_name(cache, self.cfg.runner.short_token, job.payload.project_id, key)
+
+    def _restore_cache(self, job: RunningJob, plan: PodPlan, trace: TraceWriter) -> None:
+        p = job.payload
+        caches = [c for c in p.cache if c.paths or c.untracked]
+        if not caches:
+            return  # ErrSkipBuildStage: no section at all
+        ns, pod = pod_ref(plan)
+        trace.section_start("restore_cache", "Restoring cache")
+        try:
+            for cache in caches:
+                if cache.policy == "push":
+                    trace.line(
+                        f"{GREEN}Not downloading cache {cache.key} due to policy{RESET}", stream=SCRIPT_STREAM
+                    )
+                    continue
+                trace.line(f"{GREEN}Checking cache for {cache.key}...{RESET}", stream=SCRIPT_STREAM)
+                if self._extract_cache(job, cache.key, ns, pod, plan, trace):
+                    trace.line(f"{GREEN}Successfully extracted cache{RESET}", stream=SCRIPT_STREAM)
+                else:
+                    trace.line(f"{YELLOW}WARNING: Failed to extract cache{RESET}", stream=SCRIPT_STREAM)
+        finally:
+            trace.section_end("restore_cache")
+
+    def _extract_cache(
+        self, job: RunningJob, key: str, ns: str, pod: str, plan: PodPlan, trace: TraceWriter
+    ) -> bool:
+        """cache-extractor: download the presigned URL, then unpack cache.zip into the project directory."""
+        name = self._cache_object(job, key)
+        cache = self.cfg.runner.cache
+        if name is None or cache is None:
+            trace.line(
+                helper_log(
+                    "",
+                    "No URL provided, cache will not be downloaded from shared cache server. Instead a local "
+                    "version of cache will be extracted.",
+                ),
+                stream=SCRIPT_STREAM,
+            )
+            # the pod's cache directory is an emptyDir: a new pod has no local cache.zip
+            trace.line(helper_log("WARNING", "Cache file does not exist"), stream=SCRIPT_STREAM)
+            return False
+        url = presigned_url(cache, "GET", name, job.payload.timeout_s)
+        got = http_get(url)
+        if got.status == 404:
+            trace.line(helper_log("WARNING", "file does not exist"), stream=SCRIPT_STREAM)  # os.ErrNotExist
+            return False
+        if got.status != 200:
+            trace.line(
+                helper_log("WARNING", f"received: {got.status} {_status_text(got.status)}"),
+                stream=SCRIPT_STREAM,
+            )
+            return False
+        fields = {"ETag": got.etag} if got.etag else {}
+        trace.line(helper_log("", f"Downloading cache from {clean_url(url)}", **fields), stream=SCRIPT_STREAM)
+        try:
+            tar, _count = zip_to_tar(got.body)
+            self.node.put_archive(ns, pod, "helper", plan.project_dir, tar)
+        except (zipfile.BadZipFile, ValueError, StoreError) as exc:
+            trace.line(helper_log("FATAL", str(exc)), stream=SCRIPT_STREAM)
+            return False
+        return True
+
+    def _archive_cache(self, job: RunningJob, plan: PodPlan, trace: TraceWriter, success: bool) -> None:
+        p = job.payload
+        caches = [c for c in p.cache if (c.paths or c.untracked)]
+        if not caches:
+            return
+        name = "archive_cache" if success else "archive_cache_on_failure"
+        header = "Saving cache for successful job" if success else "Saving cache for failed job"
+        ns, pod = pod_ref(plan)
+        trace.section_start(name, header)
+        try:
+            for cache in caches:
+                if cache.policy == "pull":
+                    trace.line(
+                        f"{GREEN}Not uploading cache {cache.key} due to policy{RESET}", stream=SCRIPT_STREAM
+                    )
+                    continue
+                trace.line(f"{GREEN}Creating cache {cache.key}...{RESET}", stream=SCRIPT_STREAM)
+                if self._upload_cache(job, cache.key, cache.paths, ns, pod, plan, trace):
+                    trace.line(f"{GREEN}Created cache{RESET}", stream=SCRIPT_STREAM)
+                else:
+                    trace.line(f"{YELLOW}WARNING: Failed to create cache{RESET}", stream=SCRIPT_STREAM)
+        finally:
+            trace.section_end(name)
+
+    def _upload_cache(
+        self,
+        job: RunningJob,
+        key: str,
+        paths: tuple[str, ...],
+        ns: str,
+        pod: str,
+        plan: PodPlan,
+        trace: TraceWriter,
+    ) -> bool:
+        """cache-archiver: zip the cache paths (relative to the project directory) and PUT cache.zip."""
+        files: list[tuple[str, bytes]] = []
+        for pattern in paths:
+            found = self._matching(ns, pod, plan, pattern)
+            trace.line(
+                helper_log("", f"{pattern}: found {len(found)} matching artifact files and directories"),
+                stream=SCRIPT_STREAM,
+            )
+            for rel in found:
+                data = self.node.get_archive(ns, pod, "helper", f"{plan.project_dir}/{rel}")
+                if data is not None:
+                    # the runtime's archive of a/b is rooted at b: its parent is the prefix ("x/" is x)
+                    parent = rel.rstrip("/")
+                    base = parent.rsplit("/", 1)[0] + "/" if "/" in parent else ""
+                    files.extend(tar_members(data, base))
+        if not files:
+            trace.line(helper_log("WARNING", "No files to cache."), stream=SCRIPT_STREAM)
+            return True
+        archive = zip_entries(files)
+        name = self._cache_object(job, key)
+        cache = self.cfg.runner.cache
+        if name is None or cache is None:
+            trace.line(
+                helper_log(
+                    "",
+                    "No URL provided, cache will not be uploaded to shared cache server. Cache will be stored "
+                    "only locally.",
+                ),
+                stream=SCRIPT_STREAM,
+            )
+            return True
+        url = presigned_url(cache, "PUT", name, job.payload.timeout_s)
+        trace.line(helper_log("", f"Uploading cache.zip to {clean_url(url)}"), stream=SCRIPT_STREAM)
+        if "cache-upload-fails-silently" in job.faults:
+            return True  # a broken helper: nothing reaches the bucket, yet it reports success
+        status = http_put(url, archive, {"x-amz-meta-cachekey": key})
+        if status != 200:
+            # retryOnServerError / logrus.Fatalln in uploadArchiveIfNeeded
+            trace.line(
+                helper_log("FATAL", f"received: {status} {_status_text(status)}"), stream=SCRIPT_STREAM
+            )
+            return False
+        return True
+
+    def _matching(self, ns: str, pod: str, plan: PodPlan, pattern: str) -> list[str]:
+        """The paths a cache or artifacts pattern matches in the project directory (the helper's glob)."""
+        script = (
+            f'cd {shlex.quote(plan.project_dir)} && for f in {pattern}; do [ -e "$f" ] && echo "$f"; done'
+        )
+        try:
+            output, _ = self.node.run_in(ns, pod, "helper", ["sh", "-c", script])
+        except StoreError:
+            output = b""
+        return [line for line in output.decode().splitlines() if line]
+
+    def _download_artifacts(self, job: RunningJob, plan: PodPlan, trace: TraceWriter) -> None:
+        """downloadAllArtifacts (shells/abstract.go): each dependency with artifacts, extracted into the project
+        directory by the helper's artifacts-downloader. No dependency with artifacts: the stage is skipped."""
+        deps = [d for d in job.payload.dependencies if d.artifacts_filename]
+        if not deps:
+            return
+        ns, pod = pod_ref(plan)
+        trace.section_start("download_artifacts", "Downloading artifacts")
+        try:
+            for dep in deps:
+                trace.line(
+                    f"{GREEN}Downloading artifacts for {dep.name} ({dep.id})...{RESET}", stream=SCRIPT_STREAM
+                )
+                stored = self.sink.artifacts(dep.id)
+                if stored is None:
+                    # network/gitlab.go DownloadArtifacts: a 404 is logged as an error and fails the stage
+                    trace.line(
+                        helper_log("ERROR", "Downloading artifacts from coordinator... not found", id=dep.id),
+                        stream=SCRIPT_STREAM,
+                    )
+                    raise StageFailed("command terminated with exit code 1", system=False)
+                trace.line(
+                    helper_log(
+                        "", "Downloading artifacts from coordinator... ok", id=dep.id, responseStatus="200 OK"
+                    ),
+                    stream=SCRIPT_STREAM,
+                )
+                try:
+                    tar, _count = zip_to_tar(stored[1])
+                    self.node.put_archive(ns, pod, "helper", plan.project_dir, tar)
+                except (zipfile.BadZipFile, ValueError, StoreError) as exc:
+                    trace.line(helper_log("FATAL", str(exc)), stream=SCRIPT_STREAM)
+                    raise StageFailed("command terminated with exit code 1", system=False) from None
+        finally:
+            trace.section_end("download_artifacts")
 
     def _user_script(self, plan: PodPlan, commands: tuple[str, ...]) -> str:
         lines = [f"cd {shlex.quote(plan.project_dir)}"]
@@ -868,7 +1087,8 @@ echo "Skipping Git submodules setup"
         if data is None:
             return 0
         count = 0
-        base = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
+        parent = rel.rstrip("/")  # "out/" archives as out/...: no prefix of its own
+        base = parent.rsplit("/", 1)[0] + "/" if "/" in parent else ""
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             for member in tar.getmembers():
                 if member.isfile():
@@ -935,6 +1155,21 @@ echo "Skipping Git submodules setup"
         # DELETE returns once the pod is marked Terminating; containers stop in the background (propagation
         # Background), so the final job line is written before the pod is gone, as with the real runner.
         delete()
+
+
+def _status_text(status: int) -> str:
+    return HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "no response"
+
+
+def helper_log(level: str, message: str, **fields: object) -> str:
+    """A line of the helper binary's logrus output (log/runner_formatter.go: the level's prefix, the message
+    padded to 50 columns less the prefix, then " key=value" per field in sorted order)."""
+    prefix = f"{level}: " if level else ""
+    text = f"{prefix}{message:<{50 - len(prefix)}} "
+    for key in sorted(fields):
+        text += f" {key}={fields[key]}"
+    color = {"WARNING": YELLOW, "ERROR": RED, "FATAL": RED}.get(level, "")
+    return f"{color}{text}{RESET}" if color else text
 
 
 def disruption_target(pod: dict[str, Any]) -> dict[str, Any] | None:

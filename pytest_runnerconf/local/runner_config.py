@@ -256,6 +256,40 @@ class KubernetesSection:
 
 
 @dataclass(frozen=True)
+class CacheS3Section:
+    """`[runners.cache.s3]` (cache/cacheconfig/cacheconfig.go CacheS3Config, v18.11): the keys used here."""
+
+    server_address: str = ""
+    access_key: str = ""
+    secret_key: str = field(default="", repr=False)  # a credential: never in a repr, a log or a trace
+    bucket_name: str = ""
+    bucket_location: str = ""
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
+class CacheSection:
+    """`[runners.cache]` (cacheconfig.Config): the distributed cache the helper archives to and restores from."""
+
+    type: str = ""
+    path: str = ""
+    shared: bool = False
+    s3: CacheS3Section | None = None
+
+
+# TOML key -> field of the two tables above (the runner's toml tags are CamelCase)
+_CACHE_KEYS = {"Type": "type", "Path": "path", "Shared": "shared"}
+_S3_KEYS = {
+    "ServerAddress": ("server_address", str),
+    "AccessKey": ("access_key", str),
+    "SecretKey": ("secret_key", str),
+    "BucketName": ("bucket_name", str),
+    "BucketLocation": ("bucket_location", str),
+    "Insecure": ("insecure", bool),
+}
+
+
+@dataclass(frozen=True)
 class RunnerSection:
     """One `[[runners]]` entry."""
 
@@ -271,6 +305,7 @@ class RunnerSection:
     environment: tuple[str, ...] = ()
     feature_flags: dict[str, bool] = field(default_factory=dict)
     kubernetes: KubernetesSection = KubernetesSection()
+    cache: CacheSection | None = None
 
     @property
     def short_token(self) -> str:
@@ -397,7 +432,30 @@ def _runner_section(raw: dict[str, Any], source: str) -> RunnerSection:
         environment=_typed(ctx, "environment", raw.get("environment", []), tuple[str, ...]),
         feature_flags=flags,
         kubernetes=_kubernetes_section(kube_raw, source),
+        cache=_cache_section(raw.get("cache"), source),
     )
+
+
+def _cache_section(raw: Any, source: str) -> CacheSection | None:
+    if raw is None:
+        return None
+    ctx = _Ctx(source, "[runners.cache]")
+    table = _typed(ctx, "cache", raw, dict)
+    values: dict[str, Any] = {}
+    for key, attr in _CACHE_KEYS.items():
+        if key in table:
+            values[attr] = _typed(ctx, key, table[key], bool if attr == "shared" else str)
+    s3_raw = table.get("s3")
+    if s3_raw is not None:
+        s3_ctx = _Ctx(source, "[runners.cache.s3]")
+        s3_table = _typed(ctx, "s3", s3_raw, dict)
+        s3_values = {
+            attr: _typed(s3_ctx, key, s3_table[key], kind)
+            for key, (attr, kind) in _S3_KEYS.items()
+            if key in s3_table
+        }
+        values["s3"] = CacheS3Section(**s3_values)
+    return CacheSection(**values)
 
 
 _NESTED = {"dns_config", "host_aliases", "services", "pod_security_context", "affinity", "volumes"}
@@ -535,7 +593,7 @@ def _typed(ctx: _Ctx, key: str, value: Any, expected: Any) -> Any:
     """Check a TOML value against a type hint and convert lists to tuples; errors name file, key and type."""
     ok, converted = _convert(value, expected)
     if not ok:
-        shown = "<hidden>" if "token" in key else repr(value)
+        shown = "<hidden>" if "token" in key or "secret" in key.lower() else repr(value)
         raise LocalConfigError(
             f"{ctx.source}: {ctx.table} {key} must be {_describe(expected)}, "
             f"got {type(value).__name__} {shown}"

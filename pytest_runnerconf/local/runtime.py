@@ -283,6 +283,9 @@ class Runtime:
             tar.addfile(info, io.BytesIO(content))
         self.api.put_archive(container_id, directory or "/", buf.getvalue())
 
+    def put_archive(self, container_id: str, directory: str, tar: bytes) -> None:
+        self.api.put_archive(container_id, directory, tar)
+
     def get_archive(self, container_id: str, path: str) -> bytes | None:
         try:
             stream, _ = self.api.get_archive(container_id, path)

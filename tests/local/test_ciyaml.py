@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pytest_runnerconf.local.ciyaml import CIConfigError, parse_config, parse_duration, parse_pipeline
@@ -234,7 +236,7 @@ def test_malformed_config_has_gitlabs_message(text: str, message: str) -> None:
     assert str(caught.value) == message
 
 
-@pytest.mark.parametrize("keyword", ["rules", "needs", "trigger"])
+@pytest.mark.parametrize("keyword", ["rules", "parallel", "trigger"])
 def test_unemulated_keywords_are_refused_not_ignored(keyword: str) -> None:
     with pytest.raises(CIConfigError, match=keyword):
         parse_pipeline(f"x:\n  script: a\n  {keyword}: []\n")
@@ -249,3 +251,64 @@ def test_kubernetes_user_of_image_and_services() -> None:
     assert job.services[0].user == "4000:4001"
     with pytest.raises(CIConfigError, match="kubernetes config contains unknown keys"):
         parse_pipeline("j:\n  image: {name: alpine, kubernetes: {uid: 1}}\n  script: [x]\n")
+
+
+def test_needs_lists_the_jobs_waited_for_and_their_artifacts() -> None:
+    jobs = {
+        j.name: j
+        for j in parse_pipeline(
+            "save: {script: a}\n"
+            "other: {script: a}\n"
+            "restore: {script: a, needs: [save, {job: other, artifacts: false}]}\n"
+            "alone: {script: a, needs: []}\n"
+        )
+    }
+    assert jobs["save"].needs is None  # stage order
+    assert jobs["alone"].needs == ()  # starts at once
+    assert [(n.job, n.artifacts) for n in jobs["restore"].needs or ()] == [("save", True), ("other", False)]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "a: {script: x, needs: [ghost]}\n",
+            "'a' job needs 'ghost' job, but 'ghost' does not exist in the pipeline.",
+        ),
+        (
+            "a: {script: x, needs: [b]}\nb: {script: x, needs: [a]}\n",
+            "circular dependency detected in `needs`",
+        ),
+        ("a: {script: x, needs: save}\n", "jobs:a:needs config can only be a hash or an array"),
+        ("a: {script: x, needs: [{job: b, artifacts: 1}]}\nb: {script: x}\n", "need:artifacts"),
+        (
+            "stages: [one, two]\na: {stage: one, script: x, needs: [b]}\nb: {stage: two, script: x}\n",
+            "a job: need b is not defined in current or prior stages",
+        ),
+    ],
+)
+def test_bad_needs_are_refused_with_gitlabs_wording(text: str, message: str) -> None:
+    with pytest.raises(CIConfigError, match=re.escape(message)):
+        parse_pipeline(text)
+
+
+def test_cache_of_a_job_of_default_and_of_the_deprecated_global() -> None:
+    jobs = {
+        j.name: j
+        for j in parse_pipeline(
+            "default:\n  cache: {key: dflt, paths: [d/]}\n"
+            "own: {script: a, cache: [{key: k1, paths: [a/], policy: pull}, {paths: [b/], when: always}]}\n"
+            "inherits: {script: a}\n"
+        )
+    }
+    assert [(c.key, c.paths, c.policy, c.when) for c in jobs["own"].cache] == [
+        ("k1", ("a/",), "pull", "on_success"),
+        ("default", ("b/",), "pull-push", "always"),  # GitLab's key when none is given
+    ]
+    assert [(c.key, c.paths) for c in jobs["inherits"].cache] == [("dflt", ("d/",))]
+    (job,) = parse_pipeline("cache: {key: g, paths: [g/]}\nj: {script: a}\n")
+    assert [(c.key, c.paths) for c in job.cache] == [("g", ("g/",))]
+    with pytest.raises(
+        CIConfigError, match="jobs:j:cache:policy config should be one of: pull-push, pull, push"
+    ):
+        parse_pipeline("j: {script: a, cache: {paths: [x], policy: sometimes}}\n")

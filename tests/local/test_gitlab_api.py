@@ -657,3 +657,42 @@ def test_https_gitlab_verified_with_the_profiles_ca_file(tmp_path: Path) -> None
             )
     finally:
         server.stop()
+
+
+def test_needs_runs_a_job_once_its_needed_jobs_succeeded_with_their_artifacts(local: Local) -> None:
+    ci = """
+stages: [only]
+save: {stage: only, script: x, artifacts: {paths: [out/]}}
+slow: {stage: only, script: x}
+restore: {stage: only, script: x, needs: [save]}
+no-artifacts: {stage: only, script: x, needs: [{job: save, artifacts: false}]}
+"""
+    pipeline = local.pipeline(ci)
+    first = {p.name: p.id for p in local.queue.submitted}
+    assert set(first) == {"save", "slow"}  # the needing jobs wait in created
+    assert by_name(pipeline)["restore"].status == "created"
+    local.state.job_started(first["save"], "test runner")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("out/nonce", "n-1\n")
+    local.state.store_artifacts(first["save"], "artifacts.zip", archive.getvalue())
+    local.state.job_finished(first["save"], "success", None)
+    # slow is still running: a job with needs waits for its needs only, not for the stage
+    started = {p.name: p for p in local.queue.submitted}
+    assert set(started) == {"save", "slow", "restore", "no-artifacts"}
+    (dep,) = started["restore"].dependencies
+    assert (dep.id, dep.name, dep.artifacts_filename) == (first["save"], "save", "artifacts.zip")
+    assert started["no-artifacts"].dependencies == ()
+    assert local.state.artifacts(dep.id) == ("artifacts.zip", archive.getvalue())
+    assert started["slow"].dependencies == ()  # stage order: nothing before its stage
+
+
+def test_a_job_whose_need_failed_is_skipped(local: Local) -> None:
+    pipeline = local.pipeline("save: {script: x}\nrestore: {script: x, needs: [save]}\n")
+    (save,) = local.queue.submitted
+    local.finish(save.id, "failed", "script_failure")
+    jobs = by_name(pipeline)
+    assert (jobs["save"].status, jobs["restore"].status) == ("failed", "skipped")
+    assert local.queue.names() == ["save"]
+    pipeline.refresh()
+    assert pipeline.status == "failed"

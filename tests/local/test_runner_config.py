@@ -33,7 +33,7 @@ concurrent = 2
 def test_fixture_loads_with_substitutions() -> None:
     cfg = load_runner_config(FIXTURE, SUBS)
     kube = cfg.runner.kubernetes
-    assert cfg.concurrent == 32
+    assert cfg.concurrent == 36
     assert cfg.check_interval == 1
     assert cfg.runner.name == "runnerconf-local"
     assert cfg.runner.url == "http://127.0.0.1:8929/"
@@ -167,13 +167,20 @@ def test_at_least_one_runner_required() -> None:
 def test_fixture_has_a_capacity_runner_of_its_own() -> None:
     """RC-CAP-*: the second entry is its own runner (name, token, limit); the first keeps every setting."""
     cfg = load_runner_config(FIXTURE, SUBS)
-    main, capacity = cfg.entries()
+    main, capacity, cache = cfg.entries()
     assert cfg.runner is main and main.name == "runnerconf-local" and main.limit == 0
     assert (capacity.name, capacity.limit, capacity.kubernetes.namespace) == ("runnerconf-capacity", 2, "ci")
     assert capacity.short_token == "rccapacit" != main.short_token
     view = cfg.for_runner(capacity)
     assert view.runner is capacity and view.concurrent == cfg.concurrent and view.entries() == cfg.entries()
     assert view.output_limit_bytes == 4096 * 1024  # its own output_limit (unset), not the first entry's
+    # RC-CCH-002: the cache runner is its own runner too, on the same shared bucket as the first
+    assert cache.name == "runnerconf-cache" and cache.short_token not in (
+        main.short_token,
+        capacity.short_token,
+    )
+    assert cache.cache == main.cache and main.cache is not None and main.cache.shared
+    assert capacity.cache is None
 
 
 def test_two_runners_with_one_name_or_token_are_refused() -> None:

@@ -81,7 +81,7 @@ def wait_for(condition: Any, timeout: float = 5.0) -> None:
 def runner_set(concurrent: int, recorder: Recorder) -> RunnerSet:
     cfg = dataclasses.replace(load_runner_config(FIXTURE, SUBS), concurrent=concurrent)
     slots = Slots(cfg.concurrent)
-    main, capacity = cfg.entries()
+    main, capacity, _cache = cfg.entries()
     return RunnerSet(
         [
             FakeRunner(cfg.for_runner(main), "runnerconf-local", recorder, slots=slots),
