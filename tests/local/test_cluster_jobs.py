@@ -128,7 +128,8 @@ def test_pod_spec_shape(runs: dict[str, JobRun], local_cluster: Any) -> None:
     assert [c["name"] for c in spec["containers"]] == ["build", "helper", "sidecar", "svc-0"]
     assert spec["restartPolicy"] == "Never"
     assert spec["activeDeadlineSeconds"] == 3601
-    assert [v["name"] for v in spec["volumes"]] == ["repo", "scripts", "logs"]
+    # config.toml's volumes first (the DinD certificates' empty_dir), then the runner's own
+    assert [v["name"] for v in spec["volumes"]] == ["docker-certs", "repo", "scripts", "logs"]
     mounts = {c["name"]: c["volumeMounts"] for c in spec["initContainers"] + spec["containers"]}
     assert len({str(m) for m in mounts.values()}) == 1, "every container gets the identical mount list"
     assert {"name": "repo", "mountPath": "/builds"} in mounts["build"]
