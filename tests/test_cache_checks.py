@@ -3,12 +3,9 @@ and could-not-test; the plan's cache jobs and their needs; the probe script's re
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -20,6 +17,7 @@ from pytest_runnerconf.plan import make_plan, render_pipeline
 from pytest_runnerconf.profile import CacheExpect, Expectations, Profile
 from pytest_runnerconf.trace import parse_trace
 from pytest_runnerconf.verdict import ConformanceFailure
+from tests.test_catalogue import _load
 
 ROOT = Path(__file__).resolve().parent.parent
 Skipped = pytest.skip.Exception
@@ -27,18 +25,7 @@ NONCE = "20260101-000000-abcdef-1-0011223344556677"
 SHA = "ab" * 32
 
 
-def _load() -> ModuleType:
-    name = "runnerconf_cache_checks"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "suites" / "test_cache.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-cch = _load()
+cch = _load("test_cache")
 
 
 def profile(other: str | None = "k8s-cache-b") -> Profile:

@@ -3,12 +3,9 @@ spans from watch timelines, the skip without a capacity runner; the plan's capac
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -19,24 +16,14 @@ from pytest_runnerconf.evidence import JobEvidence, PodObservation
 from pytest_runnerconf.outcome import CouldNotTest
 from pytest_runnerconf.plan import Plan, ProbeLibrary, make_plan, render_pipeline
 from pytest_runnerconf.profile import CapacityExpect, Expectations, Profile
+from tests.test_catalogue import _load
 
 ROOT = Path(__file__).resolve().parent.parent
 Failed = pytest.fail.Exception
 Skipped = pytest.skip.Exception
 
 
-def _load() -> ModuleType:
-    name = "runnerconf_capacity_checks"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "suites" / "test_capacity.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-cap = _load()
+cap = _load("test_capacity")
 
 
 def profile(limit: int | None = 2, tags: tuple[str, ...] = ("k8s",)) -> Profile:
