@@ -111,7 +111,8 @@ def test_legacy_exec_strategy_by_feature_flag(runs: dict[str, JobRun]) -> None:
     assert "Using attach strategy" not in run.trace.text
     assert "legacy-ran" in run.trace.text and "no-logs-volume" in run.trace.text
     spec = run.pod.first["spec"]
-    assert [v["name"] for v in spec["volumes"]] == ["repo"]
+    # config.toml's volumes (the DinD certificates' empty_dir) stay; the legacy strategy drops scripts and logs
+    assert [v["name"] for v in spec["volumes"]] == ["docker-certs", "repo"]
     assert "initContainers" not in spec
 
 
