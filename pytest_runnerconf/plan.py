@@ -187,6 +187,28 @@ def template_values(profile: Profile, run_id: str) -> dict[str, str]:
         # RC-CCH-002: the restoring job goes to the other runner; with none named it runs on the default tags
         # (dropped empty tag) and the check skips.
         "cache.other_runner_tag": profile.expect.cache.other_runner_tag if profile.expect.cache else "",
+        **_registry_values(profile),
+    }
+
+
+# dockerd's own default insecure range: a --insecure-registry flag with nothing to name repeats it harmlessly.
+DOCKERD_DEFAULT_INSECURE = "127.0.0.0/8"
+
+
+def _registry_values(profile: Profile) -> dict[str, str]:
+    """RC-DND-003..005's placeholders: where dind-build pushes, the credentials' variable names, and which
+    registries its dockerd reaches over plain HTTP (those the profile lists as insecure_registries)."""
+    registry = profile.expect.registry
+    insecure = set(profile.expect.images.insecure_registries)
+    pull_host = profile.expect.images.dind_pull.split("/", 1)[0]
+    return {
+        "registry.image": f"{registry.address}/{registry.repository}" if registry else "",
+        "registry.user_variable": registry.user_variable if registry else "",
+        "registry.password_variable": registry.password_variable if registry else "",
+        "dind.insecure_pull": pull_host if pull_host in insecure else DOCKERD_DEFAULT_INSECURE,
+        "dind.insecure_push": registry.address
+        if registry and registry.address in insecure
+        else DOCKERD_DEFAULT_INSECURE,
     }
 
 

@@ -122,6 +122,21 @@ class CacheExpect:
 
 
 @dataclass(frozen=True)
+class RegistryExpect:
+    """RC-DND-003..005: the registry a DinD job pushes what it builds to, logging in with CI/CD variables.
+
+    The variables hold the credentials (GitLab's own container registry hands every job CI_REGISTRY_USER and
+    CI_REGISTRY_PASSWORD; another registry needs project variables the operator sets); the probe reads them
+    by name, so their values never pass through this tool.
+    """
+
+    address: str
+    repository: str
+    user_variable: str = "CI_REGISTRY_USER"
+    password_variable: str = "CI_REGISTRY_PASSWORD"
+
+
+@dataclass(frozen=True)
 class Expectations:
     builds_dir: str = "/builds"
     cleanup_deadline_s: float = 60.0
@@ -154,6 +169,8 @@ class Expectations:
     capacity: CapacityExpect | None = None
     # None: the profile names no second runner sharing the cache, so RC-CCH-002 is skipped.
     cache: CacheExpect | None = None
+    # None: the profile names no registry to push to, so RC-DND-004/005 are skipped (RC-DND-003 still builds).
+    registry: RegistryExpect | None = None
     # What the pod spec promises (expect_pod): None when the profile sets no such table.
     labels: LabelsExpect | None = None
     scheduling: SchedulingExpect | None = None
@@ -385,6 +402,7 @@ def profile_from_summary(summary: dict[str, Any]) -> Profile:
             },
             capacity=CapacityExpect(**exp["capacity"]) if exp.get("capacity") else None,
             cache=CacheExpect(**exp["cache"]) if exp.get("cache") else None,
+            registry=RegistryExpect(**exp["registry"]) if exp.get("registry") else None,
             **{name: expect_pod.restore(name, exp.get(name)) for name in expect_pod.TABLES},
         ),
     )
@@ -429,6 +447,7 @@ def _expect_summary(exp: Expectations) -> dict[str, Any]:
         "dind_tls": exp.dind_tls,
         "capacity": None if exp.capacity is None else dict(vars(exp.capacity)),
         "cache": None if exp.cache is None else dict(vars(exp.cache)),
+        "registry": None if exp.registry is None else dict(vars(exp.registry)),
         **{name: expect_pod.summarize(getattr(exp, name)) for name in expect_pod.TABLES},
     }
 
@@ -634,6 +653,33 @@ def _cache(ctx: _Ctx, value: Any) -> CacheExpect:
     return CacheExpect(other_runner_tag=_str(ctx.sub("other_runner_tag"), tag))
 
 
+def _registry(ctx: _Ctx, value: Any) -> RegistryExpect:
+    table = _table(ctx, value)
+    _check_keys(ctx, table, tuple(RegistryExpect.__dataclass_fields__))
+    address = _str(
+        ctx.sub("address"),
+        _required(
+            ctx, table, "address", 'the registry to push to, host[:port] (GitLab\'s own: "$CI_REGISTRY")'
+        ),
+    )
+    repository = _str(
+        ctx.sub("repository"),
+        _required(
+            ctx, table, "repository", "the image path under it the probe may push to, e.g. group/project/rc"
+        ),
+    )
+    names = {}
+    for key in ("user_variable", "password_variable"):
+        if key in table:
+            name = _str(ctx.sub(key), table[key])
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ctx.sub(key).error(
+                    f"= {_describe(name)} is not a CI/CD variable name (letters, digits and _, as GitLab takes them)"
+                )
+            names[key] = name
+    return RegistryExpect(address=address.strip("/"), repository=repository.strip("/"), **names)
+
+
 _EXPECT_FIELDS: dict[str, Callable[[_Ctx, Any], Any]] = {
     "builds_dir": _str,
     "cleanup_deadline_s": _seconds,
@@ -656,6 +702,7 @@ _EXPECT_FIELDS: dict[str, Callable[[_Ctx, Any], Any]] = {
     "log_burst_kib": _kilobytes,
     "capacity": _capacity,
     "cache": _cache,
+    "registry": _registry,
 }
 
 

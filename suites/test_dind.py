@@ -136,3 +136,204 @@ def test_tls_dind_reached_with_shared_certificates(
         summary=f"dockerd {record.get('server_version')} at {record.get('docker_host')} over verified TLS, "
         f"client certificates in {record.get('cert_path')}",
     )
+
+
+BUILD_REMEDIATION = (
+    "dockerd in the DinD service resolves the FROM image's registry through the pod's DNS (dns_policy / "
+    "dns_config in config.toml) and reaches it as the registry requires (--insecure-registry=HOST:PORT in the "
+    "service's command for plain HTTP, its CA in /etc/docker/certs.d otherwise); RUN steps resolve through the "
+    "DNS dockerd hands its containers: the pod's unless the service's command sets --dns, which must then name "
+    "a nameserver the pod can reach"
+)
+PUSH_REMEDIATION = (
+    "the job logs in with the CI/CD variables expect.registry names (GitLab's container registry: "
+    "CI_REGISTRY_USER and CI_REGISTRY_PASSWORD, given to every job; another registry: project variables, "
+    "masked and, for protected refs only, protected); check their values, that the user may push to "
+    "expect.registry.repository, and for plain HTTP --insecure-registry in the DinD service's command"
+)
+
+
+def build_record(job_evidence: JobLookup, probe_record: ProbeLookup) -> tuple[JobEvidence, dict[str, Any]]:
+    """dind-build's record; could_not_test when its dockerd never answered (RC-DNS-003 judges the service)."""
+    __tracebackhide__ = True
+    job = job_evidence("dind-build")
+    record = probe_record(job, "dind-push")
+    if record.get("dockerd_ready") is not True:
+        could_not_test(
+            "no-evidence",
+            f"dockerd at {record.get('docker_host')} in job dind-build never answered, so nothing was built "
+            "(RC-DNS-003 judges the DinD service itself)",
+            job=job,
+        )
+    return job, record
+
+
+def pushing_to(profile: Profile) -> str:
+    """The image path the probe pushes to; skips when the profile names no registry."""
+    registry = profile.expect.registry
+    if registry is None:
+        pytest.skip(
+            f"the profile of cluster {profile.name} names no registry to push to (expect.registry: address, "
+            "repository and the CI/CD variables holding the credentials)"
+        )
+    return f"{registry.address}/{registry.repository}"
+
+
+@check(
+    id="RC-DND-003",
+    claim="docker build in a DinD service pulls its FROM image through the pod's DNS, and its RUN steps "
+    "resolve names",
+    remediation=BUILD_REMEDIATION,
+    area="dind",
+    probes=("dind-push",),
+)
+def test_dind_build_resolves_from_and_run(job_evidence: JobLookup, probe_record: ProbeLookup) -> None:
+    job, record = build_record(job_evidence, probe_record)
+    name = record.get("resolve_name")
+    observed = {
+        "FROM": record.get("from"),
+        "built": record.get("built") is True,
+        "build s": record.get("build_s"),
+        "RUN step resolved": name,
+        "RUN lookup exit": record.get("lookup_exit"),
+        "RUN step nameservers": record.get("run_nameservers") or [],
+        "build error": record.get("build_error") or [],
+    }
+    want = {"built": True, "RUN step resolves": name}
+    if record.get("built") is not True:
+        error = " / ".join(record.get("build_error") or ["no output"])
+        fail(
+            "RC-DND-003",
+            want,
+            observed,
+            job=job,
+            summary=f"docker build FROM {record.get('from')} failed: {error}",
+        )
+    servers = ", ".join(s.removeprefix("nameserver ") for s in record.get("run_nameservers") or []) or "none"
+    if record.get("lookup_exit") != "0":
+        fail(
+            "RC-DND-003",
+            want,
+            observed,
+            job=job,
+            summary=f"the build's RUN step could not resolve {name} (nameservers: {servers})",
+        )
+    held(
+        "RC-DND-003",
+        want,
+        observed,
+        job=job,
+        summary=f"built FROM {record.get('from')} in {record.get('build_s')} s; the RUN step resolved {name} "
+        f"through {servers}",
+    )
+
+
+@check(
+    id="RC-DND-004",
+    claim="a DinD job logs in to the registry with the profile's CI/CD variables and pushes what it built",
+    remediation=PUSH_REMEDIATION,
+    area="dind",
+    probes=("dind-push",),
+)
+def test_dind_login_and_push(
+    job_evidence: JobLookup, probe_record: ProbeLookup, runnerconf_profile: Profile
+) -> None:
+    image = pushing_to(runnerconf_profile)
+    job, record = build_record(job_evidence, probe_record)
+    if record.get("built") is not True:
+        could_not_test("no-evidence", "nothing to push: the build failed (RC-DND-003 judges it)", job=job)
+    observed = {
+        "image": image,
+        "logged in": record.get("logged_in") is True,
+        "pushed": record.get("pushed") is True,
+        "digest": record.get("digest"),
+        "login error": record.get("login_error") or [],
+        "push error": record.get("push_error") or [],
+    }
+    want = {"logged in": True, "pushed": True, "digest": "sha256:..."}
+    if record.get("logged_in") is not True:
+        error = " / ".join(record.get("login_error") or ["no output"])
+        fail(
+            "RC-DND-004",
+            want,
+            observed,
+            job=job,
+            summary=f"docker login to {image.split('/')[0]} refused: {error}",
+        )
+    digest = str(record.get("digest") or "")
+    if record.get("pushed") is not True or not digest.startswith("sha256:"):
+        error = " / ".join(record.get("push_error") or ["no digest reported"])
+        fail("RC-DND-004", want, observed, job=job, summary=f"docker push to {image} failed: {error}")
+    held("RC-DND-004", want, observed, job=job, summary=f"logged in and pushed {image}@{digest}")
+
+
+@check(
+    id="RC-DND-005",
+    claim="a later job (needs:) pulls the pushed image by its digest and runs it: same digest, same content",
+    remediation=PUSH_REMEDIATION
+    + "; the later job gets the digest through the first job's artifacts (needs: with artifacts)",
+    area="dind",
+    probes=("dind-push",),
+)
+def test_dind_pull_by_digest(
+    job_evidence: JobLookup, probe_record: ProbeLookup, runnerconf_profile: Profile
+) -> None:
+    image = pushing_to(runnerconf_profile)
+    build_job, built = build_record(job_evidence, probe_record)
+    pushed = str(built.get("digest") or "")
+    if not pushed:
+        could_not_test(
+            "no-evidence",
+            "nothing was pushed, so there is nothing to pull (RC-DND-004 judges it)",
+            job=build_job,
+        )
+    job = job_evidence("dind-pull")
+    record = probe_record(job, "dind-push")
+    if record.get("dockerd_ready") is not True:
+        could_not_test(
+            "no-evidence",
+            f"dockerd at {record.get('docker_host')} in job dind-pull never answered (RC-DNS-003 judges DinD)",
+            job=job,
+        )
+    if record.get("artifact_digest") != pushed:
+        could_not_test(
+            "no-evidence",
+            f"job dind-pull did not get the pushed digest through dind-build's artifacts "
+            f"(got {record.get('artifact_digest')!r}; RC-VOL-003 judges artifacts)",
+            job=job,
+        )
+    observed = {
+        "image": f"{image}@{pushed}",
+        "pulled": record.get("pulled") is True,
+        "pulled digest": record.get("pulled_digest"),
+        "ran": record.get("ran") is True,
+        "content": record.get("built_by"),
+        "pull error": record.get("pull_error") or [],
+    }
+    run_id = built.get("run_id")
+    want = {"pulled digest": pushed, "content": run_id}
+    if record.get("pulled") is not True:
+        error = " / ".join(record.get("pull_error") or ["no output"])
+        fail(
+            "RC-DND-005",
+            want,
+            observed,
+            job=job,
+            summary=f"docker pull {image}@{pushed[:19]}… failed: {error}",
+        )
+    if record.get("pulled_digest") != pushed or record.get("built_by") != run_id:
+        fail(
+            "RC-DND-005",
+            want,
+            observed,
+            job=job,
+            summary=f"the pulled image is not the one pushed: digest {record.get('pulled_digest')}, content "
+            f"{record.get('built_by')!r}",
+        )
+    held(
+        "RC-DND-005",
+        want,
+        observed,
+        job=job,
+        summary=f"job dind-pull pulled {pushed[:19]}… by digest and ran it (built by run {run_id})",
+    )

@@ -114,3 +114,137 @@ def test_tls_not_offered_or_not_stated_is_a_skip_naming_the_setting(
 ) -> None:
     with pytest.raises(pytest.skip.Exception, match=rf"{reason} .*\(expect\.dind_tls\)"):
         judge_tls(tls_job(), offered)
+
+
+# RC-DND-003..005 over records shaped as fixtures/probes/dind-push.sh prints them. The error lines are written
+# after what the docker CLI 20.10 and distribution 2.8 say (distribution's errcode UNAUTHORIZED "authentication
+# required"; the CLI's "Error response from daemon: ..." prefix), not copied from a log.
+DIGEST = "sha256:" + "ab" * 32
+REGISTRY = "registry.runnerconf.test:5001"
+
+
+def build_job(**record: Any) -> JobEvidence:
+    base = {
+        "run_id": "20261203-061500-abc123",
+        "mode": "build",
+        "docker_host": "tcp://docker:2375",
+        "dockerd_ready": True,
+        "image": f"{REGISTRY}/runnerconf/scratch/dind-build",
+        "from": "registry.runnerconf.test:5000/runnerconf/tiny:1",
+        "resolve_name": "registry.runnerconf.test",
+        "built": True,
+        "build_s": "6.2",
+        "lookup_exit": "0",
+        "run_nameservers": ["nameserver 172.17.0.1"],
+        "logged_in": True,
+        "pushed": True,
+        "digest": DIGEST,
+    }
+    return JobEvidence(
+        name="dind-build", job={"status": "success"}, trace="", records={"dind-push": [{**base, **record}]}
+    )
+
+
+def pull_job(**record: Any) -> JobEvidence:
+    base = {
+        "run_id": "20261203-061500-abc123",
+        "mode": "pull",
+        "docker_host": "tcp://docker:2375",
+        "dockerd_ready": True,
+        "artifact_digest": DIGEST,
+        "logged_in": True,
+        "pulled": True,
+        "pulled_digest": DIGEST,
+        "ran": True,
+        "built_by": "20261203-061500-abc123",
+    }
+    return JobEvidence(
+        name="dind-pull", job={"status": "success"}, trace="", records={"dind-push": [{**base, **record}]}
+    )
+
+
+def with_registry(registry: bool = True) -> Any:
+    from pytest_runnerconf.profile import RegistryExpect
+
+    value = RegistryExpect(REGISTRY, "runnerconf/scratch/dind-build") if registry else None
+    return replace(PROFILE, expect=replace(PROFILE.expect, registry=value))
+
+
+def test_a_build_whose_run_step_resolves_passes_and_says_through_what() -> None:
+    dind.test_dind_build_resolves_from_and_run(lookup(build_job()), probe_record)
+
+
+def test_a_run_step_that_cannot_resolve_fails_naming_its_nameservers() -> None:
+    job = build_job(lookup_exit="1", run_nameservers=["nameserver 8.8.8.8"])
+    with pytest.raises(ConformanceFailure) as info:
+        dind.test_dind_build_resolves_from_and_run(lookup(job), probe_record)
+    said = info.value.expectation.summary
+    assert said == "the build's RUN step could not resolve registry.runnerconf.test (nameservers: 8.8.8.8)"
+
+
+def test_a_failed_build_fails_with_its_error_and_no_dockerd_cannot_test() -> None:
+    error = [
+        "Step 1/3 : FROM registry.runnerconf.test:5000/runnerconf/tiny:1",
+        "Get ...: dial tcp: lookup failed",
+    ]
+    with pytest.raises(ConformanceFailure, match="dial tcp: lookup failed"):
+        dind.test_dind_build_resolves_from_and_run(
+            lookup(build_job(built=False, build_error=error)), probe_record
+        )
+    with pytest.raises(CouldNotTest, match="never answered"):
+        dind.test_dind_build_resolves_from_and_run(lookup(build_job(dockerd_ready=False)), probe_record)
+
+
+def test_login_and_push_pass_with_a_digest() -> None:
+    dind.test_dind_login_and_push(lookup(build_job()), probe_record, with_registry())
+
+
+def test_a_refused_login_fails_with_the_registrys_words() -> None:
+    said = [f'Error response from daemon: Get "http://{REGISTRY}/v2/": unauthorized: authentication required']
+    job = build_job(logged_in=False, login_error=said, pushed=None, digest=None)
+    with pytest.raises(ConformanceFailure) as info:
+        dind.test_dind_login_and_push(lookup(job), probe_record, with_registry())
+    assert info.value.expectation.summary.startswith(f"docker login to {REGISTRY} refused: Error response")
+
+
+def test_a_push_without_digest_fails() -> None:
+    job = build_job(
+        pushed=False, digest=None, push_error=["denied: requested access to the resource is denied"]
+    )
+    with pytest.raises(ConformanceFailure, match="access to the resource is denied"):
+        dind.test_dind_login_and_push(lookup(job), probe_record, with_registry())
+
+
+def test_without_a_registry_push_and_pull_are_skipped_naming_the_setting() -> None:
+    with pytest.raises(pytest.skip.Exception, match=r"names no registry to push to \(expect\.registry"):
+        dind.test_dind_login_and_push(lookup(build_job()), probe_record, with_registry(False))
+    with pytest.raises(pytest.skip.Exception, match=r"expect\.registry"):
+        dind.test_dind_pull_by_digest(lookup(build_job(), pull_job()), probe_record, with_registry(False))
+
+
+def test_pull_by_digest_passes_when_digest_and_content_match() -> None:
+    dind.test_dind_pull_by_digest(lookup(build_job(), pull_job()), probe_record, with_registry())
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"pulled": False, "pull_error": ["manifest unknown"]},
+        {"pulled_digest": "sha256:" + "cd" * 32},
+        {"built_by": "another-run"},
+    ],
+)
+def test_a_pull_that_fails_or_brings_another_image_fails(record: dict[str, Any]) -> None:
+    with pytest.raises(ConformanceFailure):
+        dind.test_dind_pull_by_digest(lookup(build_job(), pull_job(**record)), probe_record, with_registry())
+
+
+def test_nothing_pushed_or_no_digest_handed_on_cannot_test() -> None:
+    with pytest.raises(CouldNotTest, match="nothing was pushed"):
+        dind.test_dind_pull_by_digest(
+            lookup(build_job(digest=None, pushed=False), pull_job()), probe_record, with_registry()
+        )
+    with pytest.raises(CouldNotTest, match="artifacts"):
+        dind.test_dind_pull_by_digest(
+            lookup(build_job(), pull_job(artifact_digest="")), probe_record, with_registry()
+        )

@@ -100,7 +100,7 @@ class LocalCluster:
         self.info: ClusterInfo | None = None
 
     def start(self, log: Log = print) -> ClusterInfo:
-        from pytest_runnerconf.local import admission, engine, images, netsvc, scheduling, setup
+        from pytest_runnerconf.local import admission, egress, engine, images, netsvc, scheduling, setup
         from pytest_runnerconf.local.apifaults import RunFaults
         from pytest_runnerconf.local.gitlab_api import GitLabAPI
         from pytest_runnerconf.local.gitlab_state import GitLabState
@@ -132,12 +132,29 @@ class LocalCluster:
         dns = netsvc.start_dns(self.home, gateway, {cl["registry_host"]: gateway})
         self._stops.append(dns.stop)
         cleanup_leftovers(client, self.home, services=False)
+        bridge = netsvc.bridge_name(client)
+        egress.guard(bridge)
+        self._stops.append(lambda: egress.unguard(bridge))
         registry = netsvc.start_registry(self.home, gateway, cl["registry_port"])
         self._stops.append(registry.stop)
         for repo, role in cl["registry_images"].items():
             netsvc.push_to_registry(client, built[role], repo, gateway, cl["registry_port"])
+        # The scratch project's container registry: login required, with credentials made per start that the
+        # project hands its jobs as CI/CD variables (what an operator sets up for DinD pushes).
+        push_user, push_password = "runnerconf-ci", secrets.token_urlsafe(18)
+        push_registry = netsvc.start_registry(
+            self.home,
+            gateway,
+            cl["push_registry_port"],
+            name="push-registry",
+            htpasswd=netsvc.write_htpasswd(
+                self.home / "run" / "push-registry.htpasswd", push_user, push_password
+            ),
+        )
+        self._stops.append(push_registry.stop)
         log(
-            f"runnerconf local: DNS {dns.address}, registry {registry.address} ({time.monotonic() - t0:.1f}s)"
+            f"runnerconf local: DNS {dns.address}, registry {registry.address}, project registry "
+            f"{push_registry.address} ({time.monotonic() - t0:.1f}s)"
         )
 
         # One CA per start: clients trust it through the kubeconfig (and gitlab_ca_file for an HTTPS GitLab).
@@ -183,6 +200,11 @@ class LocalCluster:
         )
         standins = StandIns(settings["standins"], built)
         project = state.create_project(cl["project"])
+        for key, value in cl["registry_variables"].items():
+            # "@user"/"@password": the per-start credentials; the password is masked in job logs, as an
+            # operator marks it.
+            secret = value == "@password"
+            state.set_project_variable(project, key, push_password if secret else push_user, masked=secret)
 
         def repo_mounts(pod: dict[str, Any]) -> dict[str, dict[str, str]]:
             pid = int(pod["metadata"]["annotations"]["project.runner.gitlab.com/id"])

@@ -46,6 +46,8 @@ FAULTS: dict[str, str] = {
     "limit-ignored": "a [[runners]] entry's limit is not enforced: only the global concurrent caps its jobs",
     "dind-certs-not-shared": "config.toml's certificates volume (mounted under /certs) reaches a job's "
     "services but not its build container, so TLS Docker-in-Docker has no client certificates",
+    "registry-push-denied": "the project registry refuses the job's credentials: its *REGISTRY_PASSWORD CI/CD "
+    "variables hold a password rotated away in the registry",
     "dind-mtu-too-big": "the pod's interface gets an MTU of 1400, below the 1500 dockerd gives its bridge in a "
     "DinD service (an overlay network's MTU, dockerd not told)",
     "scheduling-slow": "pods of a [[runners]] entry with a limit stay Pending (Unschedulable: Insufficient cpu) "

@@ -62,6 +62,8 @@ class Project:
     repo: GitRepo
     created_at: float
     description: str = ""
+    # The project's CI/CD variables (Settings > CI/CD > Variables): every job of the project gets them.
+    variables: list[Variable] = field(default_factory=list)
 
     @property
     def path_with_namespace(self) -> str:
@@ -232,6 +234,17 @@ class GitLabState:
             project = Project(next(self._project_ids), name, NAMESPACE, repo, time.time(), description)
             self._projects[project.id] = project
             return project
+
+    def set_project_variable(
+        self, project: int | str | Project, key: str, value: str, *, masked: bool = False
+    ) -> Variable:
+        """Create or replace a project CI/CD variable. GitLab hands every project variable to the runner as
+        non-public (Ci::HasVariable#to_runner_variable), so it reaches the job's script, never the pod spec."""
+        variable = Variable(key, value, public=False, masked=masked)
+        with self.lock:
+            target = self.project(project)
+            target.variables = [v for v in target.variables if v.key != key] + [variable]
+        return variable
 
     def repo_path(self, project: int | str | Project) -> Path:
         """The bare repository on disk (what the runner's helper clones from)."""
@@ -542,6 +555,9 @@ class GitLabState:
             *self._predefined(job, pipeline, project),
             *definition.global_variables,
             *definition.variables,
+            # Project variables come after the .gitlab-ci.yml ones (GitLab's precedence: they override them),
+            # and pipeline variables after both.
+            *project.variables,
             *pipeline.variables,
         )
         return JobPayload(

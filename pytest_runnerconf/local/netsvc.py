@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
@@ -148,6 +149,12 @@ def _read_pid(pid_file: Path) -> int:
         return int(pid_file.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def bridge_name(client: docker.DockerClient) -> str:
+    """The host interface of Docker's default bridge (docker0 unless the engine was told otherwise)."""
+    options = client.networks.get("bridge").attrs.get("Options") or {}
+    return str(options.get("com.docker.network.bridge.name") or "docker0")
 
 
 def bridge_gateway(client: docker.DockerClient) -> str:
@@ -353,32 +360,51 @@ def _skip_name(data: bytes, offset: int) -> int:
 # --- registry ----------------------------------------------------------------------------------------------
 
 
-def start_registry(home: Path, gateway: str, port: int = 5000) -> Service:
-    """Debian's docker-registry (distribution v2): plain HTTP on gateway:port, no auth, delete enabled."""
+def start_registry(
+    home: Path, gateway: str, port: int = 5000, *, name: str = "registry", htpasswd: Path | None = None
+) -> Service:
+    """Debian's docker-registry (distribution v2): plain HTTP on gateway:port, delete enabled.
+
+    Without HTPASSWD anyone may pull and push (the cluster's image mirror); with it every request needs basic
+    auth from that bcrypt htpasswd file (registry/auth/htpasswd in distribution: the only password format it
+    takes), as a project's container registry asks of `docker login`.
+    """
     registry = shutil.which("docker-registry")
     if registry is None:
         raise ServiceError(
             "docker-registry is not installed; run `apt-get install -y docker-registry` as root"
         )
     home = home.resolve()
-    storage = home / "registry"
+    storage = home / name
     storage.mkdir(parents=True, exist_ok=True)
-    config = _run_dir(home) / "registry.yml"
+    config = _run_dir(home) / f"{name}.yml"
+    settings: dict[str, Any] = {
+        "version": 0.1,
+        "log": {"level": "info", "fields": {"service": f"runnerconf-{name}"}},
+        "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
+        "http": {"addr": f"{gateway}:{port}"},
+    }
+    if htpasswd is not None:
+        settings["auth"] = {"htpasswd": {"realm": f"runnerconf-{name}", "path": str(htpasswd)}}
     # JSON is YAML: no template engine needed for the config.
-    config.write_text(
-        json.dumps(
-            {
-                "version": 0.1,
-                "log": {"level": "info", "fields": {"service": "runnerconf-registry"}},
-                "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
-                "http": {"addr": f"{gateway}:{port}"},
-            },
-            indent=2,
-        )
-    )
-    service = _spawn("registry", [registry, "serve", str(config)], home, gateway, port, (socket.SOCK_STREAM,))
-    _wait_ready(service, lambda: _http_status(f"http://{gateway}:{port}/v2/") == 200)
+    config.write_text(json.dumps(settings, indent=2))
+    service = _spawn(name, [registry, "serve", str(config)], home, gateway, port, (socket.SOCK_STREAM,))
+    # /v2/ answers 401 with a challenge when auth is on: that too says the registry is up.
+    ready = (401,) if htpasswd is not None else (200,)
+    _wait_ready(service, lambda: _http_status(f"http://{gateway}:{port}/v2/") in ready)
     return service
+
+
+def write_htpasswd(path: Path, user: str, password: str) -> Path:
+    """One bcrypt htpasswd entry, as `htpasswd -B` writes it (the registry accepts bcrypt only)."""
+    import bcrypt
+
+    # Cost 5 (bcrypt's minimum of 4, plus one): the registry checks the hash on every request of a push.
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{user}:{hashed}\n")
+    path.chmod(0o600)
+    return path
 
 
 def _http_status(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> int:

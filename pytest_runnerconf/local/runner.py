@@ -193,7 +193,10 @@ class LocalRunner:
             job_faults = parse_faults(payload.variable(FAULTS_ENV_VAR))
         except LocalConfigError:
             job_faults = frozenset()
-        job = RunningJob(payload, self.faults | job_faults)
+        faults = self.faults | job_faults
+        if "registry-push-denied" in faults:
+            payload = revoked_registry_password(payload)
+        job = RunningJob(payload, faults)
         with self._lock:
             self._jobs[payload.id] = job
             self._waiting.append(job)
@@ -770,7 +773,9 @@ class LocalRunner:
         trace.section_start("after_script", "Running after_script")
         # executeAfterScript: CI_JOB_STATUS says how the script ended (the stage script exports it).
         state = "success" if error is None else "canceled" if isinstance(error, JobAborted) else "failed"
-        body = f"export CI_JOB_STATUS={state}\n" + self._user_script(plan, job.payload.after_script)
+        body = f"export CI_JOB_STATUS={state}\n" + self._user_script(
+            plan, job.payload.after_script, job.payload
+        )
         try:
             code = self._run_stage(job, plan, strategy, "after_script", body, after_failure=True)
         except StageFailed as exc:
@@ -1008,8 +1013,16 @@ echo "Skipping Git submodules setup"
         finally:
             trace.section_end("download_artifacts")
 
-    def _user_script(self, plan: PodPlan, commands: tuple[str, ...]) -> str:
-        lines = [f"cd {shlex.quote(plan.project_dir)}"]
+    def _user_script(self, plan: PodPlan, commands: tuple[str, ...], payload: JobPayload) -> str:
+        # The shell writer exports the job's variables at the top of every stage script (shells/bash.go
+        # writeExports); the public ones are in the containers' env already (the pod spec), so here the
+        # others: project and pipeline variables (non-public, masked ones included), never in the pod spec.
+        exports = [
+            f"export {v.key}={shlex.quote(v.value)}"
+            for v in payload.variables
+            if not v.public and not v.file and v.key.isidentifier()
+        ]
+        lines = [*exports, f"cd {shlex.quote(plan.project_dir)}"]
         for cmd in commands:
             echo = cmd.replace("\n", " ").strip()
             lines.append(f"printf '%s\\n' {shlex.quote(GREEN + '$ ' + echo + RESET)}")
@@ -1024,7 +1037,7 @@ echo "Skipping Git submodules setup"
         trace.section_start("step_script", 'Executing "step_script" stage of the job script')
         try:
             code = self._run_stage(
-                job, plan, strategy, "step_script", self._user_script(plan, (*p.before_script, *p.script))
+                job, plan, strategy, "step_script", self._user_script(plan, (*p.before_script, *p.script), p)
             )
         finally:
             trace.section_end("step_script")
@@ -1196,3 +1209,13 @@ def _unwrap_prepare(message: str) -> str:
     if message.startswith(prefix) and message.endswith(suffix):
         return message[len(prefix) : -len(suffix)]
     return message
+
+
+def revoked_registry_password(payload: JobPayload) -> JobPayload:
+    """registry-push-denied: the job's *REGISTRY_PASSWORD variables hold a password the registry no longer
+    takes (rotated there, not in the project's CI/CD settings)."""
+    variables = tuple(
+        dataclasses.replace(v, value="revoked-" + v.value[::-1]) if v.key.endswith("REGISTRY_PASSWORD") else v
+        for v in payload.variables
+    )
+    return dataclasses.replace(payload, variables=variables)

@@ -696,3 +696,17 @@ def test_a_job_whose_need_failed_is_skipped(local: Local) -> None:
     assert local.queue.names() == ["save"]
     pipeline.refresh()
     assert pipeline.status == "failed"
+
+
+def test_project_variables_reach_jobs_non_public_after_the_yaml_ones(local: Local) -> None:
+    # GitLab hands project CI/CD variables to the runner as non-public (Ci::HasVariable#to_runner_variable),
+    # after the .gitlab-ci.yml ones so they win, and before pipeline variables.
+    local.state.set_project_variable("runnerconf/scratch", "SHARED", "from-project")
+    local.state.set_project_variable("runnerconf/scratch", "REG_PASSWORD", "s3cr3t-value", masked=True)
+    local.state.set_project_variable("runnerconf/scratch", "REG_PASSWORD", "rotated-value", masked=True)
+    local.pipeline(CI, [{"key": "SHARED", "value": "from-pipeline", "variable_type": "env_var"}])
+    payload = local.queue.submitted[0]
+    shared = [v.value for v in payload.variables if v.key == "SHARED"]
+    assert shared == ["from-global", "from-job", "from-project", "from-pipeline"]
+    passwords = [v for v in payload.variables if v.key == "REG_PASSWORD"]
+    assert [(v.value, v.public, v.masked) for v in passwords] == [("rotated-value", False, True)]

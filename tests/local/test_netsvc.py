@@ -181,3 +181,44 @@ def test_stop_all_leaves_processes_that_are_not_ours(home: Path) -> None:
     (run / "impostor.pid").write_text(f"{os.getpid()}\n")
     assert netsvc.stop_all(home) == []
     assert not (run / "impostor.pid").exists()  # a stale pid file is cleared, the process is spared
+
+
+def test_a_registry_with_htpasswd_wants_the_right_login(home: Path, gateway: str) -> None:
+    import base64
+
+    htpasswd = netsvc.write_htpasswd(home / "htpasswd", "rc-user", "rc-password")
+    assert htpasswd.read_text().startswith("rc-user:$2b$05$") and htpasswd.stat().st_mode & 0o077 == 0
+    port = netsvc.free_port(gateway)
+    service = netsvc.start_registry(home, gateway, port, name="auth-registry", htpasswd=htpasswd)
+    url = f"http://{gateway}:{port}/v2/"
+    try:
+
+        def status(user: str, password: str) -> int:
+            auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+            return netsvc._http_status(url, {"Authorization": f"Basic {auth}"})
+
+        assert netsvc._http_status(url) == 401
+        assert status("rc-user", "rc-password") == 200
+        assert status("rc-user", "wrong") == 401
+    finally:
+        service.stop()
+
+
+def test_the_egress_guard_rejects_what_the_bridge_forwards_elsewhere(docker_client: Any) -> None:
+    import subprocess
+
+    from pytest_runnerconf.local import egress
+
+    bridge = netsvc.bridge_name(docker_client)
+    was = egress.guarded(bridge)
+    egress.guard(bridge)
+    egress.guard(bridge)  # idempotent: one rule
+    rules = subprocess.run(
+        ["iptables", "-S", "DOCKER-USER"], capture_output=True, text=True, check=True
+    ).stdout
+    ours = [r for r in rules.splitlines() if egress.COMMENT in r]
+    assert len(ours) == 1
+    assert f"-i {bridge} ! -o {bridge}" in ours[0] and "-j REJECT" in ours[0]
+    if not was:
+        egress.unguard(bridge)
+        assert not egress.guarded(bridge)
