@@ -345,3 +345,36 @@ def test_the_local_cluster_names_its_own_profile_for_what_the_user_did_not_set()
         "the local fault pod-pending-timeout",
     )
     assert sources["images.docker_cli"].origin == "target"
+
+
+def test_registry_to_push_to_defaults_to_gitlabs_own_variables(tmp_path: Path) -> None:
+    text = (
+        MINIMAL
+        + '[clusters.prod.expect.registry]\naddress = "registry.example.com/"\nrepository = "/infra/rc"\n'
+    )
+    registry = load_profile(write(tmp_path, text), "prod").expect.registry
+    assert registry is not None
+    assert (registry.address, registry.repository) == ("registry.example.com", "infra/rc")
+    assert (registry.user_variable, registry.password_variable) == (
+        "CI_REGISTRY_USER",
+        "CI_REGISTRY_PASSWORD",
+    )
+    assert load_profile(write(tmp_path, MINIMAL), "prod").expect.registry is None
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        (
+            'repository = "infra/rc"',
+            "missing required key clusters.prod.expect.registry.address; it must be the registry to push to",
+        ),
+        (
+            'address = "r.example.com"\nrepository = "x"\npassword_variable = "MY-PASS"',
+            "clusters.prod.expect.registry.password_variable = 'MY-PASS' (str) is not a CI/CD variable name",
+        ),
+    ],
+)
+def test_registry_mistakes_name_the_setting(tmp_path: Path, table: str, expected: str) -> None:
+    path = write(tmp_path, MINIMAL + f"[clusters.prod.expect.registry]\n{table}\n")
+    assert expected in error_of(path)
