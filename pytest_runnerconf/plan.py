@@ -203,6 +203,8 @@ def _registry_values(profile: Profile) -> dict[str, str]:
     pull_host = profile.expect.images.dind_pull.split("/", 1)[0]
     return {
         "registry.image": f"{registry.address}/{registry.repository}" if registry else "",
+        # How dind-pull's containers reach the registry's API: plain HTTP only where dockerd is told so.
+        "registry.scheme": "http" if registry and registry.address in insecure else "https",
         "registry.user_variable": registry.user_variable if registry else "",
         "registry.password_variable": registry.password_variable if registry else "",
         "dind.insecure_pull": pull_host if pull_host in insecure else DOCKERD_DEFAULT_INSECURE,

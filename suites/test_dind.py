@@ -337,3 +337,63 @@ def test_dind_pull_by_digest(
         job=job,
         summary=f"job dind-pull pulled {pushed[:19]}… by digest and ran it (built by run {run_id})",
     )
+
+
+@check(
+    id="RC-DND-006",
+    claim="a container dockerd starts in a DinD service receives a few MiB from the registry in full (full-size "
+    "packets cross the inner bridge and the pod's interface)",
+    remediation="a transfer that starts and then stalls is the MTU: dockerd's bridge (1500 unless told) is larger "
+    "than what the pod network carries; add --mtu=<pod MTU> to the DinD service's command and "
+    "--default-network-opt=bridge=com.docker.network.driver.mtu=<pod MTU> for networks the job creates, or raise "
+    "the CNI's MTU (RC-DND-001 compares the two)",
+    area="dind",
+    probes=("dind-push",),
+)
+def test_dind_container_receives_megabytes(
+    job_evidence: JobLookup, probe_record: ProbeLookup, runnerconf_profile: Profile
+) -> None:
+    image = pushing_to(runnerconf_profile)
+    job = job_evidence("dind-pull")
+    record = probe_record(job, "dind-push")
+    if record.get("ran") is not True:
+        could_not_test(
+            "no-evidence",
+            f"job dind-pull never ran the pushed image {image}, so no container fetched anything "
+            "(RC-DND-004 and RC-DND-005 judge the push and the pull)",
+            job=job,
+        )
+    size = str(record.get("layer_bytes") or "")
+    if not size.isdigit():
+        could_not_test(
+            "no-evidence",
+            "the image's manifest could not be read from the registry, so no layer was fetched: "
+            + " / ".join(record.get("fetch_error") or ["no error text"]),
+            job=job,
+        )
+    got = str(record.get("fetched_bytes") or "0")
+    observed = {
+        "layer bytes": int(size),
+        "received bytes": int(got) if got.isdigit() else got,
+        "seconds": record.get("fetch_s"),
+        "inner MTU": record.get("inner_mtu"),
+        "error": record.get("fetch_error") or [],
+    }
+    want = {"received bytes": int(size)}
+    if got != size:
+        fail(
+            "RC-DND-006",
+            want,
+            observed,
+            job=job,
+            summary=f"a container dockerd started received {got} of {size} bytes of a layer from "
+            f"{image.split('/')[0]} (inner MTU {record.get('inner_mtu')})",
+        )
+    held(
+        "RC-DND-006",
+        want,
+        observed,
+        job=job,
+        summary=f"a container dockerd started received all {size} bytes of a layer in {record.get('fetch_s')} s "
+        f"(inner MTU {record.get('inner_mtu')})",
+    )

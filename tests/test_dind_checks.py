@@ -248,3 +248,28 @@ def test_nothing_pushed_or_no_digest_handed_on_cannot_test() -> None:
         dind.test_dind_pull_by_digest(
             lookup(build_job(), pull_job(artifact_digest="")), probe_record, with_registry()
         )
+
+
+def judge_fetch(**record: Any) -> None:
+    base = {"layer_bytes": "4195745", "fetched_bytes": "4195745", "fetch_s": "0.4", "inner_mtu": "1500"}
+    job = pull_job(**{**base, **record})
+    dind.test_dind_container_receives_megabytes(lookup(build_job(), job), probe_record, with_registry())
+
+
+def test_a_layer_received_in_full_passes() -> None:
+    judge_fetch()
+
+
+def test_a_stalled_transfer_fails_with_what_arrived() -> None:
+    # What the dind-mtu-too-big fault made of it on the local cluster: the last segments never came.
+    with pytest.raises(ConformanceFailure) as info:
+        judge_fetch(fetched_bytes="4194304")
+    said = info.value.expectation.summary
+    assert said.startswith("a container dockerd started received 4194304 of 4195745 bytes of a layer from")
+
+
+def test_no_image_run_or_no_manifest_cannot_test() -> None:
+    with pytest.raises(CouldNotTest, match="never ran the pushed image"):
+        judge_fetch(ran=False)
+    with pytest.raises(CouldNotTest, match="manifest could not be read.*401"):
+        judge_fetch(layer_bytes="", fetch_error=["wget: server returned error: HTTP/1.1 401 Unauthorized"])

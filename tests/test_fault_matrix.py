@@ -54,7 +54,7 @@ MATRIX: dict[str, set[str]] = {
     "concurrency-one": {"capacity"},
     "limit-ignored": {"capacity"},
     "scheduling-slow": {"capacity"},
-    "dind-mtu-too-big": {"dind"},
+    "dind-mtu-too-big": {"dind"},  # RC-DND-001 (the MTUs) and RC-DND-006 (the transfer stalls)
     "dind-certs-not-shared": {"dind"},
     "registry-push-denied": {"dind"},  # RC-DND-004 (login refused); RC-DND-005 has nothing to pull
     "cache-upload-fails-silently": {"cache"},  # RC-CCH-001 (and the migration RC-CCH-002): nothing to restore

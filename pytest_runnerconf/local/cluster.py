@@ -219,6 +219,7 @@ class LocalCluster:
             repo_mounts=repo_mounts,
             state_dir=self.home / "kubelet",
             node_ip=gateway,  # the node's address on the pods' network
+            net_tools_image=built["dind"],
         )
         self._stops.append(kubelet.remove_all)
         deletion = PodDeletion(store, kubelet)

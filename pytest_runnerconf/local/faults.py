@@ -48,8 +48,9 @@ FAULTS: dict[str, str] = {
     "services but not its build container, so TLS Docker-in-Docker has no client certificates",
     "registry-push-denied": "the project registry refuses the job's credentials: its *REGISTRY_PASSWORD CI/CD "
     "variables hold a password rotated away in the registry",
-    "dind-mtu-too-big": "the pod's interface gets an MTU of 1400, below the 1500 dockerd gives its bridge in a "
-    "DinD service (an overlay network's MTU, dockerd not told)",
+    "dind-mtu-too-big": "the pod's network carries at most 1400-byte packets and its interface says so (MTU "
+    "1400), below the 1500 dockerd gives its bridge in a DinD service (an overlay network, dockerd not told): "
+    "large packets for the containers dockerd starts are dropped",
     "scheduling-slow": "pods of a [[runners]] entry with a limit stay Pending (Unschedulable: Insufficient cpu) "
     "for 15 s before a node takes them, as while a node pool scales up",
     "cache-upload-fails-silently": 'the helper\'s cache archiver prints its upload line and "Created cache" '

@@ -82,12 +82,15 @@ class Kubelet:
         state_dir: Path,
         node_ip: str = "127.0.0.1",
         node_name: str = NODE_NAME,
+        net_tools_image: str | None = None,
     ) -> None:
         self.runtime = runtime
         self.store = store
         self.resolve_image = resolve_image
         self.privileged_kwargs, self.privileged_mode = privileged
         self.pause_image = pause_image
+        # An image with iproute2 and iptables, for what a fault does to a pod's network (the DinD stand-in's).
+        self.net_tools_image = net_tools_image or pause_image
         self.repo_mounts = repo_mounts
         self.state_dir = state_dir
         self.node_ip = node_ip
@@ -305,14 +308,26 @@ class Kubelet:
         pod.hosts_file.chmod(0o644)
 
     def _lower_mtu(self, pod: PodRun) -> None:
-        """dind-mtu-too-big: the pod's interface carries less than dockerd's default bridge (an overlay CNI's
-        MTU), set from a short-lived container in the pod's network namespace (the pause one has no
-        NET_ADMIN, as a pod's sandbox has none)."""
+        """dind-mtu-too-big: the pod's network carries packets of at most 1400 bytes, as an overlay CNI's does,
+        and its interface says so (MTU 1400) while dockerd in a DinD service still gives its bridge 1500.
+
+        A Docker bridge carries more than the interface's MTU into a pod (the host's TCP hands the veth
+        segmentation-offloaded packets), so the interface's MTU alone would not stop anything; what an overlay
+        does, drop what it cannot encapsulate, is a rule in the pod's netns on what arrives for the containers
+        dockerd starts (forwarded through the pod). The pod's own processes advertise the 1400 MTU's MSS and
+        keep working, as on a real overlay. Set from a short-lived container with NET_ADMIN in the pod's
+        network namespace (the pause one has none, as a pod's sandbox has none).
+        """
+        script = (
+            f"ip link set dev eth0 mtu {FAULT_POD_MTU} && "
+            f"iptables -I FORWARD -i eth0 -m length --length {FAULT_POD_MTU + 1}:65535 -j DROP"
+        )
         self.runtime.client.containers.run(
-            self.pause_image,
-            ["ip", "link", "set", "dev", "eth0", "mtu", str(FAULT_POD_MTU)],
+            self.net_tools_image,
+            ["sh", "-c", script],
+            entrypoint=[],
             network_mode=f"container:{pod.sandbox_id}",
-            cap_add=["NET_ADMIN"],
+            cap_add=["NET_ADMIN", "NET_RAW"],
             labels=self.runtime.labels(pod.key, "mtu"),
             remove=True,
         )
