@@ -271,5 +271,5 @@ def test_a_stalled_transfer_fails_with_what_arrived() -> None:
 def test_no_image_run_or_no_manifest_cannot_test() -> None:
     with pytest.raises(CouldNotTest, match="never ran the pushed image"):
         judge_fetch(ran=False)
-    with pytest.raises(CouldNotTest, match="manifest could not be read.*401"):
+    with pytest.raises(CouldNotTest, match=r"manifest could not be read.*401"):
         judge_fetch(layer_bytes="", fetch_error=["wget: server returned error: HTTP/1.1 401 Unauthorized"])
