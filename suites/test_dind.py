@@ -194,6 +194,7 @@ def test_dind_build_resolves_from_and_run(job_evidence: JobLookup, probe_record:
         "FROM": record.get("from"),
         "built": record.get("built") is True,
         "build s": record.get("build_s"),
+        "cached rebuild s": record.get("build_cached_s"),
         "RUN step resolved": name,
         "RUN lookup exit": record.get("lookup_exit"),
         "RUN step nameservers": record.get("run_nameservers") or [],
@@ -223,8 +224,8 @@ def test_dind_build_resolves_from_and_run(job_evidence: JobLookup, probe_record:
         want,
         observed,
         job=job,
-        summary=f"built FROM {record.get('from')} in {record.get('build_s')} s; the RUN step resolved {name} "
-        f"through {servers}",
+        summary=f"built FROM {record.get('from')} in {record.get('build_s')} s (again from dockerd's cache in "
+        f"{record.get('build_cached_s')} s); the RUN step resolved {name} through {servers}",
     )
 
 
