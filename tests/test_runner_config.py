@@ -106,7 +106,8 @@ def test_the_local_runner_config_gives_the_builtin_local_expectations() -> None:
     assert {k: v for k, v in got.items() if expected.get(k) != v} == {}
     # What the runner's config does not say: the plugin's deadlines, the probe images, kernel behaviour; and
     # what it says that is not derived yet (labels, scheduling, security, image policy: reported, see below;
-    # capacity: the limit is config.toml's, the tag GitLab's; cache: the other runner's tag is GitLab's too).
+    # capacity: the limit is config.toml's, the tag GitLab's; cache: the other runner's tag is GitLab's too;
+    # registry: where a job pushes and its credentials' variables are the project's).
     assert sorted({k.split(".")[0] for k in set(expected) - set(got)}) == [
         "cache",
         "capacity",
@@ -119,6 +120,7 @@ def test_the_local_runner_config_gives_the_builtin_local_expectations() -> None:
         "oom_report",
         "pending_deadline_s",
         "pickup_deadline_s",
+        "registry",
         "run_deadline_s",
         "scheduling",
         "security",

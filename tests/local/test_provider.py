@@ -44,7 +44,11 @@ def test_builtin_profile_comes_from_the_running_cluster() -> None:
     assert profile.kube_context == "runnerconf-local-least"  # type: ignore[attr-defined]
     expect = profile.expect  # type: ignore[attr-defined]
     assert expect.dns is not None and expect.dns.nameservers == ("172.17.0.1",)
-    assert expect.images.insecure_registries == ("registry.runnerconf.test:5000",)
+    # the image mirror and the scratch project's registry, both plain HTTP
+    assert expect.images.insecure_registries == (
+        "registry.runnerconf.test:5000",
+        "registry.runnerconf.test:5001",
+    )
     assert "glpat-never" not in repr(profile) and "@" not in repr(profile)
 
 
