@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -389,6 +390,14 @@ def cleanup_leftovers(client: Any, home: Path, *, services: bool = True) -> int:
     shutil.rmtree(home / "kubelet", ignore_errors=True)
     if services:
         netsvc.stop_all(home)
+        # A crashed cluster's egress guard goes with the rest of what it left, unless another home's cluster
+        # runs: its DNS server holds port 53 on the gateway, the machine-wide lock of local clusters.
+        from pytest_runnerconf.local import egress
+
+        with contextlib.suppress(Exception):
+            gateway = netsvc.bridge_gateway(client)
+            if netsvc.port_free(gateway, 53, (socket.SOCK_DGRAM,)):
+                egress.unguard(netsvc.bridge_name(client))
     return removed
 
 

@@ -222,3 +222,20 @@ def test_the_egress_guard_rejects_what_the_bridge_forwards_elsewhere(docker_clie
     if not was:
         egress.unguard(bridge)
         assert not egress.guarded(bridge)
+
+
+def test_cleanup_removes_a_left_guard_only_when_no_cluster_runs(docker_client: Any, tmp_path: Path) -> None:
+    import socket as _socket
+
+    from pytest_runnerconf.local import egress
+    from pytest_runnerconf.local.cluster import cleanup_leftovers
+
+    bridge = netsvc.bridge_name(docker_client)
+    running = not netsvc.port_free(netsvc.bridge_gateway(docker_client), 53, (_socket.SOCK_DGRAM,))
+    was = egress.guarded(bridge)
+    egress.guard(bridge)
+    cleanup_leftovers(docker_client, tmp_path)  # a home with nothing in it
+    # a running cluster (its DNS holds port 53) keeps its guard; with none, the left rule goes
+    assert egress.guarded(bridge) is running
+    if was and not egress.guarded(bridge):
+        egress.guard(bridge)
