@@ -290,7 +290,7 @@ def test_budgeted_pod_is_not_evicted(
             observed,
             job=job,
             detail=f"{ended}; no PodDisruptionBudget over pod {job.pod.name} refused its eviction",
-            summary=f"eviction of the job's pod accepted, {ended}: no PodDisruptionBudget protected it",
+            summary=f"eviction accepted (201), job {job.status}: no PodDisruptionBudget protected the pod",
         )
     if job.status != "success":
         if end.infrastructure and not end.probe_started:

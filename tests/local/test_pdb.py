@@ -274,3 +274,13 @@ def test_kubectl_get_pdb_prints_the_budget(served: tuple[KubeAPI, Path], kubectl
     resources = kubectl.ok("api-resources", "--api-group=policy").splitlines()
     assert resources[1].split() == ["poddisruptionbudgets", "pdb", "policy/v1", "true", "PodDisruptionBudget"]
     assert kubectl.ok("auth", "can-i", "create", "poddisruptionbudgets.policy", "-n", NS).strip() == "yes"
+
+
+def test_only_the_cache_runner_of_the_local_config_asks_for_budgets() -> None:
+    from pytest_runnerconf.local.runner_config import load_runner_config
+
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "local" / "config.toml"
+    cfg = load_runner_config(fixture, {"@local-dns": "172.17.0.1", "@gitlab-url": "http://127.0.0.1:8929/"})
+    # RC-DIS-001/002 need the main runner's eviction accepted; RC-DIS-003 needs the cache runner's refused.
+    wanted = {e.name: e.kubernetes.pod_disruption_budget for e in cfg.entries()}
+    assert wanted == {"runnerconf-local": False, "runnerconf-capacity": False, "runnerconf-cache": True}
