@@ -20,6 +20,7 @@ a controller loop: the answers are the same, and nothing runs in the background.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pytest_runnerconf.local.kstore import Invalid, StoreError
@@ -145,14 +146,15 @@ def check_eviction(pod: dict[str, Any], pdbs: list[dict[str, Any]], pods: list[d
 
 
 def admit(kind: str, obj: dict[str, Any]) -> None:
-    """The store's admission hook: a PDB gets its generation and ValidatePodDisruptionBudgetSpec's main rule."""
+    """The store's admission hook: a PDB gets its generation and ValidatePodDisruptionBudgetSpec's main rule
+    (pkg/apis/policy/validation; the API server prints the Go spec value where this prints its JSON)."""
     if kind != KIND:
         return
     spec = obj.get("spec") or {}
     if spec.get("minAvailable") is not None and spec.get("maxUnavailable") is not None:
         name = obj["metadata"].get("name", "")
         raise Invalid(
-            f'PodDisruptionBudget.policy "{name}" is invalid: spec: Invalid value: '
-            '"": minAvailable and maxUnavailable cannot be both set'
+            f'PodDisruptionBudget.policy "{name}" is invalid: spec: Invalid value: {json.dumps(spec)}: '
+            "minAvailable and maxUnavailable cannot be both set"
         )
     obj["metadata"].setdefault("generation", 1)

@@ -284,3 +284,14 @@ def test_only_the_cache_runner_of_the_local_config_asks_for_budgets() -> None:
     # RC-DIS-001/002 need the main runner's eviction accepted; RC-DIS-003 needs the cache runner's refused.
     wanted = {e.name: e.kubernetes.pod_disruption_budget for e in cfg.entries()}
     assert wanted == {"runnerconf-local": False, "runnerconf-capacity": False, "runnerconf-cache": True}
+
+
+def test_a_budget_with_both_bounds_is_invalid(served: tuple[KubeAPI, Path]) -> None:
+    server, kubeconfig = served
+    store = fresh(server)
+    budget = budget_for(store.create(job_pod()))
+    budget.spec.max_unavailable = 0
+    with pytest.raises(ApiException) as invalid:
+        policy(kubeconfig).create_namespaced_pod_disruption_budget(NS, budget)
+    assert invalid.value.status == 422
+    assert "minAvailable and maxUnavailable cannot be both set" in json.loads(invalid.value.body)["message"]
