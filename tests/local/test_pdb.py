@@ -31,10 +31,11 @@ UNIQUE = "runner-rccacheru-project-42-concurrent-0"
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KubeAPI, Path]]:
+    # Tokens unlike any word: the driver remembers its token as a secret and masks it in all output after.
     tokens = {
         # what the runner's Role needs with pod_disruption_budget = true, plus what the run's eviction needs
-        "runner": OPERATOR_VERBS | {"create poddisruptionbudgets", "create pods/eviction"},
-        "reads": frozenset({"get", "list", "watch"}),
+        "pdb-runner-token-0001": OPERATOR_VERBS | {"create poddisruptionbudgets", "create pods/eviction"},
+        "pdb-reads-token-0002": frozenset({"get", "list", "watch"}),
     }
     server = KubeAPI(KubeStore(), tokens)
     ca = LocalCA.create(tmp_path_factory.mktemp("pki"))
@@ -42,7 +43,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KubeAPI, 
     kubeconfig = write_kubeconfig(
         tmp_path_factory.mktemp("kube") / "kubeconfig",
         url,
-        {"runner": "runner", "reads": "reads"},
+        {"runner": "pdb-runner-token-0001", "reads": "pdb-reads-token-0002"},
         "runner",
         NS,
         ca_pem=ca.pem,
