@@ -187,6 +187,11 @@ def template_values(profile: Profile, run_id: str) -> dict[str, str]:
         # RC-CCH-002: the restoring job goes to the other runner; with none named it runs on the default tags
         # (dropped empty tag) and the check skips.
         "cache.other_runner_tag": profile.expect.cache.other_runner_tag if profile.expect.cache else "",
+        # RC-DIS-003: the protected job goes to the runner whose pods get a PodDisruptionBudget; with none named
+        # it runs on the default tags (dropped empty tag).
+        "disruption.runner_tag": (profile.expect.disruption.runner_tag or "")
+        if profile.expect.disruption
+        else "",
         **_registry_values(profile),
     }
 

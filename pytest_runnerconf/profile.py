@@ -137,6 +137,16 @@ class RegistryExpect:
 
 
 @dataclass(frozen=True)
+class DisruptionExpect:
+    """RC-DIS-003: whether the runner protects its job pods with a PodDisruptionBudget ([runners.kubernetes]
+    pod_disruption_budget = true, runner 18.11.0 on), and the tag of the runner that does."""
+
+    pod_disruption_budget: bool = False
+    # None: the profile's own runner_tags (the runner under test is the one with the setting).
+    runner_tag: str | None = None
+
+
+@dataclass(frozen=True)
 class Expectations:
     builds_dir: str = "/builds"
     cleanup_deadline_s: float = 60.0
@@ -171,6 +181,8 @@ class Expectations:
     cache: CacheExpect | None = None
     # None: the profile names no registry to push to, so RC-DND-004/005 are skipped (RC-DND-003 still builds).
     registry: RegistryExpect | None = None
+    # None: the profile does not say whether job pods get a PodDisruptionBudget, so RC-DIS-003 is skipped.
+    disruption: DisruptionExpect | None = None
     # What the pod spec promises (expect_pod): None when the profile sets no such table.
     labels: LabelsExpect | None = None
     scheduling: SchedulingExpect | None = None
@@ -403,6 +415,7 @@ def profile_from_summary(summary: dict[str, Any]) -> Profile:
             capacity=CapacityExpect(**exp["capacity"]) if exp.get("capacity") else None,
             cache=CacheExpect(**exp["cache"]) if exp.get("cache") else None,
             registry=RegistryExpect(**exp["registry"]) if exp.get("registry") else None,
+            disruption=DisruptionExpect(**exp["disruption"]) if exp.get("disruption") else None,
             **{name: expect_pod.restore(name, exp.get(name)) for name in expect_pod.TABLES},
         ),
     )
@@ -448,6 +461,7 @@ def _expect_summary(exp: Expectations) -> dict[str, Any]:
         "capacity": None if exp.capacity is None else dict(vars(exp.capacity)),
         "cache": None if exp.cache is None else dict(vars(exp.cache)),
         "registry": None if exp.registry is None else dict(vars(exp.registry)),
+        "disruption": None if exp.disruption is None else dict(vars(exp.disruption)),
         **{name: expect_pod.summarize(getattr(exp, name)) for name in expect_pod.TABLES},
     }
 
@@ -680,6 +694,22 @@ def _registry(ctx: _Ctx, value: Any) -> RegistryExpect:
     return RegistryExpect(address=address.strip("/"), repository=repository.strip("/"), **names)
 
 
+def _disruption(ctx: _Ctx, value: Any) -> DisruptionExpect:
+    table = _table(ctx, value)
+    _check_keys(ctx, table, tuple(DisruptionExpect.__dataclass_fields__))
+    flag = _required(
+        ctx,
+        table,
+        "pod_disruption_budget",
+        "whether the runner's config.toml sets pod_disruption_budget = true",
+    )
+    tag = table.get("runner_tag")
+    return DisruptionExpect(
+        pod_disruption_budget=_bool(ctx.sub("pod_disruption_budget"), flag),
+        runner_tag=None if tag is None else _str(ctx.sub("runner_tag"), tag),
+    )
+
+
 _EXPECT_FIELDS: dict[str, Callable[[_Ctx, Any], Any]] = {
     "builds_dir": _str,
     "cleanup_deadline_s": _seconds,
@@ -703,6 +733,7 @@ _EXPECT_FIELDS: dict[str, Callable[[_Ctx, Any], Any]] = {
     "capacity": _capacity,
     "cache": _cache,
     "registry": _registry,
+    "disruption": _disruption,
 }
 
 

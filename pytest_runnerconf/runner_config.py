@@ -117,7 +117,15 @@ UNCHECKED_LIMIT_KEYS = tuple(
     for k in _LIMIT_KEYS
     if ("ephemeral_storage" in k or k.startswith("pod_")) and not k.endswith("_overwrite_max_allowed")
 )
-KUBERNETES_KEYS = (*_LIMIT_KEYS, "poll_timeout", "dns_policy", "dns_config", "volumes", *REPORTED_KEYS)
+KUBERNETES_KEYS = (
+    *_LIMIT_KEYS,
+    "poll_timeout",
+    "dns_policy",
+    "dns_config",
+    "volumes",
+    "pod_disruption_budget",
+    *REPORTED_KEYS,
+)
 
 # The runner's defaults where a missing key still has a value the checks depend on (common/consts.go
 # KubernetesPollTimeout = 180, applied in KubernetesConfig.GetPollTimeout when poll_timeout <= 0; the
@@ -383,6 +391,18 @@ def _dind_tls(settings: RunnerSettings) -> bool:
     return any(path == "/certs" or path.startswith("/certs/") for path in paths)
 
 
+def _flag(key: str) -> Callable[[RunnerSettings], bool]:
+    def get(settings: RunnerSettings) -> bool:
+        value = settings.value(key)
+        if not isinstance(value, bool):
+            raise ConfigError(
+                f"{settings.where}: [runners.kubernetes] {key} = {value!r} is not allowed; it must be true or false"
+            )
+        return value
+
+    return get
+
+
 DERIVATIONS: tuple[Derivation, ...] = (
     Derivation(
         "builds_dir", "builds_dir", _plain("builds_dir", str, "a directory path"), default_applies=True
@@ -394,6 +414,13 @@ DERIVATIONS: tuple[Derivation, ...] = (
         "output_limit", "output_limit_kb", _plain("output_limit", int, "a whole number of kilobytes"), True
     ),
     Derivation("volumes", "dind_tls", _dind_tls, default_applies=True),
+    # RC-DIS-003: common/config.go KubernetesConfig.PodDisruptionBudget (v18.11.0 on; unset means false, but a
+    # runner older than 18.11 ignores the key either way, so only a key that is there says anything).
+    Derivation(
+        "pod_disruption_budget",
+        "disruption.pod_disruption_budget",
+        _flag("pod_disruption_budget"),
+    ),
     *_LIMIT_ROWS,
     *_CAP_ROWS,
 )

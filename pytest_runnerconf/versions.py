@@ -122,6 +122,19 @@ TABLE: tuple[Behaviour, ...] = (
         before='"00" accepted although "0" is not in allowed_users/allowed_groups',
     ),
     Behaviour(
+        "pod_disruption_budget",
+        (18, 11, 0),
+        ARRIVED,
+        "a PodDisruptionBudget for each job pod ([runners.kubernetes] pod_disruption_budget)",
+        "CHANGELOG.md v18.11.0: 'Kubernetes: add PodDisruptionBudget support for job pods !6331'; commit "
+        "777fd2db3 'kubernetes: add PodDisruptionBudget support for job pods', first tag v18.11.0; "
+        "common/config.go KubernetesConfig.PodDisruptionBudget absent at v18.10.0; executors/kubernetes/"
+        'kubernetes.go v18.11.1 createPodDisruptionBudget (lines 2860-2892: "<pod>-pdb", minAvailable 1, '
+        "owned by the pod, selecting its job.runner.gitlab.com/pod label), called from setupBuildPod after the "
+        "owner references (lines 2156-2161)",
+        checks=("RC-DIS-003",),
+    ),
+    Behaviour(
         "pod_env_dollar_escaped",
         (19, 0, 0),
         CHANGED,

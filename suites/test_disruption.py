@@ -8,6 +8,13 @@ gracefully; the runner's pod informer (v17.9.0 on) ends the job with
 ``ERROR: Job failed (system failure): pod "NS/NAME" is disrupted: reason "EvictionByEvictionAPI", message
 "Eviction API: evicting"`` (executors/kubernetes/internal/watchers/pod.go; the same line is quoted from a real
 cluster in aws/karpenter-provider-aws issue #8276).
+
+RC-DIS-003 evicts the pod of "disruption-pdb" the same way, on a runner whose config.toml sets
+``[runners.kubernetes] pod_disruption_budget = true`` (v18.11.0 on, CHANGELOG.md !6331): the runner creates a
+policy/v1 PodDisruptionBudget "<pod>-pdb" (minAvailable 1, owned by the pod, selecting its
+job.runner.gitlab.com/pod label; executors/kubernetes/kubernetes.go v18.11.1 createPodDisruptionBudget), so the
+API server refuses the eviction with 429 TooManyRequests "Cannot evict pod as it would violate the pod's
+disruption budget." (kubernetes pkg/registry/core/pod/storage/eviction.go checkAndDecrement) and the job goes on.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from pytest_runnerconf import (
     fail,
     has_behaviour,
     held,
+    require_behaviour,
 )
 from pytest_runnerconf import job_end as classify_end
 
@@ -204,4 +212,101 @@ def test_evicted_pod_leaves_nothing(
         {"pod": job.pod.name, "job ended": end, "pod deleted": gone, "delay s": round(delay, 2)},
         job=job,
         summary=f"evicted pod deleted {delay:.1f} s after the job ended, deadline {deadline:g} s",
+    )
+
+
+# ---------------------------------------------------------------- RC-DIS-003: a PodDisruptionBudget refuses it
+
+PDB_JOB = "disruption-pdb"
+# pkg/registry/core/pod/storage/eviction.go checkAndDecrement: the API server's words when a budget refuses.
+PDB_REFUSAL = "would violate the pod's disruption budget"
+PDB_SETTING = "[runners.kubernetes] pod_disruption_budget = true"
+PDB_REMEDIATION = (
+    f"set {PDB_SETTING} on the runner (gitlab-runner 18.11.0 or later): it then creates a PodDisruptionBudget "
+    '"<pod>-pdb" with minAvailable 1 for each job pod, owned by the pod, so a node drain cannot evict a running '
+    "job; the runner's RBAC needs create and get on poddisruptionbudgets (API group policy)"
+)
+
+
+def pdb_configured(profile: Profile) -> str:
+    """Where the profile says job pods get a PodDisruptionBudget; skips when it does not say so."""
+    __tracebackhide__ = True
+    said = profile.expect.disruption
+    key = "expect.disruption.pod_disruption_budget"
+    origin = profile.expect_set.get("disruption.pod_disruption_budget") or profile.expect_set.get(
+        "disruption"
+    )
+    where = f"{key}, {origin[0]}: {origin[1]}" if origin else key
+    if said is None:
+        pytest.skip(
+            f"the profile of cluster {profile.name} does not say whether the runner's job pods get a "
+            f"PodDisruptionBudget ({key}, or runner_config naming a config.toml that sets pod_disruption_budget)"
+        )
+    if not said.pod_disruption_budget:
+        pytest.skip(
+            f"the profile of cluster {profile.name} says the runner's job pods get no PodDisruptionBudget ({where})"
+        )
+    return where
+
+
+@check(
+    id="RC-DIS-003",
+    claim="with pod_disruption_budget the runner's job pod cannot be evicted (429, the pod's disruption budget) "
+    "and its job succeeds",
+    remediation=PDB_REMEDIATION,
+    area="disruption",
+    probes=("disruption",),
+    reads=("pods/eviction",),
+    judges_failures=(PDB_JOB,),
+)
+@pytest.mark.disruptive
+def test_budgeted_pod_is_not_evicted(
+    job_evidence: JobLookup, runnerconf_evidence: RunEvidence, runnerconf_profile: Profile
+) -> None:
+    where = pdb_configured(runnerconf_profile)
+    job = job_evidence(PDB_JOB)
+    require_behaviour("pod_disruption_budget", job)
+    expected = {
+        "eviction": f"refused (429): Cannot evict pod as it {PDB_REFUSAL}.",
+        "job": "success",
+        "because": where,
+    }
+    if job.pod is None:
+        untestable(job, f"no pod was seen for job {job.name} ({job.status}), so the run evicted nothing")
+    answer = eviction_note(runnerconf_evidence, job.name)
+    if not answer:
+        untestable(job, f"the run did not evict the pod of job {job.name} (its probe record never came)")
+    accepted = "accepted" in answer
+    refused = "refused (429)" in answer and PDB_REFUSAL in answer
+    if not accepted and not refused:
+        could_not_test("api-error", f"the run's eviction of the pod of job {job.name}: {answer}")
+    end = classify_end(job)
+    ended = f"job {job.status}" + (f": {end.message}" if end.message and job.status != "success" else "")
+    observed = {"eviction": answer, "job": job.status}
+    if accepted:
+        fail(
+            "RC-DIS-003",
+            expected,
+            observed,
+            job=job,
+            detail=f"{ended}; no PodDisruptionBudget over pod {job.pod.name} refused its eviction",
+            summary=f"eviction accepted (201), job {job.status}: no PodDisruptionBudget protected the pod",
+        )
+    if job.status != "success":
+        if end.infrastructure and not end.probe_started:
+            untestable(job, f"job {job.name} ended {job.status} before its probe ran")
+        fail(
+            "RC-DIS-003",
+            expected,
+            observed,
+            job=job,
+            detail=ended,
+            summary=f"eviction refused, but {ended}",
+        )
+    held(
+        "RC-DIS-003",
+        expected,
+        observed,
+        job=job,
+        summary="eviction refused (429, the pod's disruption budget); job succeeded",
     )

@@ -104,8 +104,8 @@ def test_disruptive_checks_are_deselected_unless_asked_for(suite: pytest.Pyteste
     result = suite.runpytest_subprocess("--collect-only", "-q", "--runner-cluster=local", "suites")
     out = result.stdout.str()
     assert "test_disruption.py" not in out
-    assert "2 deselected" in out
-    assert "runnerconf: 2 disruptive checks deselected" in out
+    assert "3 deselected" in out
+    assert "runnerconf: 3 disruptive checks deselected" in out
     result.stdout.fnmatch_lines(
         ["PLAN ('cleanup', 'images', 'oom', 'ordering') ['secrets']"]
     )  # no disruption probe, no grant (RC-CLN-007 needs the images probe)
@@ -116,7 +116,7 @@ def test_disruptive_checks_run_with_the_marker(suite: pytest.Pytester) -> None:
         "--collect-only", "-q", "--runner-cluster=local", "-m", "disruptive", "suites"
     )
     out = result.stdout.str()
-    assert out.count("test_disruption.py::") == 2
+    assert out.count("test_disruption.py::") == 3
     result.stdout.fnmatch_lines(["PLAN ('disruption',) ['pods/eviction']"])
     assert "disruptive checks deselected" not in out
 
@@ -146,8 +146,9 @@ def test_eviction_grant_only_when_a_disruptive_check_is_selected() -> None:
 def test_the_probe_job_asks_the_run_to_evict_it_on_its_own_record() -> None:
     from pytest_runnerconf.plan import load_probe_jobs
 
-    jobs = load_probe_jobs("disruption", {"images.build": "alpine:3.20"})
+    jobs = load_probe_jobs("disruption", {"images.build": "alpine:3.20", "disruption.runner_tag": ""})
     assert jobs[dis.JOB]["x-runnerconf"] == {"evict_on_record": "disruption"}
+    assert jobs[dis.PDB_JOB]["x-runnerconf"] == {"evict_on_record": "disruption"}
     assert jobs[dis.JOB]["allow_failure"] is True  # an evicted job must not turn the pipeline red
     assert "rc_emit disruption" in (ROOT / "fixtures" / "probes" / "disruption.sh").read_text()
 
@@ -217,3 +218,128 @@ def test_the_run_evicts_once_the_record_is_there_and_notes_the_answer(answer: An
     _evict_on_records(run)  # tried once only: a write is never repeated
     assert kube.asked == [POD] and run.notes == [said]
     assert dis.eviction_note(RunEvidence(notes=run.notes)) == said.split(": ", 1)[1]
+
+
+# ---------------------------------------------------------------- RC-DIS-003: the PodDisruptionBudget
+
+
+def _pdb_profile(disruption: Any = "on") -> Any:
+    from pytest_runnerconf.profile import DisruptionExpect, Expectations, Profile
+
+    said = {
+        "on": DisruptionExpect(pod_disruption_budget=True, runner_tag="k8s-pdb"),
+        "off": DisruptionExpect(pod_disruption_budget=False),
+        None: None,
+    }[disruption]
+    return Profile(
+        name="t",
+        gitlab_url="http://127.0.0.1",
+        token_env="T",
+        token_file=None,
+        project="g/p",
+        runner_tags=("k8s",),
+        kubeconfig=None,
+        kube_context=None,
+        namespace="ci",
+        expect=Expectations(disruption=said),
+        source="test",
+        expect_set={"disruption": ("profile", "runnerconf.toml")},
+    )
+
+
+def _pdb_job(trace: str, status: str = "success", evicted: bool = False) -> JobEvidence:
+    job = evicted_job(trace, status=status, condition=evicted)
+    return JobEvidence(name=dis.PDB_JOB, job=job.job, trace=job.trace, pod=job.pod)
+
+
+REFUSED = (
+    f"eviction of pod {POD} refused (429): Cannot evict pod as it would violate the pod's disruption budget."
+)
+
+
+def _run_dis003(job: JobEvidence, note: str | None, disruption: Any = "on") -> None:
+    notes = [] if note is None else [f"{EVICTION_NOTE} {dis.PDB_JOB}: {note}"]
+    run = RunEvidence(notes=notes)
+    dis.test_budgeted_pod_is_not_evicted(lambda name: job, run, _pdb_profile(disruption))
+
+
+def _pdb_failure(job: JobEvidence, note: str) -> Any:
+    from pytest_runnerconf.verdict import ConformanceFailure
+
+    with pytest.raises(ConformanceFailure) as caught:
+        _run_dis003(job, note)
+    return caught.value.expectation
+
+
+SUCCESS = (TRACES / "runner-18.11-timestamps-success.txt").read_text()
+
+
+def test_a_refused_eviction_and_a_successful_job_pass() -> None:
+    _run_dis003(_pdb_job(SUCCESS), REFUSED)  # no failure, no skip
+
+
+def test_an_accepted_eviction_fails_naming_the_setting() -> None:
+    failed = _pdb_failure(
+        _pdb_job((TRACES / "runner-18.11-evicted.txt").read_text(), status="failed", evicted=True),
+        f"eviction of pod {POD} accepted (201)",
+    )
+    assert "accepted" in failed.summary and "no PodDisruptionBudget" in failed.summary
+    assert failed.observed["eviction"] == f"eviction of pod {POD} accepted (201)"
+    assert "[runners.kubernetes] pod_disruption_budget = true" in dis.PDB_REMEDIATION
+    assert "18.11.0" in dis.PDB_REMEDIATION
+
+
+def test_a_refused_eviction_with_a_failed_job_fails() -> None:
+    sample = (TRACES / "runner-18.11-timestamps-success.txt").read_text()
+    failed = _pdb_failure(_pdb_job(sample, status="failed"), REFUSED)
+    assert failed.summary.startswith("eviction refused, but job failed")
+    assert failed.observed == {"eviction": REFUSED, "job": "failed"}
+
+
+@pytest.mark.parametrize(
+    ("disruption", "reason"),
+    [
+        (None, r"does not say whether the runner's job pods get a PodDisruptionBudget"),
+        ("off", r"get no PodDisruptionBudget \(expect\.disruption\.pod_disruption_budget, profile"),
+    ],
+)
+def test_without_a_configured_budget_the_check_skips(disruption: Any, reason: str) -> None:
+    with pytest.raises(pytest.skip.Exception, match=reason):
+        _run_dis003(_pdb_job(SUCCESS), REFUSED, disruption)
+
+
+def test_a_runner_before_18_11_skips_by_the_version_table() -> None:
+    old = (TRACES / "runner-17.11-success.txt").read_text()
+    with pytest.raises(pytest.skip.Exception, match=r"PodDisruptionBudget .* arrived in 18\.11"):
+        _run_dis003(_pdb_job(old), f"eviction of pod {POD} accepted (201)")
+
+
+@pytest.mark.parametrize(
+    ("note", "cause"),
+    [
+        (None, "no-evidence"),
+        (f"pod {POD} could not be evicted: no RBAC to create pods/eviction", "api-error"),
+        (f"eviction of pod {POD} refused (429): Too many requests, please try again later.", "api-error"),
+    ],
+)
+def test_no_answer_or_another_answer_is_could_not_test(note: str | None, cause: str) -> None:
+    from pytest_runnerconf.outcome import CouldNotTest
+
+    with pytest.raises(CouldNotTest) as caught:
+        _run_dis003(_pdb_job(SUCCESS), note)
+    assert caught.value.cause == cause
+
+
+def test_the_pdb_probe_job_goes_to_the_budgeted_runner_and_is_bounded() -> None:
+    import yaml
+
+    from pytest_runnerconf.plan import make_plan, render_pipeline
+
+    text = render_pipeline(make_plan(["disruption"]), _pdb_profile(), "r1")[0]
+    jobs = yaml.safe_load(text)
+    assert jobs[dis.PDB_JOB]["tags"] == ["k8s-pdb"] and jobs[dis.JOB]["tags"] == ["k8s"]
+    assert jobs[dis.PDB_JOB]["allow_failure"] is True
+    script = (ROOT / "fixtures" / "probes" / "disruption.sh").read_text()
+    assert "exec sleep 20" in script  # waits out the eviction attempt, then ends 0 (well within ~37 s)
+    plain = yaml.safe_load(render_pipeline(make_plan(["disruption"]), _pdb_profile(None), "r1")[0])
+    assert plain[dis.PDB_JOB]["tags"] == ["k8s"]  # no budgeted runner named: default tags, the check skips

@@ -49,6 +49,8 @@ MATRIX: dict[str, set[str]] = {
     "leak-secrets": {"cleanup"},
     "slow-cleanup": {"cleanup"},
     "eviction-unnoticed": {"disruption"},  # the evicted job succeeds: RC-DIS-001; the pod still goes
+    # no budget on the cache runner's pods: RC-DIS-003's eviction is accepted
+    "pdb-not-created": {"disruption"},
     "silent-stream-cut": {"logs"},
     "output-truncated-silently": {"logs"},
     "concurrency-one": {"capacity"},
@@ -107,6 +109,9 @@ RETRY_RUNS: dict[str, tuple[str, int]] = {
 SOURCES_FAULTS = {"script-before-sources", "builds-not-shared", "init-not-first"}
 SPINE_MODULES = ["suites/test_ordering.py", "suites/test_builds_volume.py"]
 MODULES = {fault: SPINE_MODULES for fault in SOURCES_FAULTS} | {"logs-volume-broken": ["suites/test_logs.py"]}
+# pdb-not-created touches only the runner with pod_disruption_budget (runnerconf-cache): the disruption checks
+# and the cache checks, whose migration job runs there too, are all it can change.
+MODULES["pdb-not-created"] = ["suites/test_disruption.py", "suites/test_cache.py"]
 
 
 # The capacity checks measure how many of their jobs one runner with limit 2 runs at once: pipelines of other

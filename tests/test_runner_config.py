@@ -107,12 +107,14 @@ def test_the_local_runner_config_gives_the_builtin_local_expectations() -> None:
     # What the runner's config does not say: the plugin's deadlines, the probe images, kernel behaviour; and
     # what it says that is not derived yet (labels, scheduling, security, image policy: reported, see below;
     # capacity: the limit is config.toml's, the tag GitLab's; cache: the other runner's tag is GitLab's too;
-    # registry: where a job pushes and its credentials' variables are the project's).
+    # registry: where a job pushes and its credentials' variables are the project's;
+    # disruption: pod_disruption_budget is set on the cache runner, not on the runner under test).
     assert sorted({k.split(".")[0] for k in set(expected) - set(got)}) == [
         "cache",
         "capacity",
         "cgroup",
         "cleanup_deadline_s",
+        "disruption",
         "image_policy",
         "images",
         "labels",
@@ -492,3 +494,20 @@ def test_a_volume_under_certs_means_tls_dind_is_offered() -> None:
     assert derived.sources["dind_tls"] == "[runners.kubernetes] volumes"
     other = text.replace("/certs/client", "/cache")
     assert rc.derive(rc.parse_config(other, "file other.toml", SETTING)).expect["dind_tls"] is False
+
+
+def _toml(line: str) -> str:
+    return f'[[runners]]\n  executor = "kubernetes"\n  [runners.kubernetes]\n    {line}\n'
+
+
+def test_pod_disruption_budget_gives_the_disruption_expectation_with_its_key() -> None:
+    on = rc.derive(rc.parse_config(_toml("pod_disruption_budget = true"), "file c.toml", SETTING))
+    assert on.expect["disruption"] == {"pod_disruption_budget": True}
+    assert on.sources["disruption.pod_disruption_budget"] == "[runners.kubernetes] pod_disruption_budget"
+    off = rc.derive(rc.parse_config(_toml("pod_disruption_budget = false"), "file c.toml", SETTING))
+    assert off.expect["disruption"] == {"pod_disruption_budget": False}
+    assert "disruption" not in rc.derive(rc.parse_config(_toml(""), "file c.toml", SETTING)).expect
+    with pytest.raises(
+        ConfigError, match=r"pod_disruption_budget = 'yes' is not allowed; it must be true or false"
+    ):
+        rc.derive(rc.parse_config(_toml('pod_disruption_budget = "yes"'), "file c.toml", SETTING))

@@ -64,7 +64,7 @@ def test_decisions_follow_the_oldest_runner_of_the_run() -> None:
     assert rows["services_host_aliases"]["present"] is True
     assert all(r["present"] is None for r in versions.decisions([]))
     line = versions.behaviour_line(list(rows.values()))
-    assert line.startswith("gitlab-runner 16.8.0 has 1 of 8 behaviours")
+    assert line.startswith("gitlab-runner 16.8.0 has 1 of 9 behaviours")
     assert "(from 16.9; RC-ORD-004 skipped)" in line
     assert "(from 18.7; RC-ORD-002 judged by the older behaviour)" in line
 

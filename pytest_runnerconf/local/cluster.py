@@ -101,7 +101,7 @@ class LocalCluster:
         self.info: ClusterInfo | None = None
 
     def start(self, log: Log = print) -> ClusterInfo:
-        from pytest_runnerconf.local import admission, egress, engine, images, netsvc, scheduling, setup
+        from pytest_runnerconf.local import admission, egress, engine, images, netsvc, pdb, scheduling, setup
         from pytest_runnerconf.local.apifaults import RunFaults
         from pytest_runnerconf.local.gitlab_api import GitLabAPI
         from pytest_runnerconf.local.gitlab_state import GitLabState
@@ -188,6 +188,7 @@ class LocalCluster:
         namespace = cfg.runner.kubernetes.namespace
         store = KubeStore()
         store.admission.append(admission.admit)
+        store.admission.append(pdb.admit)
         store.create({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": namespace}})
         store.create(scheduling.node_object())  # the node the kubelet (Docker) stands for
         store.create(

@@ -34,6 +34,8 @@ FAULTS: dict[str, str] = {
     "slow-cleanup": "job pods are deleted long after the job ended",
     "eviction-unnoticed": "the runner misses its pod's eviction (no pod informer, a broken stream taken for "
     "the step's end): an evicted pod's job succeeds",
+    "pdb-not-created": "the runner ignores [runners.kubernetes] pod_disruption_budget: its job pods get no "
+    "PodDisruptionBudget, so a drain's eviction is accepted and the job fails",
     "silent-stream-cut": "a job step's output stream is cut after 15 s of silence and the runner takes the cut "
     "for the step's successful end",
     "output-truncated-silently": "the trace is cut at the runner's output_limit without the runner's "

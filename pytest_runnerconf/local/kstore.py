@@ -17,8 +17,10 @@ from typing import Any
 
 from pytest_runnerconf.local.errors import LocalError
 
-NAMESPACED_KINDS = frozenset({"Pod", "Event", "Secret", "ConfigMap"})
+NAMESPACED_KINDS = frozenset({"Pod", "Event", "Secret", "ConfigMap", "PodDisruptionBudget"})
 KINDS = NAMESPACED_KINDS | {"Namespace", "Node"}
+# Kinds outside the core group, with their group/version (the rest are core "v1").
+API_VERSIONS = {"PodDisruptionBudget": "policy/v1"}
 
 # Fields each kind may be selected on, as the real API server registers them (plus metadata.*).
 _FIELDS: dict[str, frozenset[str]] = {
@@ -51,6 +53,7 @@ _FIELDS: dict[str, frozenset[str]] = {
     ),
     "Secret": frozenset({"type"}),
     "ConfigMap": frozenset(),
+    "PodDisruptionBudget": frozenset(),
     "Namespace": frozenset({"status.phase"}),
 }
 _META_FIELDS = frozenset({"metadata.name", "metadata.namespace"})
@@ -105,6 +108,11 @@ class Forbidden(StoreError):
 
 def rfc3339_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def api_version(kind: str) -> str:
+    """The group/version a kind is served under ("v1" for the core kinds, "policy/v1" for PDBs)."""
+    return API_VERSIONS.get(kind, "v1")
 
 
 def plural(kind: str) -> str:
@@ -312,7 +320,7 @@ class KubeStore:
             raise BadRequest(f"{kind} is invalid: metadata.namespace: Required value")
         if kind not in NAMESPACED_KINDS:
             meta.pop("namespace", None)
-        obj.setdefault("apiVersion", "v1")
+        obj.setdefault("apiVersion", api_version(kind))
         for admit in self.admission:
             admit(kind, obj)
         meta["uid"] = str(uuid.uuid4())

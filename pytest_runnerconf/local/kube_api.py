@@ -18,11 +18,19 @@ from typing import Any, Protocol
 
 import yaml
 
-from pytest_runnerconf.local import kube_exec, kube_proto, kube_tables
+from pytest_runnerconf.local import kube_exec, kube_proto, kube_tables, pdb
 from pytest_runnerconf.local.apifaults import KubeFaults, RunFaults, truncated
 from pytest_runnerconf.local.errors import LocalConfigError
 from pytest_runnerconf.local.httpserve import LoopbackServer, Request, Response, Router, Takeover
-from pytest_runnerconf.local.kstore import BadRequest, Gone, KubeStore, NotFound, StoreError, plural
+from pytest_runnerconf.local.kstore import (
+    BadRequest,
+    Gone,
+    KubeStore,
+    NotFound,
+    StoreError,
+    api_version,
+    plural,
+)
 from pytest_runnerconf.local.kube_negotiate import Negotiated, Representation, is_protobuf, negotiate
 from pytest_runnerconf.local.podstatus import rfc3339
 
@@ -36,6 +44,7 @@ OPERATOR_VERBS = ALL_VERBS | {"get pods/log", "create pods/exec"}
 DEFAULT_GRACE_S = 30  # Kubernetes' default terminationGracePeriodSeconds
 DEFAULT_WATCH_TIMEOUT_S = 1800  # the API server's minRequestTimeout when the client asks for none
 AUTHORIZATION_GROUP = "authorization.k8s.io"
+POLICY_GROUP = "policy"
 _NAME = r"[^/]+"
 _NS_ITEM = f"/api/v1/namespaces/(?P<ns>{_NAME})/pods/(?P<name>{_NAME})"
 _DISCOVERY_PATHS = ("/api", "/api/*", "/apis", "/apis/*", "/version", "/healthz", "/livez", "/readyz")
@@ -57,6 +66,12 @@ RESOURCES: dict[str, ResourceInfo] = {
     "secrets": ResourceInfo("Secret"),
     "configmaps": ResourceInfo("ConfigMap", ("cm",)),
     "namespaces": ResourceInfo("Namespace", ("ns",), namespaced=False),
+}
+# policy/v1 resources served (PodDisruptionBudgets, which the runner creates with pod_disruption_budget = true).
+POLICY_RESOURCES: dict[str, ResourceInfo] = {
+    "poddisruptionbudgets": ResourceInfo(
+        "PodDisruptionBudget", ("pdb",), verbs=("create", "delete", "get", "list", "watch")
+    ),
 }
 SUBRESOURCES = {
     "pods/log": ("Pod", ("get",)),
@@ -202,6 +217,12 @@ class KubeAPI:
             )
         for resource, info in RESOURCES.items():
             self._add_resource(router, resource, info.kind)
+        self._route(router, f"/apis/{POLICY_GROUP}", {"GET": self._guarded(self._policy_group, None)})
+        self._route(
+            router, f"/apis/{POLICY_GROUP}/v1", {"GET": self._guarded(self._policy_resource_list, None)}
+        )
+        for resource, info in POLICY_RESOURCES.items():
+            self._add_group_resource(router, f"/apis/{POLICY_GROUP}/v1", resource, info.kind)
         self._route(router, _NS_ITEM + "/log", {"GET": self._guarded(self._log, "get", "log")})
         exec_handler = self._guarded(self._exec, "create", "exec")
         self._route(router, _NS_ITEM + "/exec", {"GET": exec_handler, "POST": exec_handler})
@@ -250,6 +271,25 @@ class KubeAPI:
         }
         self._route(router, f"/api/v1/namespaces/(?P<ns>{_NAME})/{resource}/(?P<name>{_NAME})", item)
 
+    def _add_group_resource(self, router: Router, prefix: str, resource: str, kind: str) -> None:
+        """A namespaced resource of an API group: list (all namespaces or one), create, get and delete."""
+        self._route(
+            router, f"{prefix}/{resource}", {"GET": self._guarded(self._collection(kind, True), "list")}
+        )
+        self._route(
+            router,
+            f"{prefix}/namespaces/(?P<ns>{_NAME})/{resource}",
+            {
+                "GET": self._guarded(self._collection(kind, all_ns=False), "list"),
+                "POST": self._guarded(self._create(kind), "create"),
+            },
+        )
+        item = {
+            "GET": self._guarded(self._get(kind), "get"),
+            "DELETE": self._guarded(self._delete(kind), "delete"),
+        }
+        self._route(router, f"{prefix}/namespaces/(?P<ns>{_NAME})/{resource}/(?P<name>{_NAME})", item)
+
     def _method_not_allowed(self, request: Request) -> Response:
         return _status_response(
             405, "MethodNotAllowed", "the server does not allow this method on the requested resource", {}
@@ -264,7 +304,8 @@ class KubeAPI:
             return False
         if subresource:
             return f"{verb} {resource}/{subresource}" in verbs
-        return resource in RESOURCES and (verb in verbs or f"{verb} {resource}" in verbs)
+        served = resource in RESOURCES or resource in POLICY_RESOURCES
+        return served and (verb in verbs or f"{verb} {resource}" in verbs)
 
     def _guarded(
         self, handler: Callable[[Request], Response], verb: str | None, subresource: str = ""
@@ -304,7 +345,7 @@ class KubeAPI:
         scope = f'in the namespace "{ns}"' if ns else "at the cluster scope"
         message = (
             f'{subject} is forbidden: User "{self._user(token)}" cannot {verb} resource "{shown}" '
-            f'in API group "" {scope}'
+            f'in API group "{_group_of(request.path)}" {scope}'
         )
         details = {"kind": resource} | ({"name": name} if name else {})
         return _status_response(403, "Forbidden", message, details)
@@ -377,11 +418,50 @@ class KubeAPI:
         }
         return Response(200, body)
 
+    def _policy_group(self, request: Request | None = None) -> Response:
+        version = {"groupVersion": f"{POLICY_GROUP}/v1", "version": "v1"}
+        body = {
+            "kind": "APIGroup",
+            "apiVersion": "v1",
+            "name": POLICY_GROUP,
+            "versions": [version],
+            "preferredVersion": version,
+        }
+        return Response(200, body)
+
+    def _policy_resource_list(self, request: Request) -> Response:
+        resources: list[dict[str, Any]] = []
+        for resource, info in POLICY_RESOURCES.items():
+            resources.append(
+                {
+                    "name": resource,
+                    "singularName": info.kind.lower(),
+                    "namespaced": info.namespaced,
+                    "kind": info.kind,
+                    "verbs": list(info.verbs),
+                    "shortNames": list(info.short_names),
+                }
+            )
+            resources.append(  # the API server lists the status subresource beside it
+                {
+                    "name": f"{resource}/status",
+                    "singularName": "",
+                    "namespaced": True,
+                    "kind": info.kind,
+                    "verbs": ["get"],
+                }
+            )
+        return Response(
+            200, {"kind": "APIResourceList", "groupVersion": f"{POLICY_GROUP}/v1", "resources": resources}
+        )
+
     def _group_list(self, request: Request) -> Response:
-        group = self._group().body
-        group.pop("kind")
-        group.pop("apiVersion")
-        return Response(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]})
+        groups = []
+        for group in (self._group().body, self._policy_group().body):
+            group.pop("kind")
+            group.pop("apiVersion")
+            groups.append(group)
+        return Response(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 
     def _review_list(self, request: Request) -> Response:
         resources = [
@@ -431,7 +511,10 @@ class KubeAPI:
     def _review_allowed(self, token: str, spec: dict[str, Any]) -> bool:
         attrs = spec.get("resourceAttributes")
         if attrs is not None:
-            if attrs.get("group", "") != "":
+            group = attrs.get("group", "")
+            if group not in ("", POLICY_GROUP) or (group == POLICY_GROUP) != (
+                attrs.get("resource", "") in POLICY_RESOURCES
+            ):
                 return False
             return self.allowed(
                 token, attrs.get("verb", ""), attrs.get("resource", ""), attrs.get("subresource", "")
@@ -450,9 +533,11 @@ class KubeAPI:
         ]
         if plain:
             rules.append({"verbs": plain, "apiGroups": [""], "resources": list(RESOURCES)})
+            rules.append({"verbs": plain, "apiGroups": [POLICY_GROUP], "resources": list(POLICY_RESOURCES)})
         for grant in sorted(v for v in verbs if " " in v):
             verb, resource = grant.split(" ", 1)
-            rules.append({"verbs": [verb], "apiGroups": [""], "resources": [resource]})
+            group = POLICY_GROUP if resource in POLICY_RESOURCES else ""
+            rules.append({"verbs": [verb], "apiGroups": [group], "resources": [resource]})
         return {
             "resourceRules": rules,
             "nonResourceRules": [{"verbs": ["get"], "nonResourceURLs": list(_DISCOVERY_PATHS)}],
@@ -475,6 +560,7 @@ class KubeAPI:
             items, rv = self.store.list(
                 kind, namespace, request.query.get("labelSelector"), request.query.get("fieldSelector")
             )
+            items = [self._with_status(kind, o) for o in items]
             wanted = negotiate(request.headers.get("accept"), is_list=True)
             body = self._render_list(kind, items, rv, wanted, request.query)
             if failed == "truncated":
@@ -497,7 +583,7 @@ class KubeAPI:
             }
         return {
             "kind": f"{kind}List",
-            "apiVersion": "v1",
+            "apiVersion": api_version(kind),
             "metadata": {"resourceVersion": rv},
             "items": [_without_type(o) for o in items],
         }
@@ -516,7 +602,43 @@ class KubeAPI:
     def _get(self, kind: str) -> Callable[[Request], Response]:
         def handle(request: Request) -> Response:
             obj = self.store.get(kind, request.params.get("ns"), request.params["name"])
-            return Response(200, self._render_one(kind, obj, request))
+            return Response(200, self._render_one(kind, self._with_status(kind, obj), request))
+
+        return handle
+
+    def _with_status(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """A PDB as read: with the status the disruption controller would have written (see pdb.py)."""
+        if kind != pdb.KIND:
+            return obj
+        pods, _ = self.store.list("Pod", obj["metadata"].get("namespace"))
+        return pdb.with_status(obj, pods)
+
+    def _create(self, kind: str) -> Callable[[Request], Response]:
+        """POST to a namespaced collection: the object in the body, in the path's namespace (201)."""
+
+        def handle(request: Request) -> Response:
+            try:
+                body = (
+                    kube_proto.decode(request.body)
+                    if is_protobuf(request.headers.get("content-type"))
+                    else request.json()
+                )
+            except (kube_proto.ProtoError, ValueError) as exc:
+                raise BadRequest(f"the {kind} body cannot be read: {exc}") from None
+            if not isinstance(body, dict) or body.get("kind", kind) != kind:
+                raise BadRequest(f"the body of a {plural(kind)} create must be a {kind}")
+            ns = request.params["ns"]
+            meta = body.setdefault("metadata", {}) or {}
+            body["metadata"] = meta
+            if meta.get("namespace", ns) != ns:
+                raise BadRequest(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
+            meta["namespace"] = ns
+            body["kind"], body["apiVersion"] = kind, api_version(kind)
+            body.pop("status", None)  # a create sets no status: the controller does
+            created = self.store.create(body)
+            return Response(201, self._with_status(kind, created))
 
         return handle
 
@@ -553,9 +675,9 @@ class KubeAPI:
     def _evict(self, request: Request) -> Response:
         """POST pods/NAME/eviction (policy/v1 Eviction): mark the pod DisruptionTarget, delete it gracefully.
 
-        No PodDisruptionBudget is served here, so none can refuse it (a real API server answers 429 "Cannot
-        evict pod as it would violate the pod's disruption budget." then). A pod already terminating is
-        accepted again, as the API server does.
+        A PodDisruptionBudget over the pod that allows no disruption refuses it first: 429 TooManyRequests
+        "Cannot evict pod as it would violate the pod's disruption budget.", the pod untouched (pdb.py,
+        eviction.go checkAndDecrement). A pod already terminating is accepted again, as the API server does.
         """
         ns, name = request.params["ns"], request.params["name"]
         try:
@@ -563,6 +685,14 @@ class KubeAPI:
         except ValueError as exc:
             raise BadRequest(f"the Eviction body cannot be read: {exc}") from None
         current = self.store.get("Pod", ns, name)
+        budgets, _ = self.store.list(pdb.KIND, ns)
+        if budgets:
+            pods, _ = self.store.list("Pod", ns)
+            try:
+                pdb.check_eviction(current, budgets, pods)
+            except pdb.TooManyRequests as exc:
+                details = {"causes": exc.causes}
+                return _status_response(exc.code, exc.reason, str(exc), details)
         options = (body or {}).get("deleteOptions") or {}
         grace = _int_or_none(options.get("gracePeriodSeconds"))
         if grace is None:
@@ -734,7 +864,7 @@ def _encode_events(
     try:
         for type_, raw in events:
             if type_ == "BOOKMARK":
-                obj = {"kind": kind, "apiVersion": "v1", "metadata": raw["metadata"]}
+                obj = {"kind": kind, "apiVersion": api_version(kind), "metadata": raw["metadata"]}
             else:
                 obj = render(type_, raw)
             yield _event_line(type_, obj)
@@ -763,10 +893,18 @@ def _until_stopped(chunks: Iterator[bytes], stop: threading.Event) -> Iterator[b
 
 def _resource_of(path: str) -> str:
     parts = [p for p in path.split("/") if p]
+    if parts[:1] == ["apis"]:  # /apis/<group>/<version>/... reads as /api/<version>/...
+        parts = parts[1:]
     # /api/v1/<res>[...] or /api/v1/namespaces/<ns>/<res>[/<name>]
     if len(parts) >= 5 and parts[2] == "namespaces":
         return parts[4]
     return parts[2] if len(parts) > 2 else ""
+
+
+def _group_of(path: str) -> str:
+    """The API group a request path is in ("" for /api/v1, "policy" for /apis/policy/v1/...)."""
+    parts = [p for p in path.split("/") if p]
+    return parts[1] if parts[:1] == ["apis"] and len(parts) > 1 else ""
 
 
 def write_kubeconfig(

@@ -1,7 +1,7 @@
 """Server-side Table printing (meta.k8s.io/v1 Table), as the API server's printers fill the columns kubectl shows.
 
 The columns and cell logic follow Kubernetes 1.32 `pkg/printers/internalversion/printers.go` (printPod,
-printEvent, printConfigMap, printSecret, printNamespace) and apimachinery's `duration.HumanDuration`; the
+printEvent, printConfigMap, printSecret, printNamespace, printPodDisruptionBudget) and apimachinery's `duration.HumanDuration`; the
 request decides whether each row carries its object (includeObject) as PartialObjectMetadata, in full or not.
 """
 
@@ -260,6 +260,14 @@ def _secret_cells(obj: dict[str, Any], now: float) -> list[Any]:
     return [name, obj.get("type", ""), len(obj.get("data") or {}), age]
 
 
+def _pdb_cells(obj: dict[str, Any], now: float) -> list[Any]:
+    """printPodDisruptionBudget: N/A for the bound that is not set."""
+    name, age = _name_age(obj, now)
+    spec = obj.get("spec") or {}
+    shown = ["N/A" if spec.get(k) is None else str(spec[k]) for k in ("minAvailable", "maxUnavailable")]
+    return [name, *shown, int((obj.get("status") or {}).get("disruptionsAllowed") or 0), age]
+
+
 def _namespace_cells(obj: dict[str, Any], now: float) -> list[Any]:
     name, age = _name_age(obj, now)
     return [name, (obj.get("status") or {}).get("phase") or "Active", age]
@@ -274,6 +282,26 @@ PRINTERS: dict[str, Printer] = {
     "ConfigMap": Printer((_NAME_COL, Column("Data", type="integer"), _AGE_COL), _configmap_cells),
     "Secret": Printer((_NAME_COL, Column("Type"), Column("Data", type="integer"), _AGE_COL), _secret_cells),
     "Namespace": Printer((_NAME_COL, Column("Status"), _AGE_COL), _namespace_cells),
+    "PodDisruptionBudget": Printer(
+        (
+            _NAME_COL,
+            Column(
+                "Min Available",
+                description='The minimum number of pods that must be available simultaneously. This can be either an integer or a string specifying a percentage, e.g. "28%".',
+            ),
+            Column(
+                "Max Unavailable",
+                description='The maximum number of pods that may be unavailable simultaneously. This can be either an integer or a string specifying a percentage, e.g. "28%".',
+            ),
+            Column(
+                "Allowed Disruptions",
+                type="integer",
+                description="The number of disruptions that are currently allowed.",
+            ),
+            _AGE_COL,
+        ),
+        _pdb_cells,
+    ),
 }
 
 

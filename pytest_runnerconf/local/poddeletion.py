@@ -2,7 +2,7 @@
 
 DELETE marks the pod (deletionTimestamp, deletionGracePeriodSeconds) and returns at once; the node then
 stops the containers within the grace period, and only after that does the object go (the watch sees
-DELETED). Objects owner-referenced to the pod (the runner's registry Secret) go with it.
+DELETED). Objects owner-referenced to the pod (the runner's registry Secret, its PodDisruptionBudget) go with it.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class PodDeletion:
 
 def collect_dependents(store: Any, namespace: str, kind: str, name: str) -> None:
     """The garbage collector (propagation Background): objects whose ownerReferences name the owner go."""
-    for dependent_kind in ("Secret", "ConfigMap"):
+    for dependent_kind in ("Secret", "ConfigMap", "PodDisruptionBudget"):
         items, _ = store.list(dependent_kind, namespace)
         for obj in items:
             owners = obj.get("metadata", {}).get("ownerReferences") or []

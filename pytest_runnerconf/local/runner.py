@@ -27,7 +27,7 @@ from pytest_runnerconf.local.archives import tar_members, zip_entries, zip_to_ta
 from pytest_runnerconf.local.errors import LocalConfigError
 from pytest_runnerconf.local.faults import ENV_VAR as FAULTS_ENV_VAR
 from pytest_runnerconf.local.faults import PENDING_POLL_TIMEOUT_S, SLOW_SCHEDULING_S, parse_faults
-from pytest_runnerconf.local.kstore import NotFound, StoreError
+from pytest_runnerconf.local.kstore import AlreadyExists, NotFound, StoreError
 from pytest_runnerconf.local.model import JobPayload, JobSink
 from pytest_runnerconf.local.podspec import PodPlan, PreparationError, build_pod, go_duration
 from pytest_runnerconf.local.podstatus import ImageChoice
@@ -482,14 +482,15 @@ class LocalRunner:
             raise prepare_failure(f"setting up build pod: {exc}") from None
         plan.pod = stored
         job.pod = stored
+        # buildPodReferences: what the runner hangs on the pod, so the garbage collector deletes it with the pod.
+        owner = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": stored["metadata"]["name"],
+            "uid": stored["metadata"]["uid"],
+        }
         if job.secret is not None and "leak-secrets" not in job.faults:
             # setOwnerReferencesForResources: the garbage collector then deletes the Secret with its pod.
-            owner = {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "name": stored["metadata"]["name"],
-                "uid": stored["metadata"]["uid"],
-            }
 
             def own(obj: dict[str, Any]) -> None:
                 obj["metadata"]["ownerReferences"] = [owner]
@@ -499,6 +500,8 @@ class LocalRunner:
                 job.secret = self.store.update("Secret", secret_meta["namespace"], secret_meta["name"], own)
             except StoreError as exc:
                 raise prepare_failure(f"setting up build pod: error setting ownerReferences: {exc}") from None
+        if self.cfg.runner.kubernetes.pod_disruption_budget and "pdb-not-created" not in job.faults:
+            self._create_pdb(stored, owner)
         ns, name = stored["metadata"]["namespace"], stored["metadata"]["name"]
         pod_error: list[BaseException] = []
 
@@ -530,6 +533,38 @@ class LocalRunner:
 
         threading.Thread(target=start_pod, daemon=True, name=f"pod-{name}").start()
         self._wait_for_pod(job, ns, name, trace, pod_error)
+
+    def _create_pdb(self, pod: dict[str, Any], owner: dict[str, Any]) -> None:
+        """createPodDisruptionBudget (v18.11.0 on, `pod_disruption_budget = true`), right after the pod's owner
+        references: "<pod>-pdb", owned by the pod, minAvailable 1 over the pod's job.runner.gitlab.com/pod
+        label; on a conflict the existing one is read (executors/kubernetes/kubernetes.go v18.11.1, lines
+        2156-2161 and 2860-2916). No cleanup deletes it: the garbage collector removes it with the pod.
+        """
+        meta = pod["metadata"]
+        label = "job.runner.gitlab.com/pod"
+        name = f"{meta['name']}-pdb"
+        budget: dict[str, Any] = {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {
+                "name": name,
+                "namespace": meta["namespace"],
+                "ownerReferences": [owner],
+            },
+            "spec": {
+                "minAvailable": 1,
+                "selector": {"matchLabels": {label: (meta.get("labels") or {}).get(label, "")}},
+            },
+        }
+        try:
+            try:
+                self.store.create(budget)
+            except AlreadyExists:
+                self.store.get("PodDisruptionBudget", meta["namespace"], name)
+        except StoreError as exc:
+            raise prepare_failure(
+                f"setting up build pod: error creating PodDisruptionBudget: {exc}"
+            ) from None
 
     def _wait_for_pod(
         self, job: RunningJob, ns: str, name: str, trace: TraceWriter, pod_error: list[BaseException]

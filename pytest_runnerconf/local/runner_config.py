@@ -253,6 +253,8 @@ class KubernetesSection:
     service_container_security_context: ContainerSecurityContext = ContainerSecurityContext()
     init_permissions_container_security_context: ContainerSecurityContext = ContainerSecurityContext()
     pod_security_context: PodSecurityContext = PodSecurityContext()
+    # v18.11.0 on: a PodDisruptionBudget (minAvailable 1) for each job pod, so a drain cannot evict it.
+    pod_disruption_budget: bool = False
 
 
 @dataclass(frozen=True)
