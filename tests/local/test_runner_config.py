@@ -33,7 +33,7 @@ concurrent = 2
 def test_fixture_loads_with_substitutions() -> None:
     cfg = load_runner_config(FIXTURE, SUBS)
     kube = cfg.runner.kubernetes
-    assert cfg.concurrent == 36
+    assert cfg.concurrent == 40
     assert cfg.check_interval == 1
     assert cfg.runner.name == "runnerconf-local"
     assert cfg.runner.url == "http://127.0.0.1:8929/"
