@@ -137,7 +137,7 @@ def test_the_summaries_say_what_the_clean_run_measured(clean: dict[str, Any]) ->
     # Values from the bundle's own pods and records, as the examples put them.
     said = {r["id"]: r["summary"] for r in clean["results"]}
     assert said["RC-RES-001"] == "build: requests cpu 500m / memory 256Mi, limits cpu 1 / memory 512Mi"
-    assert said["RC-CLN-001"] == "pod deleted 2.0 s after the job ended, deadline 30 s"
+    assert said["RC-CLN-001"] == "pod deleted 3.5 s after the job ended, deadline 30 s"
     assert said["RC-DNS-002"].startswith("build's resolv.conf: nameserver 172.17.0.1, search ci.svc")
     assert said["RC-LOG-001"] == "200 of 200 lines in order, line 100 whole (3600 characters), job success"
     assert said["RC-OOM-001"] == "the allocation of 763 MiB was killed (cgroup limit 128 MiB); job failed"
@@ -176,7 +176,7 @@ def test_a_fault_run_says_what_failed_and_what_still_held(slow_cleanup: dict[str
         )
     assert results["RC-CLN-005"]["summary"] == (
         # The evicted disruption probe's pod is deleted by the API server, its Secret with it.
-        "27 of 28 per-job Secrets not deleted within 30 s of their job's end"
+        "30 of 31 per-job Secrets not deleted within 30 s of their job's end"
     )
     assert results["RC-CLN-006"]["summary"].startswith("27 pods of this run left at the deadline, 0 stray")
     passed = [r for r in results.values() if r["outcome"] == "passed"]
