@@ -146,7 +146,7 @@ def test_the_summaries_say_what_the_clean_run_measured(clean: dict[str, Any]) ->
     observed = {r["id"]: r["expectations"][0]["observed"] for r in clean["results"]}
     delay = observed["RC-CLN-001"]["delay s"]  # the data the summary was written from
     shown = float(said["RC-CLN-001"].split()[2])  # the summary's one decimal, of the same measurement
-    assert delay == pytest.approx(1.96, abs=0.01) and shown == pytest.approx(delay, abs=0.051)
+    assert delay == pytest.approx(3.49, abs=0.01) and shown == pytest.approx(delay, abs=0.051)
     assert observed["RC-RES-001"] == {
         "build": {"limits": {"cpu": "1", "memory": "512Mi"}, "requests": {"cpu": "500m", "memory": "256Mi"}}
     }
@@ -178,7 +178,7 @@ def test_a_fault_run_says_what_failed_and_what_still_held(slow_cleanup: dict[str
         # The evicted disruption probe's pod is deleted by the API server, its Secret with it.
         "30 of 31 per-job Secrets not deleted within 30 s of their job's end"
     )
-    assert results["RC-CLN-006"]["summary"].startswith("27 pods of this run left at the deadline, 0 stray")
+    assert results["RC-CLN-006"]["summary"].startswith("30 pods of this run left at the deadline, 0 stray")
     passed = [r for r in results.values() if r["outcome"] == "passed"]
     assert len(passed) == len(results) - len(failed)
     missing = {r["id"]: unobserved(r) for r in passed if unobserved(r)}
