@@ -340,6 +340,8 @@ def test_the_pdb_probe_job_goes_to_the_budgeted_runner_and_is_bounded() -> None:
     assert jobs[dis.PDB_JOB]["tags"] == ["k8s-pdb"] and jobs[dis.JOB]["tags"] == ["k8s"]
     assert jobs[dis.PDB_JOB]["allow_failure"] is True
     script = (ROOT / "fixtures" / "probes" / "disruption.sh").read_text()
-    assert "exec sleep 12" in script  # waits out the eviction attempt (the run evicts within seconds), then ends 0
+    assert (
+        "exec sleep 12" in script
+    )  # waits out the eviction attempt (the run evicts within seconds), then ends 0
     plain = yaml.safe_load(render_pipeline(make_plan(["disruption"]), _pdb_profile(None), "r1")[0])
     assert plain[dis.PDB_JOB]["tags"] == ["k8s"]  # no budgeted runner named: default tags, the check skips
