@@ -289,6 +289,10 @@ def test_dind_pull_by_digest(
             job=build_job,
         )
     job = job_evidence("dind-pull")
+    if job.status == "skipped":
+        could_not_test(
+            "no-evidence", "job dind-pull was skipped after dind-build, so nothing was pulled", job=job
+        )
     record = probe_record(job, "dind-push")
     if record.get("dockerd_ready") is not True:
         could_not_test(
@@ -355,7 +359,16 @@ def test_dind_container_receives_megabytes(
     job_evidence: JobLookup, probe_record: ProbeLookup, runnerconf_profile: Profile
 ) -> None:
     image = pushing_to(runnerconf_profile)
+    build_job, built = build_record(job_evidence, probe_record)
+    if not built.get("digest"):
+        could_not_test(
+            "no-evidence",
+            "nothing was pushed, so there is nothing to fetch (RC-DND-004 judges it)",
+            job=build_job,
+        )
     job = job_evidence("dind-pull")
+    if job.status == "skipped":
+        could_not_test("no-evidence", "job dind-pull was skipped, so no container fetched anything", job=job)
     record = probe_record(job, "dind-push")
     if record.get("ran") is not True:
         could_not_test(

@@ -273,3 +273,14 @@ def test_no_image_run_or_no_manifest_cannot_test() -> None:
         judge_fetch(ran=False)
     with pytest.raises(CouldNotTest, match=r"manifest could not be read.*401"):
         judge_fetch(layer_bytes="", fetch_error=["wget: server returned error: HTTP/1.1 401 Unauthorized"])
+
+
+def test_a_skipped_pull_job_cannot_test_the_pull_or_the_fetch() -> None:
+    # Under an infrastructure fault dind-build may fail and GitLab skips the job that needs it.
+    skipped = JobEvidence(name="dind-pull", job={"status": "skipped"}, trace="", records={})
+    with pytest.raises(CouldNotTest, match="skipped"):
+        dind.test_dind_pull_by_digest(lookup(build_job(), skipped), probe_record, with_registry())
+    with pytest.raises(CouldNotTest, match="skipped"):
+        dind.test_dind_container_receives_megabytes(
+            lookup(build_job(), skipped), probe_record, with_registry()
+        )

@@ -396,9 +396,31 @@ class GitLabState:
             self._jobs[new.id] = new
             pipeline.job_ids.append(new.id)
             old.retried = True
+            self._reset_skipped(pipeline, old)
             self._refresh(pipeline)
         self._advance(pipeline)
         return new
+
+    def _reset_skipped(self, pipeline: Pipeline, retried: Job) -> None:
+        """Ci::ResetSkippedJobsService: the jobs skipped because RETRIED failed go back to created, so they
+        run once the new attempt succeeds: those that need it (and what needs them), and, without needs,
+        those of later stages."""
+        jobs = self.jobs(pipeline)
+        names = {retried.definition.name}
+        grew = True
+        while grew:
+            grew = False
+            for job in jobs:
+                needs = {n.job for n in job.definition.needs or ()}
+                if job.definition.name not in names and needs & names:
+                    names.add(job.definition.name)
+                    grew = True
+        for job in jobs:
+            dependent = job.definition.name in names - {retried.definition.name} or (
+                job.definition.needs is None and job.definition.stage_idx > retried.definition.stage_idx
+            )
+            if job.status == "skipped" and dependent:
+                job.status = "created"
 
     # JobSink ----------------------------------------------------------------------------------------
 

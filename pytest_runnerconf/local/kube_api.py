@@ -8,6 +8,7 @@ stream (kube_exec). Logs and exec reach the containers through the node (`NodeAP
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import threading
@@ -685,9 +686,9 @@ class KubeAPI:
         except ValueError as exc:
             raise BadRequest(f"the Eviction body cannot be read: {exc}") from None
         current = self.store.get("Pod", ns, name)
-        budgets, _ = self.store.list(pdb.KIND, ns)
+        pods, _ = self.store.list("Pod", ns)
+        budgets = _live_budgets(self.store, ns, pods)
         if budgets:
-            pods, _ = self.store.list("Pod", ns)
             try:
                 pdb.check_eviction(current, budgets, pods)
             except pdb.TooManyRequests as exc:
@@ -944,3 +945,19 @@ def write_kubeconfig(
         yaml.safe_dump(config, fh, sort_keys=False)
     os.replace(tmp, target)
     return target
+
+
+def _live_budgets(store: Any, ns: str, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """NS's PodDisruptionBudgets, less those whose owner pod is gone, which are deleted as the garbage
+    collector would by now (a budget the runner created just after its pod was deleted outlives it here,
+    since the pod's own deletion collected its dependents before the budget existed)."""
+    uids = {p["metadata"].get("uid") for p in pods}
+    live = []
+    for budget in store.list(pdb.KIND, ns)[0]:
+        owners = [o for o in budget["metadata"].get("ownerReferences") or [] if o.get("kind") == "Pod"]
+        if owners and not any(o.get("uid") in uids for o in owners):
+            with contextlib.suppress(NotFound):
+                store.delete(pdb.KIND, ns, budget["metadata"]["name"])
+            continue
+        live.append(budget)
+    return live

@@ -524,7 +524,12 @@ class Kubelet:
         if docker_id is None:
             self.publish(pod)
             return
-        c.started_at = self.runtime.start(docker_id)
+        with pod.lifecycle:
+            # Termination may have begun while the image was pulled and the container created: then the
+            # container stays unstarted (forget removes it), or it would run on with no pod to stop it.
+            if pod.deleting:
+                return
+            c.started_at = self.runtime.start(docker_id)
         self.event(pod, "Started", f"Started container {c.name}", field_path=c.field_path)
         self.publish(pod)
 
@@ -583,10 +588,15 @@ class Kubelet:
         """Stop the pod's containers (SIGTERM, SIGKILL after the grace period) and remove what it used."""
         with self._lock:
             pod = self._pods.get((namespace, name))
-            if pod is None or pod.deleting:
+        if pod is None:
+            return
+        with pod.lifecycle:  # no container starts from here on (see _start)
+            if pod.deleting:
                 return
             pod.deleting = True
-        running = [c for c in pod.containers.values() if c.docker_id and c.exit_code is None]
+            running = [
+                c for c in pod.containers.values() if c.docker_id and c.started_at and c.exit_code is None
+            ]
         for c in running:
             self.event(pod, "Killing", f"Stopping container {c.name}", field_path=c.field_path)
         threads = [

@@ -59,6 +59,9 @@ class PodRun:
     # condition type -> (status, lastTransitionTime): a kubelet moves the time only when the status changes
     transitions: dict[str, tuple[str, str]] = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
+    # Held while a container is started and while termination begins: a container created as the pod's
+    # deletion began is never started after it (a real kubelet starts nothing in a terminating pod).
+    lifecycle: threading.Lock = field(default_factory=threading.Lock)
     faults: frozenset[str] = frozenset()
     repo_binds: dict[str, dict[str, str]] = field(default_factory=dict)
 

@@ -710,3 +710,31 @@ def test_project_variables_reach_jobs_non_public_after_the_yaml_ones(local: Loca
     assert shared == ["from-global", "from-job", "from-project", "from-pipeline"]
     passwords = [v for v in payload.variables if v.key == "REG_PASSWORD"]
     assert [(v.value, v.public, v.masked) for v in passwords] == [("rotated-value", False, True)]
+
+
+NEEDS_CI = """
+stages: [build, test]
+first:
+  stage: build
+  tags: [local]
+  script: echo first
+second:
+  stage: build
+  tags: [local]
+  needs: [first]
+  script: echo second
+"""
+
+
+def test_a_retried_job_brings_back_the_jobs_skipped_for_its_failure(local: Local) -> None:
+    # Ci::ResetSkippedJobsService: what needs the retried job runs after the retry.
+    pipeline = local.pipeline(NEEDS_CI)
+    first = local.queue.submitted[0]
+    local.finish(first.id, "failed", "runner_system_failure")
+    jobs = {j.name: j.status for j in local.project.pipelines.get(pipeline.id).jobs.list()}
+    assert jobs == {"first": "failed", "second": "skipped"}
+    local.project.jobs.get(first.id).retry()
+    retry = local.queue.submitted[-1]
+    assert retry.name == "first" and retry.id != first.id
+    local.finish(retry.id)
+    assert [p.name for p in local.queue.submitted] == ["first", "first", "second"]
