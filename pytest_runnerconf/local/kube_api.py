@@ -484,14 +484,7 @@ class KubeAPI:
 
     def _review(self, resource: str) -> Callable[[Request], Response]:
         def handle(request: Request) -> Response:
-            try:
-                body = (
-                    kube_proto.decode(request.body)
-                    if is_protobuf(request.headers.get("content-type"))
-                    else request.json()
-                )
-            except (kube_proto.ProtoError, ValueError) as exc:
-                raise BadRequest(f"the review body cannot be read: {exc}") from None
+            body = _request_body(request, "review")
             spec = body.get("spec") or {}
             token = _bearer(request)
             result = dict(body)
@@ -618,14 +611,7 @@ class KubeAPI:
         """POST to a namespaced collection: the object in the body, in the path's namespace (201)."""
 
         def handle(request: Request) -> Response:
-            try:
-                body = (
-                    kube_proto.decode(request.body)
-                    if is_protobuf(request.headers.get("content-type"))
-                    else request.json()
-                )
-            except (kube_proto.ProtoError, ValueError) as exc:
-                raise BadRequest(f"the {kind} body cannot be read: {exc}") from None
+            body = _request_body(request, kind)
             if not isinstance(body, dict) or body.get("kind", kind) != kind:
                 raise BadRequest(f"the body of a {plural(kind)} create must be a {kind}")
             ns = request.params["ns"]
@@ -961,3 +947,13 @@ def _live_budgets(store: Any, ns: str, pods: list[dict[str, Any]]) -> list[dict[
             continue
         live.append(budget)
     return live
+
+
+def _request_body(request: Request, what: str) -> Any:
+    """A request's body as kubectl (protobuf) or the Python client (JSON) sends it; BadRequest naming WHAT."""
+    try:
+        if is_protobuf(request.headers.get("content-type")):
+            return kube_proto.decode(request.body)
+        return request.json()
+    except (kube_proto.ProtoError, ValueError) as exc:
+        raise BadRequest(f"the {what} body cannot be read: {exc}") from None
