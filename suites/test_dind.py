@@ -23,6 +23,11 @@ ProbeLookup = Callable[[JobEvidence, str], dict[str, Any]]
 DOCKERD_DEFAULT_MTU = 1500  # moby's default bridge MTU when dockerd gets no --mtu
 
 
+def recorded_errors(record: dict[str, Any], key: str, otherwise: str) -> str:
+    """The error lines a probe recorded under KEY, joined on one line (OTHERWISE when it recorded none)."""
+    return " / ".join(record.get(key) or [otherwise])
+
+
 def route_mtu(value: Any) -> tuple[str, int] | None:
     """The probe's "eth0 1450" (the default route's interface and its MTU); None when unreadable."""
     parts = str(value or "").split()
@@ -125,7 +130,7 @@ def test_tls_dind_reached_with_shared_certificates(
         said = (
             f"{', '.join(missing)} missing in {record.get('cert_path')}"
             if missing
-            else "the TLS connection failed: " + " / ".join(record.get("docker_error") or ["no error text"])
+            else "the TLS connection failed: " + recorded_errors(record, "docker_error", "no error text")
         )
         fail("RC-DND-002", want, observed, job=job, summary=said)
     held(
@@ -202,7 +207,7 @@ def test_dind_build_resolves_from_and_run(job_evidence: JobLookup, probe_record:
     }
     want = {"built": True, "RUN step resolves": name}
     if record.get("built") is not True:
-        error = " / ".join(record.get("build_error") or ["no output"])
+        error = recorded_errors(record, "build_error", "no output")
         fail(
             "RC-DND-003",
             want,
@@ -253,7 +258,7 @@ def test_dind_login_and_push(
     }
     want = {"logged in": True, "pushed": True, "digest": "sha256:..."}
     if record.get("logged_in") is not True:
-        error = " / ".join(record.get("login_error") or ["no output"])
+        error = recorded_errors(record, "login_error", "no output")
         fail(
             "RC-DND-004",
             want,
@@ -263,7 +268,7 @@ def test_dind_login_and_push(
         )
     digest = str(record.get("digest") or "")
     if record.get("pushed") is not True or not digest.startswith("sha256:"):
-        error = " / ".join(record.get("push_error") or ["no digest reported"])
+        error = recorded_errors(record, "push_error", "no digest reported")
         fail("RC-DND-004", want, observed, job=job, summary=f"docker push to {image} failed: {error}")
     held("RC-DND-004", want, observed, job=job, summary=f"logged in and pushed {image}@{digest}")
 
@@ -318,7 +323,7 @@ def test_dind_pull_by_digest(
     run_id = built.get("run_id")
     want = {"pulled digest": pushed, "content": run_id}
     if record.get("pulled") is not True:
-        error = " / ".join(record.get("pull_error") or ["no output"])
+        error = recorded_errors(record, "pull_error", "no output")
         fail(
             "RC-DND-005",
             want,
@@ -382,7 +387,7 @@ def test_dind_container_receives_megabytes(
         could_not_test(
             "no-evidence",
             "the image's manifest could not be read from the registry, so no layer was fetched: "
-            + " / ".join(record.get("fetch_error") or ["no error text"]),
+            + recorded_errors(record, "fetch_error", "no error text"),
             job=job,
         )
     got = str(record.get("fetched_bytes") or "0")
