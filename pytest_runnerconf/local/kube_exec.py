@@ -33,6 +33,9 @@ class ExecSession(Protocol):
 
     def fileno(self) -> int: ...
 
+    def pending(self) -> bool:
+        """Output is waiting that select() on fileno() cannot see (read past the exec's HTTP headers)."""
+
     def read(self) -> list[tuple[int, bytes]] | None:
         """Output now readable as (STDOUT|STDERR, bytes); None once the command's output has ended."""
 
@@ -138,7 +141,9 @@ def serve(conn: Connection, protocol: str, session: ExecSession, command: list[s
         while not channels.closed:
             client_ready = conn.readable(0)
             ready: list[Any] = [conn.sock]
-            if not client_ready:
+            if session.pending():
+                ready = [session.fileno()]
+            elif not client_ready:
                 waitables: list[Any] = [conn.sock, session.fileno()]
                 ready, _, _ = select.select(waitables, [], [], 5.0)
             if client_ready or conn.sock in ready:

@@ -45,13 +45,19 @@ class PodDeletion:
 
     def _finish(self, namespace: str, name: str, grace_s: float) -> None:
         """The node terminates the pod, then the object is removed and its dependents collected."""
+        # Each step runs whatever the one before it raised: a pod left in the API after its deletion was
+        # asked for is a stray for every later run, so the object goes even when the node's clean-up failed.
         try:
             self.node.terminate(namespace, name, grace_s)
         finally:
-            self.node.forget(namespace, name)
-            collect_dependents(self.store, namespace, "Pod", name)
-            with contextlib.suppress(NotFound):
-                self.store.delete("Pod", namespace, name)
+            try:
+                self.node.forget(namespace, name)
+            finally:
+                try:
+                    collect_dependents(self.store, namespace, "Pod", name)
+                finally:
+                    with contextlib.suppress(NotFound):
+                        self.store.delete("Pod", namespace, name)
 
 
 def collect_dependents(store: Any, namespace: str, kind: str, name: str) -> None:

@@ -54,14 +54,21 @@ class ExecStream:
         self._tty = tty
         self._buf = b""
         self._eof = False
+        self._early = _read_past_headers(sock, self._sock)
 
     def fileno(self) -> int:
         return self._sock.fileno()
 
+    def pending(self) -> bool:
+        return bool(self._early)
+
     def read(self) -> list[tuple[int, bytes]] | None:
         if self._eof:
             return None
-        data = self._sock.recv(65536)
+        if self._early:
+            data, self._early = self._early, b""
+        else:
+            data = self._sock.recv(65536)
         if not data:
             self._eof = True
             rest = self._buf
@@ -117,6 +124,25 @@ class ExecStream:
             if chunks is None:
                 return
             yield from chunks
+
+
+def _read_past_headers(sock: Any, raw: socket.socket) -> bytes:
+    """What the HTTP response's buffered reader read past the upgrade's headers: a command's first output
+    arrives in the same read as the headers when the client is slow to read them (a busy node), and reading
+    the raw socket alone loses it (kubectl exec printed nothing). read1 returns only buffered bytes when there
+    are any; with the socket non-blocking it never waits when there are none."""
+    response = getattr(sock, "_response", None)
+    reader = getattr(getattr(getattr(response, "raw", None), "_fp", None), "fp", None)
+    if reader is None or not hasattr(reader, "read1"):
+        return b""
+    timeout = raw.gettimeout()
+    raw.setblocking(False)
+    try:
+        return reader.read1(65536) or b""
+    except (BlockingIOError, OSError, ValueError):
+        return b""
+    finally:
+        raw.settimeout(timeout)
 
 
 class Runtime:
@@ -310,9 +336,11 @@ class Runtime:
 def remove_labelled(client: Any, label: str) -> int:
     """Force-remove every container (with its anonymous volumes) and volume carrying a label."""
     removed = 0
-    for container in client.containers.list(all=True, filters={"label": label}):
+    # The low-level list: containers.list() inspects each listed container, and one removed meanwhile (its
+    # pod's other cleanup got there first) made it raise NotFound, which left a deleted pod in the API.
+    for container in client.api.containers(all=True, filters={"label": label}, quiet=True):
         with contextlib.suppress(Exception):  # gone meanwhile: another cleanup got there first
-            container.remove(force=True, v=True)
+            client.api.remove_container(container["Id"], force=True, v=True)
             removed += 1
     for volume in client.volumes.list(filters={"label": label}):
         with contextlib.suppress(Exception):

@@ -47,6 +47,9 @@ class ProcessSession:
         assert self.proc.stdout is not None
         return self.proc.stdout.fileno()
 
+    def pending(self) -> bool:
+        return False
+
     def read(self) -> list[tuple[int, bytes]] | None:
         data = os.read(self.fileno(), 65536)
         return [(1, data)] if data else None

@@ -244,6 +244,25 @@ def test_the_budget_goes_with_its_pod() -> None:
     assert names == [kept["metadata"]["name"]]  # the owned one went with the pod; the other stays
 
 
+def test_a_failed_node_clean_up_still_removes_the_pod_and_its_budget() -> None:
+    """The node's clean-up raising (the engine lost a container while it was listed) must not leave the
+    deleted pod in the API: it would be a stray for every later run."""
+    store = KubeStore()
+    store.create({"kind": "Namespace", "metadata": {"name": NS}})
+    pod = store.create(job_pod())
+    owner = {"apiVersion": "v1", "kind": "Pod", "name": POD, "uid": pod["metadata"]["uid"]}
+    LocalRunner._create_pdb(SimpleNamespace(store=store), pod, owner)  # type: ignore[arg-type]
+
+    def forget(ns: str, name: str) -> None:
+        raise RuntimeError("No such container")
+
+    node = SimpleNamespace(terminate=lambda ns, name, grace: None, forget=forget)
+    with pytest.raises(RuntimeError):
+        PodDeletion(store, node)._finish(NS, POD, 0)
+    assert store.list("Pod", NS)[0] == []
+    assert store.list("PodDisruptionBudget", NS)[0] == []
+
+
 # ---------------------------------------------------------------- kubectl
 
 
