@@ -895,6 +895,9 @@ class PodWatch:
                 if expiries > 1:  # the first relist is at once; a server that keeps expiring gets a back-off
                     self._stop.wait(min(RETRY_BASE_S * 2 ** (expiries - 2), RETRY_MAX_S))
                 self._relist()
+                # A fresh list is the current state: broken windows before it are not in a row with those
+                # after it (an expiring cache behind a flaky proxy). Expiries alone still bound the loop.
+                failures = 0
             except _Broken as exc:
                 self._driver.count_retry("watch broken")
                 failures = 1 if self._delivered else failures + 1  # in a row: with nothing delivered between

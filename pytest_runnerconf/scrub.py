@@ -32,10 +32,11 @@ _SECRET_WORDS = (
     r"|ACCOUNT_?KEY|CREDENTIAL"
 )
 _SECRET_NAME = re.compile(_SECRET_WORDS, re.IGNORECASE)
-# Names that point at a secret rather than hold it (token_env, secretName, secretKeyRef, token_expires_at).
+# Names that point at a secret rather than hold it (token_env, secretName, secretKeyRef, token_expires_at, the
+# profile's [expect.registry] password_variable: the name of the CI/CD variable, shown so it can be fixed).
 # CI_RUNNER_SHORT_TOKEN is the public prefix that names every job pod, not a credential.
 _SECRET_REFERENCE = re.compile(
-    r"(_env|_file|_path|name|ref|_id|_at|_type|_source|_scope|short_token|s)$", re.IGNORECASE
+    r"(_env|_file|_path|name|ref|_id|_at|_type|_source|_scope|_variable|short_token|s)$", re.IGNORECASE
 )
 # Keys that hold a credential although their name does not say so: docker config.json `auths` entries.
 _CREDENTIAL_KEYS = frozenset({"auth", "identitytoken", "registrytoken", "private-token", "authorization"})

@@ -134,7 +134,29 @@ def _spans(job_evidence: JobLookup, limit: int) -> tuple[list[JobEvidence], list
         if span is None:
             could_not_test("no-evidence", f"job {job.name} printed no capacity record with its start and end")
         spans.append(span)
+    _queued_together(jobs)
     return jobs, spans
+
+
+def _queued_together(jobs: list[JobEvidence]) -> None:
+    """could_not_test unless every job's judged attempt was created before any of them ended: only jobs that
+    wait for the runner's slots at the same time show its limit. A pipeline creates them together; a
+    --runnerconf-retry re-creates each when its first attempt ends, and retries spread out say nothing."""
+    __tracebackhide__ = True
+    created = [api_time(j.job.get("created_at")) for j in jobs]
+    ended = [j.finished_at for j in jobs]
+    if any(t is None for t in [*created, *ended]):
+        return  # no stamps to judge by: the spans alone
+    latest = max(t for t in created if t is not None)
+    first_end = min(t for t in ended if t is not None)
+    if latest >= first_end:
+        retried = [j.name for j in jobs if j.retried]
+        could_not_test(
+            "inconclusive",
+            f"the capacity jobs did not wait for the runner together: {jobs[created.index(latest)].name} was "
+            f"created {latest - first_end:.1f} s after another ended"
+            + (f" (retried: {', '.join(retried)})" if retried else ""),
+        )
 
 
 def _pod_spans(jobs: list[JobEvidence]) -> list[dict[str, Any]]:

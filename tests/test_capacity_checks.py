@@ -140,6 +140,30 @@ def test_one_job_at_a_time_fails_only_the_at_once_check() -> None:
     cap.test_one_more_waits(lookup(*serial), profile())
 
 
+def stamped(j: JobEvidence, created: float, ended: float) -> JobEvidence:
+    """J with GitLab's created_at and finished_at (the pipeline's clock)."""
+    iso = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return replace(j, job={**j.job, "created_at": iso}, finished_at=ended)
+
+
+def test_jobs_created_together_are_judged_however_they_ran() -> None:
+    serial = (stamped(job(1, 100, 108), 95, 109), stamped(job(2, 113, 121), 95, 122),
+              stamped(job(3, 126, 134), 95, 135))  # fmt: skip
+    with pytest.raises(Failed, match=r"observed: \{\"at once\": 1,"):
+        cap.test_limit_jobs_run_at_once(lookup(*serial), profile())
+
+
+def test_retried_jobs_that_did_not_wait_together_are_could_not_test() -> None:
+    # --runnerconf-retry re-creates each job when its first attempt ends: these never competed for the slots.
+    retried = (stamped(job(1, 100, 108), 95, 109), replace(stamped(job(2, 113, 121), 110, 122), retried=[None]),
+               stamped(job(3, 126, 134), 123, 135))  # type: ignore[list-item]  # fmt: skip
+    for check in (cap.test_limit_jobs_run_at_once, cap.test_one_more_waits):
+        with pytest.raises(CouldNotTest, match=r"did not wait for the runner together: capacity-3 was created "
+                           r"14\.0 s after another ended \(retried: capacity-2\)") as caught:  # fmt: skip
+            check(lookup(*retried), profile())
+        assert caught.value.cause == "inconclusive"
+
+
 def test_limit_not_enforced_fails_only_the_waits_check() -> None:
     together = (job(1, 100, 108), job(2, 100.5, 108.5), job(3, 101, 109))
     cap.test_limit_jobs_run_at_once(lookup(*together), profile())

@@ -528,6 +528,20 @@ def test_a_watch_that_keeps_expiring_after_relists_ends_with_one_sentence(
     assert len([q for q in script.seen if q["kind"] == "list"]) == 8, "one relist per expiry, bounded"
 
 
+def test_broken_windows_around_a_relist_are_not_in_a_row(fake: tuple[FakeKube, KubeDriver]) -> None:
+    """A watch cache that expires behind a proxy that cuts bodies: four broken windows, an expiry and its
+    relist, four broken windows again, then the event. Eight broken windows, never five in a row."""
+    script, driver = fake
+    broken = [_answer(500, {"kind": "Status", "code": 500})] * 4
+    script.watches += [*broken, _stream(_error_line(410, "Expired")), *broken]
+    script.watches.append(_stream(_line("MODIFIED", "a", 9, "Running")))
+    script.lists.append(_answer(200, _pod_list(8, ("a", 8, "Running"))))
+    with driver.watch_pods("x=1", "1") as watch:
+        events = _take(watch, 2)
+    assert [(e.type, e.relisted) for e in events] == [("RELISTED", True), ("MODIFIED", False)]
+    assert driver.retries == {"watch broken": 8, "watch 410": 1}
+
+
 def test_a_list_answering_500_then_a_truncated_body_is_retried(fake: tuple[FakeKube, KubeDriver]) -> None:
     script, driver = fake
     whole = json.dumps(_pod_list(5, ("a", 4, "Running"))).encode()

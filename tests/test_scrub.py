@@ -132,6 +132,13 @@ def test_ordinary_text_is_left_alone(text: str) -> None:
     assert scrub_text(text) == text
 
 
+def test_a_setting_that_names_a_secret_variable_is_shown() -> None:
+    # [expect.registry] password_variable: an operator fixing it must see which variable the run reads.
+    registry = {"password_variable": "RUNNERCONF_REGISTRY_PASSWORD", "user_variable": "CI_REGISTRY_USER"}
+    assert scrub_data({"registry": registry}) == {"registry": registry}
+    assert scrub_data({"registry_password": "hunter2-hunter2"}) == {"registry_password": MASK}
+
+
 def test_the_runner_short_token_is_not_a_secret() -> None:
     from pytest_runnerconf.scrub import harvest
 

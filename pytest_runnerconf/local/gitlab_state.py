@@ -512,15 +512,15 @@ class GitLabState:
         jobs = self.jobs(pipeline)
         payloads: list[JobPayload] = []
         # Jobs with `needs:` leave the stage order (a DAG): each waits only for the jobs it names, and runs
-        # when they all succeeded (allow_failure counts as success), else is skipped, as Ci::ProcessBuildService
-        # does with a need's composite status.
+        # when they all succeeded (allow_failure counts as success), else is skipped (a skipped need too), as
+        # Ci::ProcessBuildService does with a need's composite status.
         by_name = {j.name: j for j in jobs}
         for job in (j for j in jobs if j.definition.needs is not None and j.status == "created"):
             needed = [by_name[n.job] for n in job.definition.needs or () if n.job in by_name]
             prior = composite_status(needed) or "success"
             if prior not in FINISHED:
                 continue
-            if _should_run(job.definition.when, prior):
+            if _should_run(job.definition.when, prior, dag=True):
                 payload = self._enqueue(job, pipeline, runner_tags)
                 if payload is not None:
                     payloads.append(payload)
@@ -676,12 +676,14 @@ class GitLabState:
         return variables
 
 
-def _should_run(when: str, prior: str) -> bool:
+def _should_run(when: str, prior: str, *, dag: bool = False) -> bool:
+    """Ci::ProcessBuildService#valid_statuses_for_build: an on_success job after a skipped stage runs, but a
+    job whose needs: ended skipped is skipped too (its needed job never produced what it needs)."""
     if when == "always":
         return True
     if when == "on_failure":
         return prior == "failed"
-    return prior in ("success", "skipped")
+    return prior == "success" if dag else prior in ("success", "skipped")
 
 
 def _job_token() -> str:

@@ -698,6 +698,29 @@ def test_a_job_whose_need_failed_is_skipped(local: Local) -> None:
     assert pipeline.status == "failed"
 
 
+def test_a_job_whose_need_was_skipped_is_skipped_but_a_later_stage_runs(local: Local) -> None:
+    # Ci::ProcessBuildService#valid_statuses_for_build: on_success is %w[success] for a job with needs:, and
+    # %w[success skipped] for one that follows the stage order.
+    ci = (
+        "stages: [one, two, three]\n"
+        "a: {stage: one, script: x}\n"
+        "b: {stage: two, script: x, needs: [a]}\n"
+        "c: {stage: three, script: x, needs: [b]}\n"
+        "d: {stage: three, script: x, when: on_failure}\n"
+    )
+    pipeline = local.pipeline(ci)
+    (a,) = local.queue.submitted
+    local.finish(a.id, "failed", "script_failure")
+    jobs = by_name(pipeline)
+    assert {n: j.status for n, j in jobs.items()} == {
+        "a": "failed",
+        "b": "skipped",
+        "c": "skipped",
+        "d": "pending",
+    }
+    assert local.queue.names() == ["a", "d"]
+
+
 def test_project_variables_reach_jobs_non_public_after_the_yaml_ones(local: Local) -> None:
     # GitLab hands project CI/CD variables to the runner as non-public (Ci::HasVariable#to_runner_variable),
     # after the .gitlab-ci.yml ones so they win, and before pipeline variables.
