@@ -37,7 +37,8 @@ REMEDIATION = (
 
 @dataclass(frozen=True)
 class RunSpan:
-    """When one job's sleep (or its pod) ran; end None: still running when the run stopped watching."""
+    """When one job ran (held by the runner, its sleep, or its pod); end None: still running when the run
+    stopped watching."""
 
     job: str
     pod: str
@@ -120,8 +121,18 @@ def sleep_span(job: JobEvidence) -> RunSpan | None:
     return RunSpan(job.name, job.pod.name if job.pod else "", float(start), float(end))  # type: ignore[arg-type]
 
 
+def held_span(job: JobEvidence) -> RunSpan | None:
+    """When the runner held the job, on GitLab's clock (started_at: the runner took it; finished_at: it
+    handed it back); None without both stamps. The limit is the runner's: on a busy node two held jobs' pods
+    may start their scripts 15 s apart, so an 8 s sleep alone would not show that both slots were in use."""
+    if job.started_at is None or job.finished_at is None:
+        return None
+    return RunSpan(job.name, job.pod.name if job.pod else "", float(job.started_at), float(job.finished_at))
+
+
 def _spans(job_evidence: JobLookup, limit: int) -> tuple[list[JobEvidence], list[RunSpan]]:
-    """The capacity jobs (limit + 1) and their sleeps; could_not_test when one is missing."""
+    """The capacity jobs (limit + 1) and when the runner held each (their sleeps' records without GitLab's
+    stamps); could_not_test when one is missing or did not run its sleep."""
     __tracebackhide__ = True
     jobs = [job_evidence(f"{PROBE}-{n}") for n in range(1, limit + 2)]
     spans = []
@@ -133,7 +144,7 @@ def _spans(job_evidence: JobLookup, limit: int) -> tuple[list[JobEvidence], list
         span = sleep_span(job)
         if span is None:
             could_not_test("no-evidence", f"job {job.name} printed no capacity record with its start and end")
-        spans.append(span)
+        spans.append(held_span(job) or span)
     _queued_together(jobs)
     return jobs, spans
 
@@ -168,7 +179,8 @@ def _pod_spans(jobs: list[JobEvidence]) -> list[dict[str, Any]]:
 
 @check(
     id="RC-CAP-001",
-    claim="as many jobs as the capacity runner's limit really run at once: their scripts' spans overlap",
+    claim="as many jobs as the capacity runner's limit run at once: GitLab shows them running at the same "
+    "time (started by the runner, not yet finished)",
     remediation=REMEDIATION,
     area="capacity",
     probes=(PROBE,),

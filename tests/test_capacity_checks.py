@@ -153,6 +153,35 @@ def test_jobs_created_together_are_judged_however_they_ran() -> None:
         cap.test_limit_jobs_run_at_once(lookup(*serial), profile())
 
 
+def test_the_runners_hold_is_judged_not_the_scripts_start_on_a_busy_node() -> None:
+    # As in CI: the runner took capacity-1 and -2 at once, but the busy node started -2's script only after
+    # -1's ended; -3 started when -1 was handed back.
+    def held(j: JobEvidence, started: float, finished: float) -> JobEvidence:
+        return replace(j, started_at=started, finished_at=finished)
+
+    busy = (
+        held(job(1, 100, 108), 95, 109),
+        held(job(2, 110, 118), 95, 119),
+        held(job(3, 121, 129), 109, 130),
+    )
+    cap.test_limit_jobs_run_at_once(lookup(*busy), profile())
+    cap.test_one_more_waits(lookup(*busy), profile())
+    serial = (
+        held(job(1, 100, 108), 95, 109),
+        held(job(2, 110, 118), 109, 119),
+        held(job(3, 121, 129), 119, 130),
+    )
+    with pytest.raises(Failed, match=r"observed: \{\"at once\": 1,"):
+        cap.test_limit_jobs_run_at_once(lookup(*serial), profile())
+    early = (
+        held(job(1, 100, 108), 95, 109),
+        held(job(2, 110, 118), 95, 119),
+        held(job(3, 121, 129), 96, 130),
+    )
+    with pytest.raises(Failed, match=r"observed: \{\"at once\": 3,"):
+        cap.test_one_more_waits(lookup(*early), profile())
+
+
 def test_retried_jobs_that_did_not_wait_together_are_could_not_test() -> None:
     # --runnerconf-retry re-creates each job when its first attempt ends: these never competed for the slots.
     retried = (stamped(job(1, 100, 108), 95, 109), replace(stamped(job(2, 113, 121), 110, 122), retried=[None]),
