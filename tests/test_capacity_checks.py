@@ -156,28 +156,20 @@ def test_jobs_created_together_are_judged_however_they_ran() -> None:
 def test_the_runners_hold_is_judged_not_the_scripts_start_on_a_busy_node() -> None:
     # As in CI: the runner took capacity-1 and -2 at once, but the busy node started -2's script only after
     # -1's ended; -3 started when -1 was handed back.
-    def held(j: JobEvidence, started: float, finished: float) -> JobEvidence:
-        return replace(j, started_at=started, finished_at=finished)
+    def held(*stamps: tuple[float, float]) -> tuple[JobEvidence, ...]:
+        """The clean sleeps (serial, as on the busy node) with when the runner held each job."""
+        sleeps = (job(1, 100, 108), job(2, 110, 118), job(3, 121, 129))
+        return tuple(
+            replace(j, started_at=a, finished_at=b) for j, (a, b) in zip(sleeps, stamps, strict=True)
+        )
 
-    busy = (
-        held(job(1, 100, 108), 95, 109),
-        held(job(2, 110, 118), 95, 119),
-        held(job(3, 121, 129), 109, 130),
-    )
+    busy = held((95, 109), (95, 119), (109, 130))
     cap.test_limit_jobs_run_at_once(lookup(*busy), profile())
     cap.test_one_more_waits(lookup(*busy), profile())
-    serial = (
-        held(job(1, 100, 108), 95, 109),
-        held(job(2, 110, 118), 109, 119),
-        held(job(3, 121, 129), 119, 130),
-    )
+    serial = held((95, 109), (109, 119), (119, 130))
     with pytest.raises(Failed, match=r"observed: \{\"at once\": 1,"):
         cap.test_limit_jobs_run_at_once(lookup(*serial), profile())
-    early = (
-        held(job(1, 100, 108), 95, 109),
-        held(job(2, 110, 118), 95, 119),
-        held(job(3, 121, 129), 96, 130),
-    )
+    early = held((95, 109), (95, 119), (96, 130))
     with pytest.raises(Failed, match=r"observed: \{\"at once\": 3,"):
         cap.test_one_more_waits(lookup(*early), profile())
 
