@@ -45,19 +45,18 @@ class PodDeletion:
 
     def _finish(self, namespace: str, name: str, grace_s: float) -> None:
         """The node terminates the pod, then the object is removed and its dependents collected."""
-        # Each step runs whatever the one before it raised: a pod left in the API after its deletion was
-        # asked for is a stray for every later run, so the object goes even when the node's clean-up failed.
-        try:
+        # Each step runs whatever the one before it raised (the stack runs its callbacks last-in first): a pod
+        # left in the API after its deletion was asked for is a stray for every later run, so the object goes
+        # even when the node's clean-up failed.
+        with contextlib.ExitStack() as then:
+            then.callback(self._remove, namespace, name)
+            then.callback(collect_dependents, self.store, namespace, "Pod", name)
+            then.callback(self.node.forget, namespace, name)
             self.node.terminate(namespace, name, grace_s)
-        finally:
-            try:
-                self.node.forget(namespace, name)
-            finally:
-                try:
-                    collect_dependents(self.store, namespace, "Pod", name)
-                finally:
-                    with contextlib.suppress(NotFound):
-                        self.store.delete("Pod", namespace, name)
+
+    def _remove(self, namespace: str, name: str) -> None:
+        with contextlib.suppress(NotFound):
+            self.store.delete("Pod", namespace, name)
 
 
 def collect_dependents(store: Any, namespace: str, kind: str, name: str) -> None:
